@@ -1,0 +1,1 @@
+//! restic's content-defined chunker (Rabin fingerprints over a 64-byte window).

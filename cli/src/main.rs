@@ -1,0 +1,2 @@
+//! restix command line.
+fn main() {}

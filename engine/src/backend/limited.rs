@@ -1,0 +1,1 @@
+//! Bandwidth limits as a wrapper around any backend (`--limit-upload`, `--limit-download`).

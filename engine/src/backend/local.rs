@@ -1,0 +1,1 @@
+//! The local file-system backend (restic's default layout).

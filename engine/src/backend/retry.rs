@@ -1,0 +1,1 @@
+//! Retries with backoff as a wrapper around any backend.

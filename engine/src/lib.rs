@@ -1,0 +1,9 @@
+//! The restix engine: storage backends, the repository (keys, index, locks,
+//! blob load/save), the pack writer with deduplication, the archiver that turns
+//! files into snapshots, the restorer, and maintenance (forget, prune, check).
+//!
+//! Layering follows restic's `internal/`: `backend` knows bytes and names,
+//! `repository` knows encryption, packs and the index, `archiver`/`restorer`
+//! know files and trees.
+
+pub mod backend;

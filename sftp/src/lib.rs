@@ -1,0 +1,1 @@
+//! SFTP backend for restix.

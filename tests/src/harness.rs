@@ -1,0 +1,1 @@
+//! Binaries, temporary folders, fixtures, running commands.

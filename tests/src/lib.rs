@@ -1,0 +1,6 @@
+//! Shared harness for restix's integration tests: locating the `restix` and
+//! `restic` binaries, temporary repositories, fixtures, a private OpenSSH
+//! `sshd` on 127.0.0.1, and qemu-img images.
+
+pub mod harness;
+pub mod sshd;
