@@ -6,4 +6,13 @@
 //! `repository` knows encryption, packs and the index, `archiver`/`restorer`
 //! know files and trees.
 
+pub mod archiver;
 pub mod backend;
+pub mod check;
+pub mod dump;
+pub mod forget;
+pub mod prune;
+pub mod repository;
+pub mod restorer;
+pub mod selection;
+pub mod walker;

@@ -1,0 +1,1 @@
+//! Archiver: turns files and directories into trees, blobs and a snapshot.

@@ -1,0 +1,1 @@
+//! check: verify the structure and, optionally, every byte of a repository.

@@ -1,0 +1,1 @@
+//! Dump: one file to a writer, or a folder as a tar stream.

@@ -1,0 +1,1 @@
+//! forget: keep policies (`--keep-*`), grouping, and which snapshots to remove.

@@ -1,0 +1,1 @@
+//! prune: remove unused data, repack partly used packs, rewrite the index.

@@ -1,0 +1,1 @@
+//! Repository: keys, config, index, locks, blob load/save, pack writing.

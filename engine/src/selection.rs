@@ -1,0 +1,1 @@
+//! Snapshot selection: IDs and prefixes, `latest`, `--tag`/`--host`/`--path` filters.

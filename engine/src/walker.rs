@@ -1,0 +1,1 @@
+//! Tree walking: visit every node of a snapshot (ls, find, restore planning).
