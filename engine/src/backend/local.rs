@@ -1,1 +1,381 @@
 //! The local file-system backend (restic's default layout).
+//!
+//! Layout (spec: restic-format §2): `config`, `keys/<id>`, `locks/<id>`,
+//! `snapshots/<id>`, `index/<id>`, `data/<id[0..2]>/<id>`. Files are written
+//! once: to `<name>-tmp-<random>` in the target folder (mode 0600), fsynced,
+//! renamed into place, the folder fsynced, then made read-only (0400). When
+//! `config` is group-readable, new files and folders get the group bits too
+//! (0440 / 0770), like restic.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
+
+/// A repository in a local folder.
+///
+/// ```no_run
+/// use restix_engine::backend::{local::LocalBackend, Backend, FileType};
+/// let be = LocalBackend::new("/srv/repo");
+/// be.create().unwrap();
+/// let keys = be.list(FileType::Key).unwrap();
+/// assert!(keys.is_empty());
+/// ```
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    connections: usize,
+    /// The config file is group-readable: new files/folders get group bits
+    /// (spec: restic-format §2).
+    group_access: AtomicBool,
+}
+
+/// Directories created by [`Backend::create`] besides `data/00`..`data/ff`.
+const TOP_DIRS: [&str; 5] = ["data", "snapshots", "index", "locks", "keys"];
+
+impl LocalBackend {
+    /// A backend for the repository at `path` (nothing is touched yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let root = path.into();
+        let group_access = config_group_readable(&root);
+        LocalBackend {
+            root,
+            connections: 2,
+            group_access: AtomicBool::new(group_access),
+        }
+    }
+
+    /// Set the number of parallel operations (`-o local.connections=N`, default 2).
+    pub fn with_connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
+    }
+
+    /// The repository folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Absolute path of a file in the default layout.
+    pub fn path_of(&self, file_type: FileType, name: &str) -> PathBuf {
+        self.root.join(file_type.relative_path(name))
+    }
+
+    fn display(path: &Path) -> String {
+        path.display().to_string()
+    }
+
+    fn file_mode(&self) -> u32 {
+        if self.group_access.load(Ordering::Relaxed) {
+            0o440
+        } else {
+            0o400
+        }
+    }
+
+    fn dir_mode(&self) -> u32 {
+        if self.group_access.load(Ordering::Relaxed) {
+            0o770
+        } else {
+            0o700
+        }
+    }
+
+    fn create_dir(&self, dir: &Path) -> BackendResult<()> {
+        match fs::create_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) => return Err(BackendError::from_io("mkdir", Self::display(dir), e)),
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(self.dir_mode()))
+            .map_err(|e| BackendError::from_io("chmod", Self::display(dir), e))
+    }
+
+    fn list_dir(&self, dir: &Path, pack_root: bool, out: &mut Vec<FileInfo>) -> BackendResult<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // A missing folder lists as empty (restic ignores ENOENT here).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(BackendError::from_io("readdir", Self::display(dir), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| BackendError::from_io("readdir", Self::display(dir), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if pack_root && name.len() == 2 && is_hex2(name) {
+                let ft = entry.file_type().map_err(|e| BackendError::from_io("stat", Self::display(&entry.path()), e))?;
+                if ft.is_dir() {
+                    self.list_dir(&entry.path(), false, out)?;
+                }
+                continue;
+            }
+            if !is_id_name(name) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed between readdir and stat.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::from_io("stat", Self::display(&entry.path()), e)),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            out.push(FileInfo {
+                name: name.to_string(),
+                size: meta.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn is_hex2(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn config_group_readable(root: &Path) -> bool {
+    fs::metadata(root.join("config"))
+        .map(|m| m.permissions().mode() & 0o040 != 0)
+        .unwrap_or(false)
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Fall back to something unique within this host; the suffix only
+        // has to avoid collisions between concurrent writers.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        Self::display(&self.root)
+    }
+
+    fn create(&self) -> BackendResult<()> {
+        let config = self.root.join("config");
+        if config.symlink_metadata().is_ok() {
+            return Err(BackendError::AlreadyExists {
+                path: Self::display(&config),
+            });
+        }
+        self.create_dir(&self.root)?;
+        for dir in TOP_DIRS {
+            self.create_dir(&self.root.join(dir))?;
+        }
+        for i in 0..=255u8 {
+            self.create_dir(&self.root.join("data").join(format!("{i:02x}")))?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, file_type: FileType) -> BackendResult<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        if file_type == FileType::Config {
+            let path = self.root.join("config");
+            match fs::metadata(&path) {
+                Ok(m) => out.push(FileInfo {
+                    name: "config".to_string(),
+                    size: m.len(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BackendError::from_io("stat", Self::display(&path), e)),
+            }
+            return Ok(out);
+        }
+        let dir = self.root.join(file_type.dir_name());
+        self.list_dir(&dir, file_type == FileType::Pack, &mut out)?;
+        Ok(out)
+    }
+
+    fn read(&self, file_type: FileType, name: &str) -> BackendResult<Vec<u8>> {
+        let path = self.path_of(file_type, name);
+        fs::read(&path).map_err(|e| BackendError::from_io("open", Self::display(&path), e))
+    }
+
+    fn read_range(
+        &self,
+        file_type: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>> {
+        let path = self.path_of(file_type, name);
+        let p = || Self::display(&path);
+        let mut file = File::open(&path).map_err(|e| BackendError::from_io("open", p(), e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| BackendError::from_io("seek", p(), e))?;
+        let wanted = usize::try_from(length).map_err(|_| BackendError::Other(format!("{}: read of {length} bytes is too large", p())))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(wanted)
+            .map_err(|_| BackendError::Other(format!("{}: cannot allocate {length} bytes", p())))?;
+        (&mut file)
+            .take(length)
+            .read_to_end(&mut buf)
+            .map_err(|e| BackendError::from_io("read", p(), e))?;
+        if buf.len() != wanted {
+            return Err(BackendError::ShortRead {
+                path: p(),
+                offset,
+                wanted: length,
+                got: buf.len() as u64,
+            });
+        }
+        Ok(buf)
+    }
+
+    fn write(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+        let path = self.path_of(file_type, name);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let tmp = dir.join(format!("{name}-tmp-{}", random_suffix()));
+        let tmp_s = || Self::display(&tmp);
+        let open = |dir_retry: bool| -> std::io::Result<File> {
+            if dir_retry {
+                fs::create_dir_all(&dir)?;
+            }
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+        };
+        // The pack's subfolder may be missing in repositories made by other
+        // tools; create it on demand like restic does.
+        let mut file = match open(false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                open(true).map_err(|e| BackendError::from_io("create", tmp_s(), e))?
+            }
+            Err(e) => return Err(BackendError::from_io("create", tmp_s(), e)),
+        };
+        let result = (|| {
+            file.write_all(data)
+                .map_err(|e| BackendError::from_io("write", tmp_s(), e))?;
+            file.sync_all()
+                .map_err(|e| BackendError::from_io("fsync", tmp_s(), e))?;
+            drop(file);
+            fs::rename(&tmp, &path)
+                .map_err(|e| BackendError::from_io("rename", Self::display(&path), e))
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // Durability of the rename; some file systems refuse fsync on a
+        // folder, which restic ignores as well.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        if file_type == FileType::Config {
+            self.group_access
+                .store(config_group_readable(&self.root), Ordering::Relaxed);
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(self.file_mode()))
+            .map_err(|e| BackendError::from_io("chmod", Self::display(&path), e))
+    }
+
+    fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
+        let path = self.path_of(file_type, name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Make it writable first (some file systems require it).
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+                fs::remove_file(&path)
+                    .map_err(|e| BackendError::from_io("remove", Self::display(&path), e))
+            }
+            Err(e) => Err(BackendError::from_io("remove", Self::display(&path), e)),
+        }
+    }
+
+    fn stat(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
+        let path = self.path_of(file_type, name);
+        let meta = fs::metadata(&path).map_err(|e| BackendError::from_io("stat", Self::display(&path), e))?;
+        Ok(FileInfo {
+            name: name.to_string(),
+            size: meta.len(),
+        })
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("restix-local-{}", random_suffix()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn create_write_list_read_remove() {
+        let dir = tempdir();
+        let root = dir.join("a/b/repo");
+        let be = LocalBackend::new(&root);
+        be.create().unwrap();
+        for d in ["data/00", "data/ff", "keys", "locks", "snapshots", "index"] {
+            let m = fs::metadata(root.join(d)).unwrap();
+            assert!(m.is_dir());
+            assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        }
+        let pack = format!("ab{}", &id('1')[2..]);
+        be.write(FileType::Pack, &pack, b"hello world").unwrap();
+        let p = root.join("data/ab").join(&pack);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(be.read(FileType::Pack, &pack).unwrap(), b"hello world");
+        assert_eq!(be.read_range(FileType::Pack, &pack, 6, 5).unwrap(), b"world");
+        assert!(matches!(
+            be.read_range(FileType::Pack, &pack, 6, 10),
+            Err(BackendError::ShortRead { got: 5, .. })
+        ));
+        // Non-ID names and temp files are ignored.
+        fs::write(root.join("data/ab/junk"), b"x").unwrap();
+        fs::write(root.join("keys").join(format!("{}-tmp-1", id('2'))), b"x").unwrap();
+        be.write(FileType::Key, &id('2'), b"{}").unwrap();
+        let packs = be.list(FileType::Pack).unwrap();
+        assert_eq!(packs, vec![FileInfo { name: pack.clone(), size: 11 }]);
+        assert_eq!(be.list(FileType::Key).unwrap().len(), 1);
+        assert_eq!(be.stat(FileType::Pack, &pack).unwrap().size, 11);
+        be.remove(FileType::Pack, &pack).unwrap();
+        assert!(be.read(FileType::Pack, &pack).unwrap_err().is_not_found());
+        assert!(be.remove(FileType::Pack, &pack).unwrap_err().is_not_found());
+        assert!(be.stat(FileType::Pack, &pack).unwrap_err().is_not_found());
+        // config makes create refuse.
+        be.write(FileType::Config, "config", b"c").unwrap();
+        assert_eq!(be.list(FileType::Config).unwrap().len(), 1);
+        assert!(matches!(be.create(), Err(BackendError::AlreadyExists { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_repository_lists_empty_and_reads_not_found() {
+        let dir = tempdir();
+        let be = LocalBackend::new(dir.join("nope"));
+        assert!(be.list(FileType::Snapshot).unwrap().is_empty());
+        assert!(be.list(FileType::Config).unwrap().is_empty());
+        assert!(be.read(FileType::Config, "config").unwrap_err().is_not_found());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,1 +1,1106 @@
 //! Repository: keys, config, index, locks, blob load/save, pack writing.
+//!
+//! A [`Repository`] is opened with a password ([`Repository::open`]) or
+//! created ([`Repository::init`]). It is `Send + Sync`; share it with
+//! `Arc<Repository>` and call it from many threads.
+//!
+//! Reading: [`Repository::load_index`] once, then [`Repository::load_blob`],
+//! [`Repository::load_tree`], [`Repository::list_snapshots`], ...
+//!
+//! Writing: [`Repository::save_blob`] from any number of threads (blobs are
+//! deduplicated against the index and against blobs waiting in open packs),
+//! then [`Repository::flush`] (finishes packs, waits for uploads, writes the
+//! index files) and finally [`Repository::save_snapshot`] — the order of
+//! spec: restic-format §16.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use restix_engine::backend::local::LocalBackend;
+//! use restix_engine::repository::Repository;
+//! use restix_repo_format::BlobType;
+//!
+//! let backend = Arc::new(LocalBackend::new("/srv/repo"));
+//! let repo = Repository::open(backend, b"geheim", None)?;
+//! repo.load_index()?;
+//! let (id, _new, _stored) = repo.save_blob(BlobType::Data, b"hello".to_vec(), None)?;
+//! repo.flush()?;
+//! assert_eq!(repo.load_blob(BlobType::Data, &id)?, b"hello");
+//! # Ok::<(), restix_engine::repository::RepoError>(())
+//! ```
+
+pub mod index;
+pub mod lock;
+pub(crate) mod os_identity;
+mod packer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use restix_repo_format::compression::{self, CompressionMode, Compressor};
+use restix_repo_format::config::Config;
+use restix_repo_format::crypto::Key;
+use restix_repo_format::keyfile::{KeyFile, KeyFileError, ScryptParams};
+use restix_repo_format::pack::{self, HeaderRead, PackBlob};
+use restix_repo_format::unpacked;
+use restix_repo_format::{BlobType, GoTime, Id, IndexBlob, IndexFile, IndexPack, Snapshot, Tree};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, BackendError, FileType};
+
+pub use index::{BlobLocation, MemoryIndex};
+pub use lock::{remove_held_locks, LockError, LockGuard};
+
+/// Default target pack size (spec: restic-format §7.4).
+pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
+/// Smallest allowed target pack size.
+pub const MIN_PACK_SIZE: u64 = 4 << 20;
+/// Largest allowed target pack size.
+pub const MAX_PACK_SIZE: u64 = 128 << 20;
+/// Blobs per index file before a new one is started (spec §9).
+pub const INDEX_BLOBS_PER_FILE: usize = 50_000;
+/// Key files tried when opening (spec §5.4).
+pub const MAX_KEYS: usize = 20;
+/// Upper bound for one decompressed blob (restic's chunks are ≤ 8 MiB, trees
+/// can be larger; u32 lengths cap it at 4 GiB anyway).
+const MAX_BLOB_SIZE: usize = u32::MAX as usize;
+
+/// Errors of repository operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No key file could be opened with the password (CLI exit 12).
+    #[error("wrong password or no key found")]
+    WrongPassword,
+    /// The `config` file does not exist (CLI exit 10).
+    #[error("unable to open config file: stat {path}: no such file or directory")]
+    NotFound {
+        /// The repository location.
+        location: String,
+        /// The config path that is missing.
+        path: String,
+    },
+    /// `init` on an existing repository.
+    #[error("config file already exists")]
+    AlreadyExists {
+        /// The repository location.
+        location: String,
+    },
+    /// The config file is empty.
+    #[error("config file has zero size, invalid repository?")]
+    EmptyConfig,
+    /// The config does not decrypt or is invalid.
+    #[error("invalid repository config: {0}")]
+    InvalidConfig(String),
+    /// Bad argument (version, pack size, polynomial).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A backend operation failed.
+    #[error("{source}")]
+    Backend {
+        /// The backend's error.
+        #[from]
+        source: BackendError,
+    },
+    /// A key, index, snapshot or lock file is damaged.
+    #[error("{file_type} file {name}: {reason}")]
+    InvalidFile {
+        /// Its type.
+        file_type: FileType,
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No index entry for a blob.
+    #[error("{blob_type} blob {blob} not found in index")]
+    BlobNotFound {
+        /// Data or tree.
+        blob_type: BlobType,
+        /// The blob.
+        blob: Id,
+    },
+    /// A blob could not be read back intact from any of its packs; the
+    /// error names the last pack tried.
+    #[error("{blob_type} blob {blob} in pack {pack}: {reason}")]
+    BlobCorrupt {
+        /// Data or tree.
+        blob_type: BlobType,
+        /// The blob.
+        blob: Id,
+        /// The pack.
+        pack: Id,
+        /// What failed (read error, MAC, decompression, hash).
+        reason: String,
+    },
+    /// A pack file is damaged (header, size) or failed verification.
+    #[error("pack {pack}: {reason}")]
+    PackCorrupt {
+        /// The pack.
+        pack: Id,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tree blob that is not valid tree JSON.
+    #[error("tree {id}: {reason}")]
+    InvalidTree {
+        /// The tree.
+        id: Id,
+        /// The decode error.
+        reason: String,
+    },
+    /// A blob of 4 GiB or more.
+    #[error("blob {blob} is larger than 4GB ({size} bytes)")]
+    BlobTooLarge {
+        /// The blob.
+        blob: Id,
+        /// Its size.
+        size: u64,
+    },
+    /// No file has this ID prefix.
+    #[error("no matching ID found for prefix \"{prefix}\"")]
+    NoMatchingId {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Several files share the ID prefix.
+    #[error("multiple IDs with prefix \"{prefix}\" found")]
+    AmbiguousId {
+        /// The prefix.
+        prefix: String,
+    },
+    /// An earlier pack upload failed; nothing more is stored.
+    #[error("storing a pack failed: {0}")]
+    UploadFailed(String),
+    /// An index lists compressed blobs in a version 1 repository.
+    #[error("index uses feature not supported by repository version 1")]
+    IndexNeedsV2,
+    /// A snapshot was saved before its data was flushed.
+    #[error("save_snapshot called with unflushed blobs; call flush() first")]
+    NotFlushed,
+    /// Locking failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl RepoError {
+    fn invalid_file(file_type: FileType, name: &str, reason: impl ToString) -> Self {
+        RepoError::InvalidFile {
+            file_type,
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Result type of repository operations.
+pub type RepoResult<T> = Result<T, RepoError>;
+
+/// State shared with the uploader threads.
+pub(crate) struct Shared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) key: Key,
+    pub(crate) version: u32,
+    index: RwLock<MemoryIndex>,
+    /// Blobs accepted by `save_blob` whose pack is not stored yet.
+    pending_blobs: Mutex<HashSet<(BlobType, Id)>>,
+    /// Stored packs whose blobs are not in an index file yet.
+    pending_index: Mutex<Vec<(Id, Vec<PackBlob>)>>,
+    upload_error: Mutex<Option<RepoError>>,
+    has_upload_error: AtomicBool,
+    verify_blobs: AtomicBool,
+    packs_bytes_stored: AtomicU64,
+}
+
+fn lock_mutex<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it;
+    // the data (sets/lists) stays consistent enough to report errors.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, MemoryIndex> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryIndex> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn has_upload_error(&self) -> bool {
+        self.has_upload_error.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_upload_error(&self, e: RepoError) {
+        let mut slot = lock_mutex(&self.upload_error);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.has_upload_error.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn verify_blobs(&self) -> bool {
+        self.verify_blobs.load(Ordering::Relaxed)
+    }
+
+    /// A pack is stored: index its blobs, queue them for the next index file
+    /// and release them from the pending set (in that order, so a
+    /// concurrent dedup check always sees the blob somewhere).
+    pub(crate) fn pack_stored(&self, pack: Id, size: u64, blobs: Vec<PackBlob>) -> RepoResult<()> {
+        self.packs_bytes_stored.fetch_add(size, Ordering::Relaxed);
+        {
+            let mut index = self.index_write();
+            for b in &blobs {
+                index
+                    .add(
+                        b.blob_type,
+                        b.id,
+                        pack,
+                        b.offset,
+                        u64::from(b.length),
+                        b.uncompressed_length.map(u64::from),
+                    )
+                    .map_err(|e| RepoError::PackCorrupt {
+                        pack,
+                        reason: e.to_string(),
+                    })?;
+            }
+        }
+        {
+            let mut pending = lock_mutex(&self.pending_blobs);
+            for b in &blobs {
+                pending.remove(&(b.blob_type, b.id));
+            }
+        }
+        let full = {
+            let mut list = lock_mutex(&self.pending_index);
+            list.push((pack, blobs));
+            let count: usize = list.iter().map(|(_, b)| b.len()).sum();
+            if count >= INDEX_BLOBS_PER_FILE {
+                std::mem::take(&mut *list)
+            } else {
+                Vec::new()
+            }
+        };
+        if !full.is_empty() {
+            // All packs in the list are stored, so the index may reference
+            // them now (spec §16).
+            self.write_index_files(full)?;
+        }
+        Ok(())
+    }
+
+    /// Write index files for stored packs, cut at 50000 blobs each.
+    fn write_index_files(&self, packs: Vec<(Id, Vec<PackBlob>)>) -> RepoResult<Vec<Id>> {
+        let mut written = Vec::new();
+        let mut file = IndexFile::default();
+        let mut count = 0usize;
+        for (pack, blobs) in packs {
+            count += blobs.len();
+            file.packs.push(IndexPack {
+                id: pack,
+                blobs: blobs
+                    .iter()
+                    .map(|b| IndexBlob {
+                        id: b.id,
+                        blob_type: b.blob_type,
+                        offset: b.offset,
+                        length: b.length,
+                        uncompressed_length: b.uncompressed_length,
+                    })
+                    .collect(),
+            });
+            if count >= INDEX_BLOBS_PER_FILE {
+                written.push(self.save_index_file(&std::mem::take(&mut file))?);
+                count = 0;
+            }
+        }
+        if !file.packs.is_empty() {
+            written.push(self.save_index_file(&file)?);
+        }
+        Ok(written)
+    }
+
+    fn save_index_file(&self, file: &IndexFile) -> RepoResult<Id> {
+        self.save_unpacked(FileType::Index, &file.to_json())
+    }
+
+    fn save_unpacked(&self, file_type: FileType, json: &[u8]) -> RepoResult<Id> {
+        let data = unpacked::encode_unpacked(&self.key, self.version, json);
+        let id = Id(Sha256::digest(&data).into());
+        self.backend.write(file_type, &id.to_hex(), &data)?;
+        Ok(id)
+    }
+}
+
+/// Settings that can change after opening.
+struct Settings {
+    compression: CompressionMode,
+    pack_size: u64,
+}
+
+/// An open repository. `Send + Sync`: share it with `Arc`.
+pub struct Repository {
+    shared: Arc<Shared>,
+    config: Config,
+    key_id: Id,
+    settings: RwLock<Settings>,
+    /// Open packs: index 0 data, 1 tree.
+    packers: [Mutex<Option<packer::OpenPack>>; 2],
+    uploads: Mutex<Option<packer::UploadPool>>,
+    /// Serialises `flush` calls.
+    flush_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.shared.backend.location())
+            .field("version", &self.config.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn packer_slot(t: BlobType) -> usize {
+    match t {
+        BlobType::Data => 0,
+        BlobType::Tree => 1,
+    }
+}
+
+thread_local! {
+    /// One zstd context per thread and level (creating one per blob is slow).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, Compressor)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress_with_level(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let reuse = matches!(&*slot, Some((l, _)) if *l == level);
+        if !reuse {
+            *slot = Some((level, Compressor::new(level).map_err(|e| e.to_string())?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(data).map_err(|e| e.to_string()),
+            None => Err("no compressor".to_string()),
+        }
+    })
+}
+
+/// Decrypt, decompress and hash-check one blob. Returns the reason on failure.
+pub(crate) fn decode_blob(
+    key: &Key,
+    id: &Id,
+    ciphertext: &[u8],
+    uncompressed_length: Option<u32>,
+) -> Result<Vec<u8>, String> {
+    let plain = key.decrypt(ciphertext).map_err(|e| e.to_string())?;
+    let plain = match uncompressed_length {
+        Some(n) => compression::decompress(&plain, Some(n as usize), MAX_BLOB_SIZE)
+            .map_err(|e| e.to_string())?,
+        None => plain,
+    };
+    let actual = Id(Sha256::digest(&plain).into());
+    if actual != *id {
+        return Err(format!("hash mismatch: content has ID {actual}"));
+    }
+    Ok(plain)
+}
+
+/// Run `f` over `items` on up to `workers` threads; results in input order.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = workers.clamp(1, items.len().max(1));
+    if workers == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                lock_mutex(&results).push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+}
+
+impl Repository {
+    /// Create a new repository: folders, a key file for `password`, then the
+    /// config. `version` is 1 or 2; `polynomial` `None` picks a random
+    /// irreducible one (spec §15.3).
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        version: u32,
+        polynomial: Option<u64>,
+        scrypt: ScryptParams,
+    ) -> RepoResult<Repository> {
+        if !(1..=2).contains(&version) {
+            return Err(RepoError::InvalidArgument(
+                "only repository versions between 1 and 2 are allowed".into(),
+            ));
+        }
+        let polynomial = match polynomial {
+            Some(p) => {
+                if !restix_chunker::Polynomial(p).is_irreducible() {
+                    return Err(RepoError::InvalidArgument(format!(
+                        "invalid chunker polynomial {p:x}: not irreducible"
+                    )));
+                }
+                p
+            }
+            None => {
+                restix_chunker::Polynomial::random_irreducible(|| {
+                    let mut b = [0u8; 8];
+                    restix_repo_format::random::fill(&mut b);
+                    u64::from_le_bytes(b)
+                })
+                .map_err(|e| RepoError::InvalidArgument(e.to_string()))?
+                .0
+            }
+        };
+        match backend.stat(FileType::Config, "config") {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    location: backend.location(),
+                })
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        backend.create().map_err(|e| match e {
+            BackendError::AlreadyExists { .. } => RepoError::AlreadyExists {
+                location: backend.location(),
+            },
+            e => e.into(),
+        })?;
+        let master = Key::random();
+        let key_file = KeyFile::create(
+            &master,
+            password,
+            scrypt,
+            &os_identity::username(),
+            &os_identity::hostname(),
+            GoTime::now_local(),
+        )
+        .map_err(|e| RepoError::InvalidArgument(e.to_string()))?;
+        let key_json = key_file
+            .to_json()
+            .map_err(|e| RepoError::InvalidArgument(format!("encoding key file: {e}")))?;
+        let key_id = Id(Sha256::digest(&key_json).into());
+        backend.write(FileType::Key, &key_id.to_hex(), &key_json)?;
+        let config = Config::new(version, polynomial);
+        backend.write(
+            FileType::Config,
+            "config",
+            &unpacked::encrypt_config(&master, &config),
+        )?;
+        Ok(Repository::from_parts(backend, master, key_id, config))
+    }
+
+    fn from_parts(backend: Arc<dyn Backend>, key: Key, key_id: Id, config: Config) -> Repository {
+        Repository {
+            shared: Arc::new(Shared {
+                backend,
+                key,
+                version: config.version,
+                index: RwLock::new(MemoryIndex::new()),
+                pending_blobs: Mutex::new(HashSet::new()),
+                pending_index: Mutex::new(Vec::new()),
+                upload_error: Mutex::new(None),
+                has_upload_error: AtomicBool::new(false),
+                verify_blobs: AtomicBool::new(false),
+                packs_bytes_stored: AtomicU64::new(0),
+            }),
+            config,
+            key_id,
+            settings: RwLock::new(Settings {
+                compression: CompressionMode::Auto,
+                pack_size: DEFAULT_PACK_SIZE,
+            }),
+            packers: [Mutex::new(None), Mutex::new(None)],
+            uploads: Mutex::new(None),
+            flush_lock: Mutex::new(()),
+        }
+    }
+
+    /// Open a repository with `password` (spec §5.4): stat the config
+    /// ([`RepoError::NotFound`] when missing), try the hinted key first, then
+    /// at most 20 key files ([`RepoError::WrongPassword`] when none opens),
+    /// then decrypt the config.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        key_hint: Option<&str>,
+    ) -> RepoResult<Repository> {
+        match backend.stat(FileType::Config, "config") {
+            Ok(info) if info.size == 0 => return Err(RepoError::EmptyConfig),
+            Ok(_) => {}
+            Err(BackendError::NotFound { path }) => {
+                return Err(RepoError::NotFound {
+                    location: backend.location(),
+                    path,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut names: Vec<String> = backend
+            .list(FileType::Key)?
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        names.sort();
+        if let Some(hint) = key_hint.filter(|h| !h.is_empty()) {
+            if let Some(pos) = names.iter().position(|n| n.starts_with(hint)) {
+                let hinted = names.remove(pos);
+                names.insert(0, hinted);
+            }
+        }
+        let mut opened = None;
+        for name in names.iter().take(MAX_KEYS) {
+            let data = backend.read(FileType::Key, name)?;
+            if Id(Sha256::digest(&data).into()).to_hex() != *name {
+                return Err(RepoError::invalid_file(FileType::Key, name, "invalid data: content does not match ID"));
+            }
+            let kf = KeyFile::parse(&data).map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
+            match kf.open(password) {
+                Ok(key) => {
+                    let id = Id::from_hex(name).map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
+                    opened = Some((key, id));
+                    break;
+                }
+                Err(KeyFileError::WrongPassword) => continue,
+                Err(e) => return Err(RepoError::invalid_file(FileType::Key, name, e)),
+            }
+        }
+        let Some((key, key_id)) = opened else {
+            return Err(RepoError::WrongPassword);
+        };
+        let data = backend.read(FileType::Config, "config")?;
+        let config = unpacked::decrypt_config(&key, &data)
+            .map_err(|e| RepoError::InvalidConfig(e.to_string()))?;
+        if !restix_chunker::Polynomial(config.chunker_polynomial).is_irreducible() {
+            return Err(RepoError::InvalidConfig("invalid chunker polynomial".into()));
+        }
+        Ok(Repository::from_parts(backend, key, key_id, config))
+    }
+
+    /// The decrypted config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &Key {
+        &self.shared.key
+    }
+
+    /// ID of the key file that opened the repository.
+    pub fn key_id(&self) -> &Id {
+        &self.key_id
+    }
+
+    /// Repository format version (1 or 2).
+    pub fn version(&self) -> u32 {
+        self.config.version
+    }
+
+    /// The chunker polynomial from the config.
+    pub fn polynomial(&self) -> restix_chunker::Polynomial {
+        restix_chunker::Polynomial(self.config.chunker_polynomial)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
+    }
+
+    /// Compression for data blobs (v2 only; trees are always compressed).
+    pub fn set_compression(&self, mode: CompressionMode) {
+        if let Ok(mut s) = self.settings.write() {
+            s.compression = mode;
+        }
+    }
+
+    /// The compression setting.
+    pub fn compression(&self) -> CompressionMode {
+        self.settings.read().map(|s| s.compression).unwrap_or_default()
+    }
+
+    /// Target pack size in bytes (4..=128 MiB).
+    pub fn set_pack_size(&self, bytes: u64) -> RepoResult<()> {
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&bytes) {
+            return Err(RepoError::InvalidArgument(format!(
+                "pack size {} MiB is outside the allowed range of 4 to 128 MiB",
+                bytes >> 20
+            )));
+        }
+        if let Ok(mut s) = self.settings.write() {
+            s.pack_size = bytes;
+        }
+        Ok(())
+    }
+
+    /// Set the pack size without the 4 MiB minimum (tests only need small packs).
+    #[doc(hidden)]
+    pub fn set_pack_size_unchecked(&self, bytes: u64) {
+        if let Ok(mut s) = self.settings.write() {
+            s.pack_size = bytes.max(1);
+        }
+    }
+
+    /// The target pack size.
+    pub fn pack_size(&self) -> u64 {
+        self.settings.read().map(|s| s.pack_size).unwrap_or(DEFAULT_PACK_SIZE)
+    }
+
+    /// Decrypt and re-hash every blob of a pack before uploading it
+    /// (restic's default; off here: the header is always verified).
+    pub fn set_verify_packs(&self, full: bool) {
+        self.shared.verify_blobs.store(full, Ordering::Relaxed);
+    }
+
+    /// Bytes of pack files stored by this process so far (`data_added_packed`
+    /// plus headers).
+    pub fn pack_bytes_stored(&self) -> u64 {
+        self.shared.packs_bytes_stored.load(Ordering::Relaxed)
+    }
+
+    // ---------------------------------------------------------------- files
+
+    /// List the names of all files of a type (non-ID names are skipped by the backend).
+    pub fn list_files(&self, file_type: FileType) -> RepoResult<Vec<Id>> {
+        let mut out = Vec::new();
+        for f in self.shared.backend.list(file_type)? {
+            if let Ok(id) = Id::from_hex(&f.name) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Load an index, snapshot or lock file: verify sha256(content) == name,
+    /// decrypt, decompress. Returns the JSON bytes.
+    pub fn load_file(&self, file_type: FileType, id: &Id) -> RepoResult<Vec<u8>> {
+        let name = id.to_hex();
+        let data = self.shared.backend.read(file_type, &name)?;
+        if Id(Sha256::digest(&data).into()) != *id {
+            return Err(RepoError::invalid_file(file_type, &name, "invalid data: content does not match ID"));
+        }
+        unpacked::decode_unpacked(&self.shared.key, &data)
+            .map_err(|e| RepoError::invalid_file(file_type, &name, e))
+    }
+
+    /// Encrypt (and in v2 compress) a JSON document and store it; returns its ID.
+    pub fn save_unpacked(&self, file_type: FileType, json: &[u8]) -> RepoResult<Id> {
+        self.shared.save_unpacked(file_type, json)
+    }
+
+    /// Remove one file.
+    pub fn remove_file(&self, file_type: FileType, id: &Id) -> RepoResult<()> {
+        Ok(self.shared.backend.remove(file_type, &id.to_hex())?)
+    }
+
+    /// Resolve a unique ID prefix among the files of a type.
+    pub fn find_file(&self, file_type: FileType, prefix: &str) -> RepoResult<Id> {
+        let mut found = None;
+        for f in self.shared.backend.list(file_type)? {
+            if f.name.starts_with(prefix) {
+                if found.is_some() {
+                    return Err(RepoError::AmbiguousId {
+                        prefix: prefix.to_string(),
+                    });
+                }
+                found = Some(f.name);
+            }
+        }
+        let name = found.ok_or_else(|| RepoError::NoMatchingId {
+            prefix: prefix.to_string(),
+        })?;
+        Id::from_hex(&name).map_err(|e| RepoError::invalid_file(file_type, &name, e))
+    }
+
+    // ------------------------------------------------------------ snapshots
+
+    /// Load and parse one snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> RepoResult<Snapshot> {
+        let json = self.load_file(FileType::Snapshot, id)?;
+        Snapshot::parse(&json).map_err(|e| RepoError::invalid_file(FileType::Snapshot, &id.to_hex(), e))
+    }
+
+    /// All snapshots (loaded in parallel), sorted by ID.
+    pub fn list_snapshots(&self) -> RepoResult<Vec<(Id, Snapshot)>> {
+        let ids = self.list_files(FileType::Snapshot)?;
+        let workers = self.shared.backend.connections() + cpu_count();
+        parallel_map(&ids, workers, |id| self.load_snapshot(id).map(|s| (*id, s)))
+            .into_iter()
+            .collect()
+    }
+
+    /// The snapshot whose ID starts with `prefix` (unique).
+    pub fn find_snapshot(&self, prefix: &str) -> RepoResult<Id> {
+        self.find_file(FileType::Snapshot, prefix)
+    }
+
+    /// Store a snapshot. Call [`Repository::flush`] first: its tree and data
+    /// must be indexed before it exists (spec §16).
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> RepoResult<Id> {
+        let pending = !lock_mutex(&self.shared.pending_blobs).is_empty()
+            || !lock_mutex(&self.shared.pending_index).is_empty()
+            || self.packers.iter().any(|p| lock(p).is_some());
+        if pending {
+            return Err(RepoError::NotFlushed);
+        }
+        let json = snapshot
+            .to_json()
+            .map_err(|e| RepoError::InvalidArgument(format!("encoding snapshot: {e}")))?;
+        self.save_unpacked(FileType::Snapshot, &json)
+    }
+
+    // ---------------------------------------------------------------- index
+
+    /// Load every index file (in parallel; each hash-checked) into the
+    /// in-memory index, replacing what was loaded before. Blobs saved by this
+    /// process are kept.
+    pub fn load_index(&self) -> RepoResult<()> {
+        let ids = self.list_files(FileType::Index)?;
+        let workers = self.shared.backend.connections() + cpu_count();
+        let files = parallel_map(&ids, workers, |id| -> RepoResult<IndexFile> {
+            let json = self.load_file(FileType::Index, id)?;
+            IndexFile::parse(&json).map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
+        });
+        let mut index = MemoryIndex::new();
+        for (file, id) in files.into_iter().zip(&ids) {
+            let file = file?;
+            for p in file.packs {
+                for b in p.blobs {
+                    if self.config.version < 2 && b.uncompressed_length.is_some() {
+                        return Err(RepoError::IndexNeedsV2);
+                    }
+                    index
+                        .add(b.blob_type, b.id, p.id, b.offset, u64::from(b.length), b.uncompressed_length.map(u64::from))
+                        .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))?;
+                }
+            }
+        }
+        // Keep blobs stored by this process that are not in an index file yet.
+        for (pack, blobs) in lock_mutex(&self.shared.pending_index).iter() {
+            for b in blobs {
+                let _ = index.add(b.blob_type, b.id, *pack, b.offset, u64::from(b.length), b.uncompressed_length.map(u64::from));
+            }
+        }
+        index.finish_bulk_load();
+        *self.shared.index_write() = index;
+        Ok(())
+    }
+
+    /// Run `f` with read access to the in-memory index.
+    pub fn with_index<R>(&self, f: impl FnOnce(&MemoryIndex) -> R) -> R {
+        f(&self.shared.index_read())
+    }
+
+    /// The first indexed copy of a blob.
+    pub fn lookup(&self, blob_type: BlobType, id: &Id) -> Option<BlobLocation> {
+        self.shared.index_read().lookup(blob_type, id)
+    }
+
+    /// All indexed copies of a blob.
+    pub fn lookup_all(&self, blob_type: BlobType, id: &Id) -> Vec<BlobLocation> {
+        self.shared.index_read().lookup_all(blob_type, id)
+    }
+
+    /// True if the blob is in the index.
+    pub fn has_blob(&self, blob_type: BlobType, id: &Id) -> bool {
+        self.shared.index_read().has(blob_type, id)
+    }
+
+    /// Packs referenced by the in-memory index.
+    pub fn list_packs(&self) -> Vec<Id> {
+        self.shared.index_read().packs().to_vec()
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Load a blob: read, decrypt (MAC check), decompress, verify its ID.
+    /// Tries every indexed copy before giving up.
+    pub fn load_blob(&self, blob_type: BlobType, id: &Id) -> RepoResult<Vec<u8>> {
+        let copies = self.lookup_all(blob_type, id);
+        let mut last = None;
+        for loc in copies {
+            let reason = match self.shared.backend.read_range(
+                FileType::Pack,
+                &loc.pack.to_hex(),
+                u64::from(loc.offset),
+                u64::from(loc.length),
+            ) {
+                Ok(ct) => match decode_blob(&self.shared.key, id, &ct, loc.uncompressed_length) {
+                    Ok(plain) => return Ok(plain),
+                    Err(reason) => reason,
+                },
+                Err(e) => e.to_string(),
+            };
+            last = Some(RepoError::BlobCorrupt {
+                blob_type,
+                blob: *id,
+                pack: loc.pack,
+                reason,
+            });
+        }
+        Err(last.unwrap_or(RepoError::BlobNotFound { blob_type, blob: *id }))
+    }
+
+    /// Load several blobs of one pack with a single read of the range they
+    /// span (restore of big files). `blobs` should be sorted by offset and
+    /// close together; each result is checked like [`Repository::load_blob`]
+    /// (without trying other copies).
+    pub fn load_blobs_from_pack(
+        &self,
+        pack: &Id,
+        blobs: &[(BlobType, Id, BlobLocation)],
+    ) -> RepoResult<Vec<RepoResult<Vec<u8>>>> {
+        let Some(start) = blobs.iter().map(|(_, _, l)| u64::from(l.offset)).min() else {
+            return Ok(Vec::new());
+        };
+        let end = blobs
+            .iter()
+            .map(|(_, _, l)| u64::from(l.offset) + u64::from(l.length))
+            .max()
+            .unwrap_or(start);
+        let data = self
+            .shared
+            .backend
+            .read_range(FileType::Pack, &pack.to_hex(), start, end - start)?;
+        Ok(blobs
+            .iter()
+            .map(|(t, id, l)| {
+                let from = (u64::from(l.offset) - start) as usize;
+                let ct = data
+                    .get(from..from + l.length as usize)
+                    .ok_or_else(|| "blob outside the read range".to_string());
+                ct.and_then(|ct| decode_blob(&self.shared.key, id, ct, l.uncompressed_length))
+                    .map_err(|reason| RepoError::BlobCorrupt {
+                        blob_type: *t,
+                        blob: *id,
+                        pack: *pack,
+                        reason,
+                    })
+            })
+            .collect())
+    }
+
+    /// Load and decode a tree blob.
+    pub fn load_tree(&self, id: &Id) -> RepoResult<Tree> {
+        let data = self.load_blob(BlobType::Tree, id)?;
+        Tree::decode(&data).map_err(|e| RepoError::InvalidTree {
+            id: *id,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Read and decrypt a pack's header: the last 651 bytes first, then the
+    /// exact header if it is longer (spec §7.3).
+    pub fn read_pack_header(&self, pack_id: &Id) -> RepoResult<Vec<PackBlob>> {
+        let name = pack_id.to_hex();
+        let backend = &self.shared.backend;
+        let size = backend.stat(FileType::Pack, &name)?.size;
+        let corrupt = |reason: String| RepoError::PackCorrupt {
+            pack: *pack_id,
+            reason,
+        };
+        if size < pack::MIN_FILE_SIZE {
+            return Err(corrupt(format!("file is too short ({size} bytes)")));
+        }
+        let mut want = pack::eager_read_len(size);
+        for _ in 0..2 {
+            let tail = backend.read_range(FileType::Pack, &name, size - want, want)?;
+            match pack::decode_pack_header(&self.shared.key, &tail, size).map_err(|e| corrupt(e.to_string()))? {
+                HeaderRead::Complete(h) => {
+                    h.check_blobs_fit(size).map_err(|e| corrupt(e.to_string()))?;
+                    return Ok(h.blobs);
+                }
+                HeaderRead::NeedTail(n) => want = n.min(size),
+            }
+        }
+        Err(corrupt("header length inconsistent".into()))
+    }
+
+    /// Store a blob unless it is already in the index or pending in an open
+    /// pack. Returns `(id, newly_stored, stored_size)`; `stored_size` is the
+    /// encrypted (and compressed) size added to the pack, 0 for duplicates.
+    /// `id` may be given when the caller has hashed the data already.
+    pub fn save_blob(
+        &self,
+        blob_type: BlobType,
+        data: impl AsRef<[u8]>,
+        id: Option<Id>,
+    ) -> RepoResult<(Id, bool, u64)> {
+        let data = data.as_ref();
+        self.check_upload_error()?;
+        let id = id.unwrap_or_else(|| Id(Sha256::digest(data).into()));
+        if self.shared.index_read().has(blob_type, &id) {
+            return Ok((id, false, 0));
+        }
+        if !lock_mutex(&self.shared.pending_blobs).insert((blob_type, id)) {
+            return Ok((id, false, 0));
+        }
+        // The index may have gained it between the two checks (a pack
+        // finished); then it is stored already.
+        if self.shared.index_read().has(blob_type, &id) {
+            lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
+            return Ok((id, false, 0));
+        }
+        match self.add_to_pack(blob_type, id, data) {
+            Ok(size) => Ok((id, true, size)),
+            Err(e) => {
+                lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
+                Err(e)
+            }
+        }
+    }
+
+    fn check_upload_error(&self) -> RepoResult<()> {
+        if self.shared.has_upload_error() {
+            let msg = lock_mutex(&self.shared.upload_error)
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            return Err(RepoError::UploadFailed(msg));
+        }
+        Ok(())
+    }
+
+    fn add_to_pack(&self, blob_type: BlobType, id: Id, data: &[u8]) -> RepoResult<u64> {
+        if data.len() as u64 >= u64::from(u32::MAX) - 64 {
+            return Err(RepoError::BlobTooLarge {
+                blob: id,
+                size: data.len() as u64,
+            });
+        }
+        let (compression, pack_size) = {
+            let s = self.settings.read().unwrap_or_else(|e| e.into_inner());
+            (s.compression, s.pack_size)
+        };
+        // spec §8: v2 compresses trees always, data unless Off; never empty blobs.
+        let level = if self.config.version >= 2 && !data.is_empty() {
+            match blob_type {
+                BlobType::Tree => Some(compression.level()),
+                BlobType::Data => compression.data_level(),
+            }
+        } else {
+            None
+        };
+        let (ciphertext, uncompressed_length) = match level {
+            Some(level) => {
+                let compressed = compress_with_level(level, data).map_err(|reason| RepoError::BlobCorrupt {
+                    blob_type,
+                    blob: id,
+                    pack: Id::NULL,
+                    reason: format!("compressing: {reason}"),
+                })?;
+                (self.shared.key.encrypt(&compressed), Some(data.len() as u32))
+            }
+            None => (self.shared.key.encrypt(data), None),
+        };
+        let stored = ciphertext.len() as u64;
+        let full = {
+            let mut slot = lock_mutex(&self.packers[packer_slot(blob_type)]);
+            let open = slot.get_or_insert_with(|| {
+                packer::OpenPack::new((pack_size as usize).saturating_add(1 << 20))
+            });
+            open.add(blob_type, id, &ciphertext, uncompressed_length)?;
+            if open.is_full(pack_size) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(full) = full {
+            self.send_pack(full)?;
+        }
+        Ok(stored)
+    }
+
+    fn send_pack(&self, pack: packer::OpenPack) -> RepoResult<()> {
+        let sender = {
+            let mut pool = lock_mutex(&self.uploads);
+            let pool = pool.get_or_insert_with(|| {
+                packer::UploadPool::start(&self.shared, self.shared.backend.connections())
+            });
+            pool.sender()
+        };
+        sender
+            .send(pack)
+            .map_err(|_| RepoError::UploadFailed("uploader threads are gone".into()))?;
+        self.check_upload_error()
+    }
+
+    /// Finish the open packs, wait for all uploads, then write index files
+    /// for every stored pack (spec §16). Returns the IDs of the index files
+    /// written.
+    pub fn flush(&self) -> RepoResult<Vec<Id>> {
+        let _serial = lock_mutex(&self.flush_lock);
+        for slot in &self.packers {
+            let open = lock(slot).take();
+            if let Some(open) = open {
+                if !open.blobs.is_empty() {
+                    self.send_pack(open)?;
+                }
+            }
+        }
+        if let Some(pool) = lock_mutex(&self.uploads).take() {
+            pool.finish();
+        }
+        if let Some(e) = lock_mutex(&self.shared.upload_error).take() {
+            self.shared.has_upload_error.store(false, Ordering::Release);
+            return Err(e);
+        }
+        let packs = std::mem::take(&mut *lock_mutex(&self.shared.pending_index));
+        if packs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shared.write_index_files(packs)
+    }
+
+    /// Take a lock on the repository (spec §14); see [`lock`].
+    pub fn lock_mutex(&self, exclusive: bool) -> Result<LockGuard, LockError> {
+        lock::acquire(self, exclusive, None)
+    }
+
+    /// Like [`Repository::lock`], retrying for up to `retry` while the
+    /// repository is locked (`--retry-lock`).
+    pub fn lock_with_retry(
+        &self,
+        exclusive: bool,
+        retry: Option<std::time::Duration>,
+    ) -> Result<LockGuard, LockError> {
+        lock::acquire(self, exclusive, retry)
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // Stop the uploader threads; unflushed data is lost like in restic
+        // when a command aborts.
+        if let Some(pool) = lock_mutex(&self.uploads).take() {
+            pool.finish();
+        }
+    }
+}

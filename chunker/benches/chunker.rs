@@ -1,0 +1,53 @@
+//! Throughput of the sequential and parallel chunker on 64 MiB of random and
+//! of zero data (`cargo bench -p restix-chunker`).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use restix_chunker::{Chunker, Polynomial};
+
+const LEN: usize = 64 * 1024 * 1024;
+
+fn random_data(len: usize) -> Vec<u8> {
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    data
+}
+
+fn bench_chunker(c: &mut Criterion) {
+    let chunker = Chunker::new(Polynomial::RESTIC_TEST).expect("valid polynomial");
+    let inputs = [("random", random_data(LEN)), ("zero", vec![0u8; LEN])];
+    let mut group = c.benchmark_group("chunk_64MiB");
+    group.throughput(Throughput::Bytes(LEN as u64));
+    group.sample_size(10);
+    for (name, data) in &inputs {
+        group.bench_function(format!("{name}/sequential"), |b| {
+            b.iter(|| black_box(chunker.chunk_slice(black_box(data))))
+        });
+        for threads in [1usize, 2, 4] {
+            group.bench_function(format!("{name}/parallel-{threads}"), |b| {
+                b.iter(|| black_box(chunker.chunk_slice_parallel(black_box(data), threads)))
+            });
+        }
+        group.bench_function(format!("{name}/all-candidates-1"), |b| {
+            b.iter(|| {
+                black_box(
+                    chunker
+                        .tables()
+                        .candidates(black_box(data), restix_chunker::SPLIT_MASK),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_chunker);
+criterion_main!(benches);

@@ -1,0 +1,117 @@
+//! Exit codes and the final error report (spec: cli §8, §11.1 `exit_error`).
+//!
+//! Commands return `anyhow::Error`. A [`CliError`] carries its own exit code
+//! and exact text; engine errors are classified by [`classify`] (wrong
+//! password → 12, missing repository → 10, locked → 11, ...).
+
+use std::fmt;
+
+/// Exit statuses of restic 0.18 (spec: cli §8.1).
+pub mod exit_code {
+    pub const SUCCESS: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const PARTIAL_BACKUP: i32 = 3;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const LOCKED: i32 = 11;
+    pub const WRONG_PASSWORD: i32 = 12;
+    pub const INTERRUPTED: i32 = 130;
+    pub const TERMINATED: i32 = 143;
+}
+
+/// An error with the exact text restic prints and the exit status it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    /// An error printed verbatim (no `Fatal: ` prefix).
+    pub fn plain(code: i32, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// `errors.Fatal(msg)`: text `Fatal: <msg>`, exit 1.
+pub fn fatal(message: impl fmt::Display) -> CliError {
+    CliError::plain(exit_code::FAILURE, format!("Fatal: {message}"))
+}
+
+/// A `Fatal:` error for a command or feature restix does not have yet.
+pub fn not_implemented(what: &str) -> anyhow::Error {
+    fatal(format!("{what} is not implemented yet in restix")).into()
+}
+
+/// Text of the "wrong password" error (exit 12).
+pub const WRONG_PASSWORD_TEXT: &str = "Fatal: wrong password or no key found";
+
+/// Second line restic adds to lock conflicts (spec: cli §1.2, §7).
+pub const UNLOCK_HINT: &str = "the `unlock` command can be used to remove stale locks";
+
+/// Exit status and message for an error returned by a command.
+pub fn classify(error: &anyhow::Error) -> (i32, String) {
+    for cause in error.chain() {
+        if let Some(cli) = cause.downcast_ref::<CliError>() {
+            return (cli.code, cli.message.clone());
+        }
+    }
+    if let Some(classified) = crate::engine_errors::classify_engine_error(error) {
+        return classified;
+    }
+    (exit_code::FAILURE, format!("{error:#}"))
+}
+
+/// The 0.18 `--json` form of a fatal error (spec: cli §11.1 `exit_error`).
+pub fn exit_error_json(code: i32, message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct ExitError<'a> {
+        message_type: &'static str,
+        code: i32,
+        message: &'a str,
+    }
+    crate::output::to_go_json(&ExitError {
+        message_type: "exit_error",
+        code,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_text_and_code() {
+        let e: anyhow::Error = fatal("boom").into();
+        assert_eq!(classify(&e), (1, "Fatal: boom".to_string()));
+        let e: anyhow::Error = CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into();
+        assert_eq!(classify(&e), (12, WRONG_PASSWORD_TEXT.to_string()));
+        let e = anyhow::Error::from(CliError::plain(10, "missing")).context("while opening");
+        assert_eq!(classify(&e).0, 10);
+        let e = anyhow::anyhow!("something else");
+        assert_eq!(classify(&e), (1, "something else".to_string()));
+    }
+
+    #[test]
+    fn exit_error_shape() {
+        assert_eq!(
+            exit_error_json(12, WRONG_PASSWORD_TEXT),
+            r#"{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}"#
+        );
+        assert_eq!(
+            exit_error_json(11, "a <b> & c"),
+            r#"{"message_type":"exit_error","code":11,"message":"a \u003cb\u003e \u0026 c"}"#
+        );
+    }
+}

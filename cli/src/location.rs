@@ -1,0 +1,134 @@
+//! Repository locations (spec: cli §5.1) and opening their backend, with the
+//! extended options (§5.4) and bandwidth limits (§6.1) applied.
+
+use std::sync::Arc;
+
+use restix_engine::backend::local::LocalBackend;
+use restix_engine::backend::Backend;
+use restix_sftp::{SftpLocation, SftpOptions};
+
+use crate::errors::{fatal, CliError};
+use crate::options::{options_for_scheme, parse_go_uint, ExtendedOptions};
+
+/// Backends restic knows by scheme (spec: cli §5.1 step 1).
+const KNOWN_SCHEMES: &[&str] = &["local", "sftp", "rest", "s3", "gs", "azure", "b2", "swift", "rclone"];
+
+/// A parsed repository location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local folder (`/srv/repo`, `repo`, `local:/srv/repo`).
+    Local(String),
+    /// `sftp:...`, parsed later by restix-sftp (it owns the exact rules).
+    Sftp(String),
+    /// A backend restic has and restix does not (yet).
+    Unsupported(String),
+}
+
+impl Location {
+    /// The scheme used to select `-o` options.
+    pub fn scheme(&self) -> &str {
+        match self {
+            Location::Local(_) => "local",
+            Location::Sftp(_) => "sftp",
+            Location::Unsupported(scheme) => scheme,
+        }
+    }
+}
+
+/// Path-like strings are local even when they contain `:`.
+fn is_path_like(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let windows_drive = matches!(bytes, [letter, b':', b'\\' | b'/', ..] if letter.is_ascii_alphabetic());
+    s.starts_with('/') || s.starts_with('\\') || s.starts_with("../") || s.starts_with("..\\") || windows_drive
+}
+
+/// Parse a location string (spec: cli §5.1).
+pub fn parse_location(s: &str) -> Result<Location, CliError> {
+    if let Some((scheme, rest)) = s.split_once(':') {
+        if KNOWN_SCHEMES.contains(&scheme) {
+            return Ok(match scheme {
+                "local" => Location::Local(rest.to_string()),
+                "sftp" => Location::Sftp(s.to_string()),
+                other => Location::Unsupported(other.to_string()),
+            });
+        }
+        if !is_path_like(s) {
+            return Err(fatal(
+                "parsing repository location failed: invalid backend\nIf the repository is in a local directory, you need to add a `local:` prefix",
+            ));
+        }
+    }
+    Ok(Location::Local(s.to_string()))
+}
+
+/// Open the backend for `location` with its `-o` options and rate limits.
+pub fn open_backend(
+    location_text: &str,
+    options: &ExtendedOptions,
+    limit_upload_kib: Option<i64>,
+    limit_download_kib: Option<i64>,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let location = parse_location(location_text)?;
+    let backend: Arc<dyn Backend> = match &location {
+        Location::Local(path) => {
+            // restix has no layout option; 0.14's local.layout is accepted and ignored.
+            let local = options_for_scheme(options, "local", &["connections", "layout"])?;
+            let mut backend = LocalBackend::new(path.clone());
+            if let Some(connections) = local.get("connections") {
+                let n = parse_go_uint(connections)?;
+                backend = backend.with_connections(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            Arc::new(backend)
+        }
+        Location::Sftp(text) => {
+            let parsed = SftpLocation::parse(text)
+                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
+            let pairs = options_for_scheme(options, "sftp", &["connections", "command", "args"])?;
+            let mut sftp_options = SftpOptions::default();
+            for (key, value) in &pairs {
+                sftp_options
+                    .set(key, value)
+                    .map_err(|e| CliError::plain(1, e.to_string()))?;
+            }
+            sftp_options
+                .validate()
+                .map_err(|e| fatal(e.to_string()))?;
+            let backend = restix_sftp::open(&parsed, &sftp_options).map_err(|e| {
+                fatal(format!("unable to open repository at {location_text}: {e}"))
+            })?;
+            Arc::new(backend)
+        }
+        Location::Unsupported(scheme) => {
+            return Err(fatal(format!(
+                "the {scheme} backend is not supported yet by restix (repository {location_text})"
+            ))
+            .into())
+        }
+    };
+    Ok(crate::engine_glue::wrap_limits(backend, limit_upload_kib, limit_download_kib))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_forms() {
+        assert_eq!(parse_location("/srv/repo").unwrap(), Location::Local("/srv/repo".into()));
+        assert_eq!(parse_location("repo").unwrap(), Location::Local("repo".into()));
+        assert_eq!(parse_location("local:/srv/r").unwrap(), Location::Local("/srv/r".into()));
+        assert_eq!(parse_location("/a:b").unwrap(), Location::Local("/a:b".into()));
+        assert_eq!(
+            parse_location("sftp:u@h:/p").unwrap(),
+            Location::Sftp("sftp:u@h:/p".into())
+        );
+        assert_eq!(
+            parse_location("s3:s3.amazonaws.com/b/42").unwrap(),
+            Location::Unsupported("s3".into())
+        );
+        assert_eq!(
+            parse_location("foo:bar").unwrap_err().message,
+            "Fatal: parsing repository location failed: invalid backend\nIf the repository is in a local directory, you need to add a `local:` prefix"
+        );
+    }
+}

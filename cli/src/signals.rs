@@ -1,0 +1,57 @@
+//! SIGINT/SIGTERM handling (spec: cli §8.1): remove this process's locks and
+//! temporary files, then exit 130 (SIGINT) or 143 (SIGTERM).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::errors::exit_code;
+
+/// Files to delete if the process is interrupted (e.g. a partial `dump --target`).
+static TEMP_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Register a file for removal on interruption.
+#[allow(dead_code)]
+pub fn register_temp_file(path: PathBuf) {
+    if let Ok(mut files) = TEMP_FILES.lock() {
+        files.push(path);
+    }
+}
+
+/// Forget a registered file (it was completed or removed).
+#[allow(dead_code)]
+pub fn unregister_temp_file(path: &std::path::Path) {
+    if let Ok(mut files) = TEMP_FILES.lock() {
+        files.retain(|p| p != path);
+    }
+}
+
+/// Start the signal thread. Failure to install is not fatal: the default
+/// action (terminate) still applies.
+pub fn install() {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("restix-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let (text, code) = if signal == SIGTERM {
+                    ("terminated", exit_code::TERMINATED)
+                } else {
+                    ("interrupt", exit_code::INTERRUPTED)
+                };
+                eprintln!("\rsignal {text} received, cleaning up");
+                crate::engine_glue::release_locks_on_signal();
+                if let Ok(files) = TEMP_FILES.lock() {
+                    for file in files.iter() {
+                        let _ = std::fs::remove_file(file);
+                    }
+                }
+                std::process::exit(code);
+            }
+        });
+    drop(spawned);
+}

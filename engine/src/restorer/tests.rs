@@ -1,0 +1,1 @@
+//! Restorer tests against real restic repositories.

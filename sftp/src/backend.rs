@@ -1,0 +1,736 @@
+//! [`SftpBackend`]: the engine's [`Backend`] over a pool of SFTP sessions.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use restix_engine::backend::{
+    is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
+};
+use russh_sftp::client::error::Error as SftpProtoError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+
+use crate::connection::Connection;
+use crate::pool::Pool;
+use crate::SftpError;
+
+/// Write requests in flight per upload: 64 x 32 KiB = 2 MiB, enough to fill
+/// a loopback link (measured 281 MB/s on one connection).
+const WRITES_IN_FLIGHT: usize = 64;
+/// Read requests in flight per download.
+const READS_IN_FLIGHT: usize = 64;
+/// Attempts of one operation when the connection drops (first try included).
+const MAX_ATTEMPTS: u32 = 6;
+/// Backoff before the second attempt; doubles each time (0.25 .. 4 s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The folders `create` makes below the repository root (spec: repository layout).
+const LAYOUT_DIRS: [&str; 5] = ["data", "index", "keys", "locks", "snapshots"];
+
+/// Why one attempt of an operation failed.
+enum AttemptError {
+    /// Final: the server answered (not found, permission, ...).
+    Final(BackendError),
+    /// The connection failed; reconnect and try again.
+    Transport(String),
+}
+
+type Attempt<T> = Result<T, AttemptError>;
+
+/// Classify an SFTP error for `path`.
+fn classify(op: &'static str, path: &str, err: SftpProtoError) -> AttemptError {
+    match err {
+        SftpProtoError::Status(status) => {
+            let kind = match status.status_code {
+                StatusCode::NoSuchFile => {
+                    return AttemptError::Final(BackendError::NotFound {
+                        path: path.to_string(),
+                    })
+                }
+                StatusCode::PermissionDenied => std::io::ErrorKind::PermissionDenied,
+                StatusCode::OpUnsupported => std::io::ErrorKind::Unsupported,
+                StatusCode::NoConnection | StatusCode::ConnectionLost => {
+                    return AttemptError::Transport(format!("{}", status.status_code))
+                }
+                _ => std::io::ErrorKind::Other,
+            };
+            let message = if status.error_message.is_empty() {
+                status.status_code.to_string()
+            } else {
+                status.error_message.clone()
+            };
+            AttemptError::Final(BackendError::Io {
+                op,
+                path: path.to_string(),
+                source: std::io::Error::new(kind, message),
+            })
+        }
+        SftpProtoError::Limited(msg) => AttemptError::Final(BackendError::Other(format!(
+            "{op} {path}: server limit: {msg}"
+        ))),
+        SftpProtoError::Timeout => AttemptError::Transport("request timed out".to_string()),
+        SftpProtoError::IO(msg) => AttemptError::Transport(format!("I/O error: {msg}")),
+        SftpProtoError::UnexpectedPacket => {
+            AttemptError::Transport("unexpected packet from the server".to_string())
+        }
+        SftpProtoError::UnexpectedBehavior(msg) => {
+            AttemptError::Transport(format!("connection lost ({msg})"))
+        }
+    }
+}
+
+fn is_status(err: &SftpProtoError, code: StatusCode) -> bool {
+    matches!(err, SftpProtoError::Status(s) if s.status_code == code)
+}
+
+/// The SFTP backend. Cheap to share: all methods take `&self` and run in
+/// parallel over the pool's connections.
+pub struct SftpBackend {
+    runtime: tokio::runtime::Runtime,
+    pool: Arc<Pool>,
+    /// Repository folder on the server, cleaned (`/srv/repo`, `rel/repo`, `.`).
+    root: String,
+    location: String,
+    connections: usize,
+}
+
+impl SftpBackend {
+    pub(crate) fn new(
+        runtime: tokio::runtime::Runtime,
+        pool: Pool,
+        root: String,
+        location: String,
+        connections: usize,
+    ) -> SftpBackend {
+        SftpBackend {
+            runtime,
+            pool: Arc::new(pool),
+            root,
+            location,
+            connections,
+        }
+    }
+
+    /// Dial the first connection now, so `open` reports unreachable hosts,
+    /// host key and authentication problems at once.
+    pub(crate) fn connect_first(&self) -> Result<(), SftpError> {
+        self.runtime.block_on(async {
+            let lease = self.pool.get().await?;
+            drop(lease);
+            Ok(())
+        })
+    }
+
+    /// Full path on the server of a repository-relative path.
+    fn path(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.root.clone()
+        } else if self.root.ends_with('/') {
+            format!("{}{rel}", self.root)
+        } else {
+            format!("{}/{rel}", self.root)
+        }
+    }
+
+    fn file_path(&self, file_type: FileType, name: &str) -> String {
+        self.path(&file_type.relative_path(name))
+    }
+
+    /// Run `op` on a pooled connection; on transport errors drop that
+    /// connection, back off and retry on a fresh one (bounded).
+    async fn with_retry<T, F, Fut>(&self, op: &'static str, path: &str, f: F) -> BackendResult<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_reason = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            if attempt > 1 {
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+            }
+            let lease = match self.pool.get().await {
+                Ok(lease) => lease,
+                Err(e) if e.is_retryable() => {
+                    last_reason = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(BackendError::Other(format!("{op} {path}: {e}"))),
+            };
+            match f(lease.conn.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Transport(reason)) => {
+                    log::warn!("sftp: {op} {path}: {reason}; reconnecting (attempt {attempt})");
+                    last_reason = reason;
+                    self.pool.discard(lease).await;
+                }
+            }
+        }
+        Err(BackendError::Io {
+            op,
+            path: path.to_string(),
+            source: std::io::Error::other(format!(
+                "{last_reason} (gave up after {MAX_ATTEMPTS} attempts to {})",
+                self.pool.target().describe()
+            )),
+        })
+    }
+}
+
+/// Random suffix for temporary files (32 hex digits).
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Fall back to time and pid: unique enough for a temporary name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parent_of(path: &str) -> Option<&str> {
+    let trimmed = path.trim_end_matches('/');
+    let i = trimmed.rfind('/')?;
+    if i == 0 {
+        Some("/")
+    } else {
+        trimmed.get(..i)
+    }
+}
+
+/// `mkdir -p` over SFTP: try the folder, create missing parents on ENOENT,
+/// accept folders that exist already.
+async fn mkdir_all(conn: &Connection, path: &str) -> Attempt<()> {
+    let mut missing: Vec<&str> = Vec::new();
+    let mut cur = path;
+    // Walk up until a mkdir succeeds or the folder exists.
+    loop {
+        match conn.sftp.mkdir(cur, FileAttributes::empty()).await {
+            Ok(_) => break,
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => {
+                missing.push(cur);
+                match parent_of(cur) {
+                    Some(p) if p != cur && !p.is_empty() && p != "." => cur = p,
+                    _ => return Err(classify("mkdir", path, e)),
+                }
+            }
+            Err(e) => match conn.sftp.stat(cur).await {
+                Ok(attrs) if attrs.attrs.is_dir() => break,
+                _ => return Err(classify("mkdir", cur, e)),
+            },
+        }
+    }
+    // Now create the missing ones top-down.
+    while let Some(dir) = missing.pop() {
+        if dir == cur {
+            continue;
+        }
+        if let Err(e) = conn.sftp.mkdir(dir, FileAttributes::empty()).await {
+            match conn.sftp.stat(dir).await {
+                Ok(attrs) if attrs.attrs.is_dir() => {}
+                _ => return Err(classify("mkdir", dir, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make one folder; an existing folder is fine.
+async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
+    match conn.sftp.mkdir(path.clone(), FileAttributes::empty()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match conn.sftp.stat(path.clone()).await {
+            Ok(attrs) if attrs.attrs.is_dir() => Ok(()),
+            _ => Err(classify("mkdir", &path, e)),
+        },
+    }
+}
+
+/// Upload `data` to `tmp` with many write requests in flight, fsync, close.
+async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
+    let attrs = FileAttributes {
+        permissions: Some(0o600),
+        ..FileAttributes::empty()
+    };
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
+    let handle = match conn.sftp.open(tmp, flags, attrs.clone()).await {
+        Ok(h) => h.handle,
+        // The data/xx folder may be missing (restic creates it lazily too).
+        Err(e) if is_status(&e, StatusCode::NoSuchFile) => {
+            if let Some(parent) = parent_of(tmp) {
+                mkdir_all(conn, parent).await?;
+            }
+            conn.sftp
+                .open(tmp, flags, attrs)
+                .await
+                .map_err(|e| classify("create", tmp, e))?
+                .handle
+        }
+        Err(e) => return Err(classify("create", tmp, e)),
+    };
+    let chunk = usize::try_from(conn.write_len).unwrap_or(32 * 1024).max(1);
+    let sftp = &conn.sftp;
+    let handle_ref = &handle;
+    let written = stream::iter(data.chunks(chunk).enumerate())
+        .map(|(i, piece)| async move {
+            let offset = (i as u64) * (chunk as u64);
+            sftp.write(handle_ref.clone(), offset, piece.to_vec()).await
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await;
+    if let Err(e) = written {
+        let _ = conn.sftp.close(handle.clone()).await;
+        return Err(classify("write", tmp, e));
+    }
+    if conn.fsync {
+        if let Err(e) = conn.sftp.fsync(handle.clone()).await {
+            let _ = conn.sftp.close(handle.clone()).await;
+            return Err(classify("fsync", tmp, e));
+        }
+    }
+    conn.sftp
+        .close(handle)
+        .await
+        .map_err(|e| classify("close", tmp, e))?;
+    Ok(())
+}
+
+/// SSH string encoding: u32 length, bytes.
+fn put_ssh_string(buf: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Rename `from` to `to`: `posix-rename@openssh.com` when offered (atomic
+/// replace), else plain SFTP rename.
+async fn rename(conn: &Connection, from: &str, to: &str) -> Attempt<()> {
+    if conn.posix_rename {
+        let mut data = Vec::with_capacity(from.len() + to.len() + 8);
+        put_ssh_string(&mut data, from);
+        put_ssh_string(&mut data, to);
+        let reply = conn
+            .sftp
+            .extended("posix-rename@openssh.com", data)
+            .await
+            .map_err(|e| classify("rename", to, e))?;
+        return match reply {
+            russh_sftp::protocol::Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+            russh_sftp::protocol::Packet::Status(s) => {
+                Err(classify("rename", to, SftpProtoError::Status(s)))
+            }
+            _ => Err(AttemptError::Transport(
+                "unexpected reply to posix-rename".to_string(),
+            )),
+        };
+    }
+    conn.sftp
+        .rename(from, to)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify("rename", to, e))
+}
+
+/// Read `length` bytes at `offset` with many read requests in flight.
+async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> Attempt<Vec<u8>> {
+    let handle = conn
+        .sftp
+        .open(path, OpenFlags::READ, FileAttributes::empty())
+        .await
+        .map_err(|e| classify("open", path, e))?
+        .handle;
+    let result = download_open(conn, &handle, path, offset, length).await;
+    let _ = conn.sftp.close(handle).await;
+    result
+}
+
+async fn download_open(
+    conn: &Connection,
+    handle: &str,
+    path: &str,
+    offset: u64,
+    length: u64,
+) -> Attempt<Vec<u8>> {
+    let chunk = conn.read_len.max(1);
+    let capacity = usize::try_from(length).unwrap_or(0).min(1 << 30);
+    let mut out: Vec<u8> = Vec::with_capacity(capacity);
+    let pieces = (0..length.div_ceil(chunk)).map(|i| {
+        let start = i * chunk;
+        (offset + start, (length - start).min(chunk))
+    });
+    let sftp = &conn.sftp;
+    let mut replies = stream::iter(pieces)
+        .map(|(off, len)| async move {
+            let reply = sftp
+                .read(
+                    handle.to_string(),
+                    off,
+                    u32::try_from(len).unwrap_or(u32::MAX),
+                )
+                .await;
+            (off, len, reply)
+        })
+        .buffered(READS_IN_FLIGHT);
+    while let Some((off, len, reply)) = replies.next().await {
+        let mut got = match reply {
+            Ok(data) => {
+                let n = data.data.len() as u64;
+                out.extend_from_slice(&data.data);
+                n.min(len)
+            }
+            Err(e) if is_status(&e, StatusCode::Eof) => 0,
+            Err(e) => return Err(classify("read", path, e)),
+        };
+        // A server may answer with less than asked; fetch the rest in order.
+        while got < len {
+            let want = len - got;
+            match sftp
+                .read(
+                    handle.to_string(),
+                    off + got,
+                    u32::try_from(want).unwrap_or(u32::MAX),
+                )
+                .await
+            {
+                Ok(data) if !data.data.is_empty() => {
+                    let n = (data.data.len() as u64).min(want);
+                    out.extend_from_slice(data.data.get(..n as usize).unwrap_or(&data.data));
+                    got += n;
+                }
+                Ok(_) => break,
+                Err(e) if is_status(&e, StatusCode::Eof) => break,
+                Err(e) => return Err(classify("read", path, e)),
+            }
+        }
+        if got < len {
+            return Err(AttemptError::Final(BackendError::ShortRead {
+                path: path.to_string(),
+                offset,
+                wanted: length,
+                got: out.len() as u64,
+            }));
+        }
+    }
+    out.truncate(usize::try_from(length).unwrap_or(usize::MAX));
+    Ok(out)
+}
+
+/// Entries of one folder: (name, attributes). A missing folder is empty.
+async fn read_dir(conn: &Connection, dir: &str) -> Attempt<Vec<(String, FileAttributes)>> {
+    let handle = match conn.sftp.opendir(dir).await {
+        Ok(h) => h.handle,
+        Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(Vec::new()),
+        Err(e) => return Err(classify("opendir", dir, e)),
+    };
+    let mut out = Vec::new();
+    loop {
+        match conn.sftp.readdir(handle.clone()).await {
+            Ok(name) => {
+                if name.files.is_empty() {
+                    break;
+                }
+                out.extend(name.files.into_iter().map(|f| (f.filename, f.attrs)));
+            }
+            Err(e) if is_status(&e, StatusCode::Eof) => break,
+            Err(e) => {
+                let _ = conn.sftp.close(handle.clone()).await;
+                return Err(classify("readdir", dir, e));
+            }
+        }
+    }
+    let _ = conn.sftp.close(handle).await;
+    Ok(out)
+}
+
+fn id_files(entries: Vec<(String, FileAttributes)>) -> Vec<FileInfo> {
+    entries
+        .into_iter()
+        .filter(|(name, attrs)| is_id_name(name) && !attrs.is_dir())
+        .map(|(name, attrs)| FileInfo {
+            name,
+            size: attrs.size.unwrap_or(0),
+        })
+        .collect()
+}
+
+impl SftpBackend {
+    async fn list_async(&self, file_type: FileType) -> BackendResult<Vec<FileInfo>> {
+        if file_type == FileType::Config {
+            return match self.stat_async(FileType::Config, "config").await {
+                Ok(info) => Ok(vec![info]),
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let dir = self.path(file_type.dir_name());
+        if file_type != FileType::Pack {
+            return self
+                .with_retry("list", &dir, |conn| {
+                    let dir = dir.clone();
+                    async move { read_dir(&conn, &dir).await.map(id_files) }
+                })
+                .await;
+        }
+        // data/: list the 2-hex subfolders, several at a time on one connection.
+        self.with_retry("list", &dir, |conn| {
+            let dir = dir.clone();
+            async move {
+                let subdirs: Vec<String> = read_dir(&conn, &dir)
+                    .await?
+                    .into_iter()
+                    .filter(|(name, attrs)| {
+                        name.len() == 2
+                            && name.bytes().all(|b| b.is_ascii_hexdigit())
+                            && attrs.is_dir()
+                    })
+                    .map(|(name, _)| format!("{dir}/{name}"))
+                    .collect();
+                let conn = &conn;
+                let lists: Vec<Vec<FileInfo>> = stream::iter(subdirs)
+                    .map(|sub| async move { read_dir(conn, &sub).await.map(id_files) })
+                    .buffer_unordered(16)
+                    .try_collect()
+                    .await?;
+                Ok(lists.into_iter().flatten().collect())
+            }
+        })
+        .await
+    }
+
+    async fn stat_async(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
+        let path = self.file_path(file_type, name);
+        self.with_retry("stat", &path, |conn| {
+            let path = path.clone();
+            async move {
+                let attrs = conn
+                    .sftp
+                    .stat(path.clone())
+                    .await
+                    .map_err(|e| classify("stat", &path, e))?;
+                Ok(FileInfo {
+                    name: name.to_string(),
+                    size: attrs.attrs.size.unwrap_or(0),
+                })
+            }
+        })
+        .await
+    }
+
+    async fn create_async(&self) -> BackendResult<()> {
+        match self.stat_async(FileType::Config, "config").await {
+            Ok(_) => {
+                return Err(BackendError::AlreadyExists {
+                    path: self.path("config"),
+                })
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let root = self.root.clone();
+        let mut dirs: Vec<String> = LAYOUT_DIRS.iter().map(|d| self.path(d)).collect();
+        dirs.extend((0..=255u8).map(|i| self.path(&format!("data/{i:02x}"))));
+        self.with_retry("create", &root, |conn| {
+            let root = root.clone();
+            let dirs = dirs.clone();
+            async move {
+                if root != "." && root != "/" {
+                    mkdir_all(&conn, &root).await?;
+                }
+                let conn = &conn;
+                // Top-level folders first, then data/xx, many in flight.
+                let (top, subs) = dirs.split_at(LAYOUT_DIRS.len().min(dirs.len()));
+                for group in [top, subs] {
+                    stream::iter(group.iter().cloned())
+                        .map(|d| async move { mkdir_one(conn, d).await })
+                        .buffer_unordered(32)
+                        .try_collect::<Vec<()>>()
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn write_async(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+        let path = self.file_path(file_type, name);
+        // Temporary files of failed attempts, removed once a connection works.
+        let leftovers = std::sync::Mutex::new(Vec::<String>::new());
+        let result = self
+            .with_retry("write", &path, |conn| {
+                let path = path.clone();
+                let leftovers = &leftovers;
+                async move {
+                    let stale: Vec<String> = leftovers
+                        .lock()
+                        .map(|mut l| std::mem::take(&mut *l))
+                        .unwrap_or_default();
+                    for tmp in stale {
+                        let _ = conn.sftp.remove(tmp).await;
+                    }
+                    let tmp = format!("{path}-tmp-{}", random_suffix());
+                    let outcome = async {
+                        upload(&conn, &tmp, data).await?;
+                        rename(&conn, &tmp, &path).await
+                    }
+                    .await;
+                    match outcome {
+                        Ok(()) => Ok(()),
+                        Err(AttemptError::Transport(reason)) => {
+                            if let Ok(mut l) = leftovers.lock() {
+                                l.push(tmp);
+                            }
+                            Err(AttemptError::Transport(reason))
+                        }
+                        Err(AttemptError::Final(e)) => {
+                            let _ = conn.sftp.remove(tmp).await;
+                            Err(AttemptError::Final(e))
+                        }
+                    }
+                }
+            })
+            .await;
+        result
+    }
+
+    async fn read_range_async(
+        &self,
+        file_type: FileType,
+        name: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> BackendResult<Vec<u8>> {
+        let path = self.file_path(file_type, name);
+        self.with_retry("read", &path, |conn| {
+            let path = path.clone();
+            async move {
+                let length = match length {
+                    Some(l) => l,
+                    None => {
+                        let attrs = conn
+                            .sftp
+                            .stat(path.clone())
+                            .await
+                            .map_err(|e| classify("stat", &path, e))?;
+                        attrs.attrs.size.unwrap_or(0)
+                    }
+                };
+                if length == 0 && offset == 0 {
+                    // Still report a missing file as NotFound.
+                    conn.sftp
+                        .stat(path.clone())
+                        .await
+                        .map_err(|e| classify("stat", &path, e))?;
+                    return Ok(Vec::new());
+                }
+                download(&conn, &path, offset, length).await
+            }
+        })
+        .await
+    }
+
+    async fn remove_async(&self, file_type: FileType, name: &str) -> BackendResult<()> {
+        let path = self.file_path(file_type, name);
+        self.with_retry("remove", &path, |conn| {
+            let path = path.clone();
+            async move {
+                conn.sftp
+                    .remove(path.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify("remove", &path, e))
+            }
+        })
+        .await
+    }
+}
+
+impl Backend for SftpBackend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self) -> BackendResult<()> {
+        self.runtime.block_on(self.create_async())
+    }
+
+    fn list(&self, file_type: FileType) -> BackendResult<Vec<FileInfo>> {
+        self.runtime.block_on(self.list_async(file_type))
+    }
+
+    fn read(&self, file_type: FileType, name: &str) -> BackendResult<Vec<u8>> {
+        self.runtime
+            .block_on(self.read_range_async(file_type, name, 0, None))
+    }
+
+    fn read_range(
+        &self,
+        file_type: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>> {
+        self.runtime
+            .block_on(self.read_range_async(file_type, name, offset, Some(length)))
+    }
+
+    fn write(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+        self.runtime
+            .block_on(self.write_async(file_type, name, data))
+    }
+
+    fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
+        self.runtime.block_on(self.remove_async(file_type, name))
+    }
+
+    fn stat(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
+        self.runtime.block_on(self.stat_async(file_type, name))
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
+    }
+}
+
+impl Drop for SftpBackend {
+    fn drop(&mut self) {
+        // Close sessions while the runtime still runs, so subprocesses see EOF.
+        let pool = self.pool.clone();
+        self.runtime.block_on(async move { pool.close().await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of("/a/b/c"), Some("/a/b"));
+        assert_eq!(parent_of("/a"), Some("/"));
+        assert_eq!(parent_of("a/b"), Some("a"));
+        assert_eq!(parent_of("a"), None);
+    }
+
+    #[test]
+    fn suffix_is_hex() {
+        let s = random_suffix();
+        assert_eq!(s.len(), 32);
+        assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(s, random_suffix());
+    }
+
+    #[test]
+    fn ssh_string() {
+        let mut b = Vec::new();
+        put_ssh_string(&mut b, "ab");
+        assert_eq!(b, [0, 0, 0, 2, b'a', b'b']);
+    }
+}
