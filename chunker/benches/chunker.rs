@@ -2,6 +2,7 @@
 //! of zero data (`cargo bench -p restix-chunker`).
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use restix_chunker::{Chunker, Polynomial};
@@ -27,6 +28,8 @@ fn bench_chunker(c: &mut Criterion) {
     let mut group = c.benchmark_group("chunk_64MiB");
     group.throughput(Throughput::Bytes(LEN as u64));
     group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
     for (name, data) in &inputs {
         group.bench_function(format!("{name}/sequential"), |b| {
             b.iter(|| black_box(chunker.chunk_slice(black_box(data))))

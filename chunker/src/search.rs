@@ -175,16 +175,14 @@ fn lane_first_candidate(
     count: usize,
     mask: u64,
 ) -> Option<usize> {
-    if count == 0 {
-        return None;
-    }
-    let warm = data.get(start - WINDOW_SIZE..start)?;
-    let mut digest = tables.fingerprint(warm);
+    let steps = count.checked_sub(1)?;
+    let window_start = start.checked_sub(WINDOW_SIZE)?;
+    let mut digest = tables.fingerprint(data.get(window_start..start)?);
     if digest & mask == 0 {
         return Some(start);
     }
-    let leaving = data.get(start - WINDOW_SIZE..start - WINDOW_SIZE + count - 1)?;
-    let entering = data.get(start..start + count - 1)?;
+    let leaving = data.get(window_start..window_start + steps)?;
+    let entering = data.get(start..start + steps)?;
     for (index, (&old, &new)) in leaving.iter().zip(entering).enumerate() {
         digest = tables.roll(digest, old, new);
         if digest & mask == 0 {
@@ -194,16 +192,18 @@ fn lane_first_candidate(
     None
 }
 
+/// Lanes of the full-block kernel.
+const FULL_BLOCK_LANES: usize = 4;
 /// End offsets per lane of a full block.
-const LANE_POSITIONS: usize = BLOCK_POSITIONS / LANES;
+const LANE_POSITIONS: usize = BLOCK_POSITIONS / FULL_BLOCK_LANES;
 /// Bytes needed for a full block: 64 before its first end offset, and all
 /// bytes up to its last end offset.
 const BLOCK_BYTES: usize = BLOCK_POSITIONS + WINDOW_SIZE - 1;
 
-/// [`four_lane_first_candidate`] for a full block of `BLOCK_POSITIONS` end
-/// offsets starting at `start` and a degree-53 polynomial. All lane offsets
-/// are compile-time constants, so the four lanes share one pointer register
-/// (the generic kernel runs out of registers and spills).
+/// Interleaved multi-lane search of a full block of `BLOCK_POSITIONS` end
+/// offsets starting at `start`, for a degree-53 polynomial. All lane offsets
+/// are compile-time constants, so the lanes share one pointer register (the
+/// generic kernel runs out of registers and spills).
 fn full_block_first_candidate(
     tables: &ChunkerTables,
     data: &[u8],
@@ -216,51 +216,35 @@ fn full_block_first_candidate(
         .get(..BLOCK_BYTES)?
         .try_into()
         .ok()?;
-    let warm = |lane: usize| {
+    let mut digests = [0u64; FULL_BLOCK_LANES];
+    let mut first = [usize::MAX; FULL_BLOCK_LANES];
+    for (lane, (digest, first)) in digests.iter_mut().zip(first.iter_mut()).enumerate() {
         let begin = lane * LANE_POSITIONS;
-        tables.fingerprint(&block[begin..begin + WINDOW_SIZE])
-    };
-    let [mut d0, mut d1, mut d2, mut d3] = [warm(0), warm(1), warm(2), warm(3)];
-    let mut first = [usize::MAX; LANES];
-    for (lane, digest) in [d0, d1, d2, d3].into_iter().enumerate() {
-        if digest & mask == 0 {
-            first[lane] = 0;
+        *digest = tables.fingerprint(&block[begin..begin + WINDOW_SIZE]);
+        if *digest & mask == 0 {
+            *first = 0;
         }
     }
-    const L1: usize = LANE_POSITIONS;
-    const L2: usize = 2 * LANE_POSITIONS;
-    const L3: usize = 3 * LANE_POSITIONS;
-    const W: usize = WINDOW_SIZE;
+    // Indexing cannot fail: the largest index is (LANES - 1) * LANE_POSITIONS
+    // + LANE_POSITIONS - 2 + 64 < BLOCK_BYTES (a constant array length), so
+    // the compiler also removes the bounds checks.
     for index in 0..LANE_POSITIONS - 1 {
-        d0 = append_byte(
-            reduce,
-            RESTIC_SHIFT,
-            d0 ^ out[usize::from(block[index])],
-            block[index + W],
-        );
-        d1 = append_byte(
-            reduce,
-            RESTIC_SHIFT,
-            d1 ^ out[usize::from(block[index + L1])],
-            block[index + L1 + W],
-        );
-        d2 = append_byte(
-            reduce,
-            RESTIC_SHIFT,
-            d2 ^ out[usize::from(block[index + L2])],
-            block[index + L2 + W],
-        );
-        d3 = append_byte(
-            reduce,
-            RESTIC_SHIFT,
-            d3 ^ out[usize::from(block[index + L3])],
-            block[index + L3 + W],
-        );
-        if (d0 & mask == 0) | (d1 & mask == 0) | (d2 & mask == 0) | (d3 & mask == 0) {
-            let hit = index + 1;
-            for (lane, digest) in [d0, d1, d2, d3].into_iter().enumerate() {
-                if digest & mask == 0 && first[lane] == usize::MAX {
-                    first[lane] = hit;
+        let mut any_hit = false;
+        for (lane, digest) in digests.iter_mut().enumerate() {
+            let leaving = block[index + lane * LANE_POSITIONS];
+            let entering = block[index + lane * LANE_POSITIONS + WINDOW_SIZE];
+            *digest = append_byte(
+                reduce,
+                RESTIC_SHIFT,
+                *digest ^ out[usize::from(leaving)],
+                entering,
+            );
+            any_hit |= *digest & mask == 0;
+        }
+        if any_hit {
+            for (digest, first) in digests.iter().zip(first.iter_mut()) {
+                if digest & mask == 0 && *first == usize::MAX {
+                    *first = index + 1;
                 }
             }
         }
@@ -293,7 +277,7 @@ fn four_lane_first_candidate<const DEGREE_53: bool>(
     let lane_start = |lane: usize| start + lane * count;
     let warm = |lane: usize| -> Option<u64> {
         let begin = lane_start(lane);
-        Some(tables.fingerprint(data.get(begin - WINDOW_SIZE..begin)?))
+        Some(tables.fingerprint(data.get(begin.checked_sub(WINDOW_SIZE)?..begin)?))
     };
     let digests = [warm(0)?, warm(1)?, warm(2)?, warm(3)?];
     // first[lane] = index within the lane of its first candidate
@@ -303,16 +287,17 @@ fn four_lane_first_candidate<const DEGREE_53: bool>(
             first[lane] = 0;
         }
     }
-    let steps = count - 1;
+    let steps = count.checked_sub(1)?;
     // lane j's bytes: the 64 bytes before its first end offset, then the
     // `steps` bytes entering its window; step i removes lane[i] and appends
     // lane[i + 64].
     let lane = |lane: usize| {
-        let begin = lane_start(lane) - WINDOW_SIZE;
+        let begin = lane_start(lane).checked_sub(WINDOW_SIZE)?;
         data.get(begin..begin + steps + WINDOW_SIZE)
     };
     let (b0, b1, b2, b3) = (lane(0)?, lane(1)?, lane(2)?, lane(3)?);
     let [mut d0, mut d1, mut d2, mut d3] = digests;
+    // Indexing cannot fail: every lane slice holds `steps + 64` bytes.
     for index in 0..steps {
         let entering = index + WINDOW_SIZE;
         d0 = append_byte(
@@ -410,11 +395,55 @@ mod tests {
     }
 
     #[test]
+    fn sampled_zero_scan_matches_exact_scan() {
+        let mut state = 12345u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for round in 0..300 {
+            let len = 64 + next() % 3000;
+            let mut data = pseudo_random(len, round);
+            for _ in 0..next() % 5 {
+                let at = next() % len;
+                let run = next() % 200;
+                let stop = (at + run).min(len);
+                data[at..stop].fill(0);
+            }
+            let lo = 64 + next() % (len - 63);
+            let hi = (lo + next() % 3000).min(len);
+            let expected = (lo..=hi).find(|&p| data[p - 64..p].iter().all(|&b| b == 0));
+            assert_eq!(
+                exact_zero_window_end(&data, lo, hi),
+                expected,
+                "round {round}"
+            );
+            assert_eq!(
+                first_zero_window_end(&data, lo, hi),
+                expected,
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
     fn candidate_search_matches_reference() {
-        let tables = ChunkerTables::new(Polynomial::RESTIC_TEST).unwrap();
         let mut data = pseudo_random(200_000, 3);
         data[150_000..150_090].fill(0);
-        for mask in [0xFFu64, 0x3FF, 0xFFF, 0xFFFFF] {
+        // restic's degree 53 (specialised kernel) and other degrees (generic)
+        let polynomials = [
+            Polynomial::RESTIC_TEST,
+            Polynomial(0x80_0000_0000_001b),
+            Polynomial(0x211),
+        ];
+        for (polynomial, mask) in polynomials
+            .into_iter()
+            .flat_map(|pol| [0xFFu64, 0x1FF, 0xFFF, 0xFFFFF].map(|mask| (pol, mask)))
+        {
+            let tables = ChunkerTables::new(polynomial).unwrap();
+            let mask = mask & ((1 << polynomial.deg()) - 1);
             for (lo, hi) in [
                 (64usize, 200_000usize),
                 (64, 64),
@@ -425,7 +454,7 @@ mod tests {
                 assert_eq!(
                     first_candidate(&tables, &data, lo, hi, mask),
                     reference_first(&tables, &data, lo, hi, mask),
-                    "mask {mask:#x} lo {lo} hi {hi}"
+                    "pol {polynomial} mask {mask:#x} lo {lo} hi {hi}"
                 );
             }
         }

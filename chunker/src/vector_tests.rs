@@ -637,7 +637,10 @@ fn rejects_invalid_configs() {
         },
     ];
     for config in bad {
-        assert!(Chunker::with_config(Polynomial::RESTIC_TEST, config).is_err(), "{config:?}");
+        assert!(
+            Chunker::with_config(Polynomial::RESTIC_TEST, config).is_err(),
+            "{config:?}"
+        );
     }
     assert!(Chunker::new(Polynomial(0x1ff)).is_err());
     let exact = ChunkerConfig {

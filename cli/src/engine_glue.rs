@@ -1,15 +1,276 @@
-//! The seam between the CLI and `restix-engine`: opening repositories,
-//! wrapping backends, releasing locks on signals.
+//! The seam between the CLI and `restix-engine`: opening repositories with
+//! restic's password/location algorithm (spec: cli §4), locking (§7),
+//! bandwidth limits (§6.1) and lock cleanup on signals.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
-use restix_engine::backend::Backend;
+use restix_engine::backend::limited::{Limited, RateLimits};
+use restix_engine::backend::{Backend, BackendError, FileType};
+use restix_engine::repository::{remove_held_locks, LockGuard, Repository};
+use restix_repo_format::{CompressionMode, Id, Snapshot};
+
+use crate::commands::Context;
+use crate::engine_errors::{map_lock_error, map_open_error};
+use crate::errors::{fatal, CliError};
+use crate::location::open_backend;
+use crate::options::{self, PasswordSource, ProcessEnv};
 
 /// Wrap `backend` in the engine's bandwidth limiter (spec: cli §6.1); values
 /// ≤ 0 mean unlimited.
-pub fn wrap_limits(backend: Arc<dyn Backend>, _upload_kib: Option<i64>, _download_kib: Option<i64>) -> Arc<dyn Backend> {
-    backend
+pub fn wrap_limits(backend: Arc<dyn Backend>, upload_kib: Option<i64>, download_kib: Option<i64>) -> Arc<dyn Backend> {
+    let limits = RateLimits::from_kib(upload_kib.unwrap_or(0), download_kib.unwrap_or(0));
+    if limits.is_unlimited() {
+        return backend;
+    }
+    Arc::new(Limited::new(backend, limits))
 }
 
 /// Called from the signal thread: remove the locks this process holds.
-pub fn release_locks_on_signal() {}
+pub fn release_locks_on_signal() {
+    remove_held_locks();
+}
+
+/// The lock a command takes (spec: cli §7 table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// No lock at all (`unlock`, `list locks`, ...).
+    None,
+    /// Non-exclusive; skipped with `--no-lock`.
+    Shared,
+    /// Non-exclusive even with `--no-lock` (`backup`).
+    SharedAlways,
+    /// Exclusive; skipped with `--no-lock`.
+    Exclusive,
+}
+
+/// An open repository and the lock held for the command.
+pub struct OpenedRepository {
+    pub repo: Arc<Repository>,
+    pub location: String,
+    lock: Option<LockGuard>,
+}
+
+impl OpenedRepository {
+    /// All snapshots, unsorted.
+    pub fn list_snapshots(&self) -> anyhow::Result<Vec<(Id, Snapshot)>> {
+        Ok(self.repo.list_snapshots()?)
+    }
+
+    /// Load the index (needed before reading blobs).
+    pub fn load_index(&self) -> anyhow::Result<()> {
+        Ok(self.repo.load_index()?)
+    }
+
+    /// Release the lock now, reporting errors (dropping also releases it).
+    pub fn unlock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = lock.release();
+        }
+    }
+}
+
+impl Drop for OpenedRepository {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
+
+/// Resolve the repository location and open its backend.
+pub fn open_location(ctx: &Context) -> anyhow::Result<(String, Arc<dyn Backend>)> {
+    let location = options::resolve_repository(&ctx.global, &ProcessEnv)?;
+    let backend = open_backend(
+        &location,
+        &ctx.extended,
+        ctx.global.limit_upload,
+        ctx.global.limit_download,
+    )?;
+    Ok((location, backend))
+}
+
+/// Stat `config` like restic does before asking for a password (spec: cli §8.2).
+fn check_config_exists(backend: &dyn Backend, location: &str) -> Result<(), CliError> {
+    match backend.stat(FileType::Config, "config") {
+        Ok(info) if info.size == 0 => Err(fatal("config file has zero size, invalid repository?")),
+        Ok(_) => Ok(()),
+        Err(BackendError::NotFound { path }) => Err(crate::engine_errors::missing_repository(&path, location)),
+        Err(e) => Err(fatal(format!("unable to open config file: {e}\nIs there a repository at the following location?\n{location}"))),
+    }
+}
+
+/// Open the repository of `--repo` with the resolved password, apply
+/// compression and pack size, and take the command's lock.
+pub fn open_repository(ctx: &Context, lock_mode: LockMode) -> anyhow::Result<OpenedRepository> {
+    open_repository_with(ctx, lock_mode, false)
+}
+
+/// Like [`open_repository`]; `stdin_is_data` refuses to read the password
+/// from stdin (`backup --stdin`).
+pub fn open_repository_with(ctx: &Context, lock_mode: LockMode, stdin_is_data: bool) -> anyhow::Result<OpenedRepository> {
+    let password_source = options::resolve_password(&ctx.global, &ProcessEnv)?;
+    let (location, backend) = open_location(ctx)?;
+    check_config_exists(backend.as_ref(), &location)?;
+    let password = match password_source {
+        PasswordSource::Given(p) => p,
+        PasswordSource::Empty => String::new(),
+        PasswordSource::NotGiven => {
+            if stdin_is_data {
+                return Err(fatal("cannot read both password and data from stdin").into());
+            }
+            let p = read_password(ctx, "enter password for repository: ")?;
+            if p.is_empty() {
+                return Err(fatal(
+                    "an empty password is not allowed by default. Pass the flag `--insecure-no-password` to restic to disable this check",
+                )
+                .into());
+            }
+            p
+        }
+    };
+    let key_hint = ctx
+        .global
+        .key_hint
+        .clone()
+        .or_else(|| std::env::var("RESTIC_KEY_HINT").ok())
+        .filter(|h| !h.is_empty());
+    let repo = Repository::open(backend, password.as_bytes(), key_hint.as_deref())
+        .map_err(|e| map_open_error(e, &location))?;
+    let compression: CompressionMode = options::compression_mode(&ctx.global, &ProcessEnv)?
+        .parse()
+        .map_err(|e| fatal(format!("{e}")))?;
+    repo.set_compression(compression);
+    if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
+        repo.set_pack_size(bytes).map_err(|e| fatal(e))?;
+    }
+    let id = repo.config().id.get(..8).unwrap_or_default().to_string();
+    if repo.version() >= 2 {
+        ctx.printer.print_terminal(&format!(
+            "repository {id} opened (version {}, compression level {})",
+            repo.version(),
+            compression.as_str()
+        ));
+    } else {
+        ctx.printer
+            .print_terminal(&format!("repository {id} opened (version {})", repo.version()));
+    }
+    let repo = Arc::new(repo);
+    let lock = match lock_mode {
+        LockMode::None => None,
+        LockMode::Shared | LockMode::Exclusive if ctx.global.no_lock => None,
+        LockMode::Shared | LockMode::SharedAlways | LockMode::Exclusive => {
+            let retry = retry_lock_duration(ctx)?;
+            if retry.is_some() && !ctx.printer.json {
+                // restic prints this only when it actually has to wait; we
+                // cannot know in advance, so we stay silent.
+            }
+            Some(
+                repo.lock_with_retry(lock_mode == LockMode::Exclusive, retry)
+                    .map_err(map_lock_error)?,
+            )
+        }
+    };
+    Ok(OpenedRepository { repo, location, lock })
+}
+
+/// `--retry-lock` as a duration (Go `time.ParseDuration` syntax).
+fn retry_lock_duration(ctx: &Context) -> anyhow::Result<Option<Duration>> {
+    let Some(text) = ctx.global.retry_lock.as_deref() else {
+        return Ok(None);
+    };
+    let d = parse_go_duration(text).ok_or_else(|| {
+        CliError::plain(1, format!("invalid argument \"{text}\" for \"--retry-lock\" flag: time: invalid duration \"{text}\""))
+    })?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Parse a Go duration such as `5m`, `1h30m`, `1.5s`, `300ms`.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_len);
+        let value: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = tail;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Read a password: prompt on the terminal with echo off, else one line of stdin.
+pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "{prompt}");
+        let _ = stderr.flush();
+        let line = read_line_without_echo()?;
+        let _ = writeln!(stderr);
+        return Ok(line);
+    }
+    ctx.printer.print_terminal("reading repository password from stdin");
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Read one line from the terminal with echo disabled (termios).
+fn read_line_without_echo() -> anyhow::Result<String> {
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd and
+    // we check its result before using the value.
+    let mut original: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is stdin (a terminal, checked by the caller); pointer is valid.
+    let have_termios = unsafe { libc::tcgetattr(fd, &mut original) } == 0;
+    if have_termios {
+        let mut silent = original;
+        silent.c_lflag &= !libc::ECHO;
+        // SAFETY: valid fd and pointer to an initialised termios.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
+    }
+    let mut line = String::new();
+    let result = std::io::stdin().lock().read_line(&mut line);
+    if have_termios {
+        // SAFETY: restores the settings read above on the same fd.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &original) };
+    }
+    result?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("5x"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+}

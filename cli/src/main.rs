@@ -19,6 +19,7 @@ mod location;
 mod options;
 mod output;
 mod signals;
+mod timefmt;
 
 use clap::Parser;
 

@@ -188,17 +188,66 @@ pub fn to_go_json<T: Serialize + ?Sized>(value: &T) -> String {
 
 /// Indented JSON like Go's `json.MarshalIndent(v, "", "  ")`.
 pub fn to_go_json_indent<T: Serialize + ?Sized>(value: &T) -> String {
-    let mut buffer = Vec::new();
-    let mut serializer = serde_json::Serializer::with_formatter(
-        &mut buffer,
-        GoFormatter {
-            inner: serde_json::ser::PrettyFormatter::with_indent(b"  "),
-        },
-    );
-    if value.serialize(&mut serializer).is_err() {
-        return "null".to_string();
+    indent_json(&to_go_json(value))
+}
+
+/// Re-indent compact JSON like Go's `json.Indent(dst, src, "", "  ")`,
+/// keeping the key order of the input. Empty objects/arrays stay `{}`/`[]`.
+pub fn indent_json(compact: &str) -> String {
+    let mut out = String::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = compact.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let closing = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&closing) {
+                    out.push(closing);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
     }
-    String::from_utf8(buffer).unwrap_or_default()
+    out
 }
 
 /// `FormatBytes` (0.19 thresholds, `>=`), spec: cli §1.4.
@@ -382,10 +431,31 @@ mod tests {
 
     #[test]
     fn indented_json_matches_go() {
-        let value = serde_json::json!({"mac": {"k": "a", "r": "b"}, "encrypt": "c"});
+        #[derive(Serialize)]
+        struct Mac {
+            k: &'static str,
+            r: &'static str,
+        }
+        #[derive(Serialize)]
+        struct MasterKey {
+            mac: Mac,
+            encrypt: &'static str,
+        }
+        let value = MasterKey {
+            mac: Mac { k: "a", r: "b" },
+            encrypt: "c",
+        };
         assert_eq!(
             to_go_json_indent(&value),
-            "{\n  \"encrypt\": \"c\",\n  \"mac\": {\n    \"k\": \"a\",\n    \"r\": \"b\"\n  }\n}"
+            "{\n  \"mac\": {\n    \"k\": \"a\",\n    \"r\": \"b\"\n  },\n  \"encrypt\": \"c\"\n}"
+        );
+    }
+
+    #[test]
+    fn indent_keeps_order() {
+        assert_eq!(
+            indent_json(r#"{"mac":{"k":"a,:{","r":"b"},"encrypt":"c","e":[],"o":{},"l":[1,2]}"#),
+            "{\n  \"mac\": {\n    \"k\": \"a,:{\",\n    \"r\": \"b\"\n  },\n  \"encrypt\": \"c\",\n  \"e\": [],\n  \"o\": {},\n  \"l\": [\n    1,\n    2\n  ]\n}"
         );
     }
 

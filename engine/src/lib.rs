@@ -9,10 +9,16 @@
 pub mod archiver;
 pub mod backend;
 pub mod check;
+pub mod copy;
+pub mod diff;
 pub mod dump;
+pub mod find;
 pub mod forget;
+pub mod keys;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restorer;
 pub mod selection;
+pub mod stats;
 pub mod walker;

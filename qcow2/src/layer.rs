@@ -408,6 +408,21 @@ impl Qcow2Layer {
         Ok(())
     }
 
+    /// Decodes one compressed cluster into `out` (exactly one cluster long).
+    fn decompress_into(&self, entry: u64, out: &mut [u8]) -> Result<()> {
+        let (coffset, csize) = self.compressed_location(entry);
+        // csize is at most cluster_size * 2 (bounded by the descriptor's bit width).
+        let mut input = vec![0u8; csize as usize];
+        read_zero_padded(&self.file, &self.path, coffset, &mut input)?;
+        decompress_cluster(self.header.compression_type, &input, out).map_err(|reason| {
+            Error::Decompress {
+                path: self.path.clone(),
+                host_offset: coffset,
+                reason,
+            }
+        })
+    }
+
     /// Splits a compressed descriptor into (host offset, upper bound of bytes).
     fn compressed_location(&self, entry: u64) -> (u64, u64) {
         let bits = self.header.cluster_bits;
@@ -436,6 +451,11 @@ impl Qcow2Layer {
 
     /// Copies part of a compressed cluster: `within` bytes into the cluster.
     pub(crate) fn read_compressed(&self, entry: u64, within: u64, buf: &mut [u8]) -> Result<()> {
+        if within == 0 && buf.len() as u64 == self.header.cluster_size() {
+            // A whole cluster: decode straight into the caller's buffer; it will
+            // not be asked for again soon, so skip the cache.
+            return self.decompress_into(entry, buf);
+        }
         let cluster = self.decompressed(entry)?;
         let start = usize::try_from(within).unwrap_or(usize::MAX);
         let src = start
@@ -447,21 +467,12 @@ impl Qcow2Layer {
     }
 
     fn decompressed(&self, entry: u64) -> Result<Arc<Vec<u8>>> {
-        let (coffset, csize) = self.compressed_location(entry);
+        let (coffset, _) = self.compressed_location(entry);
         if let Some(cluster) = lock(&self.decompressed_cache).get(coffset) {
             return Ok(cluster);
         }
-        // csize is at most cluster_size * 2 (bounded by the descriptor's bit width).
-        let mut input = vec![0u8; csize as usize];
-        read_zero_padded(&self.file, &self.path, coffset, &mut input)?;
         let mut cluster = vec![0u8; self.header.cluster_size() as usize];
-        decompress_cluster(self.header.compression_type, &input, &mut cluster).map_err(
-            |reason| Error::Decompress {
-                path: self.path.clone(),
-                host_offset: coffset,
-                reason,
-            },
-        )?;
+        self.decompress_into(entry, &mut cluster)?;
         let cluster = Arc::new(cluster);
         lock(&self.decompressed_cache).insert(coffset, Arc::clone(&cluster));
         Ok(cluster)

@@ -17,6 +17,14 @@
 //!   devices.
 //! - [`Qcow2Writer`] writes a fresh qcow2 v3 image in one sequential pass.
 //!
+//! # Memory
+//!
+//! Bounded regardless of what a header claims: per qcow2 layer the L1 table
+//! (8 bytes per 512 MiB of guest at 64 KiB clusters, i.e. 16 KiB per TiB;
+//! capped at 32 MiB like QEMU), an L2 table cache of at most 8 MiB (at least 4
+//! tables) and 4 decompressed clusters. [`Qcow2Writer`] holds one cluster, one
+//! L2 table, the L1 table and a 4 MiB write buffer.
+//!
 //! The format notes this follows are in the project's `spec/qcow2.md`; comments
 //! cite its sections as `spec: qcow2 §N`.
 //!
@@ -28,7 +36,11 @@
 //! # fn main() -> Result<(), restix_qcow2::Error> {
 //! // Follows the backing file names stored in the image.
 //! let image = Qcow2Image::open("vm-disk.qcow2")?;
-//! let mut restored = Qcow2Writer::create("restored.qcow2", image.virtual_size(), 65536)?;
+//! let mut restored = Qcow2Writer::create(
+//!     "restored.qcow2",
+//!     image.virtual_size(),
+//!     Qcow2Writer::DEFAULT_CLUSTER_SIZE,
+//! )?;
 //! for extent in image.extents(0, image.virtual_size())? {
 //!     if extent.kind != ExtentKind::Data {
 //!         continue; // reads as zeros: nothing to copy

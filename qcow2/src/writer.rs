@@ -49,6 +49,9 @@ pub struct Qcow2Writer {
 }
 
 impl Qcow2Writer {
+    /// QEMU's default cluster size, 64 KiB.
+    pub const DEFAULT_CLUSTER_SIZE: u64 = 65536;
+
     /// Creates (or truncates) `path` for an image of `virtual_size` bytes with the
     /// given cluster size (a power of two, 512 bytes to 2 MiB; 65536 is QEMU's
     /// default). Like `qemu-img create`, a size that is not a multiple of 512 is

@@ -569,6 +569,39 @@ fn allocated_in_layer_matches_qemu_without_backing() {
 }
 
 #[test]
+fn v2_overlay_on_compressed_base() {
+    require_qemu!();
+    let dir = TempDir::new("v2chain");
+    let src = make_source(&dir);
+    convert(&dir, &src, "base.qcow2", &["-c"]);
+    // A v2 overlay keeps its backing-format extension at offset 72.
+    qemu_img(
+        &dir,
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "inc.qcow2",
+        ],
+    );
+    qemu_io(
+        &dir,
+        "inc.qcow2",
+        &["write -P 0x5a 100k 10k", "write -P 0x5b 9M 1M"],
+    );
+    let image = Qcow2Image::open(dir.path("inc.qcow2")).unwrap();
+    assert_eq!(image.header().version, 2);
+    assert_eq!(image.header().backing_format.as_deref(), Some("qcow2"));
+    assert_matches_qemu(&dir, "inc.qcow2", &image, true);
+}
+
+#[test]
 fn overlay_larger_than_backing() {
     require_qemu!();
     let dir = TempDir::new("grow");

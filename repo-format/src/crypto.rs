@@ -7,6 +7,7 @@ use std::fmt;
 
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
 use aes::{Aes128, Aes256};
+use poly1305::universal_hash::UniversalHash;
 use poly1305::Poly1305;
 use subtle::ConstantTimeEq;
 
@@ -116,8 +117,22 @@ impl Key {
         let start = out.len();
         out.extend_from_slice(plaintext);
         let ct = &mut out[start..];
-        Aes256Ctr::new(&self.encrypt.into(), &iv.into()).apply_keystream(ct);
-        let tag = self.mac(&iv, ct);
+        let mut cipher = Aes256Ctr::new(&self.encrypt.into(), &iv.into());
+        let mut mac = Poly1305::new(&self.poly1305_key(&iv).into());
+        // One pass over cache-sized pieces: encrypt, then MAC the piece while
+        // it is still in L1/L2 (spec §5.2: the MAC covers the ciphertext).
+        let mut chunks = ct.chunks_mut(FUSED_CHUNK);
+        let mut last: &[u8] = &[];
+        for chunk in chunks.by_ref() {
+            cipher.apply_keystream(chunk);
+            if chunk.len() == FUSED_CHUNK {
+                // A whole number of blocks: no padding is applied.
+                mac.update_padded(chunk);
+            } else {
+                last = chunk;
+            }
+        }
+        let tag: [u8; MAC_SIZE] = mac.compute_unpadded(last).into();
         out.extend_from_slice(&tag);
     }
 
@@ -178,18 +193,32 @@ impl Key {
     fn mac(&self, iv: &[u8; IV_SIZE], ct: &[u8]) -> [u8; MAC_SIZE] {
         poly1305_aes(&self.mac_k, &self.mac_r, iv, ct)
     }
+
+    /// The one-time Poly1305 key `r || AES-128_k(iv)`.
+    fn poly1305_key(&self, iv: &[u8; IV_SIZE]) -> [u8; 32] {
+        poly1305_key(&self.mac_k, &self.mac_r, iv)
+    }
 }
 
 /// Poly1305-AES (Bernstein): `Poly1305(r || AES_k(nonce), msg)`.
 pub fn poly1305_aes(k: &[u8; 16], r: &[u8; 16], nonce: &[u8; 16], msg: &[u8]) -> [u8; 16] {
+    // The poly1305 crate clamps r itself.
+    Poly1305::new(&poly1305_key(k, r, nonce).into())
+        .compute_unpadded(msg)
+        .into()
+}
+
+fn poly1305_key(k: &[u8; 16], r: &[u8; 16], nonce: &[u8; 16]) -> [u8; 32] {
     let mut s = (*nonce).into();
     Aes128::new(&(*k).into()).encrypt_block(&mut s);
     let mut key = [0u8; 32];
     key[..16].copy_from_slice(r);
     key[16..].copy_from_slice(&s);
-    // The poly1305 crate clamps r itself.
-    Poly1305::new(&key.into()).compute_unpadded(msg).into()
+    key
 }
+
+/// Piece size for the fused encrypt+MAC pass (a multiple of 16).
+const FUSED_CHUNK: usize = 16 * 1024;
 
 fn random_iv() -> [u8; IV_SIZE] {
     let mut iv = [0u8; IV_SIZE];
@@ -270,11 +299,15 @@ mod tests {
         let key = Key::random();
         assert!(key.is_valid());
         assert_eq!(key.mac_r[3] & 0xf0, 0);
-        for len in [0usize, 1, 15, 16, 17, 1000, 70_000] {
+        for len in [0usize, 1, 15, 16, 17, 1000, 16_384, 32_768, 49_157, 70_000] {
             let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let ct = key.encrypt(&pt);
             assert_eq!(ct.len(), len + CRYPTO_OVERHEAD);
             assert_eq!(key.decrypt(&ct).unwrap(), pt);
+            // The fused pass gives the same tag as a plain Poly1305-AES.
+            let iv: [u8; 16] = ct[..16].try_into().unwrap();
+            let tag = poly1305_aes(&key.mac_k, &key.mac_r, &iv, &ct[16..ct.len() - 16]);
+            assert_eq!(&ct[ct.len() - 16..], &tag);
             let mut bad = ct.clone();
             let last = bad.len() - 1;
             bad[last] ^= 1;

@@ -58,6 +58,18 @@ impl IndexBlob {
     }
 }
 
+impl From<crate::pack::PackBlob> for IndexBlob {
+    fn from(b: crate::pack::PackBlob) -> IndexBlob {
+        IndexBlob {
+            id: b.id,
+            blob_type: b.blob_type,
+            offset: b.offset,
+            length: b.length,
+            uncompressed_length: b.uncompressed_length,
+        }
+    }
+}
+
 impl IndexFile {
     /// Parses an index file; also accepts the legacy top-level array of packs.
     pub fn parse(json: &[u8]) -> Result<IndexFile, serde_json::Error> {

@@ -254,8 +254,11 @@ impl GoTime {
         if off == 0 {
             out.push('Z');
         } else {
-            let sign = if off < 0 { '-' } else { '+' };
-            let a = off.unsigned_abs() / 60;
+            // Go: the sign comes from the offset in whole minutes (so
+            // -30s prints "+00:00"); seconds are truncated.
+            let minutes = off / 60;
+            let sign = if minutes < 0 { '-' } else { '+' };
+            let a = minutes.unsigned_abs();
             let _ = write!(out, "{}{:02}:{:02}", sign, a / 60, a % 60);
         }
         Ok(())
@@ -464,6 +467,10 @@ mod tests {
         rt("2026-11-22T18:58:51.874635235Z");
         rt("2015-06-27T12:18:51.759239612+02:00");
         rt("0001-01-01T00:00:00Z");
+        let lmt = GoTime::new(0, 0, 1172);
+        assert_eq!(lmt.to_rfc3339().unwrap(), "1970-01-01T00:19:32+00:19");
+        let tiny = GoTime::new(0, 0, -30);
+        assert_eq!(tiny.to_rfc3339().unwrap(), "1969-12-31T23:59:30+00:00");
         assert_eq!(
             GoTime::default().to_rfc3339().unwrap(),
             "0001-01-01T00:00:00Z"

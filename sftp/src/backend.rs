@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use restix_engine::backend::limited::{RateLimits, TokenBucket};
 use restix_engine::backend::{
     is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
 };
@@ -93,6 +94,8 @@ pub struct SftpBackend {
     root: String,
     location: String,
     connections: usize,
+    /// `--limit-upload` / `--limit-download`, applied per SFTP request.
+    limits: RateLimits,
 }
 
 impl SftpBackend {
@@ -109,7 +112,17 @@ impl SftpBackend {
             root,
             location,
             connections,
+            limits: RateLimits::default(),
         }
+    }
+
+    /// Shape uploads and downloads with `limits` (spec: cli §6.1), paying
+    /// for every SFTP read/write request (32-64 KiB) as it goes, so the rate
+    /// is smooth even within one pack. Use this instead of wrapping the
+    /// backend in `restix_engine::backend::limited::Limited`.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> SftpBackend {
+        self.limits = limits;
+        self
     }
 
     /// Dial the first connection now, so `open` reports unreachable hosts,
@@ -253,7 +266,12 @@ async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
 }
 
 /// Upload `data` to `tmp` with many write requests in flight, fsync, close.
-async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
+async fn upload(
+    conn: &Connection,
+    tmp: &str,
+    data: &[u8],
+    bucket: Option<&TokenBucket>,
+) -> Attempt<()> {
     let attrs = FileAttributes {
         permissions: Some(0o600),
         ..FileAttributes::empty()
@@ -280,6 +298,7 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let written = stream::iter(data.chunks(chunk).enumerate())
         .map(|(i, piece)| async move {
             let offset = (i as u64) * (chunk as u64);
+            pay(bucket, piece.len()).await;
             sftp.write(handle_ref.clone(), offset, piece.to_vec()).await
         })
         .buffer_unordered(WRITES_IN_FLIGHT)
@@ -300,6 +319,16 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
         .await
         .map_err(|e| classify("close", tmp, e))?;
     Ok(())
+}
+
+/// Wait for `n` bytes' worth of tokens, if limited.
+async fn pay(bucket: Option<&TokenBucket>, n: usize) {
+    if let Some(bucket) = bucket {
+        let wait = bucket.reserve_at(n as u64, std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// SSH string encoding: u32 length, bytes.
@@ -339,14 +368,20 @@ async fn rename(conn: &Connection, from: &str, to: &str) -> Attempt<()> {
 }
 
 /// Read `length` bytes at `offset` with many read requests in flight.
-async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> Attempt<Vec<u8>> {
+async fn download(
+    conn: &Connection,
+    path: &str,
+    offset: u64,
+    length: u64,
+    bucket: Option<&TokenBucket>,
+) -> Attempt<Vec<u8>> {
     let handle = conn
         .sftp
         .open(path, OpenFlags::READ, FileAttributes::empty())
         .await
         .map_err(|e| classify("open", path, e))?
         .handle;
-    let result = download_open(conn, &handle, path, offset, length).await;
+    let result = download_open(conn, &handle, path, offset, length, bucket).await;
     let _ = conn.sftp.close(handle).await;
     result
 }
@@ -357,6 +392,7 @@ async fn download_open(
     path: &str,
     offset: u64,
     length: u64,
+    bucket: Option<&TokenBucket>,
 ) -> Attempt<Vec<u8>> {
     let chunk = conn.read_len.max(1);
     let capacity = usize::try_from(length).unwrap_or(0).min(1 << 30);
@@ -379,6 +415,7 @@ async fn download_open(
         })
         .buffered(READS_IN_FLIGHT);
     while let Some((off, len, reply)) = replies.next().await {
+        pay(bucket, usize::try_from(len).unwrap_or(usize::MAX)).await;
         let mut got = match reply {
             Ok(data) => {
                 let n = data.data.len() as u64;
@@ -563,6 +600,7 @@ impl SftpBackend {
         let path = self.file_path(file_type, name);
         // Temporary files of failed attempts, removed once a connection works.
         let leftovers = std::sync::Mutex::new(Vec::<String>::new());
+        let upload_bucket = self.limits.upload.as_deref();
         let result = self
             .with_retry("write", &path, |conn| {
                 let path = path.clone();
@@ -577,7 +615,7 @@ impl SftpBackend {
                     }
                     let tmp = format!("{path}-tmp-{}", random_suffix());
                     let outcome = async {
-                        upload(&conn, &tmp, data).await?;
+                        upload(&conn, &tmp, data, upload_bucket).await?;
                         rename(&conn, &tmp, &path).await
                     }
                     .await;
@@ -608,6 +646,7 @@ impl SftpBackend {
         length: Option<u64>,
     ) -> BackendResult<Vec<u8>> {
         let path = self.file_path(file_type, name);
+        let download_bucket = self.limits.download.as_deref();
         self.with_retry("read", &path, |conn| {
             let path = path.clone();
             async move {
@@ -630,7 +669,7 @@ impl SftpBackend {
                         .map_err(|e| classify("stat", &path, e))?;
                     return Ok(Vec::new());
                 }
-                download(&conn, &path, offset, length).await
+                download(&conn, &path, offset, length, download_bucket).await
             }
         })
         .await

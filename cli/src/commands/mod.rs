@@ -1,9 +1,22 @@
 //! One module per command; [`dispatch`] runs the parsed command line.
 
+mod cat;
+mod dump;
+mod init;
+mod list;
+mod ls;
+mod restore;
+mod snapshots;
+mod unlock;
 mod version;
 
-use crate::args::{Cli, Command, GlobalOptions};
-use crate::errors::{exit_code, not_implemented};
+use restix_engine::selection::{find_in, split_snapshot_arg, SelectionError, SnapshotFilter};
+use restix_engine::walker::resolve_subfolder;
+use restix_repo_format::{Id, Snapshot};
+
+use crate::args::{Cli, Command, GlobalOptions, SnapshotFilterOptions};
+use crate::engine_glue::OpenedRepository;
+use crate::errors::{exit_code, fatal, not_implemented};
 use crate::options::{self, ExtendedOptions, ProcessEnv};
 use crate::output::Printer;
 
@@ -31,6 +44,56 @@ impl Context {
     }
 }
 
+/// Snapshot filter from `--host/--tag/--path`; `$RESTIC_HOST` is the
+/// default host filter (spec: cli §9).
+pub fn snapshot_filter(args: &SnapshotFilterOptions) -> SnapshotFilter {
+    let mut hosts = args.host.clone();
+    if hosts.is_empty() {
+        if let Some(host) = std::env::var("RESTIC_HOST").ok().filter(|h| !h.is_empty()) {
+            hosts.push(host);
+        }
+    }
+    SnapshotFilter::from_args(&hosts, &args.tag, &args.path)
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+fn go_slice(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Resolve the argument of a single-snapshot command (`ID`, prefix,
+/// `latest`, optionally `:subfolder`): the snapshot and the tree to work on.
+/// Loads the index.
+pub fn select_single(
+    _ctx: &Context,
+    opened: &OpenedRepository,
+    arg: &str,
+    filter_args: &SnapshotFilterOptions,
+) -> anyhow::Result<(Id, Snapshot, Id)> {
+    let (id_arg, subfolder) = split_snapshot_arg(arg);
+    let filter = snapshot_filter(filter_args);
+    let all = opened.list_snapshots()?;
+    let (id, snapshot) = find_in(&all, id_arg, &filter).map_err(|e| match e {
+        SelectionError::NoLatest => fatal(format!(
+            "failed to find snapshot: snapshot filter (Paths:{} Tags:{} Hosts:{}): no snapshot found",
+            go_slice(&filter.paths),
+            go_slice(&filter.tags.iter().map(|g| g.join(",")).collect::<Vec<_>>()),
+            go_slice(&filter.hosts)
+        )),
+        other => fatal(format!("failed to find snapshot: {other}")),
+    })?;
+    opened.load_index()?;
+    let root = snapshot
+        .tree
+        .ok_or_else(|| fatal(format!("snapshot {} has no tree", id.short())))?;
+    let tree = match subfolder {
+        Some(sub) => resolve_subfolder(&opened.repo, &root, sub.as_bytes())
+            .map_err(|e| fatal(format!("failed to find snapshot: {e}")))?,
+        None => root,
+    };
+    Ok((id, snapshot, tree))
+}
+
 /// Run the command; returns the exit status on success paths.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Some(command) = cli.command else {
@@ -39,8 +102,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         return Ok(exit_code::SUCCESS);
     };
     let ctx = Context::new(cli.global)?;
-    match command {
+    match &command {
         Command::Version(_) => version::run(&ctx)?,
+        Command::Init(args) => init::run(&ctx, args)?,
+        Command::Snapshots(args) => snapshots::run(&ctx, args)?,
+        Command::Restore(args) => restore::run(&ctx, args)?,
+        Command::Dump(args) => dump::run(&ctx, args)?,
+        Command::Ls(args) => ls::run(&ctx, args)?,
+        Command::Cat(args) => cat::run(&ctx, args)?,
+        Command::List(args) => list::run(&ctx, args)?,
+        Command::Unlock(args) => unlock::run(&ctx, args)?,
         other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
     Ok(exit_code::SUCCESS)

@@ -765,7 +765,7 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> RepoResult<Id> {
         let pending = !lock_mutex(&self.shared.pending_blobs).is_empty()
             || !lock_mutex(&self.shared.pending_index).is_empty()
-            || self.packers.iter().any(|p| lock(p).is_some());
+            || self.packers.iter().any(|p| lock_mutex(p).is_some());
         if pending {
             return Err(RepoError::NotFlushed);
         }
@@ -1058,7 +1058,7 @@ impl Repository {
     pub fn flush(&self) -> RepoResult<Vec<Id>> {
         let _serial = lock_mutex(&self.flush_lock);
         for slot in &self.packers {
-            let open = lock(slot).take();
+            let open = lock_mutex(slot).take();
             if let Some(open) = open {
                 if !open.blobs.is_empty() {
                     self.send_pack(open)?;
@@ -1080,7 +1080,7 @@ impl Repository {
     }
 
     /// Take a lock on the repository (spec §14); see [`lock`].
-    pub fn lock_mutex(&self, exclusive: bool) -> Result<LockGuard, LockError> {
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard, LockError> {
         lock::acquire(self, exclusive, None)
     }
 

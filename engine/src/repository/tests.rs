@@ -1,1 +1,337 @@
-//! Repository tests against real files and fixtures.
+//! Repository tests against real files (local backend) and restic's fixtures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use restix_repo_format::{BlobType, GoTime, Id, Lock, ScryptParams, Snapshot};
+
+use super::*;
+use crate::backend::local::LocalBackend;
+
+pub(crate) struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let mut r = [0u8; 8];
+        restix_repo_format::random_bytes(&mut r);
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let p = std::env::temp_dir().join(format!("restix-{tag}-{hex}"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chmod").arg("-R").arg("u+w").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn new_repo(dir: &Path, version: u32) -> Repository {
+    let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.join("repo")));
+    Repository::init(be, b"pw", version, None, ScryptParams::fast_for_tests()).unwrap()
+}
+
+fn pseudo_random(seed: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut i = 0u32;
+    while out.len() < len {
+        out.extend_from_slice(&Id::hash(&[seed.to_le_bytes(), i.to_le_bytes()].concat()).0);
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn init_open_and_errors() {
+    let t = TempDir::new("init");
+    let repo = new_repo(&t.0, 2);
+    let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("repo")));
+    let opened = Repository::open(Arc::clone(&be), b"pw", None).unwrap();
+    assert_eq!(opened.config(), repo.config());
+    assert_eq!(opened.version(), 2);
+    assert_eq!(opened.key_id(), repo.key_id());
+    assert!(opened.polynomial().is_irreducible());
+    assert!(matches!(Repository::open(Arc::clone(&be), b"wrong", None), Err(RepoError::WrongPassword)));
+    assert_eq!(RepoError::WrongPassword.to_string(), "wrong password or no key found");
+    let hint = repo.key_id().to_hex();
+    Repository::open(Arc::clone(&be), b"pw", Some(&hint[..8])).unwrap();
+    assert!(matches!(
+        Repository::init(Arc::clone(&be), b"pw", 2, None, ScryptParams::fast_for_tests()),
+        Err(RepoError::AlreadyExists { .. })
+    ));
+    let missing: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("nope")));
+    let err = Repository::open(missing, b"pw", None).unwrap_err();
+    assert!(matches!(err, RepoError::NotFound { .. }), "{err}");
+    assert!(err.to_string().starts_with("unable to open config file: stat "), "{err}");
+    assert!(err.to_string().ends_with("/nope/config: no such file or directory"), "{err}");
+    // The polynomial is kept when given.
+    let t2 = TempDir::new("init2");
+    let be2: Arc<dyn Backend> = Arc::new(LocalBackend::new(t2.0.join("r")));
+    let r2 = Repository::init(be2, b"pw", 1, Some(0x3DA3358B4DC173), ScryptParams::fast_for_tests()).unwrap();
+    assert_eq!(r2.config().chunker_polynomial, 0x3DA3358B4DC173);
+    assert_eq!(r2.version(), 1);
+}
+
+fn save_load_cycle(version: u32) {
+    let t = TempDir::new("saveload");
+    let repo = Arc::new(new_repo(&t.0, version));
+    repo.set_pack_size_unchecked(40_000);
+    let blobs: Vec<Vec<u8>> = (0..40).map(|i| pseudo_random(i, 5_000 + i as usize * 50)).collect();
+    // Concurrent saves, each blob twice: exactly one of the two stores it.
+    let results: Vec<(Id, bool, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let repo = Arc::clone(&repo);
+                let blobs = &blobs;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for (i, b) in blobs.iter().enumerate() {
+                        if i % 2 == w % 2 {
+                            out.push(repo.save_blob(BlobType::Data, b, None).unwrap());
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.1).count(), 40);
+    assert!(results.iter().filter(|r| !r.1).all(|r| r.2 == 0));
+    let tree_json = b"{\"nodes\":[]}\n".to_vec();
+    let (tree_id, new, _) = repo.save_blob(BlobType::Tree, &tree_json, None).unwrap();
+    assert!(new);
+    // An empty blob is never compressed.
+    let (empty_id, _, empty_size) = repo.save_blob(BlobType::Data, b"", None).unwrap();
+    assert_eq!(empty_size, 32);
+    let index_files = repo.flush().unwrap();
+    assert!(!index_files.is_empty());
+    // Index files only reference packs that exist.
+    let packs = repo.list_files(FileType::Pack).unwrap();
+    assert!(packs.len() >= 4, "{} packs", packs.len());
+    for idx in repo.list_files(FileType::Index).unwrap() {
+        let file = restix_repo_format::IndexFile::parse(&repo.load_file(FileType::Index, &idx).unwrap()).unwrap();
+        for p in file.packs {
+            assert!(packs.contains(&p.id));
+        }
+    }
+    // Data and tree blobs are in separate packs.
+    for p in &packs {
+        let header = repo.read_pack_header(p).unwrap();
+        assert!(header.iter().all(|b| b.blob_type == header[0].blob_type));
+        for b in header {
+            let loc = repo.lookup(b.blob_type, &b.id).unwrap();
+            assert_eq!((loc.pack, u64::from(loc.offset), loc.length), (*p, b.offset, b.length));
+            if version == 1 {
+                assert!(b.uncompressed_length.is_none());
+            }
+        }
+    }
+    // Dedup after flush.
+    assert!(!repo.save_blob(BlobType::Data, &blobs[3], None).unwrap().1);
+    // Re-open and read everything back.
+    let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("repo")));
+    let again = Repository::open(be, b"pw", None).unwrap();
+    again.load_index().unwrap();
+    for b in &blobs {
+        assert_eq!(&again.load_blob(BlobType::Data, &Id::hash(b)).unwrap(), b);
+    }
+    assert_eq!(again.load_blob(BlobType::Data, &empty_id).unwrap(), b"");
+    assert!(again.load_tree(&tree_id).unwrap().nodes.is_empty());
+    assert!(matches!(again.load_blob(BlobType::Tree, &Id::hash(&blobs[0])), Err(RepoError::BlobNotFound { .. })));
+    // Several blobs of one pack in one read.
+    let pack = packs.iter().find(|p| again.read_pack_header(p).unwrap()[0].blob_type == BlobType::Data).unwrap();
+    let wanted: Vec<_> = again
+        .read_pack_header(pack)
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.blob_type, b.id, again.lookup(b.blob_type, &b.id).unwrap()))
+        .collect();
+    for (r, (_, id, _)) in again.load_blobs_from_pack(pack, &wanted).unwrap().into_iter().zip(&wanted) {
+        assert_eq!(Id::hash(&r.unwrap()), *id);
+    }
+    // Snapshots: only after flush; list, load, find by prefix.
+    let snap = Snapshot {
+        time: GoTime::now_local(),
+        tree: Some(tree_id),
+        paths: vec!["/x".into()],
+        hostname: "h".into(),
+        ..Snapshot::default()
+    };
+    let sid = again.save_snapshot(&snap).unwrap();
+    assert_eq!(again.list_snapshots().unwrap(), vec![(sid, snap.clone())]);
+    assert_eq!(again.find_snapshot(&sid.to_hex()[..6]).unwrap(), sid);
+    assert_eq!(
+        again.find_snapshot("zz").unwrap_err().to_string(),
+        "no matching ID found for prefix \"zz\""
+    );
+}
+
+#[test]
+fn save_load_v2() {
+    save_load_cycle(2);
+}
+
+#[test]
+fn save_load_v1() {
+    save_load_cycle(1);
+}
+
+#[test]
+fn corrupt_blob_is_reported_with_pack() {
+    let t = TempDir::new("corrupt");
+    let repo = new_repo(&t.0, 2);
+    let (id, _, _) = repo.save_blob(BlobType::Data, pseudo_random(1, 1000), None).unwrap();
+    repo.flush().unwrap();
+    let loc = repo.lookup(BlobType::Data, &id).unwrap();
+    let path = t.0.join("repo").join(FileType::Pack.relative_path(&loc.pack.to_hex()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    match repo.load_blob(BlobType::Data, &id) {
+        Err(RepoError::BlobCorrupt { blob, pack, reason, .. }) => {
+            assert_eq!((blob, pack), (id, loc.pack));
+            assert!(reason.contains("verification failed"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn locks_conflict_and_clean_up() {
+    let t = TempDir::new("lock");
+    let repo = new_repo(&t.0, 2);
+    let a = repo.lock(false).unwrap();
+    let b = repo.lock(false).unwrap();
+    assert_eq!(repo.list_files(FileType::Lock).unwrap().len(), 2);
+    let err = repo.lock(true).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("unable to create lock in backend: repository is already locked by PID "), "{text}");
+    assert!(text.contains("\nlock was created at "), "{text}");
+    assert!(text.contains("\nstorage ID "), "{text}");
+    drop(a);
+    b.release().unwrap();
+    assert!(repo.list_files(FileType::Lock).unwrap().is_empty());
+    let x = repo.lock(true).unwrap();
+    let id = x.lock_file_id();
+    let err = repo.lock(false).unwrap_err();
+    assert!(err.to_string().contains("already locked exclusively by PID"), "{err}");
+    assert!(err.to_string().ends_with(&format!("storage ID {}", id.short())), "{err}");
+    assert_eq!(remove_held_locks(), 1);
+    assert!(repo.list_files(FileType::Lock).unwrap().is_empty());
+    drop(x);
+    // A lock of a dead process on this host is stale.
+    let dead = Lock {
+        time: GoTime::now_local(),
+        exclusive: true,
+        hostname: os_identity::hostname(),
+        username: "u".into(),
+        pid: 999_999_999,
+        uid: 0,
+        gid: 0,
+    };
+    repo.save_unpacked(FileType::Lock, &dead.to_json().unwrap()).unwrap();
+    let live = Lock {
+        pid: i64::from(std::process::id()),
+        ..dead.clone()
+    };
+    repo.save_unpacked(FileType::Lock, &live.to_json().unwrap()).unwrap();
+    assert!(matches!(repo.lock(false), Err(LockError::Locked { .. })));
+    assert_eq!(lock::remove_stale_locks(&repo).unwrap(), 1);
+    assert_eq!(lock::remove_all_locks(&repo).unwrap(), 1);
+    // Empty lock files are ignored.
+    repo.backend().write(FileType::Lock, &Id::hash(b"").to_hex(), b"").unwrap();
+    drop(repo.lock(true).unwrap());
+}
+
+pub(crate) fn fixtures_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("RESTIX_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
+    };
+    let dir = dir.join("restic-upstream");
+    dir.is_dir().then_some(dir)
+}
+
+fn untar(tarball: &Path, into: &Path) -> PathBuf {
+    let ok = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "untar {}", tarball.display());
+    // Most tarballs hold `repo/`; find the folder with a `config` file.
+    let mut stack = vec![into.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if d.join("config").is_file() && d.join("keys").is_dir() {
+            return d;
+        }
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    panic!("no repository in {}", tarball.display());
+}
+
+#[test]
+fn reads_every_upstream_fixture() {
+    let Some(dir) = fixtures_dir() else {
+        eprintln!("SKIPPED: fixtures not found (set RESTIX_FIXTURES)");
+        return;
+    };
+    // Damaged on purpose: trees may be unreadable.
+    let damaged = ["repo-data-missing", "repo-unused-data-missing", "repo-index-missing"];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".tar.gz") else { continue };
+        if stem == "backup-data" || stem == "test.hl" {
+            continue;
+        }
+        let t = TempDir::new("fixture");
+        let root = untar(&entry.path(), &t.0);
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
+        assert!(matches!(Repository::open(Arc::clone(&be), b"wrong", None), Err(RepoError::WrongPassword)));
+        let repo = Repository::open(be, b"geheim", None).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        repo.load_index().unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let snaps = repo.list_snapshots().unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let mut todo: Vec<Id> = snaps.iter().filter_map(|(_, s)| s.tree).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut failures = Vec::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            match repo.load_tree(&id) {
+                Ok(tree) => {
+                    for n in tree.nodes {
+                        todo.extend(n.subtree);
+                    }
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if !damaged.contains(&stem) {
+            assert!(failures.is_empty(), "{stem}: {failures:?}");
+        }
+        // Every indexed pack that exists has a header matching the index.
+        for pack in repo.list_packs().iter().take(5) {
+            if let Ok(header) = repo.read_pack_header(pack) {
+                for b in header {
+                    assert!(repo.lookup_all(b.blob_type, &b.id).iter().any(|l| l.pack == *pack), "{stem}");
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} fixtures");
+}

@@ -62,6 +62,12 @@ use crate::walker::{self, WalkAction, WalkError};
 /// opened for each write (bounded file descriptor use).
 const MAX_CACHED_HANDLES: usize = 256;
 
+/// Largest single pack range read (bounds memory: one per worker).
+const MAX_READ_SIZE: u64 = 16 << 20;
+
+/// Unneeded bytes between two blobs still read in one request.
+const MAX_READ_GAP: u64 = 256 << 10;
+
 /// Options of one restore.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -421,40 +427,96 @@ impl Restorer {
         });
     }
 
-    /// Read the blobs of one pack and write them to their files.
+    /// Read the blobs of one pack and write them to their files. Blobs that
+    /// lie close together are read with one range request.
     fn restore_pack(&self, pack: &Id, jobs: &[BlobJob], files: &[FileJob], run: &Run<'_>) {
-        for job in jobs {
-            // Skip blobs no live file needs any more (their files failed).
-            let wanted = job
-                .targets
+        let live = |job: &BlobJob| {
+            job.targets
                 .iter()
-                .any(|(f, _)| files.get(*f).is_some_and(|file| !file.failed.load(Ordering::Relaxed)));
-            let data = if wanted {
-                self.repo.load_blob(BlobType::Data, &job.id).map_err(|e| e.to_string())
-            } else {
-                Ok(Vec::new())
+                .any(|(f, _)| files.get(*f).is_some_and(|file| !file.failed.load(Ordering::Relaxed)))
+        };
+        let mut skipped: Vec<&BlobJob> = Vec::new();
+        let mut start = 0;
+        while start < jobs.len() {
+            // Extend the run while the next blob is near and the read small.
+            let mut end = start + 1;
+            while let (Some(prev), Some(next)) = (jobs.get(end - 1), jobs.get(end)) {
+                let first = jobs.get(start).map_or(0, |j| u64::from(j.location.offset));
+                let prev_end = u64::from(prev.location.offset) + u64::from(prev.location.length);
+                let next_start = u64::from(next.location.offset);
+                let next_end = next_start + u64::from(next.location.length);
+                if next_start.saturating_sub(prev_end) > MAX_READ_GAP || next_end - first > MAX_READ_SIZE {
+                    break;
+                }
+                end += 1;
+            }
+            let mut group: Vec<&BlobJob> = Vec::with_capacity(end - start);
+            for job in jobs.get(start..end).unwrap_or(&[]) {
+                if live(job) {
+                    group.push(job);
+                } else {
+                    skipped.push(job);
+                }
+            }
+            start = end;
+            let request: Vec<(BlobType, Id, BlobLocation)> =
+                group.iter().map(|j| (BlobType::Data, j.id, j.location)).collect();
+            let results: Vec<Result<Vec<u8>, String>> = match self.repo.load_blobs_from_pack(pack, &request) {
+                Ok(results) if results.len() == group.len() => results
+                    .into_iter()
+                    .zip(&group)
+                    .map(|(r, job)| match r {
+                        Ok(data) => Ok(data),
+                        // Another copy of the blob may be intact.
+                        Err(first) => self
+                            .repo
+                            .load_blob(BlobType::Data, &job.id)
+                            .map_err(|_| first.to_string()),
+                    })
+                    .collect(),
+                _ => group
+                    .iter()
+                    .map(|job| self.repo.load_blob(BlobType::Data, &job.id).map_err(|e| e.to_string()))
+                    .collect(),
             };
-            for &(file_index, offset) in &job.targets {
-                let Some(file) = files.get(file_index) else {
-                    continue;
-                };
-                if !file.failed.load(Ordering::Relaxed) {
-                    match &data {
-                        Ok(bytes) => {
-                            if let Err(e) = self.write_blob(file, offset, bytes, run) {
-                                fail_file(file, run, &format!("write: {e}"));
-                            }
-                        }
-                        Err(e) => fail_file(
-                            file,
-                            run,
-                            &format!("data blob {} in pack {}: {e}", job.id.to_hex(), pack.to_hex()),
-                        ),
+            for (job, data) in group.iter().zip(results) {
+                self.deliver(pack, job, data, files, run);
+            }
+        }
+        // Blobs skipped because all their files failed still count down.
+        for job in skipped {
+            for &(file_index, _) in &job.targets {
+                if let Some(file) = files.get(file_index) {
+                    if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.finish_file(file, run);
                     }
                 }
-                if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.finish_file(file, run);
+            }
+        }
+    }
+
+    /// Write one loaded blob (or its error) to all places it goes.
+    fn deliver(&self, pack: &Id, job: &BlobJob, data: Result<Vec<u8>, String>, files: &[FileJob], run: &Run<'_>) {
+        for &(file_index, offset) in &job.targets {
+            let Some(file) = files.get(file_index) else {
+                continue;
+            };
+            if !file.failed.load(Ordering::Relaxed) {
+                match &data {
+                    Ok(bytes) => {
+                        if let Err(e) = self.write_blob(file, offset, bytes, run) {
+                            fail_file(file, run, &format!("write: {e}"));
+                        }
+                    }
+                    Err(e) => fail_file(
+                        file,
+                        run,
+                        &format!("data blob {} in pack {}: {e}", job.id.to_hex(), pack.to_hex()),
+                    ),
                 }
+            }
+            if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.finish_file(file, run);
             }
         }
     }

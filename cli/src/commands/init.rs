@@ -1,0 +1,109 @@
+//! `init` (spec: cli §10.1).
+
+use restix_engine::repository::{RepoError, Repository};
+use restix_repo_format::ScryptParams;
+use serde::Serialize;
+
+use super::Context;
+use crate::args::InitArgs;
+use crate::engine_glue::{open_location, read_password};
+use crate::errors::{fatal, not_implemented};
+use crate::options::{self, PasswordSource, ProcessEnv};
+
+#[derive(Serialize)]
+struct InitializedJson<'a> {
+    message_type: &'static str,
+    id: &'a str,
+    repository: &'a str,
+}
+
+/// `--repository-version`: `stable`/`latest` (= 2) or a number.
+fn repository_version(text: &str) -> anyhow::Result<u32> {
+    match text {
+        "stable" | "latest" => Ok(2),
+        number => {
+            let version: u32 = number.parse().map_err(|_| fatal("invalid repository version"))?;
+            if !(1..=2).contains(&version) {
+                return Err(fatal("only repository versions between 1 and 2 are allowed").into());
+            }
+            Ok(version)
+        }
+    }
+}
+
+/// The new repository's password: given, or read (twice on a terminal).
+fn new_password(ctx: &Context) -> anyhow::Result<String> {
+    match options::resolve_password(&ctx.global, &ProcessEnv)? {
+        PasswordSource::Given(p) => Ok(p),
+        PasswordSource::Empty => Ok(String::new()),
+        PasswordSource::NotGiven => {
+            use std::io::IsTerminal;
+            let first = read_password(ctx, "enter password for new repository: ")?;
+            if std::io::stdin().is_terminal() {
+                let second = read_password(ctx, "enter password again: ")?;
+                if first != second {
+                    return Err(fatal("passwords do not match").into());
+                }
+            }
+            if first.is_empty() {
+                return Err(fatal(
+                    "an empty password is not allowed by default. Pass the flag `--insecure-no-password` to restic to disable this check",
+                )
+                .into());
+            }
+            Ok(first)
+        }
+    }
+}
+
+pub fn run(ctx: &Context, args: &InitArgs) -> anyhow::Result<()> {
+    if !args.args.is_empty() {
+        return Err(fatal(
+            "the init command expects no arguments, only options - please see `restic help init` for usage and flags",
+        )
+        .into());
+    }
+    if args.copy_chunker_params {
+        return Err(not_implemented("init --copy-chunker-params"));
+    }
+    if args.from_repo.is_some() || args.from_repository_file.is_some() {
+        return Err(fatal("Secondary repository must only be specified when copying the chunker parameters").into());
+    }
+    let version = repository_version(&args.repository_version)?;
+    let (location, backend) = open_location(ctx)?;
+    let password = new_password(ctx)?;
+    let repo = Repository::init(backend, password.as_bytes(), version, None, ScryptParams::default()).map_err(|e| match e {
+        RepoError::AlreadyExists { .. } => fatal(format!("create repository at {location} failed: config file already exists")),
+        other => fatal(format!("create repository at {location} failed: {other}")),
+    })?;
+    let id = repo.config().id.clone();
+    if ctx.printer.json {
+        ctx.printer.json_line(&InitializedJson {
+            message_type: "initialized",
+            id: &id,
+            repository: &location,
+        });
+    } else {
+        let short = id.get(..10).unwrap_or(&id);
+        ctx.printer.print(&format!(
+            "created restic repository {short} at {location}\n\n\
+             Please note that knowledge of your password is required to access\n\
+             the repository. Losing your password means that your data is\n\
+             irrecoverably lost."
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(repository_version("stable").unwrap(), 2);
+        assert_eq!(repository_version("1").unwrap(), 1);
+        assert!(repository_version("3").is_err());
+        assert!(repository_version("x").is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! `restore` (spec: cli §10.4, JSON §11.5).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use restix_engine::restorer::{FilterPattern, RestoreOptions, RestoreProgress, RestoreSummary, Restorer};
+use restix_engine::selection::split_snapshot_arg;
+use serde::Serialize;
+
+use super::Context;
+use crate::args::RestoreArgs;
+use crate::engine_glue::{open_repository, LockMode};
+use crate::errors::{fatal, not_implemented};
+use crate::output::{format_bytes, format_duration, Printer};
+use crate::timefmt::go_time_string;
+
+#[derive(Serialize, Default)]
+struct RestoreStatusJson {
+    message_type: &'static str,
+    #[serde(skip_serializing_if = "is_zero")]
+    seconds_elapsed: u64,
+    percent_done: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    total_files: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    files_restored: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    total_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    bytes_restored: u64,
+}
+
+#[derive(Serialize, Default)]
+struct RestoreSummaryJson {
+    message_type: &'static str,
+    #[serde(skip_serializing_if = "is_zero")]
+    seconds_elapsed: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    total_files: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    files_restored: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    total_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    bytes_restored: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    message_type: &'static str,
+    error: ErrorMessage<'a>,
+    during: &'static str,
+    item: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    message: &'a str,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Counters shared with the restorer's worker threads.
+struct Progress {
+    printer: Printer,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
+    files_restored: AtomicU64,
+    bytes_restored: AtomicU64,
+    /// Serialises lines printed from several threads.
+    output: Mutex<()>,
+}
+
+impl RestoreProgress for Progress {
+    fn planned(&self, total_files: u64, total_bytes: u64) {
+        self.total_files.store(total_files, Ordering::Relaxed);
+        self.total_bytes.store(total_bytes, Ordering::Relaxed);
+    }
+
+    fn item_restored(&self, path: &[u8], size: u64) {
+        self.files_restored.fetch_add(1, Ordering::Relaxed);
+        let path = String::from_utf8_lossy(path);
+        let _guard = self.output.lock();
+        if self.printer.json {
+            if self.printer.verbosity >= 3 {
+                #[derive(Serialize)]
+                struct Verbose<'a> {
+                    message_type: &'static str,
+                    action: &'static str,
+                    item: &'a str,
+                    size: u64,
+                }
+                self.printer.json_line(&Verbose {
+                    message_type: "verbose_status",
+                    action: "restored",
+                    item: &path,
+                    size,
+                });
+            }
+        } else {
+            self.printer
+                .very_verbose(&format!("{:<9} {path} with size {}", "restored", format_bytes(size)));
+        }
+    }
+
+    fn bytes_restored(&self, n: u64) {
+        self.bytes_restored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn error(&self, path: &[u8], message: &str) {
+        let path = String::from_utf8_lossy(path);
+        let _guard = self.output.lock();
+        if self.printer.json {
+            self.printer.json_error_line(&ErrorJson {
+                message_type: "error",
+                error: ErrorMessage { message },
+                during: "restore",
+                item: &path,
+            });
+        } else {
+            self.printer.error(&format!("ignoring error for {path}: {message}"));
+        }
+    }
+}
+
+impl Progress {
+    fn status(&self, elapsed: Duration) -> RestoreStatusJson {
+        let total_bytes = self.total_bytes.load(Ordering::Relaxed);
+        let bytes_restored = self.bytes_restored.load(Ordering::Relaxed);
+        RestoreStatusJson {
+            message_type: "status",
+            seconds_elapsed: elapsed.as_secs(),
+            percent_done: if total_bytes == 0 { 0.0 } else { (bytes_restored as f64 / total_bytes as f64).min(1.0) },
+            total_files: self.total_files.load(Ordering::Relaxed),
+            files_restored: self.files_restored.load(Ordering::Relaxed),
+            total_bytes,
+            bytes_restored,
+        }
+    }
+}
+
+/// Periodic progress: JSON status lines (10/s) or a terminal line.
+fn spawn_reporter(progress: Arc<Progress>, stop: Arc<AtomicBool>, start: Instant) -> Option<std::thread::JoinHandle<()>> {
+    let json = progress.printer.json;
+    let terminal = progress.printer.stdout_is_terminal && !json;
+    if progress.printer.verbosity == 0 || !(json || terminal) {
+        return None;
+    }
+    std::thread::Builder::new()
+        .name("restix-progress".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let status = progress.status(start.elapsed());
+                let _guard = progress.output.lock();
+                if json {
+                    progress.printer.json_line(&status);
+                } else {
+                    use std::io::Write;
+                    let line = format!(
+                        "[{}] {:.2}%  {} files/dirs {}, total {} files/dirs {}",
+                        format_duration(status.seconds_elapsed),
+                        status.percent_done * 100.0,
+                        status.files_restored,
+                        format_bytes(status.bytes_restored),
+                        status.total_files,
+                        format_bytes(status.total_bytes)
+                    );
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = write!(stdout, "\r\x1b[2K{line}");
+                    let _ = stdout.flush();
+                }
+            }
+            if terminal {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                let _ = write!(stdout, "\r\x1b[2K");
+                let _ = stdout.flush();
+            }
+        })
+        .ok()
+}
+
+pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
+    let snapshot_arg = match args.args.as_slice() {
+        [] => return Err(fatal("no snapshot ID specified").into()),
+        [one] => one,
+        many => return Err(fatal(format!("more than one snapshot ID specified: [{}]", many.join(" "))).into()),
+    };
+    let Some(target) = args.target.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(fatal("please specify a directory to restore to (--target)").into());
+    };
+    let has_include = !args.include.is_empty() || !args.iinclude.is_empty() || !args.include_file.is_empty();
+    let has_exclude = !args.exclude.is_empty() || !args.iexclude.is_empty() || !args.exclude_file.is_empty();
+    if has_include && has_exclude {
+        return Err(fatal("exclude and include patterns are mutually exclusive").into());
+    }
+    if args.dry_run && args.verify {
+        return Err(fatal("--dry-run and --verify are mutually exclusive").into());
+    }
+    if args.dry_run {
+        return Err(not_implemented("restore --dry-run"));
+    }
+    if args.delete {
+        return Err(not_implemented("restore --delete"));
+    }
+    if let Some(mode) = args.overwrite.as_deref() {
+        if mode != "always" {
+            return Err(not_implemented(&format!("restore --overwrite {mode}")));
+        }
+    }
+    let mut include: Vec<FilterPattern> = args.include.iter().map(|p| FilterPattern::new(p)).collect();
+    include.extend(args.iinclude.iter().map(|p| FilterPattern::new_case_insensitive(p)));
+    for file in &args.include_file {
+        include.extend(read_pattern_file(file)?.iter().map(|p| FilterPattern::new(p)));
+    }
+    let mut exclude: Vec<FilterPattern> = args.exclude.iter().map(|p| FilterPattern::new(p)).collect();
+    exclude.extend(args.iexclude.iter().map(|p| FilterPattern::new_case_insensitive(p)));
+    for file in &args.exclude_file {
+        exclude.extend(read_pattern_file(file)?.iter().map(|p| FilterPattern::new(p)));
+    }
+
+    let opened = open_repository(ctx, LockMode::Shared)?;
+    let (id, snapshot, _) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (_, subfolder) = split_snapshot_arg(snapshot_arg);
+    let root = snapshot.tree.ok_or_else(|| fatal("snapshot has no tree"))?;
+    ctx.printer.print(&format!(
+        "restoring snapshot {} of [{}] at {} by {}@{} to {target}",
+        id.short(),
+        snapshot.paths.join(" "),
+        go_time_string(snapshot.time),
+        snapshot.username,
+        snapshot.hostname
+    ));
+
+    let mut options = RestoreOptions::new(target);
+    options.include = include;
+    options.exclude = exclude;
+    options.threads = ctx.threads.max(1) * 2;
+    options.verify = args.verify;
+    options.sparse = args.sparse;
+    let restorer = Restorer::new(Arc::clone(&opened.repo), options).map_err(fatal)?;
+    let progress = Arc::new(Progress {
+        printer: ctx.printer.clone(),
+        total_files: AtomicU64::new(0),
+        total_bytes: AtomicU64::new(0),
+        files_restored: AtomicU64::new(0),
+        bytes_restored: AtomicU64::new(0),
+        output: Mutex::new(()),
+    });
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = spawn_reporter(Arc::clone(&progress), Arc::clone(&stop), start);
+    let result = restorer.restore(&root, subfolder.map(str::as_bytes), progress.as_ref());
+    stop.store(true, Ordering::Relaxed);
+    if let Some(handle) = reporter {
+        let _ = handle.join();
+    }
+    let summary: RestoreSummary = result.map_err(fatal)?;
+    let elapsed = start.elapsed();
+    if ctx.printer.json {
+        ctx.printer.json_line(&RestoreSummaryJson {
+            message_type: "summary",
+            seconds_elapsed: elapsed.as_secs(),
+            total_files: summary.total_files,
+            files_restored: summary.files_restored,
+            total_bytes: summary.total_bytes,
+            bytes_restored: summary.bytes_restored,
+        });
+    } else {
+        let counts = if summary.files_restored == summary.total_files {
+            format!("{} files/dirs ({})", summary.total_files, format_bytes(summary.total_bytes))
+        } else {
+            format!(
+                "{} / {} files/dirs ({} / {})",
+                summary.files_restored,
+                summary.total_files,
+                format_bytes(summary.bytes_restored),
+                format_bytes(summary.total_bytes)
+            )
+        };
+        ctx.printer.print(&format!("Summary: Restored {counts} in {}", format_duration(elapsed.as_secs())));
+        if args.verify {
+            ctx.printer.print(&format!(
+                "finished verifying {} files in {target}",
+                summary.files_verified
+            ));
+        }
+    }
+    if summary.errors > 0 {
+        return Err(fatal(format!("There were {} errors", summary.errors)).into());
+    }
+    Ok(())
+}
+
+/// Patterns from a file: one per line, trimmed, `#` comments and blank lines
+/// skipped (restic's `readPatternsFromFiles`).
+pub fn read_pattern_file(path: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| fatal(format!("failed to read pattern file {path}: {e}")))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(expand_env)
+        .collect())
+}
+
+/// `$VAR`/`${VAR}` expansion with `$$` = `$` (restic's exclude files).
+fn expand_env(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('$') => {
+                chars.next();
+                out.push('$');
+            }
+            Some('{') => {
+                chars.next();
+                let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                out.push_str(&std::env::var(&name).unwrap_or_default());
+            }
+            _ => {
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' {
+                        name.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if name.is_empty() {
+                    out.push('$');
+                } else {
+                    out.push_str(&std::env::var(&name).unwrap_or_default());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_json_omits_zero_counters() {
+        let json = crate::output::to_go_json(&RestoreSummaryJson {
+            message_type: "summary",
+            total_files: 3,
+            files_restored: 3,
+            total_bytes: 11,
+            bytes_restored: 11,
+            ..Default::default()
+        });
+        assert_eq!(
+            json,
+            r#"{"message_type":"summary","total_files":3,"files_restored":3,"total_bytes":11,"bytes_restored":11}"#
+        );
+        let status = crate::output::to_go_json(&RestoreStatusJson {
+            message_type: "status",
+            ..Default::default()
+        });
+        assert_eq!(status, r#"{"message_type":"status","percent_done":0}"#);
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("RESTIX_TEST_VAR", "x");
+        assert_eq!(expand_env("/a/$RESTIX_TEST_VAR/${RESTIX_TEST_VAR}/$$"), "/a/x/x/$");
+    }
+}

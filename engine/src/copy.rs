@@ -1,0 +1,1 @@
+//! copy: transfer snapshots between repositories with different keys.

@@ -1,0 +1,1 @@
+//! find: search snapshots for files by name pattern, or for blob/tree/pack IDs.

@@ -1,0 +1,1 @@
+//! Key files: list, add, remove, change password.

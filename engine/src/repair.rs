@@ -1,0 +1,1 @@
+//! repair: rebuild the index from pack headers; rewrite snapshots with missing data.
