@@ -39,16 +39,28 @@ fn bench_chunker(c: &mut Criterion) {
                 b.iter(|| black_box(chunker.chunk_slice_parallel(black_box(data), threads)))
             });
         }
-        group.bench_function(format!("{name}/all-candidates-1"), |b| {
+        group.bench_function(format!("{name}/stream-reader"), |b| {
             b.iter(|| {
-                black_box(
-                    chunker
-                        .tables()
-                        .candidates(black_box(data), restix_chunker::SPLIT_MASK),
-                )
+                let mut stream = chunker.chunk_reader(black_box(&data[..]));
+                let mut chunks = 0usize;
+                while let Ok(Some(_)) = stream.next_chunk() {
+                    chunks += 1;
+                }
+                black_box(chunks)
             })
         });
     }
+    // baseline: plain single-digest rolling hash over every byte
+    let (_, random) = &inputs[0];
+    group.bench_function("random/single-lane-all-positions", |b| {
+        b.iter(|| {
+            black_box(
+                chunker
+                    .tables()
+                    .candidates(black_box(random), restix_chunker::SPLIT_MASK),
+            )
+        })
+    });
     group.finish();
 }
 

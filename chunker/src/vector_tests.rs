@@ -559,7 +559,8 @@ struct TrickleReader<'a> {
 impl Read for TrickleReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.calls += 1;
-        if self.calls % 5 == 0 {
+        if self.calls == 5 {
+            self.calls = 0;
             return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
         }
         let take = buf.len().min(self.limit).min(self.data.len());

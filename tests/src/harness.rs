@@ -1708,3 +1708,81 @@ impl Sandbox {
         .ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_trees() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TreeSpec {
+            big_file: false,
+            ..TreeSpec::default()
+        };
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        make_varied_tree(&a, &spec);
+        make_varied_tree(&b, &spec);
+        (dir, a, b)
+    }
+
+    #[test]
+    fn generated_trees_are_deterministic() {
+        let (_dir, a, b) = two_trees();
+        assert_trees_equal(&a, &b, &CompareOptions::default());
+        assert!(walk(&a).len() > 100);
+    }
+
+    #[test]
+    fn comparator_finds_every_kind_of_difference() {
+        let (_dir, a, b) = two_trees();
+        // content, same size
+        let p = b.join("small/s05.bin");
+        let mut data = fs::read(&p).unwrap();
+        data[100] ^= 1;
+        let m = fs::symlink_metadata(&p).unwrap();
+        fs::write(&p, data).unwrap();
+        set_times(&p, (m.mtime(), m.mtime_nsec()), (0, 0));
+        // mode, mtime (ns only), symlink target, broken hard link, missing
+        chmod(&b.join("modes/0600"), 0o644);
+        let m = fs::symlink_metadata(b.join("small/s06.bin")).unwrap();
+        set_times(&b.join("small/s06.bin"), (m.mtime(), m.mtime_nsec() + 1), (0, 0));
+        fs::remove_file(b.join("links/rel")).unwrap();
+        symlink("other", b.join("links/rel")).unwrap();
+        fs::remove_file(b.join("hardlinks/b")).unwrap();
+        fs::write(b.join("hardlinks/b"), b"three names, one inode\n").unwrap();
+        fs::remove_file(b.join("empty-files/empty1")).unwrap();
+        let diffs = compare_trees(&a, &b, &CompareOptions::default()).join("\n");
+        for needle in [
+            "small/s05.bin\": content differs",
+            "modes/0600\": mode 0600 expected, got 0644",
+            "small/s06.bin\": mtime",
+            "links/rel\": symlink target",
+            "should share one inode",
+            "missing: \"empty-files/empty1\"",
+        ] {
+            assert!(diffs.contains(needle), "{needle:?} not in:\n{diffs}");
+        }
+    }
+
+    #[test]
+    fn lossy_symlink_targets_are_accepted_only_when_asked() {
+        let (_dir, a, b) = two_trees();
+        let link = b.join("links/non-utf8");
+        fs::remove_file(&link).unwrap();
+        let lossy = String::from_utf8_lossy(b"bad\xff\xfe\xfdtarget").into_owned();
+        symlink(&lossy, &link).unwrap();
+        set_times(&link, {
+            let m = fs::symlink_metadata(a.join("links/non-utf8")).unwrap();
+            (m.mtime(), m.mtime_nsec())
+        }, (0, 0));
+        let d = fs::symlink_metadata(a.join("links")).unwrap();
+        set_times(&b.join("links"), (d.mtime(), d.mtime_nsec()), (0, 0));
+        assert!(!compare_trees(&a, &b, &CompareOptions::default()).is_empty());
+        let opts = CompareOptions {
+            lossy_symlink_targets: true,
+            ..CompareOptions::default()
+        };
+        assert_trees_equal(&a, &b, &opts);
+    }
+}
