@@ -156,11 +156,23 @@ impl Chunker {
     /// input and calls again with that tail as the start of `data`. With
     /// `eof == true` this is [`chunk_slice`](Self::chunk_slice).
     pub fn chunk_prefix(&self, data: &[u8], eof: bool) -> Vec<ChunkBoundary> {
+        self.chunk_prefix_searching_from(data, eof, 0)
+    }
+
+    /// [`chunk_prefix`](Self::chunk_prefix) where the first chunk's cut
+    /// search starts at end offset `search_from` (see
+    /// [`step_searching_from`](Self::step_searching_from)).
+    pub(crate) fn chunk_prefix_searching_from(
+        &self,
+        data: &[u8],
+        eof: bool,
+        search_from: usize,
+    ) -> Vec<ChunkBoundary> {
         let mut chunks = Vec::new();
-        let mut start = 0;
-        while let ChunkStep::Chunk(chunk) = self.step(data, start, eof) {
-            start = chunk.end();
+        let mut step = self.step_searching_from(data, 0, eof, search_from);
+        while let ChunkStep::Chunk(chunk) = step {
             chunks.push(chunk);
+            step = self.step(data, chunk.end(), eof);
         }
         chunks
     }
@@ -182,6 +194,20 @@ impl Chunker {
     /// Finds the chunk starting at `start` (a true chunk start of the file
     /// whose bytes `data` holds from offset 0) (spec: restic-format §15.8).
     pub(crate) fn step(&self, data: &[u8], start: usize, eof: bool) -> ChunkStep {
+        self.step_searching_from(data, start, eof, 0)
+    }
+
+    /// [`step`](Self::step) for a caller that already knows that no end
+    /// offset below `search_from` is a cut candidate for this chunk (an
+    /// earlier call on a shorter prefix of the same data returned
+    /// `NeedMoreData` after searching up to its length).
+    pub(crate) fn step_searching_from(
+        &self,
+        data: &[u8],
+        start: usize,
+        eof: bool,
+        search_from: usize,
+    ) -> ChunkStep {
         let len = data.len();
         if start >= len {
             return if eof {
@@ -191,7 +217,7 @@ impl Chunker {
             };
         }
         let config = &self.config;
-        let lo = start.saturating_add(config.min_size);
+        let lo = start.saturating_add(config.min_size).max(search_from);
         let max_end = start.saturating_add(config.max_size);
         let hi = max_end.min(len);
         if lo <= hi {

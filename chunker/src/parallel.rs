@@ -23,18 +23,22 @@ pub const DEFAULT_PARALLEL_WINDOW: usize = 64 * 1024 * 1024;
 
 /// Chunks `data` with up to `threads` scoped threads; identical to
 /// [`Chunker::chunk_prefix`].
+///
+/// `search_from` is the resume hint of
+/// [`Chunker::step_searching_from`] for the chunk starting at offset 0.
 pub(crate) fn chunk_prefix_threads(
     chunker: &Chunker,
     data: &[u8],
     eof: bool,
     threads: usize,
+    search_from: usize,
 ) -> Vec<ChunkBoundary> {
     // Segments shorter than a few maximal chunks rarely resynchronise in time
     // to pay for a thread.
     let min_segment = chunker.config().max_size.saturating_mul(2).max(1);
     let segments = threads.min(data.len() / min_segment).max(1);
     if segments == 1 {
-        return chunker.chunk_prefix(data, eof);
+        return chunker.chunk_prefix_searching_from(data, eof, search_from);
     }
     let bounds: Vec<(usize, usize)> = (0..segments)
         .map(|index| {
@@ -50,12 +54,20 @@ pub(crate) fn chunk_prefix_threads(
             .iter()
             .skip(1)
             .map(|&(start, end)| {
-                scope.spawn(move || SegmentChain::compute(chunker, data, start, end, eof))
+                scope.spawn(move || {
+                    SegmentChain::compute(chunker, data, (start, end), eof, search_from)
+                })
             })
             .collect();
         let mut chains = Vec::with_capacity(segments);
         if let Some(&(start, end)) = bounds.first() {
-            chains.push(SegmentChain::compute(chunker, data, start, end, eof));
+            chains.push(SegmentChain::compute(
+                chunker,
+                data,
+                (start, end),
+                eof,
+                search_from,
+            ));
         }
         for handle in handles {
             match handle.join() {
@@ -67,7 +79,7 @@ pub(crate) fn chunk_prefix_threads(
         chains
     });
 
-    merge_chains(chunker, data, eof, &bounds, speculative)
+    merge_chains(chunker, data, (eof, search_from), &bounds, speculative)
 }
 
 /// Boundaries chunked from a segment start until the first cut at or past the
@@ -80,11 +92,17 @@ struct SegmentChain {
 }
 
 impl SegmentChain {
-    fn compute(chunker: &Chunker, data: &[u8], start: usize, end: usize, eof: bool) -> Self {
+    fn compute(
+        chunker: &Chunker,
+        data: &[u8],
+        (start, end): (usize, usize),
+        eof: bool,
+        search_from: usize,
+    ) -> Self {
         let mut chunks = Vec::new();
         let mut position = start;
         while position < end {
-            match chunker.step(data, position, eof) {
+            match step_at(chunker, data, position, eof, search_from) {
                 ChunkStep::Chunk(chunk) => {
                     position = chunk.end();
                     chunks.push(chunk);
@@ -104,10 +122,22 @@ impl SegmentChain {
     }
 }
 
+/// A chunk step where the resume hint applies to the chunk at offset 0 only.
+fn step_at(
+    chunker: &Chunker,
+    data: &[u8],
+    position: usize,
+    eof: bool,
+    search_from: usize,
+) -> ChunkStep {
+    let hint = if position == 0 { search_from } else { 0 };
+    chunker.step_searching_from(data, position, eof, hint)
+}
+
 fn merge_chains(
     chunker: &Chunker,
     data: &[u8],
-    eof: bool,
+    (eof, search_from): (bool, usize),
     bounds: &[(usize, usize)],
     chains: Vec<SegmentChain>,
 ) -> Vec<ChunkBoundary> {
@@ -130,7 +160,7 @@ fn merge_chains(
                 }
                 break;
             }
-            match chunker.step(data, position, eof) {
+            match step_at(chunker, data, position, eof, search_from) {
                 ChunkStep::Chunk(chunk) => {
                     position = chunk.end();
                     result.push(chunk);
@@ -173,12 +203,12 @@ impl ParallelChunker {
 
     /// Same result as [`Chunker::chunk_slice`], computed in parallel.
     pub fn chunk_slice(&self, data: &[u8]) -> Vec<ChunkBoundary> {
-        chunk_prefix_threads(&self.chunker, data, true, self.threads)
+        chunk_prefix_threads(&self.chunker, data, true, self.threads, 0)
     }
 
     /// Same result as [`Chunker::chunk_prefix`], computed in parallel.
     pub fn chunk_prefix(&self, data: &[u8], eof: bool) -> Vec<ChunkBoundary> {
-        chunk_prefix_threads(&self.chunker, data, eof, self.threads)
+        chunk_prefix_threads(&self.chunker, data, eof, self.threads, 0)
     }
 
     /// Chunk end offsets of a complete file held in `data`.
@@ -200,7 +230,7 @@ impl Chunker {
     /// Same result as [`chunk_slice`](Self::chunk_slice), using up to
     /// `threads` scoped threads.
     pub fn chunk_slice_parallel(&self, data: &[u8], threads: usize) -> Vec<ChunkBoundary> {
-        chunk_prefix_threads(self, data, true, threads)
+        chunk_prefix_threads(self, data, true, threads, 0)
     }
 
     /// Same result as [`boundaries`](Self::boundaries), using up to
@@ -220,7 +250,7 @@ impl Chunker {
         eof: bool,
         threads: usize,
     ) -> Vec<ChunkBoundary> {
-        chunk_prefix_threads(self, data, eof, threads)
+        chunk_prefix_threads(self, data, eof, threads, 0)
     }
 }
 
@@ -255,8 +285,8 @@ impl<R: Read> ParallelChunkStream<R> {
         self.chunks.clear();
         self.buffer.refill()?;
         self.chunks = self
-            .chunker
-            .chunk_prefix(self.buffer.data(), self.buffer.is_eof());
+            .buffer
+            .chunk_buffered(self.chunker.chunker(), self.chunker.threads());
         if self.chunks.is_empty() {
             return Ok(None);
         }

@@ -75,6 +75,10 @@ pub(crate) struct WindowBuffer<R> {
     base_offset: u64,
     window: usize,
     eof: bool,
+    /// Resume hint for the unfinished chunk: `(chunk start, searched end)`
+    /// as stream offsets; no end offset below `searched end` is a cut
+    /// candidate for the chunk starting at `chunk start`.
+    searched: Option<(u64, u64)>,
 }
 
 impl<R: Read> WindowBuffer<R> {
@@ -87,7 +91,33 @@ impl<R: Read> WindowBuffer<R> {
             base_offset: 0,
             window,
             eof: false,
+            searched: None,
         }
+    }
+
+    /// Chunks the buffered bytes (which start at a chunk boundary) with up
+    /// to `threads` threads, without re-searching the part of an unfinished
+    /// chunk that an earlier call already searched.
+    pub(crate) fn chunk_buffered(
+        &mut self,
+        chunker: &Chunker,
+        threads: usize,
+    ) -> Vec<ChunkBoundary> {
+        let search_from = match self.searched {
+            Some((chunk_start, searched_end)) if chunk_start == self.base_offset => {
+                usize::try_from(searched_end - chunk_start).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let chunks = chunk_prefix_threads(chunker, self.data(), self.eof, threads, search_from);
+        let tail_start = chunks.last().map_or(0, ChunkBoundary::end);
+        // An unfinished tail was searched for cuts at every end offset up to
+        // the buffered length (spec: restic-format §15.8).
+        self.searched = Some((
+            self.base_offset + tail_start as u64,
+            self.base_offset + self.filled as u64 + 1,
+        ));
+        chunks
     }
 
     /// Drops consumed bytes and reads until the window is full or the stream ends.
@@ -116,10 +146,6 @@ impl<R: Read> WindowBuffer<R> {
 
     pub(crate) fn data(&self) -> &[u8] {
         self.buffer.get(..self.filled).unwrap_or_default()
-    }
-
-    pub(crate) fn is_eof(&self) -> bool {
-        self.eof
     }
 
     pub(crate) fn consume(&mut self, bytes: usize) {
@@ -174,8 +200,7 @@ impl<R: Read> StreamChunker<R> {
             self.pending.clear();
             self.next_pending = 0;
             self.buffer.refill()?;
-            self.pending =
-                chunk_prefix_threads(&self.chunker, self.buffer.data(), self.buffer.is_eof(), 1);
+            self.pending = self.buffer.chunk_buffered(&self.chunker, 1);
             if self.pending.is_empty() {
                 return Ok(None);
             }

@@ -8,7 +8,9 @@
 //! prefix/name when possible), otherwise a PAX extended header (`path`,
 //! `linkpath`, `uname`, `gname`, `uid`, `gid`, `size`, `SCHILY.xattr.*`)
 //! followed by the USTAR-style header; mtime rounded to whole seconds,
-//! atime/ctime not stored; the archive ends with two zero blocks.
+//! atime/ctime not stored; nodes other than files, dirs and symlinks become
+//! empty regular-file entries; the archive ends with two zero blocks.
+//! Output is byte-identical to `restic dump` (tested against restic 0.14).
 //!
 //! The headers are written by hand rather than with the `tar` crate because
 //! byte-compatible output needs Go's exact choices (when to emit PAX, the
@@ -211,8 +213,10 @@ fn write_tar_entry(repo: &Repository, name: &[u8], node: &Node, writer: &mut dyn
         NodeType::File => (b'0', node.size, b""),
         NodeType::Dir => (b'5', 0, b""),
         NodeType::Symlink => (b'2', 0, &node.linktarget),
-        // Other node types are not archived (restic skips them too).
-        _ => return Ok(()),
+        // restic writes every other node (fifo, device, socket) as an empty
+        // regular file entry (observed with restic 0.14: Go promotes the
+        // unset type flag to a regular file).
+        _ => (b'0', 0, b""),
     };
     let mut name = name.to_vec();
     if type_flag == b'5' {
@@ -237,7 +241,7 @@ fn write_tar_entry(repo: &Repository, name: &[u8], node: &Node, writer: &mut dyn
         extra_records: xattrs,
     };
     header.write(writer)?;
-    if type_flag == b'0' {
+    if type_flag == b'0' && node.node_type == NodeType::File {
         let written = dump_file(repo, node, writer)?;
         if written != size {
             // The header promised `size` bytes: keep the archive well-formed.
@@ -328,6 +332,11 @@ fn put_str(block: &mut [u8; 512], at: usize, len: usize, s: &[u8]) {
     let n = s.len().min(len);
     if let Some(dst) = block.get_mut(at..at + n) {
         dst.copy_from_slice(s.get(..n).unwrap_or(&[]));
+    }
+    if n < len {
+        if let Some(b) = block.get_mut(at + n) {
+            *b = 0;
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod dump;
 pub mod find;
 pub mod forget;
+pub mod image;
 pub mod keys;
 pub mod prune;
 pub mod repair;

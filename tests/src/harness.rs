@@ -85,12 +85,11 @@ fn locate_restix() -> PathBuf {
         } else {
             bin
         };
-        assert!(
-            bin.exists(),
-            "RESTIX_BIN={} does not exist",
+        assert!(bin.exists(), "RESTIX_BIN={} does not exist", bin.display());
+        eprintln!(
+            "harness: restix under test = {} (from RESTIX_BIN)",
             bin.display()
         );
-        eprintln!("harness: restix under test = {} (from RESTIX_BIN)", bin.display());
         return bin;
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -411,8 +410,7 @@ impl Cmd {
 
     /// Runs in `dir` instead of the sandbox folder.
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
-        self.envs
-            .push(format!("(cd {})", dir.as_ref().display()));
+        self.envs.push(format!("(cd {})", dir.as_ref().display()));
         self.command.current_dir(dir);
         self
     }
@@ -612,7 +610,10 @@ impl Run {
     #[track_caller]
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.stdout).unwrap_or_else(|err| {
-            panic!("stdout is not one JSON document ({err}):\n{}", self.describe())
+            panic!(
+                "stdout is not one JSON document ({err}):\n{}",
+                self.describe()
+            )
         })
     }
 
@@ -624,7 +625,10 @@ impl Run {
             .filter(|line| !line.trim().is_empty())
             .map(|line| {
                 serde_json::from_str(line).unwrap_or_else(|err| {
-                    panic!("stdout line {line:?} is not JSON ({err}):\n{}", self.describe())
+                    panic!(
+                        "stdout line {line:?} is not JSON ({err}):\n{}",
+                        self.describe()
+                    )
                 })
             })
             .collect()
@@ -768,7 +772,11 @@ fn os(bytes: &[u8]) -> OsString {
 pub fn fs_keeps_nanoseconds(dir: &Path) -> bool {
     let probe = dir.join(".ns-probe");
     write(&probe, b"x");
-    set_times(&probe, (1_600_000_000, 123_456_789), (1_600_000_000, 123_456_789));
+    set_times(
+        &probe,
+        (1_600_000_000, 123_456_789),
+        (1_600_000_000, 123_456_789),
+    );
     let keeps = fs::symlink_metadata(&probe)
         .map(|m| m.mtime_nsec() == 123_456_789)
         .unwrap_or(false);
@@ -1023,7 +1031,12 @@ pub fn make_varied_tree(root: &Path, spec: &TreeSpec) {
     let ro_dir = modes.join("dir-0555");
     write(&ro_dir.join("inside"), b"inside a read-only folder\n");
     times.push((ro_dir.join("inside"), next_mtime()));
-    for name in ["dir-4755-setuid", "dir-2750-setgid", "dir-1777-sticky", "dir-0700"] {
+    for name in [
+        "dir-4755-setuid",
+        "dir-2750-setgid",
+        "dir-1777-sticky",
+        "dir-0700",
+    ] {
         let d = modes.join(name);
         write(&d.join("f"), b"f\n");
         times.push((d.join("f"), next_mtime()));
@@ -1081,7 +1094,11 @@ pub fn modify_tree(root: &Path) {
         .unwrap();
     f.write_all(b"appended data\n").unwrap();
     drop(f);
-    set_times(&root.join("small/s00.bin"), (1_650_000_000, 1), (1_650_000_000, 1));
+    set_times(
+        &root.join("small/s00.bin"),
+        (1_650_000_000, 1),
+        (1_650_000_000, 1),
+    );
 
     let p = root.join("small/s01.bin");
     let len = fs::metadata(&p).unwrap().len() as usize;
@@ -1106,7 +1123,8 @@ pub fn modify_tree(root: &Path) {
         let mut file = fs::OpenOptions::new().write(true).open(&big).unwrap();
         use std::io::{Seek, SeekFrom};
         file.seek(SeekFrom::Start(7_000_000)).unwrap();
-        file.write_all(&pseudo_random_bytes(0xbeef, 100_000)).unwrap();
+        file.write_all(&pseudo_random_bytes(0xbeef, 100_000))
+            .unwrap();
         drop(file);
         set_times(&big, (1_650_000_300, 4), (1_650_000_300, 4));
     }
@@ -1248,7 +1266,12 @@ pub fn compare_trees(expected: &Path, actual: &Path, opts: &CompareOptions) -> V
         let (em, am) = match (fs::symlink_metadata(&e), fs::symlink_metadata(&a)) {
             (Ok(em), Ok(am)) => (em, am),
             (x, y) => {
-                diffs.push(format!("{}: stat failed: {:?} / {:?}", show(&rel), x.err(), y.err()));
+                diffs.push(format!(
+                    "{}: stat failed: {:?} / {:?}",
+                    show(&rel),
+                    x.err(),
+                    y.err()
+                ));
                 continue;
             }
         };
@@ -1306,7 +1329,10 @@ pub fn compare_trees(expected: &Path, actual: &Path, opts: &CompareOptions) -> V
                     ));
                 }
                 if em.nlink() > 1 {
-                    exp_groups.entry((em.dev(), em.ino())).or_default().push(rel.clone());
+                    exp_groups
+                        .entry((em.dev(), em.ino()))
+                        .or_default()
+                        .push(rel.clone());
                 }
                 act_inodes.insert(rel.clone(), (am.dev(), am.ino(), am.nlink()));
                 if em.nlink() == 1 && am.nlink() > 1 {
@@ -1322,7 +1348,8 @@ pub fn compare_trees(expected: &Path, actual: &Path, opts: &CompareOptions) -> V
                 let at = fs::read_link(&a).unwrap();
                 let lossy = String::from_utf8_lossy(et.as_os_str().as_bytes()).into_owned();
                 let ok = et == at
-                    || (opts.lossy_symlink_targets && at.as_os_str().as_bytes() == lossy.as_bytes());
+                    || (opts.lossy_symlink_targets
+                        && at.as_os_str().as_bytes() == lossy.as_bytes());
                 if !ok {
                     diffs.push(format!(
                         "{}: symlink target {:?} expected, got {:?}",
@@ -1457,7 +1484,9 @@ pub fn untar(tarball: &Path, into: &Path) {
 /// Extracts `restic-upstream/<name>.tar.gz` into `sb/<name>/` and returns
 /// that folder (repositories are in its `repo/`).
 pub fn fixture_tree(fixtures: &Path, sb: &Sandbox, name: &str) -> PathBuf {
-    let tarball = fixtures.join("restic-upstream").join(format!("{name}.tar.gz"));
+    let tarball = fixtures
+        .join("restic-upstream")
+        .join(format!("{name}.tar.gz"));
     assert!(tarball.exists(), "{} missing", tarball.display());
     let into = sb.join(name);
     untar(&tarball, &into);
@@ -1597,7 +1626,8 @@ pub fn backup_summary(run: &Run) -> Value {
         .unwrap_or_else(|| panic!("no JSON lines:\n{}", run.describe()))
         .clone();
     assert_eq!(
-        last["message_type"], "summary",
+        last["message_type"],
+        "summary",
         "last line is not the summary:\n{}",
         run.describe()
     );
@@ -1610,7 +1640,11 @@ pub fn backup_summary(run: &Run) -> Value {
 pub fn find_snapshot<'v>(list: &'v [Value], id_or_prefix: &str) -> &'v Value {
     assert!(!id_or_prefix.is_empty(), "empty snapshot ID");
     list.iter()
-        .find(|s| s["id"].as_str().is_some_and(|id| id.starts_with(id_or_prefix)))
+        .find(|s| {
+            s["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(id_or_prefix))
+        })
         .unwrap_or_else(|| panic!("snapshot {id_or_prefix} not in {list:#?}"))
 }
 
@@ -1644,7 +1678,12 @@ impl Oracle<'_> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|n| (n["name"].as_str().unwrap_or_default().to_string(), n.clone()))
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_string(),
+                        n.clone(),
+                    )
+                })
                 .collect()
         };
         let (na, nb) = (nodes(&ta), nodes(&tb));
@@ -1676,7 +1715,10 @@ impl Oracle<'_> {
                     }
                 }
                 (x, y) => {
-                    let _ = writeln!(out, "  node {name:?} only on one side:\n    A: {x:?}\n    B: {y:?}");
+                    let _ = writeln!(
+                        out,
+                        "  node {name:?} only on one side:\n    A: {x:?}\n    B: {y:?}"
+                    );
                 }
             }
         }
@@ -1746,7 +1788,11 @@ mod tests {
         // mode, mtime (ns only), symlink target, broken hard link, missing
         chmod(&b.join("modes/0600"), 0o644);
         let m = fs::symlink_metadata(b.join("small/s06.bin")).unwrap();
-        set_times(&b.join("small/s06.bin"), (m.mtime(), m.mtime_nsec() + 1), (0, 0));
+        set_times(
+            &b.join("small/s06.bin"),
+            (m.mtime(), m.mtime_nsec() + 1),
+            (0, 0),
+        );
         fs::remove_file(b.join("links/rel")).unwrap();
         symlink("other", b.join("links/rel")).unwrap();
         fs::remove_file(b.join("hardlinks/b")).unwrap();
@@ -1772,10 +1818,14 @@ mod tests {
         fs::remove_file(&link).unwrap();
         let lossy = String::from_utf8_lossy(b"bad\xff\xfe\xfdtarget").into_owned();
         symlink(&lossy, &link).unwrap();
-        set_times(&link, {
-            let m = fs::symlink_metadata(a.join("links/non-utf8")).unwrap();
-            (m.mtime(), m.mtime_nsec())
-        }, (0, 0));
+        set_times(
+            &link,
+            {
+                let m = fs::symlink_metadata(a.join("links/non-utf8")).unwrap();
+                (m.mtime(), m.mtime_nsec())
+            },
+            (0, 0),
+        );
         let d = fs::symlink_metadata(a.join("links")).unwrap();
         set_times(&b.join("links"), (d.mtime(), d.mtime_nsec()), (0, 0));
         assert!(!compare_trees(&a, &b, &CompareOptions::default()).is_empty());

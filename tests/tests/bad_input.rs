@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use restix_tests::harness::{
-    is_restix, pseudo_random_bytes, restored_path, s, sha256_hex, IndexEntry, Oracle, Run,
-    Sandbox, Tool,
+    is_restix, pseudo_random_bytes, restored_path, s, sha256_hex, IndexEntry, Oracle, Run, Sandbox,
+    Tool,
 };
 use restix_tests::require_restic;
 
@@ -42,7 +42,11 @@ fn missing_repository_is_reported() {
     require_restic!();
     let sb = Sandbox::new();
     let missing = sb.join("no-such-repo");
-    for cmd in [&["snapshots"][..], &["cat", "config"], &["restore", "latest", "--target", "/nonexistent"]] {
+    for cmd in [
+        &["snapshots"][..],
+        &["cat", "config"],
+        &["restore", "latest", "--target", "/nonexistent"],
+    ] {
         let run = sb
             .cmd(Tool::Restix)
             .args(["-r", s(&missing)])
@@ -70,7 +74,10 @@ fn init_refuses_an_existing_repository() {
             .fails()
             .stderr_has("config file already exists");
         assert_eq!(fs::read(repo.join("config")).unwrap(), config_before);
-        assert_eq!(fs::read_dir(repo.join("keys")).unwrap().count(), keys_before);
+        assert_eq!(
+            fs::read_dir(repo.join("keys")).unwrap().count(),
+            keys_before
+        );
         // still opens for the oracle
         sb.restic(["-r", s(&repo), "cat", "config"]).ok();
     }
@@ -169,7 +176,14 @@ impl DamageSetup {
         let out = self.sb.join("out");
         let run = self
             .sb
-            .restix(["-r", s(&self.repo), "restore", "latest", "--target", s(&out)])
+            .restix([
+                "-r",
+                s(&self.repo),
+                "restore",
+                "latest",
+                "--target",
+                s(&out),
+            ])
             .fails();
         let stderr = run.err();
         let mut names: Vec<String> = Vec::new();

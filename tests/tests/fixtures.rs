@@ -7,8 +7,7 @@
 use std::collections::BTreeSet;
 
 use restix_tests::harness::{
-    assert_trees_equal, fixture_repo, fixture_tree, ls_paths, s, CompareOptions, Run, Sandbox,
-    Tool,
+    assert_trees_equal, fixture_repo, fixture_tree, ls_paths, s, CompareOptions, Run, Sandbox, Tool,
 };
 use restix_tests::{require_fixtures, require_restic};
 
@@ -68,7 +67,12 @@ fn open_fixture(name: &str) {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|s| (s["id"].to_string(), format!("{}|{}|{}|{}", s["tree"], s["time"], s["paths"], s["parent"])))
+                .map(|s| {
+                    (
+                        s["id"].to_string(),
+                        format!("{}|{}|{}|{}", s["tree"], s["time"], s["paths"], s["parent"]),
+                    )
+                })
                 .collect()
         };
         assert_eq!(tree(&ours), tree(&theirs), "{name}: snapshot fields");

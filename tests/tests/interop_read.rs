@@ -18,7 +18,9 @@ const SNAPSHOT_FIELDS: [&str; 11] = [
 ];
 
 fn compare_snapshot_lists(ours: &Value, theirs: &[Value]) {
-    let ours = ours.as_array().expect("restix snapshots --json is an array");
+    let ours = ours
+        .as_array()
+        .expect("restix snapshots --json is an array");
     assert_eq!(
         ours.len(),
         theirs.len(),
@@ -46,14 +48,29 @@ fn restic_writes_restix_reads(version: u32) {
 
     let b1 = sb
         .restic([
-            "-r", s(&repo), "backup", "--json", "--tag", "t1,t2", "--host", "oracle-host",
+            "-r",
+            s(&repo),
+            "backup",
+            "--json",
+            "--tag",
+            "t1,t2",
+            "--host",
+            "oracle-host",
             s(&src),
         ])
         .ok();
-    let id1 = backup_summary(&b1)["snapshot_id"].as_str().unwrap().to_string();
+    let id1 = backup_summary(&b1)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     modify_tree(&src);
-    let b2 = sb.restic(["-r", s(&repo), "backup", "--json", s(&src)]).ok();
-    let id2 = backup_summary(&b2)["snapshot_id"].as_str().unwrap().to_string();
+    let b2 = sb
+        .restic(["-r", s(&repo), "backup", "--json", s(&src)])
+        .ok();
+    let id2 = backup_summary(&b2)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let oracle = Oracle::new(&sb, &repo);
     let theirs = oracle.snapshots();

@@ -22,11 +22,21 @@ fn restix_writes_restic_reads(version: u32) {
     sb.init(Tool::Restix, &repo, version);
 
     let b1 = sb
-        .restix(["-r", s(&repo), "backup", "--json", "--tag", "first", s(&src)])
+        .restix([
+            "-r",
+            s(&repo),
+            "backup",
+            "--json",
+            "--tag",
+            "first",
+            s(&src),
+        ])
         .ok();
     let sum1 = backup_summary(&b1);
     modify_tree(&src);
-    let b2 = sb.restix(["-r", s(&repo), "backup", "--json", s(&src)]).ok();
+    let b2 = sb
+        .restix(["-r", s(&repo), "backup", "--json", s(&src)])
+        .ok();
     let sum2 = backup_summary(&b2);
     let id1 = sum1["snapshot_id"].as_str().unwrap().to_string();
     let id2 = sum2["snapshot_id"].as_str().unwrap().to_string();
@@ -103,8 +113,7 @@ fn restix_writes_restic_reads(version: u32) {
         walk(&src).len() + ancestors,
         "restic ls --json entries"
     );
-    let ours: BTreeSet<String> =
-        ls_paths(&sb.restix(["-r", s(&repo), "ls", "--json", id]).ok());
+    let ours: BTreeSet<String> = ls_paths(&sb.restix(["-r", s(&repo), "ls", "--json", id]).ok());
     assert_eq!(ours, listed, "ls --json paths: restix vs restic");
 
     // restic list works on every file type restix wrote.

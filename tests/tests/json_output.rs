@@ -5,8 +5,8 @@
 use std::fs;
 
 use restix_tests::harness::{
-    backup_summary, is_hex64, is_restix, pseudo_random_bytes, s, total_file_bytes, Oracle,
-    Sandbox, Tool,
+    backup_summary, is_hex64, is_restix, pseudo_random_bytes, s, total_file_bytes, Oracle, Sandbox,
+    Tool,
 };
 use restix_tests::require_restic;
 
@@ -55,7 +55,10 @@ fn backup_json_ends_with_a_summary() {
     assert_eq!(summary["total_files_processed"], 4, "{summary}");
     assert!(summary["data_blobs"].as_u64().unwrap() >= 3, "{summary}");
     assert!(summary["tree_blobs"].as_u64().unwrap() >= 2, "{summary}");
-    assert!(summary["data_added"].as_u64().unwrap() > 300_000, "{summary}");
+    assert!(
+        summary["data_added"].as_u64().unwrap() > 300_000,
+        "{summary}"
+    );
     assert!(summary["total_duration"].is_number(), "{summary}");
     let id = summary["snapshot_id"].as_str().unwrap();
     if is_restix() {
@@ -156,7 +159,9 @@ fn snapshots_json_fields_and_escaping() {
     assert!(is_hex64(snap["tree"].as_str().unwrap()));
     // identical to what restic prints for it, field by field
     let theirs = Oracle::new(&sb, &repo).snapshots();
-    for field in ["id", "short_id", "time", "tree", "paths", "hostname", "username", "tags"] {
+    for field in [
+        "id", "short_id", "time", "tree", "paths", "hostname", "username", "tags",
+    ] {
         assert_eq!(snap[field], theirs[0][field], "field {field}");
     }
 }

@@ -31,7 +31,13 @@ fn data_blobs(blobs: &BTreeSet<(String, String)>) -> BTreeSet<String> {
 }
 
 /// Runs `backup --json . [extra]` in `src` with `tool` and returns the run.
-fn backup_dot(sb: &Sandbox, tool: Tool, repo: &std::path::Path, src: &std::path::Path, extra: &[&str]) -> Run {
+fn backup_dot(
+    sb: &Sandbox,
+    tool: Tool,
+    repo: &std::path::Path,
+    src: &std::path::Path,
+    extra: &[&str],
+) -> Run {
     sb.cmd(tool)
         .args(["-r", s(repo), "backup", "--json"])
         .args(extra)
@@ -45,8 +51,14 @@ fn backup_dot(sb: &Sandbox, tool: Tool, repo: &std::path::Path, src: &std::path:
 /// explains the first differing node otherwise.
 fn assert_same_tree(oracle: &Oracle, first: &str, second: &str, what: &str) {
     let snaps = oracle.snapshots();
-    let a = find_snapshot(&snaps, first)["tree"].as_str().unwrap().to_string();
-    let b = find_snapshot(&snaps, second)["tree"].as_str().unwrap().to_string();
+    let a = find_snapshot(&snaps, first)["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = find_snapshot(&snaps, second)["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         a == b,
         "{what}: root tree IDs differ ({a} vs {b}); A = first snapshot, B = second:\n{}",
@@ -64,7 +76,10 @@ fn first_then_second(version: u32, first: Tool, second: Tool) {
     let oracle = Oracle::new(&sb, &repo);
 
     let b1 = backup_dot(&sb, first, &repo, &src, &[]);
-    let id1 = backup_summary(&b1)["snapshot_id"].as_str().unwrap().to_string();
+    let id1 = backup_summary(&b1)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let before = oracle.blobs();
 
     // --force: read and chunk every file again, no parent shortcuts.
@@ -77,9 +92,15 @@ fn first_then_second(version: u32, first: Tool, second: Tool) {
         data_blobs(&after),
         "the second backup (--force) added or lost data blobs"
     );
-    assert_eq!(sum2["data_blobs"], 0, "summary of the second backup: {sum2}");
+    assert_eq!(
+        sum2["data_blobs"], 0,
+        "summary of the second backup: {sum2}"
+    );
     assert_same_tree(&oracle, &id1, &id2, "forced second backup");
-    assert_eq!(sum2["tree_blobs"], 0, "summary of the second backup: {sum2}");
+    assert_eq!(
+        sum2["tree_blobs"], 0,
+        "summary of the second backup: {sum2}"
+    );
     assert_eq!(before, after, "no new blobs of any type");
 
     // With a parent (the first snapshot, same host and path).
@@ -88,9 +109,16 @@ fn first_then_second(version: u32, first: Tool, second: Tool) {
     let id3 = sum3["snapshot_id"].as_str().unwrap().to_string();
     assert_eq!(sum3["data_blobs"], 0, "summary of the third backup: {sum3}");
     assert_eq!(sum3["files_new"], 0, "summary of the third backup: {sum3}");
-    assert_eq!(sum3["files_changed"], 0, "summary of the third backup: {sum3}");
+    assert_eq!(
+        sum3["files_changed"], 0,
+        "summary of the third backup: {sum3}"
+    );
     assert_same_tree(&oracle, &id1, &id3, "second backup with parent");
-    assert_eq!(before, oracle.blobs(), "no new blobs after the third backup");
+    assert_eq!(
+        before,
+        oracle.blobs(),
+        "no new blobs after the third backup"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One module per command; [`dispatch`] runs the parsed command line.
 
+mod backup;
 mod cat;
 mod dump;
 mod init;
@@ -105,6 +106,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match &command {
         Command::Version(_) => version::run(&ctx)?,
         Command::Init(args) => init::run(&ctx, args)?,
+        Command::Backup(args) => backup::run(&ctx, args)?,
         Command::Snapshots(args) => snapshots::run(&ctx, args)?,
         Command::Restore(args) => restore::run(&ctx, args)?,
         Command::Dump(args) => dump::run(&ctx, args)?,

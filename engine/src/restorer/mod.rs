@@ -331,9 +331,11 @@ impl Restorer {
         }
         for other in &plan.others {
             apply_metadata(&other.dest, &other.node, &other.path, &run);
+            run.restored(&other.path, 0);
         }
         for dir in plan.dirs.iter().rev() {
             apply_metadata(&dir.dest, &dir.node, &dir.path, &run);
+            run.restored(&dir.path, 0);
         }
 
         let mut files_verified = 0;

@@ -1,0 +1,481 @@
+//! The data sets, built once into a cache folder and reused by later runs.
+//!
+//! * **image**: a folder of real files (copies of `/usr/bin`, `/usr/lib`,
+//!   `/usr/share`) plus synthetic documents, photos-like random data, logs and
+//!   an archive, packed into an ext4 file system with `mkfs.ext4 -d`, then
+//!   converted with `qemu-img convert -O qcow2`.
+//! * **changed**: a copy of that qcow2 in which 1 % of the 64 KiB guest blocks
+//!   (at random 64 KiB-aligned guest offsets over the whole virtual disk) were
+//!   rewritten in place with random data through `qemu-io -c "write -s FILE
+//!   OFF 64k"`, the way a running VM changes its disk: clusters already
+//!   allocated are overwritten where they are, new ones are appended.
+//! * **small**: a tree of small files (0–16 KiB) in nested folders; 50 000
+//!   files at the default 2 GiB size, scaled with `--size`.
+//! * **prune**: two folders for the prune scenario: `prune-a` (100 files) and
+//!   `prune-b`, which hard-links 60 of them and adds 40 new ones, so that
+//!   after forgetting the first snapshot ~30 % of the data is unused and
+//!   spread over packs that must be repacked.
+//!
+//! Each set is marked complete by a `<name>.done` JSON file; a set without
+//! one is rebuilt from scratch.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::content::{write_content, Kind, SplitMix64};
+use crate::error::{run_helper, BenchError, IoContext};
+
+const MIB: u64 = 1 << 20;
+/// Guest block size of the changed-blocks data set.
+pub const CHANGE_BLOCK: u64 = 64 * 1024;
+
+/// The qcow2 image data set.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// The qcow2 file.
+    pub qcow2: PathBuf,
+    /// Size of the qcow2 file in bytes.
+    pub file_bytes: u64,
+    /// Virtual disk size.
+    pub virtual_bytes: u64,
+    /// Bytes of file content inside the file system.
+    pub content_bytes: u64,
+    /// Files inside the file system.
+    pub files: u64,
+}
+
+/// The changed copy of the image.
+#[derive(Debug, Clone)]
+pub struct ChangedSet {
+    /// The changed qcow2 file.
+    pub qcow2: PathBuf,
+    /// Size of the qcow2 file in bytes.
+    pub file_bytes: u64,
+    /// 64 KiB guest blocks rewritten.
+    pub blocks_written: u64,
+}
+
+/// The small-files tree.
+#[derive(Debug, Clone)]
+pub struct SmallSet {
+    /// Root folder.
+    pub root: PathBuf,
+    /// Number of files.
+    pub files: u64,
+    /// Total bytes.
+    pub bytes: u64,
+}
+
+/// The two folders of the prune scenario.
+#[derive(Debug, Clone)]
+pub struct PruneSet {
+    /// Backed up first, then forgotten.
+    pub first: PathBuf,
+    /// Backed up second, kept; shares 60 % of `first`'s files.
+    pub second: PathBuf,
+    /// Bytes of `first`.
+    pub first_bytes: u64,
+    /// Bytes of `second`.
+    pub second_bytes: u64,
+    /// Bytes only `first` holds (unused after forgetting it).
+    pub unused_bytes: u64,
+}
+
+/// The cache folder of one data-set size.
+#[derive(Debug, Clone)]
+pub struct DataSets {
+    dir: PathBuf,
+    size: u64,
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), BenchError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display())),
+        Ok(_) => fs::remove_file(path).ctx(|| format!("remove {}", path.display())),
+        Err(_) => Ok(()),
+    }
+}
+
+fn write_file(path: &Path, kind: Kind, len: u64, rng: &mut SplitMix64) -> Result<(), BenchError> {
+    let file = File::create(path).ctx(|| format!("create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    write_content(&mut out, kind, len, rng).ctx(|| format!("write {}", path.display()))?;
+    out.flush().ctx(|| format!("write {}", path.display()))
+}
+
+/// Copy regular files below `src` into `dst` (same relative paths, sorted
+/// walk) until `budget` bytes; returns (bytes, files) copied.
+fn copy_system_files(src: &Path, dst: &Path, budget: u64) -> Result<(u64, u64), BenchError> {
+    let mut bytes = 0u64;
+    let mut files = 0u64;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        if bytes + budget / 100 >= budget {
+            break;
+        }
+        let Ok(entries) = fs::read_dir(src.join(&rel)) else {
+            continue;
+        };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let rel_path = rel.join(&name);
+            let from = src.join(&rel_path);
+            let Ok(meta) = fs::symlink_metadata(&from) else {
+                continue;
+            };
+            if meta.is_dir() {
+                subdirs.push(rel_path);
+            } else if meta.is_file() && meta.len() <= 256 * MIB && bytes + meta.len() <= budget {
+                let to = dst.join(&rel_path);
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent).ctx(|| format!("mkdir {}", parent.display()))?;
+                }
+                // Unreadable files (permissions, races) are skipped, not fatal.
+                if let Ok(n) = fs::copy(&from, &to) {
+                    bytes += n;
+                    files += 1;
+                }
+            }
+        }
+        // Depth-first in sorted order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok((bytes, files))
+}
+
+/// Sum of (bytes, files, 4 KiB blocks) below `root`.
+fn tree_stats(root: &Path) -> (u64, u64, u64) {
+    let (mut bytes, mut files, mut blocks) = (0, 0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+                blocks += 1;
+            } else {
+                bytes += meta.len();
+                files += 1;
+                blocks += meta.len().div_ceil(4096).max(1);
+            }
+        }
+    }
+    (bytes, files, blocks)
+}
+
+/// Read every regular file below `path` (or `path` itself) once, so the
+/// page cache holds it and the first tool measured is not disadvantaged.
+pub fn warm_page_cache(path: &Path) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if meta.is_file() {
+            if let Ok(mut f) = File::open(&p) {
+                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+    }
+}
+
+impl DataSets {
+    /// The cache folder for data sets of `size` bytes below `base`.
+    pub fn new(base: &Path, size: u64) -> Result<Self, BenchError> {
+        let dir = base.join(format!("data-{}M", size / MIB));
+        fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
+        Ok(DataSets { dir, size })
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn done(&self, name: &str) -> Option<Value> {
+        let text = fs::read_to_string(self.dir.join(format!("{name}.done"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn mark_done(&self, name: &str, v: &Value) -> Result<(), BenchError> {
+        let path = self.dir.join(format!("{name}.done"));
+        fs::write(&path, v.to_string()).ctx(|| format!("write {}", path.display()))
+    }
+
+    /// The qcow2 image, built if missing.
+    pub fn image(&self) -> Result<ImageSet, BenchError> {
+        let qcow2 = self.dir.join("image.qcow2");
+        if let Some(v) = self.done("image") {
+            if qcow2.is_file() {
+                return Ok(ImageSet {
+                    file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+                    qcow2,
+                    virtual_bytes: u(&v, "virtual_bytes"),
+                    content_bytes: u(&v, "content_bytes"),
+                    files: u(&v, "files"),
+                });
+            }
+        }
+        eprintln!("building the image data set in {} ...", self.dir.display());
+        let tree = self.dir.join("image-tree");
+        let raw = self.dir.join("image.raw");
+        remove_if_exists(&tree)?;
+        remove_if_exists(&raw)?;
+        remove_if_exists(&qcow2)?;
+        let target = self.size;
+        // Half real system files, a third of that from each of the three roots.
+        let system_budget = target / 2;
+        for root in ["bin", "lib", "share"] {
+            copy_system_files(
+                &Path::new("/usr").join(root),
+                &tree.join("usr").join(root),
+                system_budget / 3,
+            )?;
+        }
+        let (system_bytes, _, _) = tree_stats(&tree);
+        let rest = target.saturating_sub(system_bytes);
+        let mut rng = SplitMix64::new(0x1ace_0f1a);
+        let home = tree.join("home/user");
+        for (sub, kind, share_pct, min, max) in [
+            ("documents", Kind::Text, 30u64, 4096u64, 2 * MIB),
+            ("photos", Kind::Random, 20, MIB, 8 * MIB),
+            ("logs", Kind::Records, 25, MIB, 32 * MIB),
+            ("archives", Kind::Random, 25, 64 * MIB, 256 * MIB),
+        ] {
+            let dir = home.join(sub);
+            fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
+            let mut left = rest * share_pct / 100;
+            let mut n = 0u32;
+            while left > 0 {
+                let len = (min + rng.below(max - min + 1)).min(left);
+                write_file(&dir.join(format!("{sub}-{n:05}.dat")), kind, len, &mut rng)?;
+                left -= len;
+                n += 1;
+            }
+        }
+        let (content_bytes, files, blocks) = tree_stats(&tree);
+        // File data + 25 % for ext4 metadata, inode tables and free space.
+        let fs_bytes = ((blocks * 4096) * 5 / 4 + 64 * MIB).div_ceil(MIB) * MIB;
+        let raw_file = File::create(&raw).ctx(|| format!("create {}", raw.display()))?;
+        raw_file
+            .set_len(fs_bytes)
+            .ctx(|| format!("size {}", raw.display()))?;
+        drop(raw_file);
+        run_helper(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-b", "4096", "-L", "restixbench"])
+                .args(["-U", "6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b001"])
+                .args(["-E", "hash_seed=6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b002"])
+                .arg("-d")
+                .arg(&tree)
+                .arg(&raw),
+        )?;
+        run_helper(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(&qcow2),
+        )?;
+        remove_if_exists(&raw)?;
+        remove_if_exists(&tree)?;
+        let v = json!({"virtual_bytes": fs_bytes, "content_bytes": content_bytes, "files": files});
+        self.mark_done("image", &v)?;
+        Ok(ImageSet {
+            file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+            qcow2,
+            virtual_bytes: fs_bytes,
+            content_bytes,
+            files,
+        })
+    }
+
+    /// The changed copy of the image, built if missing.
+    pub fn changed(&self, image: &ImageSet) -> Result<ChangedSet, BenchError> {
+        let qcow2 = self.dir.join("changed.qcow2");
+        if let Some(v) = self.done("changed") {
+            if qcow2.is_file() {
+                return Ok(ChangedSet {
+                    file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+                    qcow2,
+                    blocks_written: u(&v, "blocks_written"),
+                });
+            }
+        }
+        eprintln!("building the changed image ...");
+        remove_if_exists(&qcow2)?;
+        fs::copy(&image.qcow2, &qcow2).ctx(|| format!("copy to {}", qcow2.display()))?;
+        let blocks = image.virtual_bytes / CHANGE_BLOCK;
+        let count = (blocks / 100).max(1);
+        let mut rng = SplitMix64::new(0xc4a9_6ed0);
+        let mut offsets = BTreeSet::new();
+        while (offsets.len() as u64) < count.min(blocks) {
+            offsets.insert(rng.below(blocks) * CHANGE_BLOCK);
+        }
+        let patterns = self.dir.join("patterns");
+        remove_if_exists(&patterns)?;
+        fs::create_dir_all(&patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
+        let offsets: Vec<u64> = offsets.into_iter().collect();
+        let mut buf = vec![0u8; CHANGE_BLOCK as usize];
+        // Batches keep each qemu-io command line short.
+        for (batch_no, batch) in offsets.chunks(256).enumerate() {
+            let mut cmd = Command::new("qemu-io");
+            cmd.args(["-f", "qcow2"]);
+            for (i, off) in batch.iter().enumerate() {
+                let pattern = patterns.join(format!("{batch_no}-{i}"));
+                rng.fill(&mut buf);
+                fs::write(&pattern, &buf).ctx(|| format!("write {}", pattern.display()))?;
+                cmd.arg("-c")
+                    .arg(format!("write -q -s {} {off} 64k", pattern.display()));
+            }
+            cmd.arg(&qcow2);
+            run_helper(&mut cmd)?;
+            remove_if_exists(&patterns)?;
+            fs::create_dir_all(&patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
+        }
+        remove_if_exists(&patterns)?;
+        let v = json!({"blocks_written": offsets.len()});
+        self.mark_done("changed", &v)?;
+        Ok(ChangedSet {
+            file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+            qcow2,
+            blocks_written: offsets.len() as u64,
+        })
+    }
+
+    /// Number of small files for this size: 50 000 at 2 GiB, scaled.
+    fn small_file_count(&self) -> u64 {
+        (50_000 * (self.size / MIB) / 2048).max(1000)
+    }
+
+    /// The small-files tree, built if missing.
+    pub fn small(&self) -> Result<SmallSet, BenchError> {
+        let root = self.dir.join("small-files");
+        if let Some(v) = self.done("small") {
+            if root.is_dir() {
+                return Ok(SmallSet {
+                    root,
+                    files: u(&v, "files"),
+                    bytes: u(&v, "bytes"),
+                });
+            }
+        }
+        eprintln!("building the small-files tree ...");
+        remove_if_exists(&root)?;
+        let count = self.small_file_count();
+        let mut rng = SplitMix64::new(0x5a11_f11e);
+        let mut bytes = 0;
+        // 100 files per leaf folder, 10 leaves per middle folder.
+        for i in 0..count {
+            let dir = root
+                .join(format!("d{:03}", i / 1000))
+                .join(format!("s{:02}", (i / 100) % 10));
+            if i % 100 == 0 {
+                fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
+            }
+            let (kind, ext) = match i % 4 {
+                0 => (Kind::Random, "bin"),
+                3 => (Kind::Records, "log"),
+                _ => (Kind::Text, "txt"),
+            };
+            let len = rng.below(16 * 1024 + 1);
+            write_file(&dir.join(format!("f{i:06}.{ext}")), kind, len, &mut rng)?;
+            bytes += len;
+        }
+        let v = json!({"files": count, "bytes": bytes});
+        self.mark_done("small", &v)?;
+        Ok(SmallSet {
+            root,
+            files: count,
+            bytes,
+        })
+    }
+
+    /// The prune folders, built if missing.
+    pub fn prune(&self) -> Result<PruneSet, BenchError> {
+        let first = self.dir.join("prune-a");
+        let second = self.dir.join("prune-b");
+        if let Some(v) = self.done("prune") {
+            if first.is_dir() && second.is_dir() {
+                return Ok(PruneSet {
+                    first,
+                    second,
+                    first_bytes: u(&v, "first_bytes"),
+                    second_bytes: u(&v, "second_bytes"),
+                    unused_bytes: u(&v, "unused_bytes"),
+                });
+            }
+        }
+        eprintln!("building the prune data set ...");
+        remove_if_exists(&first)?;
+        remove_if_exists(&second)?;
+        fs::create_dir_all(&first).ctx(|| format!("mkdir {}", first.display()))?;
+        fs::create_dir_all(&second).ctx(|| format!("mkdir {}", second.display()))?;
+        let unit = (self.size / 2 / 100).max(64 * 1024);
+        let kind_of = |i: u64| match i % 4 {
+            0 | 2 => Kind::Random,
+            1 => Kind::Text,
+            _ => Kind::Records,
+        };
+        let mut rng = SplitMix64::new(0x9e0_9e0);
+        let (mut first_bytes, mut second_bytes, mut unused_bytes) = (0, 0, 0);
+        for i in 0..100u64 {
+            let path = first.join(format!("f{i:03}.dat"));
+            write_file(&path, kind_of(i), unit, &mut rng)?;
+            first_bytes += unit;
+            if i % 10 >= 4 {
+                let link = second.join(format!("f{i:03}.dat"));
+                if fs::hard_link(&path, &link).is_err() {
+                    fs::copy(&path, &link).ctx(|| format!("copy to {}", link.display()))?;
+                }
+                second_bytes += unit;
+            } else {
+                unused_bytes += unit;
+            }
+        }
+        for i in 0..40u64 {
+            write_file(&second.join(format!("n{i:03}.dat")), kind_of(i), unit, &mut rng)?;
+            second_bytes += unit;
+        }
+        let v = json!({"first_bytes": first_bytes, "second_bytes": second_bytes, "unused_bytes": unused_bytes});
+        self.mark_done("prune", &v)?;
+        Ok(PruneSet {
+            first,
+            second,
+            first_bytes,
+            second_bytes,
+            unused_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_file_count_scales_with_size() {
+        let base = std::env::temp_dir().join(format!("restix-bench-ds-{}", std::process::id()));
+        let ds = DataSets::new(&base, 2048 * MIB).unwrap();
+        assert_eq!(ds.small_file_count(), 50_000);
+        let ds = DataSets::new(&base, 20 * MIB).unwrap();
+        assert_eq!(ds.small_file_count(), 1000);
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,564 @@
+//! The scenarios and the per-tool chains that run them.
+//!
+//! Scenarios that share a repository run as one chain per tool and repeat:
+//! the image chain is `init` → first backup → changed backup → restore →
+//! dump; the others have a fresh repository each. Every chain starts from an
+//! empty repository and an empty cache folder of its own, so nothing leaks
+//! between tools or repeats.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::datasets::{warm_page_cache, ChangedSet, ImageSet, PruneSet, SmallSet};
+use crate::error::{BenchError, IoContext};
+use crate::measure::{last_line, run_measured, Measurement};
+use crate::tools::{snapshot_id_for, Tool};
+
+/// One measured operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    /// First backup of the qcow2 image (as a plain file) into a fresh repo.
+    Image,
+    /// Backup of the changed image, a new path with no parent, same repo.
+    Changed,
+    /// Restore of the first image snapshot into an empty folder.
+    Restore,
+    /// `dump` of the image file to /dev/null.
+    Dump,
+    /// Backup of the small-files tree into a fresh repo.
+    Small,
+    /// `prune --max-unused 0` of a repo with ~30 % unused data.
+    Prune,
+    /// The first image backup over SFTP to a loopback sshd.
+    Sftp,
+    // ---- PLANNED (qcow2 image mode) -------------------------------------
+    // Add here, with a chain in `run_chain` and a data set in datasets.rs:
+    //   ImageMode:        `restix backup --image image.qcow2` (restix only;
+    //                     compare with the Image row of restic),
+    //   ImageIncremental: `restix backup --image changed.qcow2` with the
+    //                     first image snapshot as parent (changed-block
+    //                     incremental; compare with the Changed row).
+}
+
+impl Scenario {
+    /// Every scenario, in table order.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Image,
+        Scenario::Changed,
+        Scenario::Restore,
+        Scenario::Dump,
+        Scenario::Small,
+        Scenario::Prune,
+        Scenario::Sftp,
+    ];
+
+    /// The `--only` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Image => "image",
+            Scenario::Changed => "changed",
+            Scenario::Restore => "restore",
+            Scenario::Dump => "dump",
+            Scenario::Small => "small",
+            Scenario::Prune => "prune",
+            Scenario::Sftp => "sftp",
+        }
+    }
+
+    /// What the table calls it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::Image => "backup qcow2 image (first, fresh repo)",
+            Scenario::Changed => "backup changed image (1% blocks, new path, no parent)",
+            Scenario::Restore => "restore image snapshot",
+            Scenario::Dump => "dump image file to /dev/null",
+            Scenario::Small => "backup small files (fresh repo)",
+            Scenario::Prune => "prune --max-unused 0 (~30% unused)",
+            Scenario::Sftp => "backup qcow2 image over SFTP (loopback sshd)",
+        }
+    }
+
+    /// Parse an `--only` name.
+    pub fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The result of one tool in one scenario (one repeat).
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// It ran and exited 0.
+    Ran {
+        /// What it used.
+        measurement: Measurement,
+        /// `du` of the repository after the run, if it is local.
+        repo_bytes: Option<u64>,
+        /// Checks done on the result ("restored file identical", ...).
+        note: String,
+    },
+    /// It (or a step it needs) failed.
+    Failed(String),
+}
+
+/// The data sets a run needs (those not selected are `None`).
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The image.
+    pub image: Option<ImageSet>,
+    /// The changed image.
+    pub changed: Option<ChangedSet>,
+    /// The small-files tree.
+    pub small: Option<SmallSet>,
+    /// The prune folders.
+    pub prune: Option<PruneSet>,
+}
+
+/// Where and how the chains run.
+#[derive(Debug)]
+pub struct Runner {
+    /// Scratch folder for repositories, caches, restore targets and logs.
+    pub work: PathBuf,
+    /// Kill a command after this long.
+    pub timeout: Duration,
+    /// Selected scenarios.
+    pub selected: Vec<Scenario>,
+    #[cfg(feature = "sftp")]
+    /// The loopback server of the SFTP scenario.
+    pub sshd: Option<restix_tests::sshd::Sshd>,
+}
+
+/// `du`-style size: allocated bytes of everything below `path`.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+fn remove_all(path: &Path) {
+    if path.is_dir() {
+        let _ = fs::remove_dir_all(path);
+    } else {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The first regular file named `name` below `root`.
+fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p).ok()?;
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if meta.is_file() && p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// True when both files hold the same bytes (streamed, 1 MiB at a time).
+fn same_content(a: &Path, b: &Path) -> Result<bool, BenchError> {
+    let mut fa = File::open(a).ctx(|| format!("open {}", a.display()))?;
+    let mut fb = File::open(b).ctx(|| format!("open {}", b.display()))?;
+    let (ma, mb) = (
+        fa.metadata().ctx(|| format!("stat {}", a.display()))?,
+        fb.metadata().ctx(|| format!("stat {}", b.display()))?,
+    );
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let mut ba = vec![0u8; 1 << 20];
+    let mut bb = vec![0u8; 1 << 20];
+    loop {
+        let n = fa.read(&mut ba).ctx(|| format!("read {}", a.display()))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        let (ca, cb) = (ba.get(..n).unwrap_or(&[]), bb.get_mut(..n).unwrap_or(&mut []));
+        fb.read_exact(cb).ctx(|| format!("read {}", b.display()))?;
+        if ca != cb {
+            return Ok(false);
+        }
+    }
+}
+
+/// Records one outcome per selected scenario.
+pub type Record<'a> = dyn FnMut(Scenario, Outcome) + 'a;
+
+/// A step of a chain that is not measured (init, forget, snapshots).
+struct Setup<'a> {
+    tool: &'a Tool,
+    repo: String,
+    cache: PathBuf,
+    home: Option<HomeEnv>,
+}
+
+/// `HOME`/`PATH` of the SFTP scenario's ssh client set-up.
+#[derive(Debug, Clone)]
+struct HomeEnv {
+    home: PathBuf,
+    path: OsString,
+}
+
+impl Setup<'_> {
+    fn command(&self, args: &[OsString]) -> std::process::Command {
+        let mut cmd = self.tool.command(&self.repo, &self.cache, args);
+        if let Some(h) = &self.home {
+            cmd.env("HOME", &h.home)
+                .env("PATH", &h.path)
+                .env_remove("SSH_AUTH_SOCK");
+        }
+        cmd
+    }
+
+    /// Run an unmeasured step; its stdout, or a description of the failure.
+    fn run(&self, what: &str, args: &[OsString]) -> Result<String, String> {
+        match self.command(args).stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            Ok(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+                Err(format!("{what} failed ({}): {last}", out.status))
+            }
+            Err(e) => Err(format!("{what}: cannot run {}: {e}", self.tool.bin.display())),
+        }
+    }
+
+    /// The id of the snapshot of `path`.
+    fn snapshot_id(&self, path: &Path) -> Result<String, String> {
+        let json = self.run("snapshots --json", &self.tool.snapshots_args())?;
+        snapshot_id_for(&json, path)
+            .ok_or_else(|| format!("no snapshot of {} in `snapshots --json`", path.display()))
+    }
+}
+
+impl Runner {
+    fn wants(&self, s: Scenario) -> bool {
+        self.selected.contains(&s)
+    }
+
+    /// Run one measured command; stdout goes to a log unless `discard`.
+    fn measure(
+        &self,
+        setup: &Setup<'_>,
+        tag: &str,
+        args: &[OsString],
+        discard_stdout: bool,
+    ) -> Result<Measurement, String> {
+        let logs = self.work.join("logs");
+        let _ = fs::create_dir_all(&logs);
+        let base = format!("{tag}-{}", setup.tool.slug());
+        let stdout = if discard_stdout {
+            Stdio::null()
+        } else {
+            match File::create(logs.join(format!("{base}.stdout"))) {
+                Ok(f) => Stdio::from(f),
+                Err(_) => Stdio::null(),
+            }
+        };
+        let err_log = logs.join(format!("{base}.stderr"));
+        let mut cmd = setup.command(args);
+        match run_measured(&mut cmd, stdout, &err_log, self.timeout) {
+            Ok(m) if m.exit.success() => Ok(m),
+            Ok(m) => Err(format!("FAILED ({}): {}", m.exit, m.stderr_tail)),
+            Err(e) => Err(format!(
+                "FAILED (cannot run {}: {e}) {}",
+                setup.tool.bin.display(),
+                last_line(&err_log)
+            )),
+        }
+    }
+
+    /// Run every chain the selection needs for `tool`, reporting through
+    /// `record`.
+    pub fn run_chains(&self, tool: &Tool, inputs: &Inputs, record: &mut Record<'_>) {
+        let dir = self.work.join(tool.slug());
+        remove_all(&dir);
+        if fs::create_dir_all(&dir).is_err() {
+            for s in &self.selected {
+                record(*s, Outcome::Failed(format!("cannot create {}", dir.display())));
+            }
+            return;
+        }
+        let image_chain = [Scenario::Image, Scenario::Changed, Scenario::Restore, Scenario::Dump];
+        if image_chain.iter().any(|s| self.wants(*s)) {
+            self.image_chain(tool, &dir, inputs, record);
+        }
+        if self.wants(Scenario::Small) {
+            self.small_chain(tool, &dir, inputs, record);
+        }
+        if self.wants(Scenario::Prune) {
+            self.prune_chain(tool, &dir, inputs, record);
+        }
+        if self.wants(Scenario::Sftp) {
+            self.sftp_chain(tool, &dir, inputs, record);
+        }
+        remove_all(&dir);
+    }
+
+    fn fresh_repo<'a>(&self, tool: &'a Tool, dir: &Path, name: &str) -> Result<(Setup<'a>, PathBuf), String> {
+        let repo = dir.join(name);
+        let cache = dir.join(format!("{name}-cache"));
+        remove_all(&repo);
+        remove_all(&cache);
+        let setup = Setup {
+            tool,
+            repo: repo.to_string_lossy().into_owned(),
+            cache,
+            home: None,
+        };
+        setup.run("init", &tool.init_args())?;
+        Ok((setup, repo))
+    }
+
+    fn image_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let chain: Vec<Scenario> = [Scenario::Image, Scenario::Changed, Scenario::Restore, Scenario::Dump]
+            .into_iter()
+            .filter(|s| self.wants(*s))
+            .collect();
+        let fail_all = |record: &mut Record<'_>, why: &str| {
+            for s in &chain {
+                record(*s, Outcome::Failed(why.to_string()));
+            }
+        };
+        let Some(image) = &inputs.image else {
+            return fail_all(record, "image data set missing");
+        };
+        let (setup, repo) = match self.fresh_repo(tool, dir, "image-repo") {
+            Ok(v) => v,
+            Err(e) => return fail_all(record, &e),
+        };
+        warm_page_cache(&image.qcow2);
+        let first = self.measure(&setup, "image", &tool.backup_args(&[&image.qcow2]), false);
+        let first = match first {
+            Ok(m) => m,
+            Err(e) => {
+                // Later steps need the first snapshot: they fail with it.
+                for s in &chain {
+                    let why = if *s == Scenario::Image { e.clone() } else { format!("first backup {e}") };
+                    record(*s, Outcome::Failed(why));
+                }
+                return;
+            }
+        };
+        if self.wants(Scenario::Image) {
+            record(
+                Scenario::Image,
+                Outcome::Ran {
+                    measurement: first,
+                    repo_bytes: Some(disk_usage(&repo)),
+                    note: String::new(),
+                },
+            );
+        }
+        if self.wants(Scenario::Changed) {
+            let outcome = match &inputs.changed {
+                None => Outcome::Failed("changed data set missing".into()),
+                Some(changed) => {
+                    warm_page_cache(&changed.qcow2);
+                    let before = disk_usage(&repo);
+                    match self.measure(&setup, "changed", &tool.backup_args(&[&changed.qcow2]), false) {
+                        Ok(m) => {
+                            let after = disk_usage(&repo);
+                            Outcome::Ran {
+                                measurement: m,
+                                repo_bytes: Some(after),
+                                note: format!("repo grew {:.1} MiB", after.saturating_sub(before) as f64 / 1048576.0),
+                            }
+                        }
+                        Err(e) => Outcome::Failed(e),
+                    }
+                }
+            };
+            record(Scenario::Changed, outcome);
+        }
+        if !self.wants(Scenario::Restore) && !self.wants(Scenario::Dump) {
+            return;
+        }
+        let id = match setup.snapshot_id(&image.qcow2) {
+            Ok(id) => id,
+            Err(e) => {
+                for s in [Scenario::Restore, Scenario::Dump] {
+                    if self.wants(s) {
+                        record(s, Outcome::Failed(e.clone()));
+                    }
+                }
+                return;
+            }
+        };
+        if self.wants(Scenario::Restore) {
+            let target = dir.join("restore-target");
+            remove_all(&target);
+            let outcome = match self.measure(&setup, "restore", &tool.restore_args(&id, &target), false) {
+                Ok(m) => {
+                    let name = image.qcow2.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let note = match find_file(&target, &name) {
+                        None => "restored file NOT FOUND".to_string(),
+                        Some(restored) => match same_content(&restored, &image.qcow2) {
+                            Ok(true) => "restored file identical".to_string(),
+                            Ok(false) => "restored file DIFFERS".to_string(),
+                            Err(e) => format!("cannot compare: {e}"),
+                        },
+                    };
+                    Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: None,
+                        note,
+                    }
+                }
+                Err(e) => Outcome::Failed(e),
+            };
+            remove_all(&target);
+            record(Scenario::Restore, outcome);
+        }
+        if self.wants(Scenario::Dump) {
+            let outcome = match self.measure(&setup, "dump", &tool.dump_args(&id, &image.qcow2), true) {
+                Ok(m) => Outcome::Ran {
+                    measurement: m,
+                    repo_bytes: None,
+                    note: String::new(),
+                },
+                Err(e) => Outcome::Failed(e),
+            };
+            record(Scenario::Dump, outcome);
+        }
+    }
+
+    fn small_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let Some(small) = &inputs.small else {
+            return record(Scenario::Small, Outcome::Failed("small data set missing".into()));
+        };
+        let outcome = match self.fresh_repo(tool, dir, "small-repo") {
+            Err(e) => Outcome::Failed(e),
+            Ok((setup, repo)) => {
+                warm_page_cache(&small.root);
+                match self.measure(&setup, "small", &tool.backup_args(&[&small.root]), false) {
+                    Ok(m) => Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: Some(disk_usage(&repo)),
+                        note: String::new(),
+                    },
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+        };
+        remove_all(&dir.join("small-repo"));
+        record(Scenario::Small, outcome);
+    }
+
+    fn prune_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let Some(prune) = &inputs.prune else {
+            return record(Scenario::Prune, Outcome::Failed("prune data set missing".into()));
+        };
+        let steps = || -> Result<Outcome, String> {
+            let (setup, repo) = self.fresh_repo(tool, dir, "prune-repo")?;
+            setup.run("backup A", &tool.backup_args(&[&prune.first]))?;
+            setup.run("backup B", &tool.backup_args(&[&prune.second]))?;
+            let id = setup.snapshot_id(&prune.first)?;
+            setup.run("forget", &tool.forget_args(&id))?;
+            let before = disk_usage(&repo);
+            let m = self.measure(&setup, "prune", &tool.prune_args(), false)?;
+            let after = disk_usage(&repo);
+            Ok(Outcome::Ran {
+                measurement: m,
+                repo_bytes: Some(after),
+                note: format!("repo {:.0} → {:.0} MiB", before as f64 / 1048576.0, after as f64 / 1048576.0),
+            })
+        };
+        let outcome = steps().unwrap_or_else(Outcome::Failed);
+        remove_all(&dir.join("prune-repo"));
+        record(Scenario::Prune, outcome);
+    }
+
+    #[cfg(feature = "sftp")]
+    fn sftp_chain(&self, tool: &Tool, _dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let Some(sshd) = &self.sshd else {
+            return record(Scenario::Sftp, Outcome::Failed("sshd not started".into()));
+        };
+        let Some(image) = &inputs.image else {
+            return record(Scenario::Sftp, Outcome::Failed("image data set missing".into()));
+        };
+        let home = sshd.home();
+        let repo = sshd.dir().join(format!("{}-repo", tool.slug()));
+        let cache = sshd.dir().join(format!("{}-cache", tool.slug()));
+        remove_all(&repo);
+        remove_all(&cache);
+        let setup = Setup {
+            tool,
+            repo: sshd.sftp_short(&repo),
+            cache: cache.clone(),
+            home: Some(HomeEnv {
+                home: home.path().to_path_buf(),
+                path: home.path_var(),
+            }),
+        };
+        let outcome = match setup.run("init", &tool.init_args()) {
+            Err(e) => Outcome::Failed(e),
+            Ok(_) => {
+                warm_page_cache(&image.qcow2);
+                match self.measure(&setup, "sftp", &tool.backup_args(&[&image.qcow2]), false) {
+                    Ok(m) => Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: Some(disk_usage(&repo)),
+                        note: String::new(),
+                    },
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+        };
+        remove_all(&repo);
+        remove_all(&cache);
+        record(Scenario::Sftp, outcome);
+    }
+
+    #[cfg(not(feature = "sftp"))]
+    fn sftp_chain(&self, _tool: &Tool, _dir: &Path, _inputs: &Inputs, record: &mut Record<'_>) {
+        record(
+            Scenario::Sftp,
+            Outcome::Failed("built without the `sftp` feature (use benches/run.sh --sftp)".into()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()), Some(s));
+        }
+        assert_eq!(Scenario::parse("nope"), None);
+    }
+
+    #[test]
+    fn compares_files_and_measures_disk_usage() {
+        let dir = std::env::temp_dir().join(format!("restix-bench-sc-{}", std::process::id()));
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("a"), vec![7u8; 3 << 20]).unwrap();
+        fs::write(dir.join("sub/b"), vec![7u8; 3 << 20]).unwrap();
+        fs::write(dir.join("c"), vec![8u8; 3 << 20]).unwrap();
+        assert!(same_content(&dir.join("a"), &dir.join("sub/b")).unwrap());
+        assert!(!same_content(&dir.join("a"), &dir.join("c")).unwrap());
+        assert_eq!(find_file(&dir, "b"), Some(dir.join("sub/b")));
+        assert!(disk_usage(&dir) >= 9 << 20);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
