@@ -99,7 +99,9 @@ fn u(v: &Value, key: &str) -> u64 {
 
 fn remove_if_exists(path: &Path) -> Result<(), BenchError> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display())),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))
+        }
         Ok(_) => fs::remove_file(path).ctx(|| format!("remove {}", path.display())),
         Err(_) => Ok(()),
     }
@@ -183,7 +185,9 @@ pub fn warm_page_cache(path: &Path) {
     let mut buf = vec![0u8; 1 << 20];
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         if meta.is_dir() {
             if let Ok(entries) = fs::read_dir(&p) {
                 stack.extend(entries.flatten().map(|e| e.path()));
@@ -202,11 +206,6 @@ impl DataSets {
         let dir = base.join(format!("data-{}M", size / MIB));
         fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
         Ok(DataSets { dir, size })
-    }
-
-    /// The cache folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn done(&self, name: &str) -> Option<Value> {
@@ -450,7 +449,12 @@ impl DataSets {
             }
         }
         for i in 0..40u64 {
-            write_file(&second.join(format!("n{i:03}.dat")), kind_of(i), unit, &mut rng)?;
+            write_file(
+                &second.join(format!("n{i:03}.dat")),
+                kind_of(i),
+                unit,
+                &mut rng,
+            )?;
             second_bytes += unit;
         }
         let v = json!({"first_bytes": first_bytes, "second_bytes": second_bytes, "unused_bytes": unused_bytes});

@@ -187,7 +187,10 @@ mod tests {
 
         // A child that allocates and touches 64 MiB shows it in its peak RSS.
         let m = run_measured(
-            Command::new("sh").args(["-c", "head -c 67108864 /dev/zero | tail -c 67108864 >/dev/null"]),
+            Command::new("sh").args([
+                "-c",
+                "head -c 67108864 /dev/zero | tail -c 67108864 >/dev/null",
+            ]),
             Stdio::null(),
             &log,
             Duration::from_secs(60),

@@ -41,8 +41,13 @@ fn cell_text(s: &str) -> String {
 }
 
 /// The results table in Markdown. `input_bytes(s)` is the data a scenario
-/// reads or writes (for the throughput column).
-pub fn table(tools: &[Tool], cells: &[Cell], scenarios: &[Scenario], input_bytes: impl Fn(Scenario) -> u64) -> String {
+/// reads or writes (for the throughput column; 0 leaves it empty).
+pub fn table(
+    tools: &[Tool],
+    cells: &[Cell],
+    scenarios: &[Scenario],
+    input_bytes: impl Fn(Scenario) -> u64,
+) -> String {
     let mut out = String::new();
     out.push_str(
         "| Scenario | Tool | Wall s | CPU s (user+sys) | Peak RSS MiB | Repo MiB | MiB/s | Speed-up vs restic | RSS vs restic | Notes |\n\
@@ -52,12 +57,16 @@ pub fn table(tools: &[Tool], cells: &[Cell], scenarios: &[Scenario], input_bytes
         let baseline = cells.iter().find_map(|c| {
             let tool = tools.get(c.tool)?;
             match (&c.outcome, tool.family) {
-                (Outcome::Ran { measurement, .. }, Family::Restic) if c.scenario == s => Some(measurement.clone()),
+                (Outcome::Ran { measurement, .. }, Family::Restic) if c.scenario == s => {
+                    Some(measurement.clone())
+                }
                 _ => None,
             }
         });
         for c in cells.iter().filter(|c| c.scenario == s) {
-            let Some(tool) = tools.get(c.tool) else { continue };
+            let Some(tool) = tools.get(c.tool) else {
+                continue;
+            };
             match &c.outcome {
                 Outcome::Ran {
                     measurement: m,
@@ -65,8 +74,10 @@ pub fn table(tools: &[Tool], cells: &[Cell], scenarios: &[Scenario], input_bytes
                     note,
                 } => {
                     let wall = m.wall.as_secs_f64();
-                    let repo = repo_bytes.map(|b| format!("{:.1}", b as f64 / MIB)).unwrap_or_else(|| "–".into());
-                    let rate = if wall > 0.0 {
+                    let repo = repo_bytes
+                        .map(|b| format!("{:.1}", b as f64 / MIB))
+                        .unwrap_or_else(|| "–".into());
+                    let rate = if wall > 0.0 && input_bytes(s) > 0 {
                         format!("{:.1}", input_bytes(s) as f64 / MIB / wall)
                     } else {
                         "–".into()

@@ -137,7 +137,9 @@ pub fn disk_usage(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         total += meta.blocks() * 512;
         if meta.is_dir() {
             if let Ok(entries) = fs::read_dir(&p) {
@@ -190,7 +192,10 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, BenchError> {
         if n == 0 {
             return Ok(true);
         }
-        let (ca, cb) = (ba.get(..n).unwrap_or(&[]), bb.get_mut(..n).unwrap_or(&mut []));
+        let (ca, cb) = (
+            ba.get(..n).unwrap_or(&[]),
+            bb.get_mut(..n).unwrap_or(&mut []),
+        );
         fb.read_exact(cb).ctx(|| format!("read {}", b.display()))?;
         if ca != cb {
             return Ok(false);
@@ -230,13 +235,22 @@ impl Setup<'_> {
     /// Run an unmeasured step; its stdout, or a description of the failure.
     fn run(&self, what: &str, args: &[OsString]) -> Result<String, String> {
         match self.command(args).stdin(Stdio::null()).output() {
-            Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
             Ok(out) => {
                 let err = String::from_utf8_lossy(&out.stderr);
-                let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+                let last = err
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .unwrap_or("");
                 Err(format!("{what} failed ({}): {last}", out.status))
             }
-            Err(e) => Err(format!("{what}: cannot run {}: {e}", self.tool.bin.display())),
+            Err(e) => Err(format!(
+                "{what}: cannot run {}: {e}",
+                self.tool.bin.display()
+            )),
         }
     }
 
@@ -292,11 +306,19 @@ impl Runner {
         remove_all(&dir);
         if fs::create_dir_all(&dir).is_err() {
             for s in &self.selected {
-                record(*s, Outcome::Failed(format!("cannot create {}", dir.display())));
+                record(
+                    *s,
+                    Outcome::Failed(format!("cannot create {}", dir.display())),
+                );
             }
             return;
         }
-        let image_chain = [Scenario::Image, Scenario::Changed, Scenario::Restore, Scenario::Dump];
+        let image_chain = [
+            Scenario::Image,
+            Scenario::Changed,
+            Scenario::Restore,
+            Scenario::Dump,
+        ];
         if image_chain.iter().any(|s| self.wants(*s)) {
             self.image_chain(tool, &dir, inputs, record);
         }
@@ -312,7 +334,12 @@ impl Runner {
         remove_all(&dir);
     }
 
-    fn fresh_repo<'a>(&self, tool: &'a Tool, dir: &Path, name: &str) -> Result<(Setup<'a>, PathBuf), String> {
+    fn fresh_repo<'a>(
+        &self,
+        tool: &'a Tool,
+        dir: &Path,
+        name: &str,
+    ) -> Result<(Setup<'a>, PathBuf), String> {
         let repo = dir.join(name);
         let cache = dir.join(format!("{name}-cache"));
         remove_all(&repo);
@@ -328,10 +355,15 @@ impl Runner {
     }
 
     fn image_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
-        let chain: Vec<Scenario> = [Scenario::Image, Scenario::Changed, Scenario::Restore, Scenario::Dump]
-            .into_iter()
-            .filter(|s| self.wants(*s))
-            .collect();
+        let chain: Vec<Scenario> = [
+            Scenario::Image,
+            Scenario::Changed,
+            Scenario::Restore,
+            Scenario::Dump,
+        ]
+        .into_iter()
+        .filter(|s| self.wants(*s))
+        .collect();
         let fail_all = |record: &mut Record<'_>, why: &str| {
             for s in &chain {
                 record(*s, Outcome::Failed(why.to_string()));
@@ -351,7 +383,11 @@ impl Runner {
             Err(e) => {
                 // Later steps need the first snapshot: they fail with it.
                 for s in &chain {
-                    let why = if *s == Scenario::Image { e.clone() } else { format!("first backup {e}") };
+                    let why = if *s == Scenario::Image {
+                        e.clone()
+                    } else {
+                        format!("first backup {e}")
+                    };
                     record(*s, Outcome::Failed(why));
                 }
                 return;
@@ -373,13 +409,21 @@ impl Runner {
                 Some(changed) => {
                     warm_page_cache(&changed.qcow2);
                     let before = disk_usage(&repo);
-                    match self.measure(&setup, "changed", &tool.backup_args(&[&changed.qcow2]), false) {
+                    match self.measure(
+                        &setup,
+                        "changed",
+                        &tool.backup_args(&[&changed.qcow2]),
+                        false,
+                    ) {
                         Ok(m) => {
                             let after = disk_usage(&repo);
                             Outcome::Ran {
                                 measurement: m,
                                 repo_bytes: Some(after),
-                                note: format!("repo grew {:.1} MiB", after.saturating_sub(before) as f64 / 1048576.0),
+                                note: format!(
+                                    "repo grew {:.1} MiB",
+                                    after.saturating_sub(before) as f64 / 1048576.0
+                                ),
                             }
                         }
                         Err(e) => Outcome::Failed(e),
@@ -405,44 +449,53 @@ impl Runner {
         if self.wants(Scenario::Restore) {
             let target = dir.join("restore-target");
             remove_all(&target);
-            let outcome = match self.measure(&setup, "restore", &tool.restore_args(&id, &target), false) {
-                Ok(m) => {
-                    let name = image.qcow2.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let note = match find_file(&target, &name) {
-                        None => "restored file NOT FOUND".to_string(),
-                        Some(restored) => match same_content(&restored, &image.qcow2) {
-                            Ok(true) => "restored file identical".to_string(),
-                            Ok(false) => "restored file DIFFERS".to_string(),
-                            Err(e) => format!("cannot compare: {e}"),
-                        },
-                    };
-                    Outcome::Ran {
-                        measurement: m,
-                        repo_bytes: None,
-                        note,
+            let outcome =
+                match self.measure(&setup, "restore", &tool.restore_args(&id, &target), false) {
+                    Ok(m) => {
+                        let name = image
+                            .qcow2
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let note = match find_file(&target, &name) {
+                            None => "restored file NOT FOUND".to_string(),
+                            Some(restored) => match same_content(&restored, &image.qcow2) {
+                                Ok(true) => "restored file identical".to_string(),
+                                Ok(false) => "restored file DIFFERS".to_string(),
+                                Err(e) => format!("cannot compare: {e}"),
+                            },
+                        };
+                        Outcome::Ran {
+                            measurement: m,
+                            repo_bytes: None,
+                            note,
+                        }
                     }
-                }
-                Err(e) => Outcome::Failed(e),
-            };
+                    Err(e) => Outcome::Failed(e),
+                };
             remove_all(&target);
             record(Scenario::Restore, outcome);
         }
         if self.wants(Scenario::Dump) {
-            let outcome = match self.measure(&setup, "dump", &tool.dump_args(&id, &image.qcow2), true) {
-                Ok(m) => Outcome::Ran {
-                    measurement: m,
-                    repo_bytes: None,
-                    note: String::new(),
-                },
-                Err(e) => Outcome::Failed(e),
-            };
+            let outcome =
+                match self.measure(&setup, "dump", &tool.dump_args(&id, &image.qcow2), true) {
+                    Ok(m) => Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: None,
+                        note: String::new(),
+                    },
+                    Err(e) => Outcome::Failed(e),
+                };
             record(Scenario::Dump, outcome);
         }
     }
 
     fn small_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
         let Some(small) = &inputs.small else {
-            return record(Scenario::Small, Outcome::Failed("small data set missing".into()));
+            return record(
+                Scenario::Small,
+                Outcome::Failed("small data set missing".into()),
+            );
         };
         let outcome = match self.fresh_repo(tool, dir, "small-repo") {
             Err(e) => Outcome::Failed(e),
@@ -464,7 +517,10 @@ impl Runner {
 
     fn prune_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
         let Some(prune) = &inputs.prune else {
-            return record(Scenario::Prune, Outcome::Failed("prune data set missing".into()));
+            return record(
+                Scenario::Prune,
+                Outcome::Failed("prune data set missing".into()),
+            );
         };
         let steps = || -> Result<Outcome, String> {
             let (setup, repo) = self.fresh_repo(tool, dir, "prune-repo")?;
@@ -478,7 +534,11 @@ impl Runner {
             Ok(Outcome::Ran {
                 measurement: m,
                 repo_bytes: Some(after),
-                note: format!("repo {:.0} → {:.0} MiB", before as f64 / 1048576.0, after as f64 / 1048576.0),
+                note: format!(
+                    "repo {:.0} → {:.0} MiB",
+                    before as f64 / 1048576.0,
+                    after as f64 / 1048576.0
+                ),
             })
         };
         let outcome = steps().unwrap_or_else(Outcome::Failed);
@@ -492,7 +552,10 @@ impl Runner {
             return record(Scenario::Sftp, Outcome::Failed("sshd not started".into()));
         };
         let Some(image) = &inputs.image else {
-            return record(Scenario::Sftp, Outcome::Failed("image data set missing".into()));
+            return record(
+                Scenario::Sftp,
+                Outcome::Failed("image data set missing".into()),
+            );
         };
         let home = sshd.home();
         let repo = sshd.dir().join(format!("{}-repo", tool.slug()));

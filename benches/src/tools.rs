@@ -71,7 +71,12 @@ pub fn version_line(bin: &Path, args: &[&str]) -> String {
             .unwrap_or("")
             .trim()
             .to_string(),
-        Ok(out) => format!("`{} {}` failed: {}", bin.display(), args.join(" "), out.status),
+        Ok(out) => format!(
+            "`{} {}` failed: {}",
+            bin.display(),
+            args.join(" "),
+            out.status
+        ),
         Err(e) => format!("not runnable ({e})"),
     }
 }
@@ -199,9 +204,15 @@ mod tests {
     #[test]
     fn finds_snapshot_ids_in_restic_and_rustic_json() {
         let restic = r#"[{"time":"x","paths":["/a"],"id":"aaa"},{"paths":["/b"],"id":"bbb"}]"#;
-        assert_eq!(snapshot_id_for(restic, Path::new("/b")).as_deref(), Some("bbb"));
+        assert_eq!(
+            snapshot_id_for(restic, Path::new("/b")).as_deref(),
+            Some("bbb")
+        );
         let rustic = r#"[[{"hostname":"h"},[{"id":"ccc","paths":["/c"]}]]]"#;
-        assert_eq!(snapshot_id_for(rustic, Path::new("/c")).as_deref(), Some("ccc"));
+        assert_eq!(
+            snapshot_id_for(rustic, Path::new("/c")).as_deref(),
+            Some("ccc")
+        );
         assert_eq!(snapshot_id_for(restic, Path::new("/z")), None);
     }
 

@@ -60,7 +60,12 @@ pub enum DumpError {
 /// Dump whatever `path` names inside the tree `root`: a file's content, or a
 /// tar of a directory's descendants (`/` = the whole tree). Entry names are
 /// relative to `root`.
-pub fn dump_path(repo: &Repository, root: &Id, path: &[u8], writer: &mut dyn Write) -> Result<(), DumpError> {
+pub fn dump_path(
+    repo: &Repository,
+    root: &Id,
+    path: &[u8],
+    writer: &mut dyn Write,
+) -> Result<(), DumpError> {
     match walker::resolve_path(repo, root, path)? {
         ResolvedPath::Root(tree) => dump_tar(repo, &tree, b"", writer),
         ResolvedPath::Node(node) => match node.node_type {
@@ -83,7 +88,10 @@ pub fn dump_path(repo: &Repository, root: &Id, path: &[u8], writer: &mut dyn Wri
 /// `/a//b/` → `/a/b` (the components resolve_path accepted).
 fn clean_base(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+    for comp in path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
         out.push(b'/');
         out.extend_from_slice(comp);
     }
@@ -109,7 +117,9 @@ pub fn dump_file(repo: &Repository, node: &Node, writer: &mut dyn Write) -> Resu
     if content.len() <= 1 {
         let mut total = 0u64;
         for id in content {
-            let data = repo.load_blob(BlobType::Data, id).map_err(|e| blob_error(id, e.to_string()))?;
+            let data = repo
+                .load_blob(BlobType::Data, id)
+                .map_err(|e| blob_error(id, e.to_string()))?;
             writer.write_all(&data)?;
             total += data.len() as u64;
         }
@@ -128,7 +138,10 @@ pub fn dump_file(repo: &Repository, node: &Node, writer: &mut dyn Write) -> Resu
             scope.spawn(|| loop {
                 let index = {
                     let Ok(mut s) = state.lock() else { return };
-                    while !s.abort && s.next_to_fetch < content.len() && s.next_to_fetch >= s.written + PREFETCH_BLOBS {
+                    while !s.abort
+                        && s.next_to_fetch < content.len()
+                        && s.next_to_fetch >= s.written + PREFETCH_BLOBS
+                    {
                         s = match changed.wait(s) {
                             Ok(s) => s,
                             Err(_) => return,
@@ -141,7 +154,9 @@ pub fn dump_file(repo: &Repository, node: &Node, writer: &mut dyn Write) -> Resu
                     s.next_to_fetch - 1
                 };
                 let Some(id) = content.get(index) else { return };
-                let result = repo.load_blob(BlobType::Data, id).map_err(|e| e.to_string());
+                let result = repo
+                    .load_blob(BlobType::Data, id)
+                    .map_err(|e| e.to_string());
                 let Ok(mut s) = state.lock() else { return };
                 s.ready.insert(index, result);
                 changed.notify_all();
@@ -166,14 +181,18 @@ fn write_in_order(
     let mut total = 0u64;
     for (index, id) in content.iter().enumerate() {
         let data = {
-            let mut s = state.lock().map_err(|_| blob_error(id, "worker panicked".into()))?;
+            let mut s = state
+                .lock()
+                .map_err(|_| blob_error(id, "worker panicked".into()))?;
             loop {
                 if let Some(r) = s.ready.remove(&index) {
                     s.written = index + 1;
                     changed.notify_all();
                     break r;
                 }
-                s = changed.wait(s).map_err(|_| blob_error(id, "worker panicked".into()))?;
+                s = changed
+                    .wait(s)
+                    .map_err(|_| blob_error(id, "worker panicked".into()))?;
             }
         };
         let data = data.map_err(|m| blob_error(id, m))?;
@@ -186,7 +205,12 @@ fn write_in_order(
 /// Write the descendants of tree `tree` as a tar archive. `base` is the
 /// tree's path (`/sub` or empty for the root); entry names are `base` +
 /// path below it, without the leading `/`.
-pub fn dump_tar(repo: &Repository, tree: &Id, base: &[u8], writer: &mut dyn Write) -> Result<(), DumpError> {
+pub fn dump_tar(
+    repo: &Repository,
+    tree: &Id,
+    base: &[u8],
+    writer: &mut dyn Write,
+) -> Result<(), DumpError> {
     let mut failure: Option<DumpError> = None;
     walker::walk(repo, tree, |entry| {
         let mut name: Vec<u8> = base.strip_prefix(b"/").unwrap_or(base).to_vec();
@@ -208,7 +232,12 @@ pub fn dump_tar(repo: &Repository, tree: &Id, base: &[u8], writer: &mut dyn Writ
     Ok(())
 }
 
-fn write_tar_entry(repo: &Repository, name: &[u8], node: &Node, writer: &mut dyn Write) -> Result<(), DumpError> {
+fn write_tar_entry(
+    repo: &Repository,
+    name: &[u8],
+    node: &Node,
+    writer: &mut dyn Write,
+) -> Result<(), DumpError> {
     let (type_flag, size, link): (u8, u64, &[u8]) = match node.node_type {
         NodeType::File => (b'0', node.size, b""),
         NodeType::Dir => (b'5', 0, b""),
@@ -225,7 +254,12 @@ fn write_tar_entry(repo: &Repository, name: &[u8], node: &Node, writer: &mut dyn
     let xattrs: Vec<(String, Vec<u8>)> = node
         .extended_attributes
         .iter()
-        .map(|a| (format!("SCHILY.xattr.{}", String::from_utf8_lossy(&a.name)), a.value.clone().unwrap_or_default()))
+        .map(|a| {
+            (
+                format!("SCHILY.xattr.{}", String::from_utf8_lossy(&a.name)),
+                a.value.clone().unwrap_or_default(),
+            )
+        })
         .collect();
     let header = TarHeader {
         name,
@@ -397,7 +431,11 @@ impl TarHeader {
                 pax.insert(key.into(), value.clone());
             }
         }
-        for (key, value, len) in [("uid", self.uid, 8), ("gid", self.gid, 8), ("size", self.size, 12)] {
+        for (key, value, len) in [
+            ("uid", self.uid, 8),
+            ("gid", self.gid, 8),
+            ("size", self.size, 12),
+        ] {
             if !fits_octal(len, value) {
                 ustar_ok = false;
                 pax.insert(key.into(), value.to_string().into_bytes());
@@ -540,7 +578,10 @@ mod tests {
         let mut out = Vec::new();
         h.write(&mut out).unwrap();
         assert_eq!(out.len(), 512);
-        assert_eq!(&out[100..157], b"0004755\x000000000\x000000000\x0000000000006\x0015300645174\x00012045\x00 0");
+        assert_eq!(
+            &out[100..157],
+            b"0004755\x000000000\x000000000\x0000000000006\x0015300645174\x00012045\x00 0"
+        );
         assert_eq!(&out[257..265], b"ustar\x0000");
         assert_eq!(&out[329..345], b"0000000\x000000000\x00");
     }

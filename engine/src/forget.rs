@@ -237,14 +237,21 @@ impl fmt::Display for KeepPolicy {
             if !s.is_empty() {
                 s.push_str(" and ");
             }
-            let lists: Vec<String> = self.tags.iter().map(|l| format!("[{}]", l.join(" "))).collect();
+            let lists: Vec<String> = self
+                .tags
+                .iter()
+                .map(|l| format!("[{}]", l.join(" ")))
+                .collect();
             s.push_str(&format!("all snapshots with tags [{}]", lists.join(" ")));
         }
         if !self.within.is_zero() {
             if !s.is_empty() {
                 s.push_str(" and ");
             }
-            s.push_str(&format!("all snapshots within {} of the newest", self.within));
+            s.push_str(&format!(
+                "all snapshots within {} of the newest",
+                self.within
+            ));
         }
         write!(f, "keep {s}")
     }
@@ -343,7 +350,11 @@ pub fn apply_policy(list: Vec<(Id, Snapshot)>, policy: &KeepPolicy) -> PolicyRes
 }
 
 /// [`apply_policy`] with an explicit "now" (for tests).
-pub fn apply_policy_at(mut list: Vec<(Id, Snapshot)>, policy: &KeepPolicy, now: GoTime) -> PolicyResult {
+pub fn apply_policy_at(
+    mut list: Vec<(Id, Snapshot)>,
+    policy: &KeepPolicy,
+    now: GoTime,
+) -> PolicyResult {
     // Newest first; a stable sort keeps the input order for equal times.
     list.sort_by(|a, b| b.1.time.unix_nanos().cmp(&a.1.time.unix_nanos()));
     let mut result = PolicyResult::default();
@@ -486,7 +497,11 @@ impl GroupBy {
             v
         };
         GroupKey {
-            hostname: if self.host { s.hostname.clone() } else { String::new() },
+            hostname: if self.host {
+                s.hostname.clone()
+            } else {
+                String::new()
+            },
             paths: self.paths.then(|| sorted(&s.paths)),
             tags: self.tags.then(|| sorted(&s.tags)),
         }
@@ -537,7 +552,10 @@ impl GroupKey {
 }
 
 /// Split snapshots into groups, sorted by key.
-pub fn group_snapshots(list: Vec<(Id, Snapshot)>, by: GroupBy) -> Vec<(GroupKey, Vec<(Id, Snapshot)>)> {
+pub fn group_snapshots(
+    list: Vec<(Id, Snapshot)>,
+    by: GroupBy,
+) -> Vec<(GroupKey, Vec<(Id, Snapshot)>)> {
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = Default::default();
     for (id, s) in list {
         groups.entry(by.key(&s)).or_default().push((id, s));
@@ -609,7 +627,12 @@ mod tests {
     #[test]
     fn daily_with_oldest_rule() {
         // Three days, two snapshots on the first day.
-        let list = snaps(&[at(2020, 1, 1, 1), at(2020, 1, 1, 5), at(2020, 1, 2, 3), at(2020, 1, 3, 3)]);
+        let list = snaps(&[
+            at(2020, 1, 1, 1),
+            at(2020, 1, 1, 5),
+            at(2020, 1, 2, 3),
+            at(2020, 1, 3, 3),
+        ]);
         let p = KeepPolicy {
             daily: 10,
             ..Default::default()
@@ -618,7 +641,12 @@ mod tests {
         // newest per day + the oldest snapshot (counts left).
         assert_eq!(
             kept_times(&r),
-            vec![at(2020, 1, 3, 3), at(2020, 1, 2, 3), at(2020, 1, 1, 5), at(2020, 1, 1, 1)]
+            vec![
+                at(2020, 1, 3, 3),
+                at(2020, 1, 2, 3),
+                at(2020, 1, 1, 5),
+                at(2020, 1, 1, 1)
+            ]
         );
         assert_eq!(r.keep[3].2, vec!["oldest daily snapshot".to_string()]);
         let p = KeepPolicy {
@@ -632,7 +660,12 @@ mod tests {
 
     #[test]
     fn within_and_tags_and_text() {
-        let mut list = snaps(&[at(2020, 1, 1, 0), at(2020, 1, 5, 0), at(2020, 1, 9, 0), at(2020, 1, 10, 0)]);
+        let mut list = snaps(&[
+            at(2020, 1, 1, 0),
+            at(2020, 1, 5, 0),
+            at(2020, 1, 9, 0),
+            at(2020, 1, 10, 0),
+        ]);
         list[0].1.tags = vec!["keep".into()];
         let p = KeepPolicy {
             within: CalendarDuration::parse("2d").unwrap(),
@@ -640,7 +673,10 @@ mod tests {
             ..Default::default()
         };
         let r = apply_policy_at(list, &p, at(2030, 1, 1, 0));
-        assert_eq!(kept_times(&r), vec![at(2020, 1, 10, 0), at(2020, 1, 9, 0), at(2020, 1, 1, 0)]);
+        assert_eq!(
+            kept_times(&r),
+            vec![at(2020, 1, 10, 0), at(2020, 1, 9, 0), at(2020, 1, 1, 0)]
+        );
         assert_eq!(r.keep[2].2, vec!["has tags [keep]".to_string()]);
         assert_eq!(r.keep[0].2, vec!["within 2d".to_string()]);
         assert_eq!(
@@ -658,6 +694,9 @@ mod tests {
             within_daily: CalendarDuration::parse("7d").unwrap(),
             ..Default::default()
         };
-        assert_eq!(p.to_string(), "keep 7 daily, all weekly snapshots, daily snapshots within 7d");
+        assert_eq!(
+            p.to_string(),
+            "keep 7 daily, all weekly snapshots, daily snapshots within 7d"
+        );
     }
 }

@@ -141,7 +141,11 @@ pub fn sort_snapshots(list: &mut [(Id, Snapshot)]) {
 
 /// Find one snapshot in `list` by full ID, unique prefix or `latest`
 /// (filters apply to `latest` only).
-pub fn find_in(list: &[(Id, Snapshot)], arg: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot), SelectionError> {
+pub fn find_in(
+    list: &[(Id, Snapshot)],
+    arg: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Id, Snapshot), SelectionError> {
     if arg == "latest" {
         let f = filter.for_latest();
         return list
@@ -165,7 +169,9 @@ pub fn find_in(list: &[(Id, Snapshot)], arg: &str, filter: &SnapshotFilter) -> R
             found = Some(entry);
         }
     }
-    found.cloned().ok_or_else(|| SelectionError::NoMatch(arg.to_string()))
+    found
+        .cloned()
+        .ok_or_else(|| SelectionError::NoMatch(arg.to_string()))
 }
 
 /// Multi-snapshot selection over `list`: the given IDs (prefixes, `latest`),
@@ -177,7 +183,10 @@ pub fn select_in(
     filter: &SnapshotFilter,
 ) -> Result<Vec<(Id, Snapshot)>, SelectionError> {
     let mut out: Vec<(Id, Snapshot)> = if ids.is_empty() {
-        list.iter().filter(|(_, s)| filter.matches(s)).cloned().collect()
+        list.iter()
+            .filter(|(_, s)| filter.matches(s))
+            .cloned()
+            .collect()
     } else {
         let mut v: Vec<(Id, Snapshot)> = Vec::new();
         for arg in ids {
@@ -193,16 +202,25 @@ pub fn select_in(
 }
 
 fn list_all(repo: &Repository) -> Result<Vec<(Id, Snapshot)>, SelectionError> {
-    repo.list_snapshots().map_err(|e| SelectionError::List(Box::new(e)))
+    repo.list_snapshots()
+        .map_err(|e| SelectionError::List(Box::new(e)))
 }
 
 /// [`select_in`] over all snapshots of `repo`.
-pub fn select(repo: &Repository, ids: &[String], filter: &SnapshotFilter) -> Result<Vec<(Id, Snapshot)>, SelectionError> {
+pub fn select(
+    repo: &Repository,
+    ids: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>, SelectionError> {
     select_in(&list_all(repo)?, ids, filter)
 }
 
 /// [`find_in`] over all snapshots of `repo` (restore, dump, ls, ...).
-pub fn select_one(repo: &Repository, arg: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot), SelectionError> {
+pub fn select_one(
+    repo: &Repository,
+    arg: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Id, Snapshot), SelectionError> {
     find_in(&list_all(repo)?, arg, filter)
 }
 
@@ -233,9 +251,18 @@ mod tests {
         let l = list();
         let f = SnapshotFilter::default();
         assert_eq!(find_in(&l, "cc", &f).unwrap().0, Id([0xcc; 32]));
-        assert_eq!(find_in(&l, &Id([0xab; 32]).to_hex(), &f).unwrap().0, Id([0xab; 32]));
-        assert!(matches!(find_in(&l, "a", &f), Err(SelectionError::Ambiguous(_))));
-        assert!(matches!(find_in(&l, "dd", &f), Err(SelectionError::NoMatch(_))));
+        assert_eq!(
+            find_in(&l, &Id([0xab; 32]).to_hex(), &f).unwrap().0,
+            Id([0xab; 32])
+        );
+        assert!(matches!(
+            find_in(&l, "a", &f),
+            Err(SelectionError::Ambiguous(_))
+        ));
+        assert!(matches!(
+            find_in(&l, "dd", &f),
+            Err(SelectionError::NoMatch(_))
+        ));
         assert_eq!(
             SelectionError::NoMatch("dd".into()).to_string(),
             "no matching ID found for prefix \"dd\""
@@ -245,13 +272,19 @@ mod tests {
     #[test]
     fn latest_honours_filters() {
         let l = list();
-        assert_eq!(find_in(&l, "latest", &SnapshotFilter::default()).unwrap().0, Id([0xaa; 32]));
+        assert_eq!(
+            find_in(&l, "latest", &SnapshotFilter::default()).unwrap().0,
+            Id([0xaa; 32])
+        );
         let f = SnapshotFilter::from_args(&["h2".into()], &[], &[]);
         assert_eq!(find_in(&l, "latest", &f).unwrap().0, Id([0xab; 32]));
         let f = SnapshotFilter::from_args(&[], &[], &["/etc".into()]);
         assert_eq!(find_in(&l, "latest", &f).unwrap().0, Id([0xcc; 32]));
         let f = SnapshotFilter::from_args(&["nohost".into()], &[], &[]);
-        assert!(matches!(find_in(&l, "latest", &f), Err(SelectionError::NoLatest)));
+        assert!(matches!(
+            find_in(&l, "latest", &f),
+            Err(SelectionError::NoLatest)
+        ));
     }
 
     #[test]
@@ -261,7 +294,11 @@ mod tests {
         let got = select_in(&l, &[], &f).unwrap();
         assert_eq!(got.len(), 1);
         let f = SnapshotFilter::from_args(&[], &["b".into(), "".into()], &[]);
-        let ids: Vec<Id> = select_in(&l, &[], &f).unwrap().into_iter().map(|x| x.0).collect();
+        let ids: Vec<Id> = select_in(&l, &[], &f)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
         assert_eq!(ids, vec![Id([0xcc; 32]), Id([0xaa; 32])]);
         let all: Vec<Id> = select_in(&l, &[], &SnapshotFilter::default())
             .unwrap()
@@ -269,9 +306,17 @@ mod tests {
             .map(|x| x.0)
             .collect();
         assert_eq!(all, vec![Id([0xab; 32]), Id([0xcc; 32]), Id([0xaa; 32])]);
-        let dup = select_in(&l, &["cc".into(), "latest".into(), "aa".into()], &SnapshotFilter::default()).unwrap();
+        let dup = select_in(
+            &l,
+            &["cc".into(), "latest".into(), "aa".into()],
+            &SnapshotFilter::default(),
+        )
+        .unwrap();
         assert_eq!(dup.len(), 2);
-        assert_eq!(split_snapshot_arg("latest:/home/x"), ("latest", Some("/home/x")));
+        assert_eq!(
+            split_snapshot_arg("latest:/home/x"),
+            ("latest", Some("/home/x"))
+        );
         assert_eq!(split_snapshot_arg("abc"), ("abc", None));
     }
 }

@@ -256,7 +256,11 @@ pub fn resolve_path(repo: &Repository, root: &Id, path: &[u8]) -> Result<Resolve
 }
 
 /// [`resolve_path`] with any tree source.
-pub fn resolve_path_with_loader<L, E>(mut load: L, root: &Id, path: &[u8]) -> Result<ResolvedPath, WalkError>
+pub fn resolve_path_with_loader<L, E>(
+    mut load: L,
+    root: &Id,
+    path: &[u8],
+) -> Result<ResolvedPath, WalkError>
 where
     L: FnMut(&Id) -> Result<Tree, E>,
     E: std::error::Error + Send + Sync + 'static,
@@ -400,7 +404,10 @@ pub struct LsFilter {
 
 /// `p` equals `base` or lies below it (component-wise).
 fn has_path_prefix(base: &[u8], p: &[u8]) -> bool {
-    let base_c: Vec<&[u8]> = base.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let base_c: Vec<&[u8]> = base
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     let p_c: Vec<&[u8]> = p.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
     base_c.len() <= p_c.len() && base_c.iter().zip(&p_c).all(|(a, b)| a == b)
 }
@@ -426,7 +433,12 @@ impl LsFilter {
 }
 
 /// Walk `root` and collect the `ls` entries selected by `filter`.
-pub fn ls(repo: &Repository, root: &Id, filter: &LsFilter, mut emit: impl FnMut(LsNode)) -> Result<(), WalkError> {
+pub fn ls(
+    repo: &Repository,
+    root: &Id,
+    filter: &LsFilter,
+    mut emit: impl FnMut(LsNode),
+) -> Result<(), WalkError> {
     walk(repo, root, |entry| {
         let (print, action) = filter.decide(entry.path, entry.node.node_type == NodeType::Dir);
         if print {
@@ -476,7 +488,10 @@ mod tests {
         trees.insert(
             id(1),
             Tree {
-                nodes: vec![node("a", NodeType::Dir, Some(id(2))), node("z", NodeType::File, None)],
+                nodes: vec![
+                    node("a", NodeType::Dir, Some(id(2))),
+                    node("z", NodeType::File, None),
+                ],
             },
         );
         trees.insert(
@@ -498,7 +513,10 @@ mod tests {
                     nodes: vec![node(bad, NodeType::File, None)],
                 },
             );
-            assert!(matches!(run(&trees, id(1)), Err(WalkError::InvalidName { .. })), "{bad}");
+            assert!(
+                matches!(run(&trees, id(1)), Err(WalkError::InvalidName { .. })),
+                "{bad}"
+            );
         }
         let mut trees = HashMap::new();
         trees.insert(
@@ -512,10 +530,16 @@ mod tests {
         trees.insert(
             id(1),
             Tree {
-                nodes: vec![node("a", NodeType::File, None), node("a", NodeType::Dir, Some(id(1)))],
+                nodes: vec![
+                    node("a", NodeType::File, None),
+                    node("a", NodeType::Dir, Some(id(1))),
+                ],
             },
         );
-        assert!(matches!(run(&trees, id(1)), Err(WalkError::DuplicateName { .. })));
+        assert!(matches!(
+            run(&trees, id(1)),
+            Err(WalkError::DuplicateName { .. })
+        ));
     }
 
     #[test]
@@ -559,7 +583,10 @@ mod tests {
         };
         assert_eq!(f.decide(b"/other", true), (false, WalkAction::SkipChildren));
         assert_eq!(f.decide(b"/test", true), (true, WalkAction::Continue));
-        assert_eq!(f.decide(b"/test/foo", true), (true, WalkAction::SkipChildren));
+        assert_eq!(
+            f.decide(b"/test/foo", true),
+            (true, WalkAction::SkipChildren)
+        );
         let f = LsFilter {
             dirs: vec![b"/test/foo".to_vec()],
             recursive: true,

@@ -155,7 +155,8 @@ pub fn is_restix() -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    !(name.starts_with("restic") && !name.starts_with("restix"))
+    // "restic", "restic-0.14", ... are restic; anything else is restix.
+    !name.starts_with("restic")
 }
 
 /// The real restic (the oracle): `$RESTIC_BIN`, else `restic` from `PATH`.

@@ -124,13 +124,19 @@ impl SummaryJson {
             data_added_packed: summary.data_added_packed,
             total_files_processed: summary.total_files_processed,
             total_bytes_processed: summary.total_bytes_processed,
-            total_duration: GoFloat(summary.total_duration.as_secs_f64()),
+            total_duration: GoFloat(backup_duration(summary).as_secs_f64()),
             backup_start: summary.backup_start,
             backup_end: summary.backup_end,
             snapshot_id: summary.snapshot_id.to_hex(),
             dry_run,
         }
     }
+}
+
+/// 0.18+: `total_duration` is `backup_end - backup_start` (spec: cli §11.1).
+fn backup_duration(summary: &BackupSummary) -> Duration {
+    let nanos = summary.backup_end.unix_nanos() - summary.backup_start.unix_nanos();
+    u64::try_from(nanos).map(Duration::from_nanos).unwrap_or(summary.total_duration)
 }
 
 /// Progress state shared with the archiver's threads and the reporter.
@@ -569,6 +575,12 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     if !args.stdin && paths.is_empty() {
         return Err(fatal("nothing to backup, please specify source files/dirs").into());
     }
+    if !args.stdin && paths.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
+        for p in &paths {
+            ctx.printer.error(&format!("{p} does not exist, skipping"));
+        }
+        return Err(fatal("all source directories/files do not exist").into());
+    }
     let host = args
         .host
         .clone()
@@ -669,15 +681,16 @@ fn print_summary(ctx: &Context, summary: &BackupSummary) {
     p.verbose(&format!("Data Blobs:  {:5} new", summary.data_blobs));
     p.verbose(&format!("Tree Blobs:  {:5} new", summary.tree_blobs));
     p.print(&format!(
-        "Added to the repository: {} ({} stored)\n",
+        "Added to the repository: {:<5} ({:<5} stored)",
         format_bytes(summary.data_added),
         format_bytes(summary.data_added_packed)
     ));
+    p.print("");
     p.print(&format!(
         "processed {} files, {} in {}",
         summary.total_files_processed,
         format_bytes(summary.total_bytes_processed),
-        format_duration(summary.total_duration.as_secs())
+        format_duration(backup_duration(summary).as_secs())
     ));
     p.print(&format!("snapshot {} saved", summary.snapshot_id.short()));
 }
@@ -720,7 +733,7 @@ mod tests {
         assert_eq!(
             json,
             format!(
-                r#"{{"message_type":"summary","files_new":2,"files_changed":0,"files_unmodified":0,"dirs_new":2,"dirs_changed":0,"dirs_unmodified":0,"data_blobs":1,"tree_blobs":2,"data_added":1352,"data_added_packed":900,"total_files_processed":2,"total_bytes_processed":5011,"total_duration":0.228,"backup_start":"2026-11-22T18:57:16Z","backup_end":"2026-11-22T18:57:17.5Z","snapshot_id":"{}"}}"#,
+                r#"{{"message_type":"summary","files_new":2,"files_changed":0,"files_unmodified":0,"dirs_new":2,"dirs_changed":0,"dirs_unmodified":0,"data_blobs":1,"tree_blobs":2,"data_added":1352,"data_added_packed":900,"total_files_processed":2,"total_bytes_processed":5011,"total_duration":1.5,"backup_start":"2026-11-22T18:57:16Z","backup_end":"2026-11-22T18:57:17.5Z","snapshot_id":"{}"}}"#,
                 Id([0xc7; 32]).to_hex()
             )
         );

@@ -2,12 +2,16 @@
 
 mod backup;
 mod cat;
+mod check;
 mod dump;
+mod forget;
 mod init;
 mod list;
 mod ls;
+mod prune;
 mod restore;
 mod snapshots;
+mod stats;
 mod unlock;
 mod version;
 
@@ -114,6 +118,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Cat(args) => cat::run(&ctx, args)?,
         Command::List(args) => list::run(&ctx, args)?,
         Command::Unlock(args) => unlock::run(&ctx, args)?,
+        Command::Forget(args) => forget::run(&ctx, args)?,
+        Command::Prune(args) => prune::run(&ctx, args)?,
+        Command::Check(args) => check::run(&ctx, args)?,
+        Command::Stats(args) => stats::run(&ctx, args)?,
         other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
     Ok(exit_code::SUCCESS)

@@ -51,12 +51,16 @@ impl ExcludeMatcher {
         if self.patterns.is_empty() {
             return false;
         }
-        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let comps: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
         self.patterns.iter().any(|p| {
             if p.anchored {
                 match_parts(&p.parts, &comps, true)
             } else {
-                (0..=comps.len()).any(|start| match_parts(&p.parts, comps.get(start..).unwrap_or(&[]), true))
+                (0..=comps.len())
+                    .any(|start| match_parts(&p.parts, comps.get(start..).unwrap_or(&[]), true))
             }
         })
     }
@@ -72,7 +76,9 @@ fn match_parts(pat: &[Vec<u8>], path: &[&[u8]], _prefix_ok: bool) -> bool {
             (0..=path.len()).any(|skip| match_parts(rest, path.get(skip..).unwrap_or(&[]), true))
         }
         Some((first, rest)) => match path.split_first() {
-            Some((comp, path_rest)) => glob_match(first, comp) && match_parts(rest, path_rest, true),
+            Some((comp, path_rest)) => {
+                glob_match(first, comp) && match_parts(rest, path_rest, true)
+            }
             None => false,
         },
     }
@@ -96,7 +102,9 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                 continue;
             }
             Some(b'[') => {
-                if let Some((matched, next)) = match_class(pattern, p, name.get(n).copied().unwrap_or(0)) {
+                if let Some((matched, next)) =
+                    match_class(pattern, p, name.get(n).copied().unwrap_or(0))
+                {
                     if matched {
                         p = next;
                         n += 1;

@@ -59,7 +59,9 @@ pub struct StdinSource {
 
 impl std::fmt::Debug for StdinSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdinSource").field("filename", &self.filename).finish()
+        f.debug_struct("StdinSource")
+            .field("filename", &self.filename)
+            .finish()
     }
 }
 
@@ -151,9 +153,28 @@ pub trait ArchiveProgress: Sync {
     fn bytes_done(&self, bytes: u64) {}
     /// A file is done: its size, status, and the new data it added
     /// (plaintext / stored bytes).
-    fn file_done(&self, path: &Path, item: &[u8], size: u64, status: ItemStatus, added: u64, stored: u64, duration: Duration) {}
+    fn file_done(
+        &self,
+        path: &Path,
+        item: &[u8],
+        size: u64,
+        status: ItemStatus,
+        added: u64,
+        stored: u64,
+        duration: Duration,
+    ) {
+    }
     /// A directory's tree was stored.
-    fn dir_done(&self, path: &Path, item: &[u8], status: ItemStatus, added: u64, stored: u64, duration: Duration) {}
+    fn dir_done(
+        &self,
+        path: &Path,
+        item: &[u8],
+        status: ItemStatus,
+        added: u64,
+        stored: u64,
+        duration: Duration,
+    ) {
+    }
     /// An item could not be read; it is left out and the backup continues
     /// (exit code 3 at the end). `during` is `"scan"` or `"archival"`.
     fn error(&self, path: &Path, during: &str, error: &std::io::Error) {}
@@ -355,7 +376,9 @@ pub fn absolute_path(p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(p)
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(p)
     };
     clean_path(&joined)
 }
@@ -395,9 +418,15 @@ fn build_virtual_tree(targets: &[PathBuf]) -> VirtualDir {
     let mut root = VirtualDir::default();
     for target in targets {
         let comps = tree_components(target);
-        let Some((leaf, parents)) = comps.split_last() else { continue };
+        let Some((leaf, parents)) = comps.split_last() else {
+            continue;
+        };
         // Real path of every prefix, for the intermediate nodes' metadata.
-        let mut prefix = if target.is_absolute() { PathBuf::from("/") } else { PathBuf::new() };
+        let mut prefix = if target.is_absolute() {
+            PathBuf::from("/")
+        } else {
+            PathBuf::new()
+        };
         let mut prefixes = Vec::new();
         for c in target.components() {
             match c {
@@ -414,7 +443,13 @@ fn build_virtual_tree(targets: &[PathBuf]) -> VirtualDir {
     root
 }
 
-fn insert_target(dir: &mut VirtualDir, parents: &[Vec<u8>], prefixes: &[PathBuf], leaf: &[u8], target: &Path) {
+fn insert_target(
+    dir: &mut VirtualDir,
+    parents: &[Vec<u8>],
+    prefixes: &[PathBuf],
+    leaf: &[u8],
+    target: &Path,
+) {
     if let Some((name, rest)) = parents.split_first() {
         let entry = dir.children.entry(name.clone()).or_insert_with(|| {
             VirtualEntry::Dir(VirtualDir {
@@ -423,7 +458,9 @@ fn insert_target(dir: &mut VirtualDir, parents: &[Vec<u8>], prefixes: &[PathBuf]
             })
         });
         match entry {
-            VirtualEntry::Dir(d) => insert_target(d, rest, prefixes.get(1..).unwrap_or(&[]), leaf, target),
+            VirtualEntry::Dir(d) => {
+                insert_target(d, rest, prefixes.get(1..).unwrap_or(&[]), leaf, target)
+            }
             // A parent of this target is a target itself: covered already.
             VirtualEntry::Target(_) => {}
         }
@@ -433,7 +470,8 @@ fn insert_target(dir: &mut VirtualDir, parents: &[Vec<u8>], prefixes: &[PathBuf]
         None | Some(VirtualEntry::Dir(_)) => {
             // A target replaces an intermediate directory (its contents
             // include the other targets).
-            dir.children.insert(leaf.to_vec(), VirtualEntry::Target(target.to_path_buf()));
+            dir.children
+                .insert(leaf.to_vec(), VirtualEntry::Target(target.to_path_buf()));
         }
         Some(VirtualEntry::Target(existing)) if existing == target => {}
         Some(VirtualEntry::Target(_)) => {
@@ -443,7 +481,8 @@ fn insert_target(dir: &mut VirtualDir, parents: &[Vec<u8>], prefixes: &[PathBuf]
                 let mut name = leaf.to_vec();
                 name.extend_from_slice(format!("-{i}").as_bytes());
                 if !dir.children.contains_key(&name) {
-                    dir.children.insert(name, VirtualEntry::Target(target.to_path_buf()));
+                    dir.children
+                        .insert(name, VirtualEntry::Target(target.to_path_buf()));
                     return;
                 }
                 i += 1;
@@ -480,16 +519,27 @@ impl Archiver {
     }
 
     /// Back up `paths` (or stdin, if set in the options) and write a snapshot.
-    pub fn backup(&mut self, paths: &[PathBuf], progress: &dyn ArchiveProgress) -> Result<BackupSummary, ArchiveError> {
+    pub fn backup(
+        &mut self,
+        paths: &[PathBuf],
+        progress: &dyn ArchiveProgress,
+    ) -> Result<BackupSummary, ArchiveError> {
         let started = Instant::now();
         let backup_start = self.options.backup_start.unwrap_or_else(GoTime::now_local);
         let threads = if self.options.threads == 0 {
-            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
         } else {
             self.options.threads
         };
-        let read_concurrency = if self.options.read_concurrency == 0 { 2 } else { self.options.read_concurrency };
-        let chunker = Chunker::new(self.repo.polynomial()).map_err(|e| ArchiveError::Chunker(e.to_string()))?;
+        let read_concurrency = if self.options.read_concurrency == 0 {
+            2
+        } else {
+            self.options.read_concurrency
+        };
+        let chunker = Chunker::new(self.repo.polynomial())
+            .map_err(|e| ArchiveError::Chunker(e.to_string()))?;
         let stdin = self.options.stdin.take();
         let options = &self.options;
         let run = Run {
@@ -530,7 +580,10 @@ impl Archiver {
                 match std::fs::symlink_metadata(p) {
                     Ok(_) => existing.push(p.clone()),
                     Err(e) => {
-                        let err = std::io::Error::new(e.kind(), format!("{} does not exist, skipping", p.display()));
+                        let err = std::io::Error::new(
+                            e.kind(),
+                            format!("{} does not exist, skipping", p.display()),
+                        );
                         progress.error(p, "scan", &err);
                         missing.push(p.clone());
                     }
@@ -574,7 +627,11 @@ impl Archiver {
         let c = &run.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (uid, gid) = os_identity::uid_gid();
-        let hostname = if options.hostname.is_empty() { os_identity::hostname() } else { options.hostname.clone() };
+        let hostname = if options.hostname.is_empty() {
+            os_identity::hostname()
+        } else {
+            options.hostname.clone()
+        };
         let files_total = get(&c.files_new) + get(&c.files_changed) + get(&c.files_unmodified);
         let backup_end = GoTime::now_local();
         let summary = SnapshotSummary {
@@ -645,7 +702,9 @@ fn scan(targets: &[PathBuf], excludes: &ExcludeMatcher, progress: &dyn ArchivePr
         if !is_target && excludes.is_excluded(abs.as_os_str().as_bytes()) {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if meta.is_dir() {
             dirs += 1;
             if let Ok(rd) = std::fs::read_dir(&p) {
@@ -675,7 +734,9 @@ fn file_unchanged(old: &Node, new: &Node, ignore_ctime: bool, ignore_inode: bool
 
 impl Run<'_> {
     fn save_tree(&self, tree: &Tree) -> Result<Id, ArchiveError> {
-        let bytes = tree.encode().map_err(|e| ArchiveError::Tree(e.to_string()))?;
+        let bytes = tree
+            .encode()
+            .map_err(|e| ArchiveError::Tree(e.to_string()))?;
         let (id, new, stored) = self.repo.save_blob(BlobType::Tree, &bytes, None)?;
         if new {
             inc(&self.counters.tree_blobs, 1);
@@ -691,7 +752,11 @@ impl Run<'_> {
     }
 
     /// Archive the virtual tree of targets; returns the root tree.
-    fn archive_virtual(&self, dir: &VirtualDir, parent: Option<&Tree>) -> Result<Tree, ArchiveError> {
+    fn archive_virtual(
+        &self,
+        dir: &VirtualDir,
+        parent: Option<&Tree>,
+    ) -> Result<Tree, ArchiveError> {
         let entries: Vec<(&Vec<u8>, &VirtualEntry)> = dir.children.iter().collect();
         let nodes: Vec<Result<Option<Node>, ArchiveError>> = entries
             .par_iter()
@@ -708,7 +773,14 @@ impl Run<'_> {
                         };
                         let item = absolute_path(path);
                         let dev = meta.dev();
-                        self.archive_item(name, path, item.as_os_str().as_bytes(), &meta, parent_node, dev)
+                        self.archive_item(
+                            name,
+                            path,
+                            item.as_os_str().as_bytes(),
+                            &meta,
+                            parent_node,
+                            dev,
+                        )
                     }
                     VirtualEntry::Dir(sub) => {
                         let parent_sub = parent_node
@@ -717,8 +789,14 @@ impl Run<'_> {
                             .and_then(|id| self.repo.load_tree(&id).ok());
                         let tree = self.archive_virtual(sub, parent_sub.as_ref())?;
                         let subtree = self.save_tree(&tree)?;
-                        let mut node = match sub.meta_path.as_ref().map(|p| (p, std::fs::symlink_metadata(p))) {
-                            Some((p, Ok(meta))) => node::node_from_metadata(name, p, &meta, self.options.with_atime),
+                        let mut node = match sub
+                            .meta_path
+                            .as_ref()
+                            .map(|p| (p, std::fs::symlink_metadata(p)))
+                        {
+                            Some((p, Ok(meta))) => {
+                                node::node_from_metadata(name, p, &meta, self.options.with_atime)
+                            }
                             _ => Node::new(name.to_vec(), NodeType::Dir),
                         };
                         node.node_type = NodeType::Dir;
@@ -757,7 +835,12 @@ impl Run<'_> {
         } else if ft.is_file() {
             Ok(self.archive_file(name, path, item, meta, parent))
         } else {
-            Ok(Some(node::node_from_metadata(name, path, meta, self.options.with_atime)))
+            Ok(Some(node::node_from_metadata(
+                name,
+                path,
+                meta,
+                self.options.with_atime,
+            )))
         }
     }
 
@@ -818,7 +901,14 @@ impl Run<'_> {
                     }
                 }
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(child_name));
-                self.archive_item(child_name, child_path, &child_item, &meta, parent_node, root_dev)
+                self.archive_item(
+                    child_name,
+                    child_path,
+                    &child_item,
+                    &meta,
+                    parent_node,
+                    root_dev,
+                )
             })
             .collect();
         let mut tree = Tree::new();
@@ -827,7 +917,9 @@ impl Run<'_> {
                 tree.nodes.push(n);
             }
         }
-        let bytes = tree.encode().map_err(|e| ArchiveError::Tree(e.to_string()))?;
+        let bytes = tree
+            .encode()
+            .map_err(|e| ArchiveError::Tree(e.to_string()))?;
         let (subtree, new, stored) = self.repo.save_blob(BlobType::Tree, &bytes, None)?;
         let (added, stored) = if new {
             inc(&self.counters.tree_blobs, 1);
@@ -850,25 +942,49 @@ impl Run<'_> {
         }
         let mut dir_item = item.to_vec();
         dir_item.push(b'/');
-        self.progress.dir_done(path, &dir_item, status, added, stored, started.elapsed());
+        self.progress
+            .dir_done(path, &dir_item, status, added, stored, started.elapsed());
         Ok(Some(node))
     }
 
-    fn archive_file(&self, name: &[u8], path: &Path, item: &[u8], meta: &Metadata, parent: Option<&Node>) -> Option<Node> {
+    fn archive_file(
+        &self,
+        name: &[u8],
+        path: &Path,
+        item: &[u8],
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Option<Node> {
         let started = Instant::now();
         let mut node = node::node_from_metadata(name, path, meta, self.options.with_atime);
         // Unchanged since the parent: reuse its content without reading.
         if let Some(old) = parent {
             if !self.options.force
-                && file_unchanged(old, &node, self.options.ignore_ctime, self.options.ignore_inode)
+                && file_unchanged(
+                    old,
+                    &node,
+                    self.options.ignore_ctime,
+                    self.options.ignore_inode,
+                )
             {
                 if let Some(content) = old.content.as_ref() {
-                    if content.iter().all(|id| self.repo.has_blob(BlobType::Data, id)) {
+                    if content
+                        .iter()
+                        .all(|id| self.repo.has_blob(BlobType::Data, id))
+                    {
                         node.content = Some(content.clone());
                         inc(&self.counters.files_unmodified, 1);
                         inc(&self.counters.bytes_processed, node.size);
                         self.progress.bytes_done(node.size);
-                        self.progress.file_done(path, item, node.size, ItemStatus::Unchanged, 0, 0, started.elapsed());
+                        self.progress.file_done(
+                            path,
+                            item,
+                            node.size,
+                            ItemStatus::Unchanged,
+                            0,
+                            0,
+                            started.elapsed(),
+                        );
                         return Some(node);
                     }
                 }
@@ -916,13 +1032,18 @@ impl Run<'_> {
         };
         node.content = Some(content);
         node.size = size;
-        let status = if parent.is_some() { ItemStatus::Changed } else { ItemStatus::New };
+        let status = if parent.is_some() {
+            ItemStatus::Changed
+        } else {
+            ItemStatus::New
+        };
         match status {
             ItemStatus::New => inc(&self.counters.files_new, 1),
             _ => inc(&self.counters.files_changed, 1),
         }
         inc(&self.counters.bytes_processed, size);
-        self.progress.file_done(path, item, size, status, added, stored, started.elapsed());
+        self.progress
+            .file_done(path, item, size, status, added, stored, started.elapsed());
         Some(node)
     }
 
@@ -943,7 +1064,10 @@ impl Run<'_> {
         }
     }
 
-    fn save_content_sequential(&self, file: impl Read) -> Result<(Vec<Id>, u64, u64, u64), FileError> {
+    fn save_content_sequential(
+        &self,
+        file: impl Read,
+    ) -> Result<(Vec<Id>, u64, u64, u64), FileError> {
         let mut stream = self.chunker.chunk_reader(file);
         let (mut ids, mut size, mut added, mut stored) = (Vec::new(), 0u64, 0u64, 0u64);
         while let Some(chunk) = stream.next_chunk().map_err(FileError::Io)? {
@@ -963,8 +1087,10 @@ impl Run<'_> {
         let (mut ids, mut size, mut added, mut stored) = (Vec::new(), 0u64, 0u64, 0u64);
         while let Some(batch) = stream.next_batch().map_err(FileError::Io)? {
             let chunks: Vec<&[u8]> = batch.iter().map(|c| c.data).collect();
-            let results: Vec<Result<(Id, u64, u64), RepoError>> =
-                chunks.par_iter().map(|data| self.save_chunk(data)).collect();
+            let results: Vec<Result<(Id, u64, u64), RepoError>> = chunks
+                .par_iter()
+                .map(|data| self.save_chunk(data))
+                .collect();
             for (r, data) in results.into_iter().zip(&chunks) {
                 let (id, a, s) = r.map_err(FileError::Repo)?;
                 ids.push(id);
@@ -978,7 +1104,11 @@ impl Run<'_> {
     }
 
     /// `--stdin`: one file node at the root.
-    fn archive_stdin(&self, stdin: StdinSource, time: GoTime) -> Result<(Tree, String), ArchiveError> {
+    fn archive_stdin(
+        &self,
+        stdin: StdinSource,
+        time: GoTime,
+    ) -> Result<(Tree, String), ArchiveError> {
         let name = stdin.filename.trim_start_matches('/').to_string();
         let snap_path = format!("/{name}");
         let path = PathBuf::from(&snap_path);
@@ -986,7 +1116,12 @@ impl Run<'_> {
         let started = Instant::now();
         let (content, size, added, stored) = match self.save_content_sequential(stdin.reader) {
             Ok(r) => r,
-            Err(FileError::Io(e)) => return Err(ArchiveError::Stdin { path: snap_path, source: e }),
+            Err(FileError::Io(e)) => {
+                return Err(ArchiveError::Stdin {
+                    path: snap_path,
+                    source: e,
+                })
+            }
             Err(FileError::Repo(e)) => return Err(e.into()),
         };
         if size == 0 {
@@ -1004,7 +1139,15 @@ impl Run<'_> {
         node.content = Some(content);
         inc(&self.counters.files_new, 1);
         inc(&self.counters.bytes_processed, size);
-        self.progress.file_done(&path, snap_path.as_bytes(), size, ItemStatus::New, added, stored, started.elapsed());
+        self.progress.file_done(
+            &path,
+            snap_path.as_bytes(),
+            size,
+            ItemStatus::New,
+            added,
+            stored,
+            started.elapsed(),
+        );
         Ok((Tree { nodes: vec![node] }, snap_path))
     }
 }

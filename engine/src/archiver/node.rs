@@ -21,17 +21,30 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, with_atime:
     let node_type = NodeType::from_go_mode(mode);
     let mut node = Node::new(name.to_vec(), node_type);
     node.mode = mode;
-    node.mtime = clamp_time(GoTime::from_unix_nanos_local(meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32));
+    node.mtime = clamp_time(GoTime::from_unix_nanos_local(
+        meta.mtime(),
+        meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+    ));
     node.atime = if with_atime {
-        clamp_time(GoTime::from_unix_nanos_local(meta.atime(), meta.atime_nsec().clamp(0, 999_999_999) as u32))
+        clamp_time(GoTime::from_unix_nanos_local(
+            meta.atime(),
+            meta.atime_nsec().clamp(0, 999_999_999) as u32,
+        ))
     } else {
         node.mtime
     };
-    node.ctime = clamp_time(GoTime::from_unix_nanos_local(meta.ctime(), meta.ctime_nsec().clamp(0, 999_999_999) as u32));
+    node.ctime = clamp_time(GoTime::from_unix_nanos_local(
+        meta.ctime(),
+        meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+    ));
     node.uid = meta.uid();
     node.gid = meta.gid();
-    node.user = os_identity::user_name(meta.uid()).unwrap_or_default().into_bytes();
-    node.group = os_identity::group_name(meta.gid()).unwrap_or_default().into_bytes();
+    node.user = os_identity::user_name(meta.uid())
+        .unwrap_or_default()
+        .into_bytes();
+    node.group = os_identity::group_name(meta.gid())
+        .unwrap_or_default()
+        .into_bytes();
     node.inode = meta.ino();
     node.device_id = meta.dev();
     match node_type {
@@ -83,8 +96,15 @@ pub fn read_xattrs(path: &Path) -> Vec<ExtendedAttribute> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for name in names.get(..len).unwrap_or(&[]).split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let Ok(cname) = CString::new(name) else { continue };
+    for name in names
+        .get(..len)
+        .unwrap_or(&[])
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
         out.push(ExtendedAttribute {
             name: name.to_vec(),
             value: get_xattr(&cpath, &cname),
@@ -98,7 +118,12 @@ fn get_xattr(path: &CString, name: &CString) -> Option<Vec<u8>> {
     loop {
         // SAFETY: both strings are NUL-terminated; buf is writable for its length.
         let n = unsafe {
-            libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
         if n >= 0 {
             buf.truncate(n as usize);

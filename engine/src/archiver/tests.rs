@@ -45,13 +45,19 @@ fn make_source(dir: &Path) -> PathBuf {
 
 /// Follow `path`'s components from the root tree; returns the target node.
 fn find_node(repo: &Repository, root: Id, path: &Path) -> restix_repo_format::Node {
-    let comps: Vec<_> = path.components().filter_map(|c| match c {
-        std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
-        _ => None,
-    }).collect();
+    let comps: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect();
     let mut tree = repo.load_tree(&root).unwrap();
     for (i, c) in comps.iter().enumerate() {
-        let node = tree.find(c).unwrap_or_else(|| panic!("{} missing", String::from_utf8_lossy(c))).clone();
+        let node = tree
+            .find(c)
+            .unwrap_or_else(|| panic!("{} missing", String::from_utf8_lossy(c)))
+            .clone();
         if i + 1 == comps.len() {
             return node;
         }
@@ -66,8 +72,16 @@ fn archives_varied_tree() {
     let src = make_source(&t.0);
     let repo = Arc::new(new_repo(&t.0, 2));
     repo.load_index().unwrap();
-    let mut archiver = Archiver::new(Arc::clone(&repo), ArchiveOptions { threads: 2, ..Default::default() });
-    let s = archiver.backup(std::slice::from_ref(&src), &NoProgress).unwrap();
+    let mut archiver = Archiver::new(
+        Arc::clone(&repo),
+        ArchiveOptions {
+            threads: 2,
+            ..Default::default()
+        },
+    );
+    let s = archiver
+        .backup(std::slice::from_ref(&src), &NoProgress)
+        .unwrap();
     assert_eq!(s.files_new, 6);
     assert_eq!(s.dirs_new, 4);
     assert_eq!(s.errors, 0);
@@ -77,16 +91,34 @@ fn archives_varied_tree() {
     assert_eq!(node.node_type, NodeType::Dir);
     let tree = repo.load_tree(&node.subtree.unwrap()).unwrap();
     let names: Vec<String> = tree.nodes.iter().map(|n| n.name_lossy()).collect();
-    assert_eq!(names, ["a\"b\\c <&>", "empty", "emptydir", "fifo", "goodlink", "link", "small.txt", "sub"]);
+    assert_eq!(
+        names,
+        [
+            "a\"b\\c <&>",
+            "empty",
+            "emptydir",
+            "fifo",
+            "goodlink",
+            "link",
+            "small.txt",
+            "sub"
+        ]
+    );
     let by = |n: &str| tree.nodes.iter().find(|x| x.name_lossy() == n).unwrap();
     assert_eq!(by("empty").content, Some(vec![]));
     assert_eq!(by("fifo").node_type, NodeType::Fifo);
     assert_eq!(by("fifo").content, None);
     assert_eq!(by("link").linktarget, b"small.txt");
-    assert_eq!(by("small.txt").content, Some(vec![Id::hash(b"hello restic\n")]));
+    assert_eq!(
+        by("small.txt").content,
+        Some(vec![Id::hash(b"hello restic\n")])
+    );
     let bytes = tree.encode().unwrap();
     let json = String::from_utf8(bytes).unwrap();
-    assert!(json.contains(r#""name":"a\\\"b\\\\c \u003c\u0026\u003e""#), "{json}");
+    assert!(
+        json.contains(r#""name":"a\\\"b\\\\c \u003c\u0026\u003e""#),
+        "{json}"
+    );
     // The big file round-trips.
     let sub = repo.load_tree(&by("sub").subtree.unwrap()).unwrap();
     let big = sub.find(b"big.bin").unwrap();
@@ -99,25 +131,47 @@ fn archives_varied_tree() {
     // Second run with the parent: nothing re-read, same tree.
     let mut archiver = Archiver::new(
         Arc::clone(&repo),
-        ArchiveOptions { threads: 2, parent: Some(s.snapshot_id), ..Default::default() },
+        ArchiveOptions {
+            threads: 2,
+            parent: Some(s.snapshot_id),
+            ..Default::default()
+        },
     );
-    let s2 = archiver.backup(std::slice::from_ref(&src), &NoProgress).unwrap();
-    assert_eq!((s2.files_new, s2.files_changed, s2.files_unmodified), (0, 0, 6));
+    let s2 = archiver
+        .backup(std::slice::from_ref(&src), &NoProgress)
+        .unwrap();
+    assert_eq!(
+        (s2.files_new, s2.files_changed, s2.files_unmodified),
+        (0, 0, 6)
+    );
     assert_eq!(s2.dirs_unmodified, 4);
     assert_eq!(s2.data_blobs, 0);
-    assert_eq!(find_node(&repo, s2.snapshot.tree.unwrap(), &src).subtree, node.subtree);
+    assert_eq!(
+        find_node(&repo, s2.snapshot.tree.unwrap(), &src).subtree,
+        node.subtree
+    );
     assert_eq!(s2.snapshot.parent, Some(s.snapshot_id));
 
     // Excludes, relative to any folder.
     let mut archiver = Archiver::new(
         Arc::clone(&repo),
-        ArchiveOptions { excludes: vec!["sub".into(), "*.txt".into()], ..Default::default() },
+        ArchiveOptions {
+            excludes: vec!["sub".into(), "*.txt".into()],
+            ..Default::default()
+        },
     );
-    let s3 = archiver.backup(std::slice::from_ref(&src), &NoProgress).unwrap();
+    let s3 = archiver
+        .backup(std::slice::from_ref(&src), &NoProgress)
+        .unwrap();
     let n3 = find_node(&repo, s3.snapshot.tree.unwrap(), &src);
     let t3: Tree = repo.load_tree(&n3.subtree.unwrap()).unwrap();
-    assert!(t3.find(b"sub").is_none() && t3.find(b"small.txt").is_none() && t3.find(b"empty").is_some());
-    assert_eq!(s3.snapshot.excludes, vec!["sub".to_string(), "*.txt".to_string()]);
+    assert!(
+        t3.find(b"sub").is_none() && t3.find(b"small.txt").is_none() && t3.find(b"empty").is_some()
+    );
+    assert_eq!(
+        s3.snapshot.excludes,
+        vec!["sub".to_string(), "*.txt".to_string()]
+    );
 }
 
 #[test]
@@ -127,7 +181,10 @@ fn stdin_and_missing_targets() {
     let mut archiver = Archiver::new(
         Arc::clone(&repo),
         ArchiveOptions {
-            stdin: Some(StdinSource { filename: "x.txt".into(), reader: Box::new(&b"data"[..]) }),
+            stdin: Some(StdinSource {
+                filename: "x.txt".into(),
+                reader: Box::new(&b"data"[..]),
+            }),
             ..Default::default()
         },
     );
@@ -138,12 +195,18 @@ fn stdin_and_missing_targets() {
     let mut empty = Archiver::new(
         Arc::clone(&repo),
         ArchiveOptions {
-            stdin: Some(StdinSource { filename: "x.txt".into(), reader: Box::new(&b""[..]) }),
+            stdin: Some(StdinSource {
+                filename: "x.txt".into(),
+                reader: Box::new(&b""[..]),
+            }),
             ..Default::default()
         },
     );
     let err = empty.backup(&[], &NoProgress).unwrap_err();
-    assert_eq!(err.to_string(), "unable to save snapshot: snapshot is empty");
+    assert_eq!(
+        err.to_string(),
+        "unable to save snapshot: snapshot is empty"
+    );
     let mut missing = Archiver::new(Arc::clone(&repo), ArchiveOptions::default());
     assert!(matches!(
         missing.backup(&[t.0.join("nope")], &NoProgress),
@@ -153,15 +216,31 @@ fn stdin_and_missing_targets() {
 
 #[test]
 fn same_base_names_get_suffixes() {
-    let targets = vec![PathBuf::from("a/x"), PathBuf::from("b/x"), PathBuf::from("../c/x")];
+    let targets = vec![
+        PathBuf::from("a/x"),
+        PathBuf::from("b/x"),
+        PathBuf::from("../c/x"),
+    ];
     let v = build_virtual_tree(&targets);
-    let names: Vec<String> = v.children.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let names: Vec<String> = v
+        .children
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     assert_eq!(names, ["a", "b", "c"]);
     let flat = build_virtual_tree(&[PathBuf::from("../p/x"), PathBuf::from("x")]);
-    let names: Vec<String> = flat.children.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let names: Vec<String> = flat
+        .children
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     assert_eq!(names, ["p", "x"]);
     let dup = build_virtual_tree(&[PathBuf::from("../x"), PathBuf::from("x")]);
-    let names: Vec<String> = dup.children.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let names: Vec<String> = dup
+        .children
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     assert_eq!(names, ["x", "x-1"]);
 }
 
@@ -184,13 +263,23 @@ fn tree_ids_equal_restics() {
     let repo_dir = t.0.join("repo");
     let restic = |args: &[&str]| {
         let out = Command::new("restic")
-            .args(["-r", repo_dir.to_str().unwrap(), "--no-cache", "--json", "-q"])
+            .args([
+                "-r",
+                repo_dir.to_str().unwrap(),
+                "--no-cache",
+                "--json",
+                "-q",
+            ])
             .args(args)
             .env("RESTIC_PASSWORD", "pw")
             .env("TZ", "UTC")
             .output()
             .unwrap();
-        assert!(out.status.success(), "restic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "restic {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     restic(&["init", "--repository-version", "2"]);
@@ -201,8 +290,16 @@ fn tree_ids_equal_restics() {
     let snaps = repo.list_snapshots().unwrap();
     assert_eq!(snaps.len(), 1);
     let theirs = find_node(&repo, snaps[0].1.tree.unwrap(), &src);
-    let mut archiver = Archiver::new(Arc::clone(&repo), ArchiveOptions { threads: 2, ..Default::default() });
-    let s = archiver.backup(std::slice::from_ref(&src), &NoProgress).unwrap();
+    let mut archiver = Archiver::new(
+        Arc::clone(&repo),
+        ArchiveOptions {
+            threads: 2,
+            ..Default::default()
+        },
+    );
+    let s = archiver
+        .backup(std::slice::from_ref(&src), &NoProgress)
+        .unwrap();
     let ours = find_node(&repo, s.snapshot.tree.unwrap(), &src);
     if ours.subtree != theirs.subtree {
         let a = repo.load_tree(&theirs.subtree.unwrap()).unwrap();

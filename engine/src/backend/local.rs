@@ -101,11 +101,14 @@ impl LocalBackend {
             Err(e) => return Err(BackendError::from_io("readdir", Self::display(dir), e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| BackendError::from_io("readdir", Self::display(dir), e))?;
+            let entry =
+                entry.map_err(|e| BackendError::from_io("readdir", Self::display(dir), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if pack_root && name.len() == 2 && is_hex2(name) {
-                let ft = entry.file_type().map_err(|e| BackendError::from_io("stat", Self::display(&entry.path()), e))?;
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| BackendError::from_io("stat", Self::display(&entry.path()), e))?;
                 if ft.is_dir() {
                     self.list_dir(&entry.path(), false, out)?;
                 }
@@ -118,7 +121,13 @@ impl LocalBackend {
                 Ok(m) => m,
                 // Removed between readdir and stat.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(BackendError::from_io("stat", Self::display(&entry.path()), e)),
+                Err(e) => {
+                    return Err(BackendError::from_io(
+                        "stat",
+                        Self::display(&entry.path()),
+                        e,
+                    ))
+                }
             };
             if !meta.is_file() {
                 continue;
@@ -215,7 +224,9 @@ impl Backend for LocalBackend {
         let mut file = File::open(&path).map_err(|e| BackendError::from_io("open", p(), e))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| BackendError::from_io("seek", p(), e))?;
-        let wanted = usize::try_from(length).map_err(|_| BackendError::Other(format!("{}: read of {length} bytes is too large", p())))?;
+        let wanted = usize::try_from(length).map_err(|_| {
+            BackendError::Other(format!("{}: read of {length} bytes is too large", p()))
+        })?;
         let mut buf = Vec::new();
         buf.try_reserve_exact(wanted)
             .map_err(|_| BackendError::Other(format!("{}: cannot allocate {length} bytes", p())))?;
@@ -303,7 +314,8 @@ impl Backend for LocalBackend {
 
     fn stat(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
         let path = self.path_of(file_type, name);
-        let meta = fs::metadata(&path).map_err(|e| BackendError::from_io("stat", Self::display(&path), e))?;
+        let meta = fs::metadata(&path)
+            .map_err(|e| BackendError::from_io("stat", Self::display(&path), e))?;
         Ok(FileInfo {
             name: name.to_string(),
             size: meta.len(),
@@ -343,9 +355,15 @@ mod tests {
         let pack = format!("ab{}", &id('1')[2..]);
         be.write(FileType::Pack, &pack, b"hello world").unwrap();
         let p = root.join("data/ab").join(&pack);
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o400
+        );
         assert_eq!(be.read(FileType::Pack, &pack).unwrap(), b"hello world");
-        assert_eq!(be.read_range(FileType::Pack, &pack, 6, 5).unwrap(), b"world");
+        assert_eq!(
+            be.read_range(FileType::Pack, &pack, 6, 5).unwrap(),
+            b"world"
+        );
         assert!(matches!(
             be.read_range(FileType::Pack, &pack, 6, 10),
             Err(BackendError::ShortRead { got: 5, .. })
@@ -355,7 +373,13 @@ mod tests {
         fs::write(root.join("keys").join(format!("{}-tmp-1", id('2'))), b"x").unwrap();
         be.write(FileType::Key, &id('2'), b"{}").unwrap();
         let packs = be.list(FileType::Pack).unwrap();
-        assert_eq!(packs, vec![FileInfo { name: pack.clone(), size: 11 }]);
+        assert_eq!(
+            packs,
+            vec![FileInfo {
+                name: pack.clone(),
+                size: 11
+            }]
+        );
         assert_eq!(be.list(FileType::Key).unwrap().len(), 1);
         assert_eq!(be.stat(FileType::Pack, &pack).unwrap().size, 11);
         be.remove(FileType::Pack, &pack).unwrap();
@@ -365,7 +389,10 @@ mod tests {
         // config makes create refuse.
         be.write(FileType::Config, "config", b"c").unwrap();
         assert_eq!(be.list(FileType::Config).unwrap().len(), 1);
-        assert!(matches!(be.create(), Err(BackendError::AlreadyExists { .. })));
+        assert!(matches!(
+            be.create(),
+            Err(BackendError::AlreadyExists { .. })
+        ));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -375,7 +402,10 @@ mod tests {
         let be = LocalBackend::new(dir.join("nope"));
         assert!(be.list(FileType::Snapshot).unwrap().is_empty());
         assert!(be.list(FileType::Config).unwrap().is_empty());
-        assert!(be.read(FileType::Config, "config").unwrap_err().is_not_found());
+        assert!(be
+            .read(FileType::Config, "config")
+            .unwrap_err()
+            .is_not_found());
         let _ = fs::remove_dir_all(&dir);
     }
 }

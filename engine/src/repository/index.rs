@@ -310,11 +310,14 @@ mod tests {
         let p1 = id(1_000_000);
         let p2 = id(1_000_001);
         for i in 0..10_000u32 {
-            idx.add(BlobType::Data, id(i), p1, u64::from(i) * 10, 42, None).unwrap();
+            idx.add(BlobType::Data, id(i), p1, u64::from(i) * 10, 42, None)
+                .unwrap();
         }
-        idx.add(BlobType::Data, id(5), p2, 7, 50, Some(100)).unwrap();
+        idx.add(BlobType::Data, id(5), p2, 7, 50, Some(100))
+            .unwrap();
         // exact duplicate is dropped
-        idx.add(BlobType::Data, id(5), p2, 7, 50, Some(100)).unwrap();
+        idx.add(BlobType::Data, id(5), p2, 7, 50, Some(100))
+            .unwrap();
         idx.add(BlobType::Tree, id(7), p2, 0, 33, None).unwrap();
         assert_eq!(idx.len(BlobType::Data), 10_001);
         let all = idx.lookup_all(BlobType::Data, &id(5));
@@ -322,13 +325,18 @@ mod tests {
         idx.finish_bulk_load();
         assert_eq!(idx.len(BlobType::Data), 10_001);
         let l = idx.lookup(BlobType::Data, &id(9999)).unwrap();
-        assert_eq!((l.pack, l.offset, l.length, l.uncompressed_length), (p1, 99990, 42, None));
+        assert_eq!(
+            (l.pack, l.offset, l.length, l.uncompressed_length),
+            (p1, 99990, 42, None)
+        );
         assert_eq!(idx.lookup_all(BlobType::Data, &id(5)).len(), 2);
         assert!(idx.has(BlobType::Tree, &id(7)));
         assert!(!idx.has(BlobType::Data, &id(7_000_000)));
         assert!(!idx.has(BlobType::Tree, &id(5)));
         assert_eq!(idx.packs(), &[p1, p2]);
-        assert!(idx.add(BlobType::Data, id(1), p1, 1 << 33, 1, None).is_err());
+        assert!(idx
+            .add(BlobType::Data, id(1), p1, 1 << 33, 1, None)
+            .is_err());
         assert_eq!(std::mem::size_of::<IndexEntry>(), 48);
     }
 }

@@ -299,7 +299,9 @@ fn try_load_locks(repo: &Repository, except: Option<&Id>) -> Result<Vec<(Id, Loc
         if f.size == 0 {
             continue;
         }
-        let Ok(id) = Id::from_hex(&f.name) else { continue };
+        let Ok(id) = Id::from_hex(&f.name) else {
+            continue;
+        };
         if Some(&id) == except {
             continue;
         }
@@ -379,7 +381,9 @@ fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard, LockErro
 
 /// Write a fresh lock file, then remove the old one (spec §14 refresh).
 fn refresh(shared: &Shared, current: &Mutex<Id>, token: u64, exclusive: bool) {
-    let Ok(json) = new_lock(exclusive).to_json() else { return };
+    let Ok(json) = new_lock(exclusive).to_json() else {
+        return;
+    };
     let Ok(new_id) = shared.save_unpacked(FileType::Lock, &json) else {
         return;
     };

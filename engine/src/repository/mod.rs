@@ -438,7 +438,9 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
 }
 
 fn cpu_count() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2)
 }
 
 impl Repository {
@@ -577,12 +579,18 @@ impl Repository {
         for name in names.iter().take(MAX_KEYS) {
             let data = backend.read(FileType::Key, name)?;
             if Id(Sha256::digest(&data).into()).to_hex() != *name {
-                return Err(RepoError::invalid_file(FileType::Key, name, "invalid data: content does not match ID"));
+                return Err(RepoError::invalid_file(
+                    FileType::Key,
+                    name,
+                    "invalid data: content does not match ID",
+                ));
             }
-            let kf = KeyFile::parse(&data).map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
+            let kf = KeyFile::parse(&data)
+                .map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
             match kf.open(password) {
                 Ok(key) => {
-                    let id = Id::from_hex(name).map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
+                    let id = Id::from_hex(name)
+                        .map_err(|e| RepoError::invalid_file(FileType::Key, name, e))?;
                     opened = Some((key, id));
                     break;
                 }
@@ -597,7 +605,9 @@ impl Repository {
         let config = unpacked::decrypt_config(&key, &data)
             .map_err(|e| RepoError::InvalidConfig(e.to_string()))?;
         if !restix_chunker::Polynomial(config.chunker_polynomial).is_irreducible() {
-            return Err(RepoError::InvalidConfig("invalid chunker polynomial".into()));
+            return Err(RepoError::InvalidConfig(
+                "invalid chunker polynomial".into(),
+            ));
         }
         Ok(Repository::from_parts(backend, key, key_id, config))
     }
@@ -641,7 +651,10 @@ impl Repository {
 
     /// The compression setting.
     pub fn compression(&self) -> CompressionMode {
-        self.settings.read().map(|s| s.compression).unwrap_or_default()
+        self.settings
+            .read()
+            .map(|s| s.compression)
+            .unwrap_or_default()
     }
 
     /// Target pack size in bytes (4..=128 MiB).
@@ -668,7 +681,10 @@ impl Repository {
 
     /// The target pack size.
     pub fn pack_size(&self) -> u64 {
-        self.settings.read().map(|s| s.pack_size).unwrap_or(DEFAULT_PACK_SIZE)
+        self.settings
+            .read()
+            .map(|s| s.pack_size)
+            .unwrap_or(DEFAULT_PACK_SIZE)
     }
 
     /// Decrypt and re-hash every blob of a pack before uploading it
@@ -703,7 +719,11 @@ impl Repository {
         let name = id.to_hex();
         let data = self.shared.backend.read(file_type, &name)?;
         if Id(Sha256::digest(&data).into()) != *id {
-            return Err(RepoError::invalid_file(file_type, &name, "invalid data: content does not match ID"));
+            return Err(RepoError::invalid_file(
+                file_type,
+                &name,
+                "invalid data: content does not match ID",
+            ));
         }
         unpacked::decode_unpacked(&self.shared.key, &data)
             .map_err(|e| RepoError::invalid_file(file_type, &name, e))
@@ -743,7 +763,8 @@ impl Repository {
     /// Load and parse one snapshot.
     pub fn load_snapshot(&self, id: &Id) -> RepoResult<Snapshot> {
         let json = self.load_file(FileType::Snapshot, id)?;
-        Snapshot::parse(&json).map_err(|e| RepoError::invalid_file(FileType::Snapshot, &id.to_hex(), e))
+        Snapshot::parse(&json)
+            .map_err(|e| RepoError::invalid_file(FileType::Snapshot, &id.to_hex(), e))
     }
 
     /// All snapshots (loaded in parallel), sorted by ID.
@@ -785,7 +806,8 @@ impl Repository {
         let workers = self.shared.backend.connections() + cpu_count();
         let files = parallel_map(&ids, workers, |id| -> RepoResult<IndexFile> {
             let json = self.load_file(FileType::Index, id)?;
-            IndexFile::parse(&json).map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
+            IndexFile::parse(&json)
+                .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
         });
         let mut index = MemoryIndex::new();
         for (file, id) in files.into_iter().zip(&ids) {
@@ -796,7 +818,14 @@ impl Repository {
                         return Err(RepoError::IndexNeedsV2);
                     }
                     index
-                        .add(b.blob_type, b.id, p.id, b.offset, u64::from(b.length), b.uncompressed_length.map(u64::from))
+                        .add(
+                            b.blob_type,
+                            b.id,
+                            p.id,
+                            b.offset,
+                            u64::from(b.length),
+                            b.uncompressed_length.map(u64::from),
+                        )
                         .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))?;
                 }
             }
@@ -804,7 +833,14 @@ impl Repository {
         // Keep blobs stored by this process that are not in an index file yet.
         for (pack, blobs) in lock_mutex(&self.shared.pending_index).iter() {
             for b in blobs {
-                let _ = index.add(b.blob_type, b.id, *pack, b.offset, u64::from(b.length), b.uncompressed_length.map(u64::from));
+                let _ = index.add(
+                    b.blob_type,
+                    b.id,
+                    *pack,
+                    b.offset,
+                    u64::from(b.length),
+                    b.uncompressed_length.map(u64::from),
+                );
             }
         }
         index.finish_bulk_load();
@@ -864,7 +900,10 @@ impl Repository {
                 reason,
             });
         }
-        Err(last.unwrap_or(RepoError::BlobNotFound { blob_type, blob: *id }))
+        Err(last.unwrap_or(RepoError::BlobNotFound {
+            blob_type,
+            blob: *id,
+        }))
     }
 
     /// Load several blobs of one pack with a single read of the range they
@@ -884,10 +923,10 @@ impl Repository {
             .map(|(_, _, l)| u64::from(l.offset) + u64::from(l.length))
             .max()
             .unwrap_or(start);
-        let data = self
-            .shared
-            .backend
-            .read_range(FileType::Pack, &pack.to_hex(), start, end - start)?;
+        let data =
+            self.shared
+                .backend
+                .read_range(FileType::Pack, &pack.to_hex(), start, end - start)?;
         Ok(blobs
             .iter()
             .map(|(t, id, l)| {
@@ -931,9 +970,12 @@ impl Repository {
         let mut want = pack::eager_read_len(size);
         for _ in 0..2 {
             let tail = backend.read_range(FileType::Pack, &name, size - want, want)?;
-            match pack::decode_pack_header(&self.shared.key, &tail, size).map_err(|e| corrupt(e.to_string()))? {
+            match pack::decode_pack_header(&self.shared.key, &tail, size)
+                .map_err(|e| corrupt(e.to_string()))?
+            {
                 HeaderRead::Complete(h) => {
-                    h.check_blobs_fit(size).map_err(|e| corrupt(e.to_string()))?;
+                    h.check_blobs_fit(size)
+                        .map_err(|e| corrupt(e.to_string()))?;
                     return Ok(h.blobs);
                 }
                 HeaderRead::NeedTail(n) => want = n.min(size),
@@ -1009,13 +1051,17 @@ impl Repository {
         };
         let (ciphertext, uncompressed_length) = match level {
             Some(level) => {
-                let compressed = compress_with_level(level, data).map_err(|reason| RepoError::BlobCorrupt {
-                    blob_type,
-                    blob: id,
-                    pack: Id::NULL,
-                    reason: format!("compressing: {reason}"),
-                })?;
-                (self.shared.key.encrypt(&compressed), Some(data.len() as u32))
+                let compressed =
+                    compress_with_level(level, data).map_err(|reason| RepoError::BlobCorrupt {
+                        blob_type,
+                        blob: id,
+                        pack: Id::NULL,
+                        reason: format!("compressing: {reason}"),
+                    })?;
+                (
+                    self.shared.key.encrypt(&compressed),
+                    Some(data.len() as u32),
+                )
             }
             None => (self.shared.key.encrypt(data), None),
         };

@@ -77,7 +77,13 @@ fn lookup_user(uid: u32) -> Option<String> {
         // SAFETY: all pointers are valid for the duration of the call; buf is
         // writable for buf.len() bytes; result receives a pointer to pwd or null.
         let rc = unsafe {
-            libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < (1 << 20) {
             buf.resize(buf.len() * 2, 0);
@@ -100,7 +106,13 @@ fn lookup_group(gid: u32) -> Option<String> {
         let mut result: *mut libc::group = std::ptr::null_mut();
         // SAFETY: as in lookup_user.
         let rc = unsafe {
-            libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getgrgid_r(
+                gid,
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < (1 << 20) {
             buf.resize(buf.len() * 2, 0);

@@ -145,16 +145,25 @@ pub(crate) fn store_pack(shared: &Shared, open: OpenPack) -> Result<(), RepoErro
 /// Check that the header we wrote decodes to the blobs we meant to write
 /// (restic additionally decrypts every blob; the header check catches
 /// layout bugs at no cost, `verify_blobs` adds the full check).
-fn verify_pack(shared: &Shared, id: &Id, bytes: &[u8], blobs: &[PackBlob]) -> Result<(), RepoError> {
+fn verify_pack(
+    shared: &Shared,
+    id: &Id,
+    bytes: &[u8],
+    blobs: &[PackBlob],
+) -> Result<(), RepoError> {
     let size = bytes.len() as u64;
     let corrupt = |reason: String| RepoError::PackCorrupt {
         pack: *id,
         reason: format!("verification before upload failed: {reason}"),
     };
     let tail_len = usize::try_from(pack::eager_read_len(size)).unwrap_or(bytes.len());
-    let mut tail = bytes.get(bytes.len().saturating_sub(tail_len)..).unwrap_or(bytes);
+    let mut tail = bytes
+        .get(bytes.len().saturating_sub(tail_len)..)
+        .unwrap_or(bytes);
     let header = loop {
-        match pack::decode_pack_header(&shared.key, tail, size).map_err(|e| corrupt(e.to_string()))? {
+        match pack::decode_pack_header(&shared.key, tail, size)
+            .map_err(|e| corrupt(e.to_string()))?
+        {
             HeaderRead::Complete(h) => break h,
             HeaderRead::NeedTail(n) => {
                 let n = usize::try_from(n).unwrap_or(bytes.len());

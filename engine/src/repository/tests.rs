@@ -23,7 +23,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chmod").arg("-R").arg("u+w").arg(&self.0).status();
+        let _ = std::process::Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&self.0)
+            .status();
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -54,23 +58,50 @@ fn init_open_and_errors() {
     assert_eq!(opened.version(), 2);
     assert_eq!(opened.key_id(), repo.key_id());
     assert!(opened.polynomial().is_irreducible());
-    assert!(matches!(Repository::open(Arc::clone(&be), b"wrong", None), Err(RepoError::WrongPassword)));
-    assert_eq!(RepoError::WrongPassword.to_string(), "wrong password or no key found");
+    assert!(matches!(
+        Repository::open(Arc::clone(&be), b"wrong", None),
+        Err(RepoError::WrongPassword)
+    ));
+    assert_eq!(
+        RepoError::WrongPassword.to_string(),
+        "wrong password or no key found"
+    );
     let hint = repo.key_id().to_hex();
     Repository::open(Arc::clone(&be), b"pw", Some(&hint[..8])).unwrap();
     assert!(matches!(
-        Repository::init(Arc::clone(&be), b"pw", 2, None, ScryptParams::fast_for_tests()),
+        Repository::init(
+            Arc::clone(&be),
+            b"pw",
+            2,
+            None,
+            ScryptParams::fast_for_tests()
+        ),
         Err(RepoError::AlreadyExists { .. })
     ));
     let missing: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("nope")));
     let err = Repository::open(missing, b"pw", None).unwrap_err();
     assert!(matches!(err, RepoError::NotFound { .. }), "{err}");
-    assert!(err.to_string().starts_with("unable to open config file: stat "), "{err}");
-    assert!(err.to_string().ends_with("/nope/config: no such file or directory"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("unable to open config file: stat "),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("/nope/config: no such file or directory"),
+        "{err}"
+    );
     // The polynomial is kept when given.
     let t2 = TempDir::new("init2");
     let be2: Arc<dyn Backend> = Arc::new(LocalBackend::new(t2.0.join("r")));
-    let r2 = Repository::init(be2, b"pw", 1, Some(0x3DA3358B4DC173), ScryptParams::fast_for_tests()).unwrap();
+    let r2 = Repository::init(
+        be2,
+        b"pw",
+        1,
+        Some(0x3DA3358B4DC173),
+        ScryptParams::fast_for_tests(),
+    )
+    .unwrap();
     assert_eq!(r2.config().chunker_polynomial, 0x3DA3358B4DC173);
     assert_eq!(r2.version(), 1);
 }
@@ -79,7 +110,9 @@ fn save_load_cycle(version: u32) {
     let t = TempDir::new("saveload");
     let repo = Arc::new(new_repo(&t.0, version));
     repo.set_pack_size_unchecked(40_000);
-    let blobs: Vec<Vec<u8>> = (0..40).map(|i| pseudo_random(i, 5_000 + i as usize * 50)).collect();
+    let blobs: Vec<Vec<u8>> = (0..40)
+        .map(|i| pseudo_random(i, 5_000 + i as usize * 50))
+        .collect();
     // Concurrent saves, each blob twice: exactly one of the two stores it.
     let results: Vec<(Id, bool, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -97,7 +130,10 @@ fn save_load_cycle(version: u32) {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     assert_eq!(results.iter().filter(|r| r.1).count(), 40);
     assert!(results.iter().filter(|r| !r.1).all(|r| r.2 == 0));
@@ -113,7 +149,9 @@ fn save_load_cycle(version: u32) {
     let packs = repo.list_files(FileType::Pack).unwrap();
     assert!(packs.len() >= 4, "{} packs", packs.len());
     for idx in repo.list_files(FileType::Index).unwrap() {
-        let file = restix_repo_format::IndexFile::parse(&repo.load_file(FileType::Index, &idx).unwrap()).unwrap();
+        let file =
+            restix_repo_format::IndexFile::parse(&repo.load_file(FileType::Index, &idx).unwrap())
+                .unwrap();
         for p in file.packs {
             assert!(packs.contains(&p.id));
         }
@@ -124,7 +162,10 @@ fn save_load_cycle(version: u32) {
         assert!(header.iter().all(|b| b.blob_type == header[0].blob_type));
         for b in header {
             let loc = repo.lookup(b.blob_type, &b.id).unwrap();
-            assert_eq!((loc.pack, u64::from(loc.offset), loc.length), (*p, b.offset, b.length));
+            assert_eq!(
+                (loc.pack, u64::from(loc.offset), loc.length),
+                (*p, b.offset, b.length)
+            );
             if version == 1 {
                 assert!(b.uncompressed_length.is_none());
             }
@@ -141,16 +182,27 @@ fn save_load_cycle(version: u32) {
     }
     assert_eq!(again.load_blob(BlobType::Data, &empty_id).unwrap(), b"");
     assert!(again.load_tree(&tree_id).unwrap().nodes.is_empty());
-    assert!(matches!(again.load_blob(BlobType::Tree, &Id::hash(&blobs[0])), Err(RepoError::BlobNotFound { .. })));
+    assert!(matches!(
+        again.load_blob(BlobType::Tree, &Id::hash(&blobs[0])),
+        Err(RepoError::BlobNotFound { .. })
+    ));
     // Several blobs of one pack in one read.
-    let pack = packs.iter().find(|p| again.read_pack_header(p).unwrap()[0].blob_type == BlobType::Data).unwrap();
+    let pack = packs
+        .iter()
+        .find(|p| again.read_pack_header(p).unwrap()[0].blob_type == BlobType::Data)
+        .unwrap();
     let wanted: Vec<_> = again
         .read_pack_header(pack)
         .unwrap()
         .into_iter()
         .map(|b| (b.blob_type, b.id, again.lookup(b.blob_type, &b.id).unwrap()))
         .collect();
-    for (r, (_, id, _)) in again.load_blobs_from_pack(pack, &wanted).unwrap().into_iter().zip(&wanted) {
+    for (r, (_, id, _)) in again
+        .load_blobs_from_pack(pack, &wanted)
+        .unwrap()
+        .into_iter()
+        .zip(&wanted)
+    {
         assert_eq!(Id::hash(&r.unwrap()), *id);
     }
     // Snapshots: only after flush; list, load, find by prefix.
@@ -184,16 +236,22 @@ fn save_load_v1() {
 fn corrupt_blob_is_reported_with_pack() {
     let t = TempDir::new("corrupt");
     let repo = new_repo(&t.0, 2);
-    let (id, _, _) = repo.save_blob(BlobType::Data, pseudo_random(1, 1000), None).unwrap();
+    let (id, _, _) = repo
+        .save_blob(BlobType::Data, pseudo_random(1, 1000), None)
+        .unwrap();
     repo.flush().unwrap();
     let loc = repo.lookup(BlobType::Data, &id).unwrap();
-    let path = t.0.join("repo").join(FileType::Pack.relative_path(&loc.pack.to_hex()));
+    let path =
+        t.0.join("repo")
+            .join(FileType::Pack.relative_path(&loc.pack.to_hex()));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[20] ^= 1;
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     match repo.load_blob(BlobType::Data, &id) {
-        Err(RepoError::BlobCorrupt { blob, pack, reason, .. }) => {
+        Err(RepoError::BlobCorrupt {
+            blob, pack, reason, ..
+        }) => {
             assert_eq!((blob, pack), (id, loc.pack));
             assert!(reason.contains("verification failed"), "{reason}");
         }
@@ -210,7 +268,10 @@ fn locks_conflict_and_clean_up() {
     assert_eq!(repo.list_files(FileType::Lock).unwrap().len(), 2);
     let err = repo.lock(true).unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("unable to create lock in backend: repository is already locked by PID "), "{text}");
+    assert!(
+        text.starts_with("unable to create lock in backend: repository is already locked by PID "),
+        "{text}"
+    );
     assert!(text.contains("\nlock was created at "), "{text}");
     assert!(text.contains("\nstorage ID "), "{text}");
     drop(a);
@@ -219,8 +280,16 @@ fn locks_conflict_and_clean_up() {
     let x = repo.lock(true).unwrap();
     let id = x.lock_file_id();
     let err = repo.lock(false).unwrap_err();
-    assert!(err.to_string().contains("already locked exclusively by PID"), "{err}");
-    assert!(err.to_string().ends_with(&format!("storage ID {}", id.short())), "{err}");
+    assert!(
+        err.to_string()
+            .contains("already locked exclusively by PID"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with(&format!("storage ID {}", id.short())),
+        "{err}"
+    );
     assert_eq!(remove_held_locks(), 1);
     assert!(repo.list_files(FileType::Lock).unwrap().is_empty());
     drop(x);
@@ -234,17 +303,21 @@ fn locks_conflict_and_clean_up() {
         uid: 0,
         gid: 0,
     };
-    repo.save_unpacked(FileType::Lock, &dead.to_json().unwrap()).unwrap();
+    repo.save_unpacked(FileType::Lock, &dead.to_json().unwrap())
+        .unwrap();
     let live = Lock {
         pid: i64::from(std::process::id()),
         ..dead.clone()
     };
-    repo.save_unpacked(FileType::Lock, &live.to_json().unwrap()).unwrap();
+    repo.save_unpacked(FileType::Lock, &live.to_json().unwrap())
+        .unwrap();
     assert!(matches!(repo.lock(false), Err(LockError::Locked { .. })));
     assert_eq!(lock::remove_stale_locks(&repo).unwrap(), 1);
     assert_eq!(lock::remove_all_locks(&repo).unwrap(), 1);
     // Empty lock files are ignored.
-    repo.backend().write(FileType::Lock, &Id::hash(b"").to_hex(), b"").unwrap();
+    repo.backend()
+        .write(FileType::Lock, &Id::hash(b"").to_hex(), b"")
+        .unwrap();
     drop(repo.lock(true).unwrap());
 }
 
@@ -289,21 +362,32 @@ fn reads_every_upstream_fixture() {
         return;
     };
     // Damaged on purpose: trees may be unreadable.
-    let damaged = ["repo-data-missing", "repo-unused-data-missing", "repo-index-missing"];
+    let damaged = [
+        "repo-data-missing",
+        "repo-unused-data-missing",
+        "repo-index-missing",
+    ];
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".tar.gz") else { continue };
+        let Some(stem) = name.strip_suffix(".tar.gz") else {
+            continue;
+        };
         if stem == "backup-data" || stem == "test.hl" {
             continue;
         }
         let t = TempDir::new("fixture");
         let root = untar(&entry.path(), &t.0);
         let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
-        assert!(matches!(Repository::open(Arc::clone(&be), b"wrong", None), Err(RepoError::WrongPassword)));
+        assert!(matches!(
+            Repository::open(Arc::clone(&be), b"wrong", None),
+            Err(RepoError::WrongPassword)
+        ));
         let repo = Repository::open(be, b"geheim", None).unwrap_or_else(|e| panic!("{stem}: {e}"));
         repo.load_index().unwrap_or_else(|e| panic!("{stem}: {e}"));
-        let snaps = repo.list_snapshots().unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let snaps = repo
+            .list_snapshots()
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
         let mut todo: Vec<Id> = snaps.iter().filter_map(|(_, s)| s.tree).collect();
         let mut seen = std::collections::HashSet::new();
         let mut failures = Vec::new();
@@ -327,7 +411,12 @@ fn reads_every_upstream_fixture() {
         for pack in repo.list_packs().iter().take(5) {
             if let Ok(header) = repo.read_pack_header(pack) {
                 for b in header {
-                    assert!(repo.lookup_all(b.blob_type, &b.id).iter().any(|l| l.pack == *pack), "{stem}");
+                    assert!(
+                        repo.lookup_all(b.blob_type, &b.id)
+                            .iter()
+                            .any(|l| l.pack == *pack),
+                        "{stem}"
+                    );
                 }
             }
         }

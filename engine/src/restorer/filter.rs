@@ -162,7 +162,8 @@ fn match_from(parts: &[Vec<u8>], comps: &[Vec<u8>], prefix_ok: bool) -> bool {
     };
     if first == b"**" {
         // `**` eats zero or more components.
-        return (0..=comps.len()).any(|n| match_from(rest, comps.get(n..).unwrap_or(&[]), prefix_ok));
+        return (0..=comps.len())
+            .any(|n| match_from(rest, comps.get(n..).unwrap_or(&[]), prefix_ok));
     }
     match comps.split_first() {
         Some((c, crest)) => glob_match(first, c) && match_from(rest, crest, prefix_ok),
@@ -191,7 +192,8 @@ pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                 }
                 b'[' => {
                     if let Some(&c) = name.get(n) {
-                        if let Some((ok, len)) = match_class(pattern.get(p + 1..).unwrap_or(&[]), c) {
+                        if let Some((ok, len)) = match_class(pattern.get(p + 1..).unwrap_or(&[]), c)
+                        {
                             if ok {
                                 p += 1 + len;
                                 n += 1;
@@ -310,7 +312,10 @@ mod tests {
 
     #[test]
     fn negation_and_case() {
-        let list = PatternList::new(vec![FilterPattern::new("*.txt"), FilterPattern::new("!keep.txt")]);
+        let list = PatternList::new(vec![
+            FilterPattern::new("*.txt"),
+            FilterPattern::new("!keep.txt"),
+        ]);
         assert!(list.evaluate(b"/a/x.txt").0);
         assert!(!list.evaluate(b"/a/keep.txt").0);
         let p = FilterPattern::new_case_insensitive("*.TXT");

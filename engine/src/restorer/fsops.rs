@@ -10,7 +10,8 @@ use std::path::Path;
 use restix_repo_format::GoTime;
 
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -47,7 +48,14 @@ pub fn set_times_nofollow(path: &Path, atime: &GoTime, mtime: &GoTime) -> io::Re
     let times = [timespec(atime), timespec(mtime)];
     // SAFETY: `p` is NUL-terminated and `times` is an array of exactly the two
     // timespecs utimensat reads; both outlive the call.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }
 
 /// Create a FIFO with permission bits `perm`.
@@ -60,9 +68,19 @@ pub fn mkfifo(path: &Path, perm: u32) -> io::Result<()> {
 /// Create a block (`char_device == false`) or character device.
 pub fn mknod(path: &Path, perm: u32, char_device: bool, device: u64) -> io::Result<()> {
     let p = c_path(path)?;
-    let kind = if char_device { libc::S_IFCHR } else { libc::S_IFBLK };
+    let kind = if char_device {
+        libc::S_IFCHR
+    } else {
+        libc::S_IFBLK
+    };
     // SAFETY: `p` is a valid NUL-terminated string that outlives the call.
-    check(unsafe { libc::mknod(p.as_ptr(), kind | perm as libc::mode_t, device as libc::dev_t) })
+    check(unsafe {
+        libc::mknod(
+            p.as_ptr(),
+            kind | perm as libc::mode_t,
+            device as libc::dev_t,
+        )
+    })
 }
 
 /// Set one extended attribute on `path` itself (not a symlink's target).
@@ -81,4 +99,3 @@ pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
         )
     })
 }
-

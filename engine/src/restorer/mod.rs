@@ -301,7 +301,9 @@ impl Restorer {
         let packs = self.group_by_pack(&plan.files, &run);
         self.write_content(packs, &plan.files, &run);
         for file in &plan.files {
-            if file.node.content.as_ref().is_some_and(|c| c.is_empty()) && !file.failed.load(Ordering::Relaxed) {
+            if file.node.content.as_ref().is_some_and(|c| c.is_empty())
+                && !file.failed.load(Ordering::Relaxed)
+            {
                 // Empty files have no blob writes that would finish them.
                 run.restored(&file.path, 0);
             }
@@ -379,7 +381,10 @@ impl Restorer {
             }
             if let Some(id) = missing {
                 file.failed.store(true, Ordering::Relaxed);
-                run.report(&file.path, &format!("data blob {} not found in index", id.to_hex()));
+                run.report(
+                    &file.path,
+                    &format!("data blob {} not found in index", id.to_hex()),
+                );
                 continue;
             }
             file.remaining.store(writes.len(), Ordering::Relaxed);
@@ -433,9 +438,11 @@ impl Restorer {
     /// lie close together are read with one range request.
     fn restore_pack(&self, pack: &Id, jobs: &[BlobJob], files: &[FileJob], run: &Run<'_>) {
         let live = |job: &BlobJob| {
-            job.targets
-                .iter()
-                .any(|(f, _)| files.get(*f).is_some_and(|file| !file.failed.load(Ordering::Relaxed)))
+            job.targets.iter().any(|(f, _)| {
+                files
+                    .get(*f)
+                    .is_some_and(|file| !file.failed.load(Ordering::Relaxed))
+            })
         };
         let mut skipped: Vec<&BlobJob> = Vec::new();
         let mut start = 0;
@@ -447,7 +454,9 @@ impl Restorer {
                 let prev_end = u64::from(prev.location.offset) + u64::from(prev.location.length);
                 let next_start = u64::from(next.location.offset);
                 let next_end = next_start + u64::from(next.location.length);
-                if next_start.saturating_sub(prev_end) > MAX_READ_GAP || next_end - first > MAX_READ_SIZE {
+                if next_start.saturating_sub(prev_end) > MAX_READ_GAP
+                    || next_end - first > MAX_READ_SIZE
+                {
                     break;
                 }
                 end += 1;
@@ -461,26 +470,33 @@ impl Restorer {
                 }
             }
             start = end;
-            let request: Vec<(BlobType, Id, BlobLocation)> =
-                group.iter().map(|j| (BlobType::Data, j.id, j.location)).collect();
-            let results: Vec<Result<Vec<u8>, String>> = match self.repo.load_blobs_from_pack(pack, &request) {
-                Ok(results) if results.len() == group.len() => results
-                    .into_iter()
-                    .zip(&group)
-                    .map(|(r, job)| match r {
-                        Ok(data) => Ok(data),
-                        // Another copy of the blob may be intact.
-                        Err(first) => self
-                            .repo
-                            .load_blob(BlobType::Data, &job.id)
-                            .map_err(|_| first.to_string()),
-                    })
-                    .collect(),
-                _ => group
-                    .iter()
-                    .map(|job| self.repo.load_blob(BlobType::Data, &job.id).map_err(|e| e.to_string()))
-                    .collect(),
-            };
+            let request: Vec<(BlobType, Id, BlobLocation)> = group
+                .iter()
+                .map(|j| (BlobType::Data, j.id, j.location))
+                .collect();
+            let results: Vec<Result<Vec<u8>, String>> =
+                match self.repo.load_blobs_from_pack(pack, &request) {
+                    Ok(results) if results.len() == group.len() => results
+                        .into_iter()
+                        .zip(&group)
+                        .map(|(r, job)| match r {
+                            Ok(data) => Ok(data),
+                            // Another copy of the blob may be intact.
+                            Err(first) => self
+                                .repo
+                                .load_blob(BlobType::Data, &job.id)
+                                .map_err(|_| first.to_string()),
+                        })
+                        .collect(),
+                    _ => group
+                        .iter()
+                        .map(|job| {
+                            self.repo
+                                .load_blob(BlobType::Data, &job.id)
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect(),
+                };
             for (job, data) in group.iter().zip(results) {
                 self.deliver(pack, job, data, files, run);
             }
@@ -498,7 +514,14 @@ impl Restorer {
     }
 
     /// Write one loaded blob (or its error) to all places it goes.
-    fn deliver(&self, pack: &Id, job: &BlobJob, data: Result<Vec<u8>, String>, files: &[FileJob], run: &Run<'_>) {
+    fn deliver(
+        &self,
+        pack: &Id,
+        job: &BlobJob,
+        data: Result<Vec<u8>, String>,
+        files: &[FileJob],
+        run: &Run<'_>,
+    ) {
         for &(file_index, offset) in &job.targets {
             let Some(file) = files.get(file_index) else {
                 continue;
@@ -513,7 +536,11 @@ impl Restorer {
                     Err(e) => fail_file(
                         file,
                         run,
-                        &format!("data blob {} in pack {}: {e}", job.id.to_hex(), pack.to_hex()),
+                        &format!(
+                            "data blob {} in pack {}: {e}",
+                            job.id.to_hex(),
+                            pack.to_hex()
+                        ),
                     ),
                 }
             }
@@ -523,15 +550,25 @@ impl Restorer {
         }
     }
 
-    fn write_blob(&self, file: &FileJob, offset: u64, bytes: &[u8], run: &Run<'_>) -> io::Result<()> {
+    fn write_blob(
+        &self,
+        file: &FileJob,
+        offset: u64,
+        bytes: &[u8],
+        run: &Run<'_>,
+    ) -> io::Result<()> {
         if self.options.sparse && bytes.iter().all(|&b| b == 0) {
             // The file already has its final size: the range reads as zeros.
-            run.bytes_restored.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            run.bytes_restored
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             run.progress.bytes_restored(bytes.len() as u64);
             return Ok(());
         }
         let handle = {
-            let mut slot = file.handle.lock().map_err(|_| io::Error::other("poisoned lock"))?;
+            let mut slot = file
+                .handle
+                .lock()
+                .map_err(|_| io::Error::other("poisoned lock"))?;
             match &*slot {
                 Some(h) => Arc::clone(h),
                 None => {
@@ -545,7 +582,8 @@ impl Restorer {
             }
         };
         handle.write_all_at(bytes, offset)?;
-        run.bytes_restored.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        run.bytes_restored
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         run.progress.bytes_restored(bytes.len() as u64);
         Ok(())
     }
@@ -631,12 +669,13 @@ fn open_for_write(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Remove whatever is at `path` (file, symlink, or a directory tree that a
-/// file must replace). Errors are left to the create that follows.
+/// Remove whatever is at `path` (file, symlink, or an empty directory; a
+/// non-empty directory is left alone and the create that follows fails).
+/// Errors are left to that create.
 fn remove_existing(path: &Path) {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
-            let _ = std::fs::remove_dir_all(path);
+            let _ = std::fs::remove_dir(path);
         }
         Ok(_) => {
             let _ = std::fs::remove_file(path);
@@ -731,7 +770,9 @@ impl Plan {
             NodeType::Symlink => self.add_special(path, node, dest, |d| {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&node.linktarget), d)
             }),
-            NodeType::Fifo => self.add_special(path, node, dest, |d| fsops::mkfifo(d, unix_permissions_from_go(node.mode))),
+            NodeType::Fifo => self.add_special(path, node, dest, |d| {
+                fsops::mkfifo(d, unix_permissions_from_go(node.mode))
+            }),
             NodeType::Dev | NodeType::CharDev => {
                 if !self.is_root {
                     // Device nodes need root; restic reports nothing either.
@@ -740,7 +781,12 @@ impl Plan {
                 }
                 let char_device = node.node_type == NodeType::CharDev;
                 self.add_special(path, node, dest, |d| {
-                    fsops::mknod(d, unix_permissions_from_go(node.mode), char_device, node.device)
+                    fsops::mknod(
+                        d,
+                        unix_permissions_from_go(node.mode),
+                        char_device,
+                        node.device,
+                    )
                 })
             }
             _ => {
@@ -794,7 +840,8 @@ impl Plan {
                 });
                 return Ok(());
             }
-            self.inodes.insert((node.device_id, node.inode), self.files.len());
+            self.inodes
+                .insert((node.device_id, node.inode), self.files.len());
         }
         let file = match create_file(&dest) {
             Ok(f) => f,

@@ -25,7 +25,8 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("restix-read-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("restix-read-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -39,7 +40,10 @@ impl Drop for TempDir {
 }
 
 fn restic_available() -> bool {
-    let ok = Command::new("restic").arg("version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("restic")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("restic not installed: test skipped");
     }
@@ -58,7 +62,11 @@ fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
         .env_remove("RESTIC_REPOSITORY")
         .output()
         .unwrap();
-    assert!(out.status.success(), "restic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -71,7 +79,11 @@ fn restic_bytes(repo: &Path, args: &[&str]) -> Vec<u8> {
         .env("TZ", "UTC")
         .output()
         .unwrap();
-    assert!(out.status.success(), "restic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -108,7 +120,11 @@ fn build_source(root: &Path) {
     std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
     fsops::mkfifo(&root.join("fifo"), 0o640).unwrap();
     fs::set_permissions(root.join("a.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::set_permissions(root.join("sub/deep/c.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(
+        root.join("sub/deep/c.txt"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     fs::set_permissions(root.join("sub/deep"), fs::Permissions::from_mode(0o750)).unwrap();
     for (i, p) in [
         "a.txt",
@@ -139,12 +155,17 @@ struct Fixture {
 }
 
 fn open_repo(path: &Path) -> Arc<Repository> {
-    let repo = Repository::open(Arc::new(LocalBackend::new(path)), PASSWORD.as_bytes(), None).unwrap();
+    let repo =
+        Repository::open(Arc::new(LocalBackend::new(path)), PASSWORD.as_bytes(), None).unwrap();
     repo.load_index().unwrap();
     Arc::new(repo)
 }
 
 fn fixture(tag: &str) -> Fixture {
+    fixture_with(tag, |_| {})
+}
+
+fn fixture_with(tag: &str, extra: impl FnOnce(&Path)) -> Fixture {
     let dir = TempDir::new(tag);
     let src = dir.0.join("src");
     let repo_path = dir.0.join("repo");
@@ -152,6 +173,7 @@ fn fixture(tag: &str) -> Fixture {
     fs::create_dir_all(&src).unwrap();
     fs::create_dir_all(&work).unwrap();
     build_source(&src);
+    extra(&src);
     restic(&repo_path, &dir.0, &["init"]);
     restic(&repo_path, &src, &["backup", "."]);
     let repo = open_repo(&repo_path);
@@ -178,10 +200,10 @@ impl RestoreProgress for Collect {
         self.restored.fetch_add(1, Ordering::Relaxed);
     }
     fn error(&self, path: &[u8], message: &str) {
-        self.errors
-            .lock()
-            .unwrap()
-            .push((String::from_utf8_lossy(path).into_owned(), message.to_string()));
+        self.errors.lock().unwrap().push((
+            String::from_utf8_lossy(path).into_owned(),
+            message.to_string(),
+        ));
     }
 }
 
@@ -192,12 +214,23 @@ fn compare(src: &Path, dst: &Path, rel: &str) {
     if !a.file_type().is_symlink() {
         assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{rel} mode");
     }
-    assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{rel} mtime");
+    assert_eq!(
+        (a.mtime(), a.mtime_nsec()),
+        (b.mtime(), b.mtime_nsec()),
+        "{rel} mtime"
+    );
     if a.is_file() {
-        assert_eq!(fs::read(src.join(rel)).unwrap(), fs::read(dst.join(rel)).unwrap(), "{rel}");
+        assert_eq!(
+            fs::read(src.join(rel)).unwrap(),
+            fs::read(dst.join(rel)).unwrap(),
+            "{rel}"
+        );
     }
     if a.file_type().is_symlink() {
-        assert_eq!(fs::read_link(src.join(rel)).unwrap(), fs::read_link(dst.join(rel)).unwrap());
+        assert_eq!(
+            fs::read_link(src.join(rel)).unwrap(),
+            fs::read_link(dst.join(rel)).unwrap()
+        );
     }
 }
 
@@ -244,7 +277,10 @@ fn restore_matches_source() {
         let h1 = fs::metadata(target.join("hard1")).unwrap();
         let h2 = fs::metadata(target.join("hard2")).unwrap();
         assert_eq!(h1.ino(), h2.ino(), "hard links restored as links");
-        assert!(fs::symlink_metadata(target.join("fifo")).unwrap().file_type().is_fifo());
+        assert!(fs::symlink_metadata(target.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
     }
 
     // `snapshot:subfolder` makes the subfolder the root.
@@ -261,7 +297,10 @@ fn restore_matches_source() {
 fn restored_paths(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn rec(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
@@ -288,7 +327,10 @@ fn include_and_exclude() {
         .restore(&fx.tree, None, &NoProgress)
         .unwrap();
     assert_eq!(summary.errors, 0);
-    assert_eq!(restored_paths(&target), vec!["a.txt", "sub", "sub/deep", "sub/deep/c.txt"]);
+    assert_eq!(
+        restored_paths(&target),
+        vec!["a.txt", "sub", "sub/deep", "sub/deep/c.txt"]
+    );
 
     let target = fx.work.join("inc-dir");
     let mut options = RestoreOptions::new(&target);
@@ -297,7 +339,10 @@ fn include_and_exclude() {
         .unwrap()
         .restore(&fx.tree, None, &NoProgress)
         .unwrap();
-    assert_eq!(restored_paths(&target), vec!["sub", "sub/deep", "sub/deep/c.txt"]);
+    assert_eq!(
+        restored_paths(&target),
+        vec!["sub", "sub/deep", "sub/deep/c.txt"]
+    );
     compare(&fx.src, &target, "sub/deep");
 
     let target = fx.work.join("exc");
@@ -307,7 +352,10 @@ fn include_and_exclude() {
         .unwrap()
         .restore(&fx.tree, None, &NoProgress)
         .unwrap();
-    assert_eq!(restored_paths(&target), vec!["a.txt", "empty", "fifo", "link"]);
+    assert_eq!(
+        restored_paths(&target),
+        vec!["a.txt", "empty", "fifo", "link"]
+    );
 
     let mut options = RestoreOptions::new(&target);
     options.include = vec![FilterPattern::new("a")];
@@ -350,7 +398,10 @@ fn corrupt_blob_is_reported_and_not_restored() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "/sub/deep/c.txt");
     assert!(errors[0].1.contains(&hex), "{}", errors[0].1);
-    assert!(!target.join("sub/deep/c.txt").exists(), "bad file must not be left behind");
+    assert!(
+        !target.join("sub/deep/c.txt").exists(),
+        "bad file must not be left behind"
+    );
     for rel in ["a.txt", "sub/b.bin", "sub/zeros.img", "hard2", "link"] {
         compare(&fx.src, &target, rel);
     }
@@ -366,19 +417,30 @@ fn hostile_tree_is_refused() {
     evil.content = Some(Vec::new());
     let mut ok = Node::new(b"fine".to_vec(), NodeType::File);
     ok.content = Some(Vec::new());
-    let tree = Tree { nodes: vec![evil, ok] };
-    let (tree_id, _, _) = fx.repo.save_blob(BlobType::Tree, tree.encode().unwrap(), None).unwrap();
+    let tree = Tree {
+        nodes: vec![evil, ok],
+    };
+    let (tree_id, _, _) = fx
+        .repo
+        .save_blob(BlobType::Tree, tree.encode().unwrap(), None)
+        .unwrap();
     fx.repo.flush().unwrap();
     let target = fx.work.join("out");
     let result = Restorer::new(Arc::clone(&fx.repo), RestoreOptions::new(&target))
         .unwrap()
         .restore(&tree_id, None, &NoProgress);
     assert!(
-        matches!(result, Err(RestoreError::Walk(WalkError::InvalidName { .. }))),
+        matches!(
+            result,
+            Err(RestoreError::Walk(WalkError::InvalidName { .. }))
+        ),
         "{result:?}"
     );
     assert!(!fx.work.join("escape").exists());
-    assert!(!target.join("fine").exists(), "names are checked before anything is created");
+    assert!(
+        !target.join("fine").exists(),
+        "names are checked before anything is created"
+    );
 }
 
 #[test]
@@ -386,7 +448,16 @@ fn dump_and_ls_match_restic() {
     if !restic_available() {
         return;
     }
-    let fx = fixture("dump");
+    // Long and non-ASCII names need PAX headers or a USTAR prefix; mtimes
+    // with .6 s round up.
+    let fx = fixture_with("dump", |src| {
+        let long = src.join("d".repeat(120));
+        fs::create_dir(&long).unwrap();
+        fs::write(long.join("f"), b"x").unwrap();
+        fs::write(long.join("ünïcödé ☃"), b"y").unwrap();
+        std::os::unix::fs::symlink("t".repeat(150), src.join("longlink")).unwrap();
+        set_mtime(&long.join("f"), 1_600_000_000, 600_000_000);
+    });
     // One file, several blobs, streamed in order.
     let mut out = Vec::new();
     crate::dump::dump_path(&fx.repo, &fx.tree, b"/sub/b.bin", &mut out).unwrap();
@@ -428,9 +499,17 @@ fn dump_and_ls_match_restic() {
         long,
         vec![
             ("/sub".to_string(), "drwxr-xr-x".to_string(), None),
-            ("/sub/b.bin".to_string(), "-rw-r--r--".to_string(), Some(3 << 20)),
+            (
+                "/sub/b.bin".to_string(),
+                "-rw-r--r--".to_string(),
+                Some(3 << 20)
+            ),
             ("/sub/deep".to_string(), "drwxr-x---".to_string(), None),
-            ("/sub/zeros.img".to_string(), "-rw-r--r--".to_string(), Some((2 << 20) + 4)),
+            (
+                "/sub/zeros.img".to_string(),
+                "-rw-r--r--".to_string(),
+                Some((2 << 20) + 4)
+            ),
         ]
     );
 }

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Build restix and the benchmark harness in release mode, then run the
+# benchmark; all arguments go to restix-benches (see --help).
+#   benches/run.sh --quick
+#   benches/run.sh --size 2G --repeat 3 --prune --sftp
+# CARGO_TARGET_DIR is honoured (default: the workspace's target/).
+set -eu
+cd "$(dirname "$0")/.."
+features=""
+for arg in "$@"; do
+    case "$arg" in
+        --sftp|*sftp*) features="--features sftp" ;;
+    esac
+done
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -p restix-cli ||
+    echo "run.sh: restix did not build; its runs will show FAILED" >&2
+# shellcheck disable=SC2086
+cargo build --release -p restix-benches $features
+exec "$target/release/restix-benches" --restix "${RESTIX_BIN:-$target/release/restix}" "$@"

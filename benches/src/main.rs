@@ -1,0 +1,548 @@
+//! `restix-benches`: runs restic, rustic (when on `PATH`) and restix on the
+//! same data sets in one go and prints a Markdown table of wall time, CPU
+//! time, peak RSS, repository size and restix/restic ratios.
+//!
+//! Each measured command runs as its own child and is reaped with `wait4`,
+//! so its `rusage` is exactly that command's (see `measure`). Data sets are
+//! built once into `$RESTIX_BENCH_DIR` (default `/var/tmp/restix-bench`) and
+//! reused; see `datasets` for what they hold.
+//!
+//! ```text
+//! benches/run.sh --quick                       # ~200 MB data, all tools
+//! benches/run.sh --size 2G --prune --sftp      # everything
+//! cargo run --release -p restix-benches -- --quick --tools restic --only image,small
+//! ```
+
+mod content;
+mod datasets;
+mod error;
+mod measure;
+mod report;
+mod scenarios;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use datasets::DataSets;
+use error::{BenchError, IoContext};
+use report::{better, Cell};
+use scenarios::{Inputs, Outcome, Runner, Scenario};
+use tools::{find_on_path, version_line, Family, Tool};
+
+const MIB: u64 = 1 << 20;
+
+const USAGE: &str = "\
+restix-benches: compare restix with restic (and rustic) on the same data
+
+usage: restix-benches [options]
+  --quick              small data sets (~200 MiB image) instead of ~2 GiB
+  --size SIZE          image content size, e.g. 500M, 2G, 10G (default 2G)
+  --only LIST          scenarios: image,changed,restore,dump,small,prune,sftp
+                       (default: image,changed,restore,dump,small, plus prune
+                       with --prune and sftp with --sftp)
+  --prune              add the prune scenario (heavy)
+  --sftp               add the SFTP scenario (needs the `sftp` feature)
+  --tools LIST         restic,rustic,restix (default: those available)
+  --threads LIST       restix GOMAXPROCS variants, `all` = no limit (default 1,all)
+  --repeat N           best of N runs by wall time (default 1)
+  --restix PATH        restix binary (default $RESTIX_BIN, else next to this binary)
+  --restic PATH        restic binary (default /usr/bin/restic)
+  --rustic PATH        rustic binary (default: `rustic` on PATH)
+  --dir DIR            cache + scratch folder (default $RESTIX_BENCH_DIR or /var/tmp/restix-bench)
+  --output FILE        also write the report to FILE
+  --timeout SECS       kill a command after SECS (default 3600)
+";
+
+/// Parsed command line.
+#[derive(Debug)]
+struct Options {
+    size: u64,
+    scenarios: Vec<Scenario>,
+    tools: Option<Vec<Family>>,
+    threads: Vec<Option<u32>>,
+    repeat: u32,
+    restix: Option<PathBuf>,
+    restic: PathBuf,
+    rustic: Option<PathBuf>,
+    dir: PathBuf,
+    output: Option<PathBuf>,
+    timeout: Duration,
+    command_line: String,
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().trim_end_matches(['B', 'b', 'i']);
+    let (num, mult) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&t[..t.len() - 1], 1 << 20),
+        'g' | 'G' => (&t[..t.len() - 1], 1 << 30),
+        't' | 'T' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let value: f64 = num.parse().ok()?;
+    if !(value > 0.0) {
+        return None;
+    }
+    Some((value * mult as f64) as u64)
+}
+
+fn parse_args(args: &[String]) -> Result<Options, BenchError> {
+    let usage = |m: String| BenchError::Usage(format!("{m}\n\n{USAGE}"));
+    let mut size = 2 << 30;
+    let mut only: Option<Vec<Scenario>> = None;
+    let (mut prune, mut sftp) = (false, false);
+    let mut tools = None;
+    let mut threads = vec![Some(1), None];
+    let mut repeat = 1;
+    let mut restix = std::env::var_os("RESTIX_BIN").map(PathBuf::from);
+    let mut restic = PathBuf::from("/usr/bin/restic");
+    let mut rustic = find_on_path("rustic");
+    let mut dir = std::env::var_os("RESTIX_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/restix-bench"));
+    let mut output = None;
+    let mut timeout = Duration::from_secs(3600);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Err(BenchError::Usage(USAGE.to_string())),
+            "--quick" => size = 200 * MIB,
+            "--prune" => prune = true,
+            "--sftp" => sftp = true,
+            "--size" => {
+                let v = value("--size")?;
+                size = parse_size(&v).ok_or_else(|| usage(format!("bad size {v:?}")))?;
+            }
+            "--only" => {
+                let v = value("--only")?;
+                let mut list = Vec::new();
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    list.push(
+                        Scenario::parse(name)
+                            .ok_or_else(|| usage(format!("unknown scenario {name:?}")))?,
+                    );
+                }
+                only = Some(list);
+            }
+            "--tools" => {
+                let v = value("--tools")?;
+                let mut list = Vec::new();
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    list.push(match name {
+                        "restic" => Family::Restic,
+                        "restix" => Family::Restix,
+                        "rustic" => Family::Rustic,
+                        _ => return Err(usage(format!("unknown tool {name:?}"))),
+                    });
+                }
+                tools = Some(list);
+            }
+            "--threads" => {
+                let v = value("--threads")?;
+                let mut list = Vec::new();
+                for t in v.split(',').filter(|n| !n.is_empty()) {
+                    list.push(match t {
+                        "all" | "0" => None,
+                        n => Some(
+                            n.parse::<u32>()
+                                .ok()
+                                .filter(|n| *n > 0)
+                                .ok_or_else(|| usage(format!("bad thread count {n:?}")))?,
+                        ),
+                    });
+                }
+                threads = list;
+            }
+            "--repeat" => {
+                let v = value("--repeat")?;
+                repeat = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| usage(format!("bad repeat count {v:?}")))?;
+            }
+            "--restix" => restix = Some(PathBuf::from(value("--restix")?)),
+            "--restic" => restic = PathBuf::from(value("--restic")?),
+            "--rustic" => rustic = Some(PathBuf::from(value("--rustic")?)),
+            "--dir" => dir = PathBuf::from(value("--dir")?),
+            "--output" => output = Some(PathBuf::from(value("--output")?)),
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs = v
+                    .parse::<u64>()
+                    .map_err(|_| usage(format!("bad timeout {v:?}")))?;
+                timeout = Duration::from_secs(secs);
+            }
+            other => return Err(usage(format!("unknown argument {other:?}"))),
+        }
+    }
+    let scenarios = match only {
+        Some(list) => Scenario::ALL
+            .into_iter()
+            .filter(|s| list.contains(s))
+            .collect(),
+        None => Scenario::ALL
+            .into_iter()
+            .filter(|s| match s {
+                Scenario::Prune => prune,
+                Scenario::Sftp => sftp,
+                _ => true,
+            })
+            .collect(),
+    };
+    Ok(Options {
+        size,
+        scenarios,
+        tools,
+        threads,
+        repeat,
+        restix,
+        restic,
+        rustic,
+        dir,
+        output,
+        timeout,
+        command_line: args.join(" "),
+    })
+}
+
+/// The restix binary: `--restix`/`$RESTIX_BIN`, else beside this program
+/// (both live in the same `target/release`).
+fn default_restix() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("restix")))
+        .unwrap_or_else(|| PathBuf::from("restix"))
+}
+
+fn build_tools(opts: &Options) -> Vec<Tool> {
+    let wanted = |f: Family| opts.tools.as_ref().is_none_or(|list| list.contains(&f));
+    let mut tools = Vec::new();
+    if wanted(Family::Restic) {
+        tools.push(Tool {
+            label: "restic".into(),
+            family: Family::Restic,
+            version: version_line(&opts.restic, &["version"]),
+            bin: opts.restic.clone(),
+            env: vec![],
+        });
+    }
+    if wanted(Family::Rustic) {
+        match &opts.rustic {
+            Some(bin) => tools.push(Tool {
+                label: "rustic".into(),
+                family: Family::Rustic,
+                version: version_line(bin, &["--version"]),
+                bin: bin.clone(),
+                env: vec![],
+            }),
+            None if opts.tools.is_some() => eprintln!("rustic is not on PATH: skipped"),
+            None => {}
+        }
+    }
+    if wanted(Family::Restix) {
+        let bin = opts.restix.clone().unwrap_or_else(default_restix);
+        let version = version_line(&bin, &["version"]);
+        for t in &opts.threads {
+            let (label, env) = match t {
+                None => ("restix".to_string(), vec![]),
+                Some(n) => (
+                    format!("restix GOMAXPROCS={n}"),
+                    vec![("GOMAXPROCS".to_string(), n.to_string())],
+                ),
+            };
+            tools.push(Tool {
+                label,
+                family: Family::Restix,
+                bin: bin.clone(),
+                env,
+                version: version.clone(),
+            });
+        }
+    }
+    tools
+}
+
+fn read_first(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn memory_total() -> String {
+    let kib = read_first("/proc/meminfo", "MemTotal");
+    match kib.trim_end_matches("kB").trim().parse::<u64>() {
+        Ok(k) => format!("{:.1} GiB", k as f64 / (1024.0 * 1024.0)),
+        Err(_) => kib,
+    }
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
+}
+
+fn header(opts: &Options, tools: &[Tool], inputs: &Inputs) -> String {
+    let mut h = String::from("## restix benchmark\n\n");
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    h.push_str(&format!(
+        "- Date: {}\n- Host: {nproc} CPUs ({}), {} RAM, Linux {}\n",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        read_first("/proc/cpuinfo", "model name"),
+        memory_total(),
+        command_output("uname", &["-r"]),
+    ));
+    let mut seen = Vec::new();
+    for t in tools {
+        if !seen.contains(&t.bin) {
+            seen.push(t.bin.clone());
+            h.push_str(&format!(
+                "- {}: `{}` ({})\n",
+                t.label.split(' ').next().unwrap_or(""),
+                t.bin.display(),
+                t.version
+            ));
+        }
+    }
+    if let Some(i) = &inputs.image {
+        h.push_str(&format!(
+            "- Image: {} of files ({} files: /usr/bin, /usr/lib, /usr/share copies + text, logs, random data) in ext4 (`mkfs.ext4 -d`), virtual {}, qcow2 file {}\n",
+            mib(i.content_bytes),
+            i.files,
+            mib(i.virtual_bytes),
+            mib(i.file_bytes)
+        ));
+    }
+    if let Some(c) = &inputs.changed {
+        h.push_str(&format!(
+            "- Changed image: {} random 64 KiB guest blocks (1%) rewritten in place with `qemu-io write -s`, qcow2 file {}\n",
+            c.blocks_written,
+            mib(c.file_bytes)
+        ));
+    }
+    if let Some(s) = &inputs.small {
+        h.push_str(&format!(
+            "- Small files: {} files of 0–16 KiB in nested folders, {}\n",
+            s.files,
+            mib(s.bytes)
+        ));
+    }
+    if let Some(p) = &inputs.prune {
+        h.push_str(&format!(
+            "- Prune: snapshot A {} + snapshot B {} (60 % shared), A forgotten: {} unused\n",
+            mib(p.first_bytes),
+            mib(p.second_bytes),
+            mib(p.unused_bytes)
+        ));
+    }
+    h.push_str(&format!(
+        "- Runs: best of {} by wall time; each tool has its own `--cache-dir`, emptied per chain; inputs read once before each run (warm page cache); timeout {} s\n",
+        opts.repeat,
+        opts.timeout.as_secs()
+    ));
+    h.push_str(&format!(
+        "- Command: `benches/run.sh {}`\n\n",
+        opts.command_line
+    ));
+    h
+}
+
+fn input_bytes(inputs: &Inputs, s: Scenario) -> u64 {
+    let image = inputs.image.as_ref().map(|i| i.file_bytes).unwrap_or(0);
+    match s {
+        Scenario::Image | Scenario::Restore | Scenario::Dump | Scenario::Sftp => image,
+        Scenario::Changed => inputs.changed.as_ref().map(|c| c.file_bytes).unwrap_or(0),
+        Scenario::Small => inputs.small.as_ref().map(|s| s.bytes).unwrap_or(0),
+        // Prune reads and rewrites part of the repository, not an input.
+        Scenario::Prune => 0,
+    }
+}
+
+fn build_inputs(opts: &Options) -> Result<Inputs, BenchError> {
+    let sets = DataSets::new(&opts.dir, opts.size)?;
+    let wants = |s: Scenario| opts.scenarios.contains(&s);
+    let mut inputs = Inputs::default();
+    let image_users = [
+        Scenario::Image,
+        Scenario::Changed,
+        Scenario::Restore,
+        Scenario::Dump,
+        Scenario::Sftp,
+    ];
+    if image_users.iter().any(|s| wants(*s)) {
+        let image = sets.image()?;
+        if wants(Scenario::Changed) {
+            inputs.changed = Some(sets.changed(&image)?);
+        }
+        inputs.image = Some(image);
+    }
+    if wants(Scenario::Small) {
+        inputs.small = Some(sets.small()?);
+    }
+    if wants(Scenario::Prune) {
+        inputs.prune = Some(sets.prune()?);
+    }
+    Ok(inputs)
+}
+
+fn run(opts: Options) -> Result<(), BenchError> {
+    let tools = build_tools(&opts);
+    if tools.is_empty() {
+        return Err(BenchError::Usage("no tools to run".into()));
+    }
+    let inputs = build_inputs(&opts)?;
+    let work = opts.dir.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).ctx(|| format!("clean {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).ctx(|| format!("mkdir {}", work.display()))?;
+    let runner = Runner {
+        work: work.clone(),
+        timeout: opts.timeout,
+        selected: opts.scenarios.clone(),
+        #[cfg(feature = "sftp")]
+        sshd: if opts.scenarios.contains(&Scenario::Sftp) {
+            restix_tests::sshd::Sshd::start_if_available()
+        } else {
+            None
+        },
+    };
+    let mut cells: Vec<Cell> = Vec::new();
+    for rep in 0..opts.repeat {
+        // Alternate the order so no tool always runs first (or last).
+        let order: Vec<usize> = if rep % 2 == 0 {
+            (0..tools.len()).collect()
+        } else {
+            (0..tools.len()).rev().collect()
+        };
+        for ti in order {
+            let Some(tool) = tools.get(ti) else { continue };
+            eprintln!("[repeat {}/{}] {} ...", rep + 1, opts.repeat, tool.label);
+            let mut record = |scenario: Scenario, outcome: Outcome| {
+                match &outcome {
+                    Outcome::Ran { measurement, .. } => eprintln!(
+                        "  {:8} {:>8.2} s wall {:>8.2} s cpu {:>7} MiB",
+                        scenario.name(),
+                        measurement.wall.as_secs_f64(),
+                        measurement.cpu().as_secs_f64(),
+                        measurement.max_rss_kib / 1024
+                    ),
+                    Outcome::Failed(why) => eprintln!("  {:8} {why}", scenario.name()),
+                }
+                match cells
+                    .iter_mut()
+                    .find(|c| c.scenario == scenario && c.tool == ti)
+                {
+                    Some(cell) => {
+                        let old =
+                            std::mem::replace(&mut cell.outcome, Outcome::Failed(String::new()));
+                        cell.outcome = better(old, outcome);
+                    }
+                    None => cells.push(Cell {
+                        scenario,
+                        tool: ti,
+                        outcome,
+                    }),
+                }
+            };
+            runner.run_chains(tool, &inputs, &mut record);
+        }
+    }
+    cells.sort_by_key(|c| (c.scenario, c.tool));
+    let mut report = header(&opts, &tools, &inputs);
+    report.push_str(&report::table(&tools, &cells, &opts.scenarios, |s| {
+        input_bytes(&inputs, s)
+    }));
+    println!("{report}");
+    let results = opts.dir.join("results");
+    std::fs::create_dir_all(&results).ctx(|| format!("mkdir {}", results.display()))?;
+    let latest = results.join("latest.md");
+    std::fs::write(&latest, &report).ctx(|| format!("write {}", latest.display()))?;
+    if let Some(out) = &opts.output {
+        std::fs::write(out, &report).ctx(|| format!("write {}", out.display()))?;
+    }
+    eprintln!(
+        "report saved to {}; logs in {}",
+        latest.display(),
+        Path::new(&work).join("logs").display()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = parse_args(&args).and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::Usage(text)) => {
+            eprintln!("{text}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("restix-benches: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("200M"), Some(200 << 20));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("0"), None);
+    }
+
+    #[test]
+    fn default_selection_leaves_out_the_heavy_scenarios() {
+        let o = parse_args(&args(&["--quick"])).unwrap();
+        assert_eq!(o.size, 200 * MIB);
+        assert!(!o.scenarios.contains(&Scenario::Prune));
+        assert!(!o.scenarios.contains(&Scenario::Sftp));
+        let o = parse_args(&args(&[
+            "--prune",
+            "--only",
+            "small,prune",
+            "--threads",
+            "1,4,all",
+        ]))
+        .unwrap();
+        assert_eq!(o.scenarios, vec![Scenario::Small, Scenario::Prune]);
+        assert_eq!(o.threads, vec![Some(1), Some(4), None]);
+        assert!(parse_args(&args(&["--only", "bogus"])).is_err());
+        assert!(parse_args(&args(&["--repeat", "0"])).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! `forget` (spec: cli §10.6, JSON §11.6).
+
+use std::time::Instant;
+
+use restix_engine::backend::FileType;
+use restix_engine::forget::{
+    apply_policy, group_snapshots, parse_keep_count, CalendarDuration, GroupBy, KeepPolicy,
+};
+use restix_engine::selection::SnapshotFilter;
+use restix_repo_format::{Id, Snapshot};
+use serde::Serialize;
+
+use super::snapshots::{select_snapshots, SnapshotJson};
+use super::Context;
+use crate::args::ForgetArgs;
+use crate::engine_glue::{open_repository, LockMode};
+use crate::errors::{exit_code, fatal, CliError};
+use crate::output::{format_bytes, format_duration, format_percent, Table};
+use crate::timefmt::local_time_text;
+
+/// The final counter line restic prints when stdout is not a terminal
+/// (spec: cli §1.1): `[0:00] 100.00%  2 / 2 files deleted`.
+pub(crate) fn counter_line(start: Instant, done: u64, total: u64, what: &str) -> String {
+    format!(
+        "[{}] {}  {done} / {total} {what}",
+        format_duration(start.elapsed().as_secs()),
+        format_percent(done, total)
+    )
+}
+
+fn count_flag(value: &Option<String>, flag: &str) -> anyhow::Result<i64> {
+    match value {
+        None => Ok(0),
+        Some(text) => parse_keep_count(text)
+            .map_err(|e| CliError::plain(exit_code::FAILURE, format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}")).into()),
+    }
+}
+
+fn duration_flag(value: &Option<String>, flag: &str) -> anyhow::Result<CalendarDuration> {
+    match value {
+        None => Ok(CalendarDuration::default()),
+        Some(text) => CalendarDuration::parse(text)
+            .map_err(|e| CliError::plain(exit_code::FAILURE, format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}")).into()),
+    }
+}
+
+/// The policy given by the `--keep-*` flags.
+pub fn policy_from_args(args: &ForgetArgs) -> anyhow::Result<KeepPolicy> {
+    Ok(KeepPolicy {
+        last: count_flag(&args.keep_last, "keep-last")?,
+        hourly: count_flag(&args.keep_hourly, "keep-hourly")?,
+        daily: count_flag(&args.keep_daily, "keep-daily")?,
+        weekly: count_flag(&args.keep_weekly, "keep-weekly")?,
+        monthly: count_flag(&args.keep_monthly, "keep-monthly")?,
+        yearly: count_flag(&args.keep_yearly, "keep-yearly")?,
+        within: duration_flag(&args.keep_within, "keep-within")?,
+        within_hourly: duration_flag(&args.keep_within_hourly, "keep-within-hourly")?,
+        within_daily: duration_flag(&args.keep_within_daily, "keep-within-daily")?,
+        within_weekly: duration_flag(&args.keep_within_weekly, "keep-within-weekly")?,
+        within_monthly: duration_flag(&args.keep_within_monthly, "keep-within-monthly")?,
+        within_yearly: duration_flag(&args.keep_within_yearly, "keep-within-yearly")?,
+        tags: args
+            .keep_tag
+            .iter()
+            .map(|l| l.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .collect(),
+    })
+}
+
+#[derive(Serialize)]
+struct KeepReasonJson<'a> {
+    snapshot: SnapshotJson<'a>,
+    matches: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ForgetGroupJson<'a> {
+    tags: Option<&'a Vec<String>>,
+    host: &'a str,
+    paths: Option<&'a Vec<String>>,
+    keep: Option<Vec<SnapshotJson<'a>>>,
+    remove: Option<Vec<SnapshotJson<'a>>>,
+    reasons: Option<Vec<KeepReasonJson<'a>>>,
+}
+
+/// restic's `PrintSnapshots` table, with a Reasons column for kept snapshots.
+fn forget_table(list: &[(&Id, &Snapshot, Option<&[String]>)], compact: bool) -> String {
+    let with_reasons = list.iter().any(|(_, _, r)| r.is_some());
+    let with_size = list.iter().any(|(_, s, _)| s.summary.is_some());
+    let mut headers = vec!["ID", "Time", "Host      ", "Tags      "];
+    if with_reasons {
+        headers.push("Reasons");
+    }
+    if !compact {
+        headers.push("Paths");
+    }
+    if with_size {
+        headers.push("Size");
+    }
+    let mut table = Table::new(&headers);
+    let mut multi_line = false;
+    for (id, snapshot, reasons) in list {
+        let mut row = vec![vec![id.short()], vec![local_time_text(snapshot.time)], vec![snapshot.hostname.clone()]];
+        if compact {
+            row.push(snapshot.tags.clone());
+        } else {
+            row.push(vec![snapshot.tags.join(",")]);
+        }
+        if with_reasons {
+            row.push(reasons.map(|r| r.to_vec()).unwrap_or_default());
+        }
+        if !compact {
+            row.push(snapshot.paths.clone());
+            if snapshot.paths.len() > 1 {
+                multi_line = true;
+            }
+        }
+        if with_size {
+            row.push(vec![snapshot
+                .summary
+                .as_ref()
+                .map(|s| format_bytes(s.total_bytes_processed))
+                .unwrap_or_default()]);
+        }
+        table.add_row(row);
+    }
+    table.blank_between_rows = multi_line;
+    table.add_footer(format!("{} snapshots", list.len()));
+    table.render().trim_end_matches('\n').to_string()
+}
+
+/// Go's `%v` of an `IDSet`: `{id8 id8}` sorted.
+fn id_set_text(ids: &[Id]) -> String {
+    let mut shorts: Vec<String> = ids.iter().map(Id::short).collect();
+    shorts.sort();
+    format!("{{{}}}", shorts.join(" "))
+}
+
+pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
+    let policy = policy_from_args(args)?;
+    let group_by = GroupBy::parse(args.group_by.as_deref().unwrap_or("host,paths")).map_err(fatal)?;
+    if ctx.global.no_lock && !args.dry_run {
+        return Err(fatal("--no-lock is only applicable in combination with --dry-run for forget command").into());
+    }
+    if args.unsafe_allow_remove_all {
+        let no_filter = args.host.is_empty() && args.tag.is_empty() && args.path.is_empty();
+        if no_filter && args.ids.is_empty() {
+            return Err(fatal("--unsafe-allow-remove-all is not allowed unless a snapshot filter option is specified").into());
+        }
+    }
+    if policy.is_empty() && args.ids.is_empty() {
+        return Err(fatal("no policy was specified, no snapshots will be removed").into());
+    }
+    let mut opened = open_repository(ctx, LockMode::Exclusive)?;
+    let all = opened.list_snapshots()?;
+    let mut hosts = args.host.clone();
+    if hosts.is_empty() {
+        if let Some(host) = std::env::var("RESTIC_HOST").ok().filter(|h| !h.is_empty()) {
+            hosts.push(host);
+        }
+    }
+    let filter = SnapshotFilter::from_args(&hosts, &args.tag, &args.path);
+    let selected = select_snapshots(ctx, &all, &args.ids, &filter);
+
+    let mut to_remove: Vec<Id> = Vec::new();
+    if !args.ids.is_empty() {
+        // Explicit IDs: removed directly, no policy.
+        to_remove = selected.iter().map(|(id, _)| *id).collect();
+    } else {
+        ctx.printer.print(&format!("Applying Policy: {policy}"));
+        let groups = group_snapshots(selected, group_by);
+        let mut results = Vec::new();
+        for (key, list) in groups {
+            if ctx.printer.verbosity >= 2 && !ctx.printer.json {
+                ctx.printer.important(&format!("snapshots for ({}):", key.header()));
+            }
+            let result = apply_policy(list, &policy);
+            if result.keep.is_empty() && !args.unsafe_allow_remove_all {
+                return Err(CliError::plain(
+                    exit_code::FAILURE,
+                    format!("refusing to delete last snapshot of snapshot group \"{}\"", key.describe()),
+                )
+                .into());
+            }
+            if !ctx.printer.json && ctx.printer.verbosity >= 1 {
+                if !result.keep.is_empty() {
+                    ctx.printer.print(&format!("keep {} snapshots:", result.keep.len()));
+                    let rows: Vec<_> = result.keep.iter().map(|(id, s, r)| (id, s, Some(r.as_slice()))).collect();
+                    ctx.printer.print(&forget_table(&rows, args.compact));
+                    ctx.printer.print("");
+                }
+                if !result.remove.is_empty() {
+                    ctx.printer.print(&format!("remove {} snapshots:", result.remove.len()));
+                    let rows: Vec<_> = result.remove.iter().map(|(id, s)| (id, s, None)).collect();
+                    ctx.printer.print(&forget_table(&rows, args.compact));
+                    ctx.printer.print("");
+                }
+            }
+            to_remove.extend(result.remove.iter().map(|(id, _)| *id));
+            results.push((key, result));
+        }
+        if ctx.printer.json && !results.is_empty() {
+            let groups: Vec<ForgetGroupJson> = results
+                .iter()
+                .map(|(key, r)| {
+                    let keep: Vec<SnapshotJson> = r.keep.iter().map(|(id, s, _)| SnapshotJson::new(id, s)).collect();
+                    let remove: Vec<SnapshotJson> = r.remove.iter().map(|(id, s)| SnapshotJson::new(id, s)).collect();
+                    let reasons: Vec<KeepReasonJson> = r
+                        .keep
+                        .iter()
+                        .map(|(id, s, m)| KeepReasonJson {
+                            snapshot: SnapshotJson::new(id, s),
+                            matches: m,
+                        })
+                        .collect();
+                    ForgetGroupJson {
+                        tags: key.tags.as_ref(),
+                        host: &key.hostname,
+                        paths: key.paths.as_ref(),
+                        keep: (!keep.is_empty()).then_some(keep),
+                        remove: (!remove.is_empty()).then_some(remove),
+                        reasons: (!reasons.is_empty()).then_some(reasons),
+                    }
+                })
+                .collect();
+            ctx.printer.json_line(&groups);
+        }
+    }
+
+    if !to_remove.is_empty() {
+        if args.dry_run {
+            if !ctx.printer.json {
+                ctx.printer
+                    .print(&format!("Would have removed the following snapshots:\n{}\n", id_set_text(&to_remove)));
+            }
+        } else {
+            let start = Instant::now();
+            let mut done = 0u64;
+            for id in &to_remove {
+                match opened.repo.remove_file(FileType::Snapshot, id) {
+                    Ok(()) => {
+                        done += 1;
+                        ctx.printer.very_verbose(&format!("removed snapshot/{}", id.to_hex()));
+                    }
+                    Err(e) => {
+                        ctx.printer
+                            .error(&format!("unable to remove snapshot/{} from the repository: {e}", id.to_hex()));
+                    }
+                }
+            }
+            if !ctx.printer.json {
+                ctx.printer
+                    .print(&counter_line(start, done, to_remove.len() as u64, "files deleted"));
+            }
+            if done < to_remove.len() as u64 {
+                return Err(CliError::plain(exit_code::PARTIAL_BACKUP, "").into());
+            }
+        }
+    }
+
+    if !to_remove.is_empty() && args.prune {
+        if args.dry_run {
+            ctx.printer
+                .print(&format!("{} snapshots would be removed, running prune dry run", to_remove.len()));
+        } else {
+            ctx.printer
+                .print(&format!("{} snapshots have been removed, running prune", to_remove.len()));
+        }
+        super::prune::run_with_repo(ctx, &opened, &args.prune_options, args.dry_run)?;
+    }
+    opened.unlock();
+    Ok(())
+}
