@@ -482,4 +482,40 @@ mod tests {
         assert_eq!(ds.small_file_count(), 1000);
         fs::remove_dir_all(&base).unwrap();
     }
+
+    fn have(program: &str) -> bool {
+        Command::new(program).arg("--version").output().is_ok()
+    }
+
+    #[test]
+    fn builds_a_tiny_image_and_its_changed_copy() {
+        if !have("mkfs.ext4") && !Path::new("/usr/sbin/mkfs.ext4").exists()
+            || !have("qemu-img")
+            || !have("qemu-io")
+        {
+            eprintln!("skipping: mkfs.ext4, qemu-img or qemu-io missing");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("restix-bench-img-{}", std::process::id()));
+        let ds = DataSets::new(&base, 8 * MIB).unwrap();
+        let image = ds.image().unwrap();
+        assert!(image.content_bytes >= 7 * MIB, "{image:?}");
+        assert!(image.files > 3);
+        let changed = ds.changed(&image).unwrap();
+        assert!(changed.blocks_written >= 1);
+        // qemu-img agrees both are valid qcow2 images and that they differ.
+        for q in [&image.qcow2, &changed.qcow2] {
+            run_helper(Command::new("qemu-img").arg("check").arg(q)).unwrap();
+        }
+        let same = Command::new("qemu-img")
+            .arg("compare")
+            .arg(&image.qcow2)
+            .arg(&changed.qcow2)
+            .status()
+            .unwrap();
+        assert_eq!(same.code(), Some(1), "images should differ");
+        // A second call reuses the cached set.
+        assert_eq!(ds.image().unwrap().virtual_bytes, image.virtual_bytes);
+        fs::remove_dir_all(&base).unwrap();
+    }
 }

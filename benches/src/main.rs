@@ -42,10 +42,11 @@ usage: restix-benches [options]
   --only LIST          scenarios: image,changed,restore,dump,small,prune,sftp
                        (default: image,changed,restore,dump,small, plus prune
                        with --prune and sftp with --sftp)
+  --prepare            only build the data sets (for the selected scenarios)
   --prune              add the prune scenario (heavy)
   --sftp               add the SFTP scenario (needs the `sftp` feature)
   --tools LIST         restic,rustic,restix (default: those available)
-  --threads LIST       restix GOMAXPROCS variants, `all` = no limit (default 1,all)
+  --threads LIST       restix GOMAXPROCS variants, `all` = no limit (default all,1)
   --repeat N           best of N runs by wall time (default 1)
   --restix PATH        restix binary (default $RESTIX_BIN, else next to this binary)
   --restic PATH        restic binary (default /usr/bin/restic)
@@ -59,6 +60,7 @@ usage: restix-benches [options]
 #[derive(Debug)]
 struct Options {
     size: u64,
+    prepare_only: bool,
     scenarios: Vec<Scenario>,
     tools: Option<Vec<Family>>,
     threads: Vec<Option<u32>>,
@@ -82,7 +84,7 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let value: f64 = num.parse().ok()?;
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         return None;
     }
     Some((value * mult as f64) as u64)
@@ -92,9 +94,9 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let usage = |m: String| BenchError::Usage(format!("{m}\n\n{USAGE}"));
     let mut size = 2 << 30;
     let mut only: Option<Vec<Scenario>> = None;
-    let (mut prune, mut sftp) = (false, false);
+    let (mut prune, mut sftp, mut prepare_only) = (false, false, false);
     let mut tools = None;
-    let mut threads = vec![Some(1), None];
+    let mut threads = vec![None, Some(1)];
     let mut repeat = 1;
     let mut restix = std::env::var_os("RESTIX_BIN").map(PathBuf::from);
     let mut restic = PathBuf::from("/usr/bin/restic");
@@ -115,6 +117,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "-h" | "--help" => return Err(BenchError::Usage(USAGE.to_string())),
             "--quick" => size = 200 * MIB,
             "--prune" => prune = true,
+            "--prepare" => prepare_only = true,
             "--sftp" => sftp = true,
             "--size" => {
                 let v = value("--size")?;
@@ -199,6 +202,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     };
     Ok(Options {
         size,
+        prepare_only,
         scenarios,
         tools,
         threads,
@@ -223,7 +227,7 @@ fn default_restix() -> PathBuf {
 }
 
 fn build_tools(opts: &Options) -> Vec<Tool> {
-    let wanted = |f: Family| opts.tools.as_ref().is_none_or(|list| list.contains(&f));
+    let wanted = |f: Family| opts.tools.as_ref().map_or(true, |list| list.contains(&f));
     let mut tools = Vec::new();
     if wanted(Family::Restic) {
         tools.push(Tool {
@@ -414,6 +418,10 @@ fn run(opts: Options) -> Result<(), BenchError> {
         return Err(BenchError::Usage("no tools to run".into()));
     }
     let inputs = build_inputs(&opts)?;
+    if opts.prepare_only {
+        eprintln!("data sets ready in {}", opts.dir.display());
+        return Ok(());
+    }
     let work = opts.dir.join("work");
     if work.exists() {
         std::fs::remove_dir_all(&work).ctx(|| format!("clean {}", work.display()))?;

@@ -24,17 +24,6 @@ pub enum Location {
     Unsupported(String),
 }
 
-impl Location {
-    /// The scheme used to select `-o` options.
-    pub fn scheme(&self) -> &str {
-        match self {
-            Location::Local(_) => "local",
-            Location::Sftp(_) => "sftp",
-            Location::Unsupported(scheme) => scheme,
-        }
-    }
-}
-
 /// Path-like strings are local even when they contain `:`.
 fn is_path_like(s: &str) -> bool {
     let bytes = s.as_bytes();

@@ -179,7 +179,7 @@ pub fn split_shell_strings(input: &str) -> Result<Vec<String>, String> {
     let mut current = String::new();
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    let mut flush = |current: &mut String, fields: &mut Vec<String>| {
+    let flush = |current: &mut String, fields: &mut Vec<String>| {
         if !current.is_empty() {
             fields.push(std::mem::take(current));
         }

@@ -454,7 +454,9 @@ impl TarHeader {
         if ustar_ok {
             let mut block = self.template(&self.name);
             if let Some((prefix, name)) = &use_prefix {
-                block.get_mut(..NAME_SIZE).map(|f| f.fill(0));
+                if let Some(field) = block.get_mut(..NAME_SIZE) {
+                    field.fill(0);
+                }
                 put_str(&mut block, 0, NAME_SIZE, name);
                 put_str(&mut block, 345, PREFIX_SIZE, prefix);
             }

@@ -182,8 +182,8 @@ pub struct PrunePlan {
     pub remove_packs: Vec<Id>,
     /// Packs that stay as they are.
     pub keep_packs: Vec<Id>,
-    /// Used blobs `(type, id)` to copy out of the repacked packs.
-    pub used: HashSet<(BlobType, Id)>,
+    /// Used blobs `(type, id)` and the one pack whose copy counts as used.
+    pub used: HashMap<(BlobType, Id), Id>,
     /// Index state the plan was made from.
     pub scan: IndexScan,
     /// The statistics.
@@ -246,9 +246,8 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
     // holds it; further copies are unused duplicates.
     let mut pack_ids: Vec<Id> = scan.packs.keys().copied().collect();
     pack_ids.sort();
-    let mut claimed: HashSet<(BlobType, Id)> = HashSet::new();
     let mut info: HashMap<Id, PackInfo> = HashMap::new();
-    let mut used = HashSet::new();
+    let mut used: HashMap<(BlobType, Id), Id> = HashMap::new();
     let mut stats = PruneStats::default();
     for id in &pack_ids {
         let mut p = PackInfo {
@@ -265,10 +264,10 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
                 p.uncompressed = true;
             }
             let key = (b.blob_type, b.id);
-            if walk.uses(b.blob_type, &b.id) && claimed.insert(key) {
+            if walk.uses(b.blob_type, &b.id) && !used.contains_key(&key) {
                 p.used_blobs += 1;
                 p.used_bytes += len;
-                used.insert(key);
+                used.insert(key, *id);
             } else {
                 p.unused_blobs += 1;
                 p.unused_bytes += len;
@@ -415,7 +414,7 @@ fn repack_one(
     repo: &Repository,
     pack_id: &Id,
     blobs: &[PackBlob],
-    wanted: &HashSet<(BlobType, Id)>,
+    wanted: &HashMap<(BlobType, Id), Id>,
     copied: &std::sync::Mutex<HashSet<(BlobType, Id)>>,
 ) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
     let data = repo.backend().read(FileType::Pack, &pack_id.to_hex()).map_err(RepoError::from)?;
@@ -427,7 +426,8 @@ fn repack_one(
     sorted.sort_by_key(|b| b.offset);
     for b in sorted {
         let key = (b.blob_type, b.id);
-        if !wanted.contains(&key) {
+        // Only the copy that counts as used is carried over.
+        if wanted.get(&key) != Some(pack_id) {
             continue;
         }
         {

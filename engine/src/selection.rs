@@ -67,7 +67,7 @@ impl SnapshotFilter {
 
     /// Whether `snapshot` passes all filters.
     pub fn matches(&self, snapshot: &Snapshot) -> bool {
-        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| *h == snapshot.hostname) {
+        if !self.hosts.is_empty() && !self.hosts.contains(&snapshot.hostname) {
             return false;
         }
         let snap_tags: &[String] = snapshot_tags(snapshot);
@@ -136,7 +136,7 @@ pub fn split_snapshot_arg(arg: &str) -> (&str, Option<&str>) {
 
 /// Sort oldest first (like `restic snapshots`), stable on ties.
 pub fn sort_snapshots(list: &mut [(Id, Snapshot)]) {
-    list.sort_by(|a, b| a.1.time.unix_nanos().cmp(&b.1.time.unix_nanos()));
+    list.sort_by_key(|entry| entry.1.time.unix_nanos());
 }
 
 /// Find one snapshot in `list` by full ID, unique prefix or `latest`
@@ -230,12 +230,13 @@ mod tests {
     use restix_repo_format::GoTime;
 
     fn snap(secs: i64, host: &str, tags: &[&str], paths: &[&str]) -> Snapshot {
-        let mut s = Snapshot::default();
-        s.time = GoTime::from_unix_utc(secs, 0);
-        s.hostname = host.to_string();
-        s.tags = tags.iter().map(|t| t.to_string()).collect();
-        s.paths = paths.iter().map(|t| t.to_string()).collect();
-        s
+        Snapshot {
+            time: GoTime::from_unix_utc(secs, 0),
+            hostname: host.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            paths: paths.iter().map(|t| t.to_string()).collect(),
+            ..Snapshot::default()
+        }
     }
 
     fn list() -> Vec<(Id, Snapshot)> {

@@ -351,16 +351,16 @@ impl LsNode {
     pub fn new(path: &[u8], node: &Node) -> LsNode {
         LsNode {
             name: node.name.clone(),
-            node_type: node.node_type.clone(),
+            node_type: node.node_type,
             path: path.to_vec(),
             uid: node.uid,
             gid: node.gid,
             size: (node.node_type == NodeType::File).then_some(node.size),
             mode: node.mode,
             permissions: go_file_mode_string(node.mode),
-            mtime: node.mtime.clone(),
-            atime: node.atime.clone(),
-            ctime: node.ctime.clone(),
+            mtime: node.mtime,
+            atime: node.atime,
+            ctime: node.ctime,
             inode: node.inode,
             link_target: (node.node_type == NodeType::Symlink).then(|| node.linktarget.clone()),
         }
@@ -458,11 +458,12 @@ mod tests {
     struct NoTree;
 
     fn node(name: &str, node_type: NodeType, subtree: Option<Id>) -> Node {
-        let mut n = Node::default();
-        n.name = name.as_bytes().to_vec();
-        n.node_type = node_type;
-        n.subtree = subtree;
-        n
+        Node {
+            name: name.as_bytes().to_vec(),
+            node_type,
+            subtree,
+            ..Node::default()
+        }
     }
 
     fn id(n: u8) -> Id {
@@ -539,6 +540,28 @@ mod tests {
         assert!(matches!(
             run(&trees, id(1)),
             Err(WalkError::DuplicateName { .. })
+        ));
+    }
+
+    #[test]
+    fn absurd_depth_is_an_error() {
+        let mut trees = HashMap::new();
+        let levels = MAX_DEPTH as u32 + 2;
+        for level in 0..levels {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&level.to_le_bytes());
+            let mut next = [0u8; 32];
+            next[..4].copy_from_slice(&(level + 1).to_le_bytes());
+            trees.insert(
+                Id(bytes),
+                Tree {
+                    nodes: vec![node("d", NodeType::Dir, Some(Id(next)))],
+                },
+            );
+        }
+        assert!(matches!(
+            run(&trees, Id([0; 32])),
+            Err(WalkError::TooDeep { .. })
         ));
     }
 

@@ -26,6 +26,8 @@ const WRITE_CHUNK: u64 = 32 * 1024;
 const READ_CHUNK: u64 = 64 * 1024;
 /// Seconds one SFTP request may take before the connection counts as dead.
 const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// Time to dial, authenticate and start SFTP before giving up on an attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// SSH channel window of the client: large, so downloads are not throttled
 /// by window adjustments on fast links (measured: 64 MiB, see crate docs).
 const WINDOW_SIZE: u32 = 64 * 1024 * 1024;
@@ -206,9 +208,21 @@ impl Connection {
 
     /// Dial `target` and start SFTP.
     pub async fn open(target: &Target) -> Result<Connection, SftpError> {
-        match target {
-            Target::Ssh(t) => open_ssh(t).await,
-            Target::Command(argv) => open_command(argv).await,
+        let opening = async {
+            match target {
+                Target::Ssh(t) => open_ssh(t).await,
+                Target::Command(argv) => open_command(argv).await,
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
+            Ok(result) => result,
+            Err(_) => Err(SftpError::Connect {
+                target: target.describe(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no SFTP session after {} s", CONNECT_TIMEOUT.as_secs()),
+                ),
+            }),
         }
     }
 }
@@ -542,7 +556,7 @@ async fn open_command(argv: &[String]) -> Result<Connection, SftpError> {
 
 async fn start_sftp<S>(
     stream: S,
-    transport: Transport,
+    mut transport: Transport,
     describe: &str,
 ) -> Result<Connection, SftpError>
 where
@@ -550,11 +564,23 @@ where
 {
     let mut sftp = RawSftpSession::new(stream);
     sftp.set_timeout(REQUEST_TIMEOUT_SECS);
-    let version = sftp.init().await.map_err(|e| {
+    let failed = |reason: String| {
         SftpError::Sftp(format!(
-            "{describe}: unable to start the sftp session, error: {e}"
+            "{describe}: unable to start the sftp session, error: {reason}"
         ))
-    })?;
+    };
+    let version = match &mut transport {
+        // A command that exits at once (wrong host, bad option) must not
+        // leave the handshake waiting for its request timeout.
+        Transport::Process(child) => tokio::select! {
+            version = sftp.init() => version.map_err(|e| failed(e.to_string()))?,
+            status = child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                return Err(failed(format!("the command ended ({status})")));
+            }
+        },
+        Transport::Ssh(_) => sftp.init().await.map_err(|e| failed(e.to_string()))?,
+    };
     let has = |name: &str| version.extensions.contains_key(name);
     let posix_rename = has("posix-rename@openssh.com");
     let fsync = has("fsync@openssh.com");

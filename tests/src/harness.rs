@@ -474,6 +474,42 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Starts the command with a piped stdin (for `backup --stdin`) and
+    /// stdout/stderr going to `log`; the caller writes, closes stdin and waits.
+    pub fn spawn_with_stdin(mut self, log: &Path) -> std::process::Child {
+        let file = fs::File::create(log).expect("create log");
+        let file2 = file.try_clone().expect("clone log handle");
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(file2));
+        self.command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.words.join(" ")))
+    }
+}
+
+/// Waits (up to `limit`) until `dir` holds at least one file and returns
+/// them; panics with `what` if none appears. Used to wait for lock files.
+pub fn wait_for_files(dir: &Path, limit: Duration, what: &str) -> Vec<PathBuf> {
+    let start = std::time::Instant::now();
+    loop {
+        let files: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        if !files.is_empty() {
+            return files;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: nothing appeared in {} within {limit:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn shell_quote(arg: &OsStr) -> String {
     let text = arg.to_string_lossy();
     if !text.is_empty()
@@ -1601,6 +1637,35 @@ impl<'a> Oracle<'a> {
     /// The stored snapshot (`restic cat snapshot <id>`).
     pub fn snapshot_file(&self, id: &str) -> Value {
         self.restic(&["cat", "snapshot", id]).json()
+    }
+
+    /// The nodes of tree `id` (`restic cat blob`).
+    pub fn tree_nodes(&self, id: &str) -> Vec<Value> {
+        let tree: Value = serde_json::from_slice(&self.blob(id)).unwrap_or(Value::Null);
+        tree["nodes"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The node at `path` (plain ASCII names) below the root tree of
+    /// snapshot `snapshot`.
+    #[track_caller]
+    pub fn node_at(&self, snapshot: &str, path: &[&str]) -> Value {
+        let mut tree = self.snapshot_file(snapshot)["tree"]
+            .as_str()
+            .expect("snapshot has a tree")
+            .to_string();
+        let mut found = Value::Null;
+        for (i, name) in path.iter().enumerate() {
+            let nodes = self.tree_nodes(&tree);
+            found = nodes
+                .iter()
+                .find(|n| n["name"] == *name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name:?} not found in tree {tree}: {nodes:#?}"));
+            if i + 1 < path.len() {
+                tree = found["subtree"].as_str().expect("a folder").to_string();
+            }
+        }
+        found
     }
 
     /// The path of a pack file in a local repository.

@@ -284,6 +284,7 @@ fn unknown_host_key_is_refused() {
         .err()
         .expect("unknown host key accepted")
         .to_string();
+    eprintln!("{err}");
     assert!(err.contains("host key verification failed"), "{err}");
     assert!(err.contains("not in known_hosts"), "{err}");
     assert!(err.contains("ssh -p"), "{err}");

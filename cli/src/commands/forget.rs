@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use restix_engine::backend::FileType;
 use restix_engine::forget::{
-    apply_policy, group_snapshots, parse_keep_count, CalendarDuration, GroupBy, KeepPolicy,
+    apply_policy, group_snapshots, parse_keep_count, CalendarDuration, GroupBy, KeepPolicy, PolicyResult,
 };
 use restix_engine::selection::SnapshotFilter;
 use restix_repo_format::{Id, Snapshot};
@@ -148,7 +148,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
             return Err(fatal("--unsafe-allow-remove-all is not allowed unless a snapshot filter option is specified").into());
         }
     }
-    if policy.is_empty() && args.ids.is_empty() {
+    if policy.is_empty() && args.ids.is_empty() && !args.unsafe_allow_remove_all {
         return Err(fatal("no policy was specified, no snapshots will be removed").into());
     }
     let mut opened = open_repository(ctx, LockMode::Exclusive)?;
@@ -174,7 +174,17 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
             if ctx.printer.verbosity >= 2 && !ctx.printer.json {
                 ctx.printer.important(&format!("snapshots for ({}):", key.header()));
             }
-            let result = apply_policy(list, &policy);
+            let result = if policy.is_empty() {
+                // --unsafe-allow-remove-all without a policy: everything goes.
+                let mut list = list;
+                list.sort_by(|a, b| b.1.time.unix_nanos().cmp(&a.1.time.unix_nanos()));
+                PolicyResult {
+                    keep: Vec::new(),
+                    remove: list,
+                }
+            } else {
+                apply_policy(list, &policy)
+            };
             if result.keep.is_empty() && !args.unsafe_allow_remove_all {
                 return Err(CliError::plain(
                     exit_code::FAILURE,

@@ -3,15 +3,21 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
+mod diff;
 mod dump;
+mod find;
 mod forget;
 mod init;
+mod key;
 mod list;
 mod ls;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 mod version;
 
@@ -62,8 +68,14 @@ pub fn snapshot_filter(args: &SnapshotFilterOptions) -> SnapshotFilter {
 }
 
 /// Go's `%v` of a string slice: `[a b]`.
-fn go_slice(items: &[String]) -> String {
+pub fn go_slice(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
+}
+
+/// Go's `%v` of restic's `[]TagList`: `[[a b] [c]]`.
+pub fn go_tag_lists(groups: &[Vec<String>]) -> String {
+    let inner: Vec<String> = groups.iter().map(|g| go_slice(g)).collect();
+    go_slice(&inner)
 }
 
 /// Resolve the argument of a single-snapshot command (`ID`, prefix,
@@ -82,7 +94,7 @@ pub fn select_single(
         SelectionError::NoLatest => fatal(format!(
             "failed to find snapshot: snapshot filter (Paths:{} Tags:{} Hosts:{}): no snapshot found",
             go_slice(&filter.paths),
-            go_slice(&filter.tags.iter().map(|g| g.join(",")).collect::<Vec<_>>()),
+            go_tag_lists(&filter.tags),
             go_slice(&filter.hosts)
         )),
         other => fatal(format!("failed to find snapshot: {other}")),
@@ -122,6 +134,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Prune(args) => prune::run(&ctx, args)?,
         Command::Check(args) => check::run(&ctx, args)?,
         Command::Stats(args) => stats::run(&ctx, args)?,
+        Command::Key(args) => key::run(&ctx, args)?,
+        Command::Tag(args) => tag::run(&ctx, args)?,
+        Command::Diff(args) => diff::run(&ctx, args)?,
+        Command::Find(args) => find::run(&ctx, args)?,
+        Command::Copy(args) => copy::run(&ctx, args)?,
+        Command::Repair(args) => repair::run(&ctx, &args.args)?,
+        Command::RebuildIndex(args) => repair::run_index(&ctx, args.read_all_packs)?,
         other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
     Ok(exit_code::SUCCESS)

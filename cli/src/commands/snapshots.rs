@@ -127,8 +127,10 @@ pub fn select_snapshots(
                     }
                 }
                 Err(restix_engine::selection::SelectionError::NoLatest) => ctx.printer.error(&format!(
-                    "Ignoring \"{arg}\": no snapshot matched given filter (Paths:{:?} Tags:{:?} Hosts:{:?})",
-                    filter.paths, filter.tags, filter.hosts
+                    "Ignoring \"{arg}\": no snapshot matched given filter (Paths:{} Tags:{} Hosts:{})",
+                    super::go_slice(&filter.paths),
+                    super::go_tag_lists(&filter.tags),
+                    super::go_slice(&filter.hosts)
                 )),
                 Err(e) => ctx.printer.error(&format!("Ignoring \"{arg}\": {e}")),
             }

@@ -57,10 +57,10 @@ impl ExcludeMatcher {
             .collect();
         self.patterns.iter().any(|p| {
             if p.anchored {
-                match_parts(&p.parts, &comps, true)
+                match_parts(&p.parts, &comps)
             } else {
                 (0..=comps.len())
-                    .any(|start| match_parts(&p.parts, comps.get(start..).unwrap_or(&[]), true))
+                    .any(|start| match_parts(&p.parts, comps.get(start..).unwrap_or(&[])))
             }
         })
     }
@@ -69,16 +69,14 @@ impl ExcludeMatcher {
 /// Match pattern components against path components starting at the first
 /// path component. The pattern must be consumed; the path may continue
 /// (a match of a parent folder excludes its contents).
-fn match_parts(pat: &[Vec<u8>], path: &[&[u8]], _prefix_ok: bool) -> bool {
+fn match_parts(pat: &[Vec<u8>], path: &[&[u8]]) -> bool {
     match pat.split_first() {
         None => true,
         Some((first, rest)) if first.as_slice() == b"**" => {
-            (0..=path.len()).any(|skip| match_parts(rest, path.get(skip..).unwrap_or(&[]), true))
+            (0..=path.len()).any(|skip| match_parts(rest, path.get(skip..).unwrap_or(&[])))
         }
         Some((first, rest)) => match path.split_first() {
-            Some((comp, path_rest)) => {
-                glob_match(first, comp) && match_parts(rest, path_rest, true)
-            }
+            Some((comp, path_rest)) => glob_match(first, comp) && match_parts(rest, path_rest),
             None => false,
         },
     }
@@ -112,12 +110,10 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                     }
                 }
             }
-            Some(b'\\') => {
-                if pattern.get(p + 1) == name.get(n) && pattern.get(p + 1).is_some() {
-                    p += 2;
-                    n += 1;
-                    continue;
-                }
+            Some(b'\\') if pattern.get(p + 1).is_some() && pattern.get(p + 1) == name.get(n) => {
+                p += 2;
+                n += 1;
+                continue;
             }
             Some(c) if Some(c) == name.get(n) => {
                 p += 1;

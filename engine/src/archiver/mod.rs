@@ -21,6 +21,7 @@
 
 pub mod exclude;
 pub mod node;
+mod read_ahead;
 
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,10 @@ pub struct ArchiveOptions {
     pub no_scan: bool,
     /// `program_version` of the snapshot.
     pub program_version: String,
+    /// Files at least this large are chunked by the parallel chunker with
+    /// read-ahead (default 32 MiB); smaller ones are read `read_concurrency`
+    /// at a time, each on one thread.
+    pub large_file_threshold: u64,
     /// Wall-clock start of the command (summary `backup_start`); default:
     /// when `backup` is called.
     pub backup_start: Option<GoTime>,
@@ -125,6 +130,7 @@ impl Default for ArchiveOptions {
             no_scan: false,
             program_version: format!("restix {}", env!("CARGO_PKG_VERSION")),
             backup_start: None,
+            large_file_threshold: LARGE_FILE,
         }
     }
 }
@@ -153,6 +159,7 @@ pub trait ArchiveProgress: Sync {
     fn bytes_done(&self, bytes: u64) {}
     /// A file is done: its size, status, and the new data it added
     /// (plaintext / stored bytes).
+    #[allow(clippy::too_many_arguments)]
     fn file_done(
         &self,
         path: &Path,
@@ -351,6 +358,7 @@ struct RunOptions {
     ignore_inode: bool,
     one_file_system: bool,
     exclude_larger_than: Option<u64>,
+    large_file_threshold: u64,
 }
 
 /// The virtual tree of targets (spec §11.5 "the snapshot root mirrors the
@@ -480,9 +488,8 @@ fn insert_target(
             loop {
                 let mut name = leaf.to_vec();
                 name.extend_from_slice(format!("-{i}").as_bytes());
-                if !dir.children.contains_key(&name) {
-                    dir.children
-                        .insert(name, VirtualEntry::Target(target.to_path_buf()));
+                if let std::collections::btree_map::Entry::Vacant(slot) = dir.children.entry(name) {
+                    slot.insert(VirtualEntry::Target(target.to_path_buf()));
                     return;
                 }
                 i += 1;
@@ -551,6 +558,7 @@ impl Archiver {
                 ignore_inode: options.ignore_inode,
                 one_file_system: options.one_file_system,
                 exclude_larger_than: options.exclude_larger_than,
+                large_file_threshold: options.large_file_threshold,
             },
             excludes: ExcludeMatcher::new(&options.excludes),
             chunker,
@@ -1009,7 +1017,7 @@ impl Run<'_> {
                 node = node::node_from_metadata(name, path, &m, self.options.with_atime);
             }
         }
-        let result = if node.size >= LARGE_FILE && self.threads > 1 {
+        let result = if node.size >= self.options.large_file_threshold && self.threads > 1 {
             match self.large_file.try_lock() {
                 Ok(_guard) => self.save_content_parallel(file),
                 Err(_) => self.save_content_sequential(file),
@@ -1083,7 +1091,10 @@ impl Run<'_> {
 
     fn save_content_parallel(&self, file: File) -> Result<(Vec<Id>, u64, u64, u64), FileError> {
         let chunker = ParallelChunker::new(self.chunker.clone(), self.threads);
-        let mut stream = chunker.chunk_reader(file, LARGE_FILE_WINDOW);
+        // Read the next window while the workers process this one.
+        let reader = read_ahead::ReadAhead::new(file, 8 << 20, LARGE_FILE_WINDOW / (8 << 20))
+            .map_err(FileError::Io)?;
+        let mut stream = chunker.chunk_reader(reader, LARGE_FILE_WINDOW);
         let (mut ids, mut size, mut added, mut stored) = (Vec::new(), 0u64, 0u64, 0u64);
         while let Some(batch) = stream.next_batch().map_err(FileError::Io)? {
             let chunks: Vec<&[u8]> = batch.iter().map(|c| c.data).collect();

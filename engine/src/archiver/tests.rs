@@ -128,6 +128,25 @@ fn archives_varied_tree() {
     }
     assert_eq!(data, pseudo_random(7, 3 << 20));
 
+    // The parallel large-file path gives the same tree.
+    let mut parallel = Archiver::new(
+        Arc::clone(&repo),
+        ArchiveOptions {
+            threads: 3,
+            force: true,
+            large_file_threshold: 1 << 20,
+            ..Default::default()
+        },
+    );
+    let sp = parallel
+        .backup(std::slice::from_ref(&src), &NoProgress)
+        .unwrap();
+    assert_eq!(
+        find_node(&repo, sp.snapshot.tree.unwrap(), &src).subtree,
+        node.subtree
+    );
+    assert_eq!(sp.files_new + sp.files_changed, 6);
+
     // Second run with the parent: nothing re-read, same tree.
     let mut archiver = Archiver::new(
         Arc::clone(&repo),

@@ -67,7 +67,7 @@ impl From<crate::backend::BackendError> for LockError {
 pub fn describe_lock(lock: &Lock, id: &Id) -> String {
     let created = format_local_datetime(lock.time);
     let now = GoTime::now_local();
-    let age = (now.unix_nanos() - lock.time.unix_nanos()).max(i128::MIN);
+    let age = now.unix_nanos() - lock.time.unix_nanos();
     format!(
         "PID {} on {} by {} (UID {}, GID {})\nlock was created at {} ({} ago)\nstorage ID {}",
         lock.pid,

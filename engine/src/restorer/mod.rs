@@ -156,6 +156,8 @@ struct FileJob {
     path: Vec<u8>,
     dest: PathBuf,
     node: Node,
+    /// Blob writes planned (0: nothing to fetch for this file).
+    planned_writes: AtomicUsize,
     /// Blob writes still outstanding.
     remaining: AtomicUsize,
     failed: AtomicBool,
@@ -301,11 +303,11 @@ impl Restorer {
         let packs = self.group_by_pack(&plan.files, &run);
         self.write_content(packs, &plan.files, &run);
         for file in &plan.files {
-            if file.node.content.as_ref().is_some_and(|c| c.is_empty())
+            if file.planned_writes.load(Ordering::Relaxed) == 0
                 && !file.failed.load(Ordering::Relaxed)
             {
-                // Empty files have no blob writes that would finish them.
-                run.restored(&file.path, 0);
+                // Files without blob writes (empty, or all holes) are done.
+                run.restored(&file.path, file.node.size);
             }
         }
 
@@ -358,6 +360,7 @@ impl Restorer {
     /// Look up every content blob and group the writes by pack. Files with
     /// a blob missing from the index fail here.
     fn group_by_pack(&self, files: &[FileJob], run: &Run<'_>) -> Vec<(Id, Vec<BlobJob>)> {
+        let zero_chunk = self.options.sparse.then(zero_chunk_id);
         let mut packs: HashMap<Id, (Vec<BlobJob>, HashMap<Id, usize>)> = HashMap::new();
         for (index, file) in files.iter().enumerate() {
             let Some(content) = &file.node.content else {
@@ -387,6 +390,19 @@ impl Restorer {
                 );
                 continue;
             }
+            if let Some(zero) = zero_chunk {
+                // The known all-zero chunk stays a hole without being fetched.
+                writes.retain(|(id, location, _)| {
+                    if *id != zero {
+                        return true;
+                    }
+                    let len = u64::from(location.plaintext_len());
+                    run.bytes_restored.fetch_add(len, Ordering::Relaxed);
+                    run.progress.bytes_restored(len);
+                    false
+                });
+            }
+            file.planned_writes.store(writes.len(), Ordering::Relaxed);
             file.remaining.store(writes.len(), Ordering::Relaxed);
             for (id, location, offset) in writes {
                 let (jobs, by_id) = packs.entry(location.pack).or_default();
@@ -631,6 +647,17 @@ impl Restorer {
     }
 }
 
+/// ID of the chunk restic's chunker cuts from a long run of zero bytes: an
+/// all-zero window has fingerprint 0, so zero runs are cut every `MinSize`
+/// = 512 KiB (spec: restic-format §13, §15.9).
+fn zero_chunk_id() -> Id {
+    static ZERO: std::sync::OnceLock<Id> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| Id::hash(&vec![0u8; ZERO_CHUNK_SIZE]))
+}
+
+/// restic's chunker `MinSize`.
+const ZERO_CHUNK_SIZE: usize = 512 << 10;
+
 fn verify_file(dest: &Path, content: &[Id], lengths: &[u64]) -> Result<(), String> {
     let mut f = open_nofollow_read(dest).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
@@ -858,6 +885,7 @@ impl Plan {
             path: path.to_vec(),
             dest,
             node: node.clone(),
+            planned_writes: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             handle: Mutex::new(None),

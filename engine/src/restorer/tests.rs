@@ -249,6 +249,14 @@ const ALL: [&str; 11] = [
 ];
 
 #[test]
+fn zero_chunk_id_is_restics() {
+    assert_eq!(
+        zero_chunk_id().to_hex(),
+        "07854d2fef297a06ba81685e660c332de36d5d18d546927d30daad6d7fda1541"
+    );
+}
+
+#[test]
 fn restore_matches_source() {
     if !restic_available() {
         return;
@@ -441,6 +449,27 @@ fn hostile_tree_is_refused() {
         !target.join("fine").exists(),
         "names are checked before anything is created"
     );
+
+    // A symlink already in the target is replaced, never followed.
+    let outside = fx.work.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = fx.work.join("pre");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), target.join("a.txt")).unwrap();
+    let summary = Restorer::new(Arc::clone(&fx.repo), RestoreOptions::new(&target))
+        .unwrap()
+        .restore(&fx.tree, None, &NoProgress)
+        .unwrap();
+    assert_eq!(summary.errors, 0);
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    assert!(fs::symlink_metadata(target.join("sub")).unwrap().is_dir());
+    compare(&fx.src, &target, "a.txt");
+    compare(&fx.src, &target, "sub/deep/c.txt");
 }
 
 #[test]

@@ -1,0 +1,246 @@
+//! Where changed guest ranges come from: a qcow2 overlay's own clusters, a
+//! persistent dirty bitmap, or a local cache of per-block hashes.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use restix_qcow2::{DiskImage, ExtentKind, Qcow2Image};
+use restix_repo_format::Id;
+use sha2::{Digest, Sha256};
+
+use super::layout::GuestLayout;
+use super::ImageError;
+
+/// Sorts and merges overlapping or touching ranges; drops empty ones.
+pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// What the top layer of `image` changed: its data **and zero** clusters
+/// (spec: qcow2 §1.10: a zero cluster in an increment is a change).
+///
+/// For an OpenNebula increment opened with [`Qcow2Image::open_chain`] (`[disk.N.0,
+/// disk.N.1]`) these are the guest ranges that differ from the parent, provided
+/// the parent snapshot holds the guest view of the layers below.
+pub fn changed_ranges_in_top_layer(image: &Qcow2Image) -> Result<Vec<Range<u64>>, ImageError> {
+    let ranges = image
+        .allocated_in_layer()?
+        .into_iter()
+        .filter(|e| e.kind != ExtentKind::Unallocated)
+        .map(|e| e.offset..e.end())
+        .collect();
+    Ok(merge_ranges(ranges))
+}
+
+/// The ranges marked dirty in the persistent bitmap `name` (spec: qcow2
+/// §1.11). Refuses bitmaps that are in use or inconsistent.
+pub fn changed_ranges_from_bitmap(
+    image: &Qcow2Image,
+    name: &str,
+) -> Result<Vec<Range<u64>>, ImageError> {
+    Ok(merge_ranges(image.dirty_ranges(name)?))
+}
+
+/// Where the block hashes of `image_path` backed up into the repository
+/// `repo_id` are cached: `<cache_dir>/restix-image/<repo_id>/<sha256(path)>`.
+pub fn block_hash_cache_path(cache_dir: &Path, repo_id: &str, image_path: &Path) -> PathBuf {
+    let absolute = crate::archiver::absolute_path(image_path);
+    let key = Id(Sha256::digest(absolute.as_os_str().as_encoded_bytes()).into());
+    cache_dir
+        .join("restix-image")
+        .join(repo_id)
+        .join(key.to_hex())
+}
+
+const MAGIC: &[u8; 8] = b"RXBLKH01";
+/// Stored bytes per block hash (a truncated SHA-256).
+const HASH_LEN: usize = 16;
+/// Bytes hashed per batch (bounded memory).
+const HASH_WINDOW: u64 = 16 << 20;
+
+/// Hashes of every 64 KiB guest block, and the snapshot they describe.
+///
+/// Hashing (SHA-256 truncated to 128 bits, the hasher the engine already
+/// carries) is cheaper than chunking plus hashing chunks; zero and unallocated
+/// blocks are not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHashes {
+    /// The snapshot whose content these hashes describe.
+    pub snapshot: Option<Id>,
+    /// Guest disk size.
+    pub virtual_size: u64,
+    /// Bytes per block.
+    pub block_size: u64,
+    /// One hash per block.
+    pub hashes: Vec<[u8; HASH_LEN]>,
+}
+
+impl BlockHashes {
+    /// Block size of new caches.
+    pub const BLOCK_SIZE: u64 = 64 * 1024;
+
+    fn hash(block: &[u8]) -> [u8; HASH_LEN] {
+        let digest = Sha256::digest(block);
+        let mut out = [0u8; HASH_LEN];
+        out.copy_from_slice(digest.get(..HASH_LEN).unwrap_or(&[0u8; HASH_LEN]));
+        out
+    }
+
+    /// Hashes the guest view of `image`; returns the hashes and the bytes read.
+    pub(crate) fn compute(
+        image: &dyn DiskImage,
+        layout: &GuestLayout,
+        threads: usize,
+    ) -> Result<(BlockHashes, u64), ImageError> {
+        let size = layout.size;
+        let block = Self::BLOCK_SIZE;
+        let zero_hash = Self::hash(&vec![0u8; block as usize]);
+        let mut hashes = Vec::with_capacity(size.div_ceil(block) as usize);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| ImageError::Chunker(format!("threads: {e}")))?;
+        let mut read = 0;
+        let mut buf = Vec::new();
+        let mut pos = 0;
+        while pos < size {
+            let end = (pos + HASH_WINDOW).min(size);
+            if layout.is_zero_run(pos, end) && (end - pos) % block == 0 {
+                hashes.extend(std::iter::repeat_n(zero_hash, ((end - pos) / block) as usize));
+            } else {
+                buf.resize((end - pos) as usize, 0);
+                read += layout.materialise(image, pos, &mut buf)?;
+                let window: Vec<[u8; HASH_LEN]> = pool.install(|| {
+                    buf.par_chunks(block as usize)
+                        .map(|b| {
+                            if b.len() as u64 == block && restix_chunker::is_all_zero(b) {
+                                zero_hash
+                            } else {
+                                Self::hash(b)
+                            }
+                        })
+                        .collect()
+                });
+                hashes.extend(window);
+            }
+            pos = end;
+        }
+        Ok((
+            BlockHashes {
+                snapshot: None,
+                virtual_size: size,
+                block_size: block,
+                hashes,
+            },
+            read,
+        ))
+    }
+
+    /// The blocks that differ from `newer`, as merged guest ranges; `None` when
+    /// the two are not comparable (size or block size differ).
+    pub fn changed_ranges(&self, newer: &BlockHashes) -> Option<Vec<Range<u64>>> {
+        if self.virtual_size != newer.virtual_size
+            || self.block_size != newer.block_size
+            || self.hashes.len() != newer.hashes.len()
+        {
+            return None;
+        }
+        let block = self.block_size;
+        let ranges = self
+            .hashes
+            .iter()
+            .zip(&newer.hashes)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| {
+                let start = i as u64 * block;
+                start..(start + block).min(self.virtual_size)
+            })
+            .collect();
+        Some(merge_ranges(ranges))
+    }
+
+    /// Loads a cache file; `None` if it is missing or damaged (then the next
+    /// backup is a full one).
+    pub fn load(path: &Path) -> Option<BlockHashes> {
+        let bytes = fs::read(path).ok()?;
+        let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+        if Sha256::digest(body).as_slice() != check {
+            return None;
+        }
+        let magic = body.get(..8)?;
+        if magic != MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| -> Option<u64> {
+            let raw: [u8; 8] = body.get(at..at + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(raw))
+        };
+        let snapshot: [u8; 32] = body.get(8..40)?.try_into().ok()?;
+        let virtual_size = u64_at(40)?;
+        let block_size = u64_at(48)?;
+        let count = usize::try_from(u64_at(56)?).ok()?;
+        let table = body.get(64..)?;
+        if block_size == 0
+            || table.len() != count.checked_mul(HASH_LEN)?
+            || virtual_size.div_ceil(block_size) != count as u64
+        {
+            return None;
+        }
+        let hashes = table
+            .chunks_exact(HASH_LEN)
+            .map(|c| {
+                let mut h = [0u8; HASH_LEN];
+                h.copy_from_slice(c);
+                h
+            })
+            .collect();
+        Some(BlockHashes {
+            snapshot: (snapshot != [0u8; 32]).then_some(Id(snapshot)),
+            virtual_size,
+            block_size,
+            hashes,
+        })
+    }
+
+    /// Writes the cache file atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), ImageError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| ImageError::io(dir, e))?;
+        }
+        let mut body = Vec::with_capacity(64 + self.hashes.len() * HASH_LEN + 32);
+        body.extend_from_slice(MAGIC);
+        body.extend_from_slice(&self.snapshot.map_or([0u8; 32], |id| id.0));
+        body.extend_from_slice(&self.virtual_size.to_le_bytes());
+        body.extend_from_slice(&self.block_size.to_le_bytes());
+        body.extend_from_slice(&(self.hashes.len() as u64).to_le_bytes());
+        for h in &self.hashes {
+            body.extend_from_slice(h);
+        }
+        let check = Sha256::digest(&body);
+        body.extend_from_slice(&check);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&body)?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ImageError::io(path, e)
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! Image mode against in-memory disks: exact chunk cuts, no reads of zero or
+//! unallocated extents, incrementals equal to full backups, restores.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use restix_chunker::{Chunker, Polynomial};
+use restix_qcow2::{DiskImage, Extent, ExtentKind};
+use restix_repo_format::{BlobType, Id};
+use sha2::{Digest, Sha256};
+
+use super::layout::{ChunkCutter, GuestBuffer, GuestLayout};
+use super::*;
+use crate::repository::tests::{new_repo, TempDir};
+
+/// A disk held in memory with an explicit extent map. Reads are counted, and a
+/// read touching anything but a `Data` extent fails the test.
+struct MemDisk {
+    bytes: Vec<u8>,
+    extents: Vec<Extent>,
+    read: AtomicU64,
+}
+
+impl MemDisk {
+    /// `layout`: (length, kind) pieces; data pieces get pseudo-random bytes
+    /// from `seed` (a few of them runs of zeros, to exercise zero data).
+    fn new(seed: u32, layout: &[(u64, ExtentKind)]) -> MemDisk {
+        let mut bytes = Vec::new();
+        let mut extents: Vec<Extent> = Vec::new();
+        for (i, &(length, kind)) in layout.iter().enumerate() {
+            let offset = bytes.len() as u64;
+            match kind {
+                ExtentKind::Data => {
+                    bytes.extend(pseudo_random(seed * 1000 + i as u32, length as usize))
+                }
+                _ => bytes.resize(bytes.len() + length as usize, 0),
+            }
+            match extents.last_mut() {
+                Some(last) if last.kind == kind => last.length += length,
+                _ => extents.push(Extent {
+                    offset,
+                    length,
+                    kind,
+                }),
+            }
+        }
+        MemDisk {
+            bytes,
+            extents,
+            read: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `data` at `offset` as allocated data (splitting extents).
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        self.bytes[offset as usize..end as usize].copy_from_slice(data);
+        let mut out: Vec<Extent> = Vec::new();
+        let mut push = |offset: u64, end: u64, kind: ExtentKind| {
+            if end <= offset {
+                return;
+            }
+            match out.last_mut() {
+                Some(last) if last.kind == kind && last.end() == offset => {
+                    last.length += end - offset
+                }
+                _ => out.push(Extent {
+                    offset,
+                    length: end - offset,
+                    kind,
+                }),
+            }
+        };
+        for e in &self.extents {
+            push(e.offset, e.end().min(offset), e.kind);
+            if e.offset < end && e.end() > offset {
+                push(e.offset.max(offset), e.end().min(end), ExtentKind::Data);
+            }
+            push(e.offset.max(end), e.end(), e.kind);
+        }
+        self.extents = out;
+    }
+}
+
+impl DiskImage for MemDisk {
+    fn virtual_size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn extents(&self, offset: u64, length: u64) -> restix_qcow2::Result<Vec<Extent>> {
+        let end = offset + length;
+        Ok(self
+            .extents
+            .iter()
+            .filter(|e| e.end() > offset && e.offset < end)
+            .map(|e| Extent {
+                offset: e.offset.max(offset),
+                length: e.end().min(end) - e.offset.max(offset),
+                kind: e.kind,
+            })
+            .collect())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> restix_qcow2::Result<()> {
+        let end = offset + buf.len() as u64;
+        for e in self.extents(offset, buf.len() as u64)? {
+            assert_eq!(
+                e.kind,
+                ExtentKind::Data,
+                "read of {offset}..{end} touches a {:?} extent",
+                e.kind
+            );
+        }
+        buf.copy_from_slice(&self.bytes[offset as usize..end as usize]);
+        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn pseudo_random(seed: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut i = 0u32;
+    while out.len() < len {
+        out.extend_from_slice(&Sha256::digest([seed.to_le_bytes(), i.to_le_bytes()].concat()));
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+const K: u64 = 1024;
+const M: u64 = 1024 * 1024;
+use ExtentKind::{Data, Unallocated, Zero};
+
+/// Awkward layouts: zero runs at the start and end, data shorter than the
+/// window between zero runs, zero runs shorter than the long-run threshold,
+/// data regions ending a few bytes before chunk-size multiples.
+fn layouts() -> Vec<Vec<(u64, ExtentKind)>> {
+    vec![
+        vec![(3 * M + 17, Data), (5 * M, Zero), (2 * M + 3, Data)],
+        vec![(4 * M, Unallocated), (30, Data), (M, Zero), (10, Data), (3 * M, Unallocated)],
+        vec![(M + 100, Data), (100, Zero), (2 * M, Data), (LONG_ZERO_RUN, Zero), (M, Data)],
+        vec![(512 * K - 32, Data), (9 * M, Unallocated), (512 * K + 40, Data), (63, Zero)],
+        vec![(9 * M, Data), (64, Zero), (5 * M, Data)],
+        vec![(20 * M, Zero)],
+        vec![(700 * K, Data), (12 * M + 5, Zero), (64, Data), (900 * K, Zero), (2 * M, Data)],
+        vec![(100, Data)],
+    ]
+}
+
+/// Cut positions through the virtual chunker.
+fn virtual_cuts(chunker: &Chunker, disk: &dyn DiskImage) -> Vec<u64> {
+    let layout = GuestLayout::new(disk).unwrap();
+    let cutter = ChunkCutter::new(chunker).unwrap();
+    let mut buffer = GuestBuffer::new(disk, &layout);
+    let mut cuts = Vec::new();
+    let mut pos = 0;
+    while pos < layout.size {
+        pos = cutter.cut(&layout, &mut buffer, pos).unwrap();
+        buffer.drop_before(pos);
+        cuts.push(pos);
+    }
+    cuts
+}
+
+#[test]
+fn virtual_cuts_equal_restic_chunking() {
+    let chunker = Chunker::new(Polynomial::RESTIC_TEST).unwrap();
+    for (seed, layout) in layouts().iter().enumerate() {
+        let disk = MemDisk::new(seed as u32 + 1, layout);
+        let expected: Vec<u64> = chunker
+            .boundaries(&disk.bytes)
+            .into_iter()
+            .map(|b| b as u64)
+            .collect();
+        assert_eq!(virtual_cuts(&chunker, &disk), expected, "layout {layout:?}");
+    }
+}
+
+/// The content list restic would store for `bytes`.
+fn reference_content(chunker: &Chunker, bytes: &[u8]) -> Vec<Id> {
+    chunker
+        .chunk_slice(bytes)
+        .iter()
+        .map(|c| Id(Sha256::digest(&bytes[c.offset..c.end()]).into()))
+        .collect()
+}
+
+fn content_of(repo: &Repository, snapshot: &Id) -> Vec<Id> {
+    let (_, node) = find_file_node(repo, snapshot, None).unwrap();
+    node.content.unwrap()
+}
+
+#[test]
+fn backup_reads_only_data_and_matches_restic() {
+    let t = TempDir::new("image-full");
+    let repo = new_repo(&t.0, 2);
+    let chunker = Chunker::new(repo.polynomial()).unwrap();
+    let disk = MemDisk::new(
+        7,
+        &[(2 * M, Data), (6 * M, Unallocated), (M + 5, Data), (3 * M, Zero), (700 * K, Data)],
+    );
+    let data_bytes: u64 = disk
+        .extents
+        .iter()
+        .filter(|e| e.kind == Data)
+        .map(|e| e.length)
+        .sum();
+    let done = backup_image(&repo, &disk, ImageBackupOptions::new("disk.raw")).unwrap();
+    assert_eq!(disk.read.load(Ordering::Relaxed), data_bytes, "each data byte read once");
+    assert_eq!(done.stats.bytes_read, data_bytes);
+    let id = done.summary.snapshot_id;
+    assert_eq!(content_of(&repo, &id), reference_content(&chunker, &disk.bytes));
+    assert!(repo.has_blob(BlobType::Data, &Id(restix_chunker::ZERO_CHUNK_ID)));
+
+    // Restore to raw and qcow2.
+    let (path, node) = find_file_node(&repo, &id, None).unwrap();
+    assert_eq!(path, "/disk.raw");
+    assert_eq!(node.size, disk.bytes.len() as u64);
+    let raw = t.0.join("out.raw");
+    let stats = restore_node(&repo, &node, &raw, RestoreFormat::Raw, 2).unwrap();
+    assert!(stats.zero_chunks > 0);
+    assert_eq!(std::fs::read(&raw).unwrap(), disk.bytes);
+    let qcow = t.0.join("out.qcow2");
+    restore_node(&repo, &node, &qcow, RestoreFormat::Qcow2, 2).unwrap();
+    let image = Qcow2Image::open(&qcow).unwrap();
+    let mut back = vec![0u8; disk.bytes.len()];
+    image.read_at(0, &mut back).unwrap();
+    assert_eq!(back, disk.bytes);
+    // A raw file restored from it reads back through RawImage too.
+    let again = t.0.join("again.raw");
+    write_guest_view(&RawImage::open(&raw).unwrap(), &again, RestoreFormat::Raw).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), disk.bytes);
+}
+
+fn incremental_case(layout: &[(u64, ExtentKind)], writes: &[(u64, Vec<u8>)]) {
+    let t = TempDir::new("image-inc");
+    let repo = new_repo(&t.0, 2);
+    let chunker = Chunker::new(repo.polynomial()).unwrap();
+    let mut disk = MemDisk::new(3, layout);
+    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let mut changed: Vec<Range<u64>> = Vec::new();
+    for (offset, data) in writes {
+        disk.write(*offset, data);
+        changed.push(*offset..*offset + data.len() as u64);
+    }
+    disk.read.store(0, Ordering::Relaxed);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(changed);
+    let inc = backup_image(&repo, &disk, options).unwrap();
+    assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+    assert!(inc.stats.chunks_reused > 0);
+    let read = disk.read.load(Ordering::Relaxed);
+    let reference = reference_content(&chunker, &disk.bytes);
+    assert_eq!(content_of(&repo, &inc.summary.snapshot_id), reference);
+    // A full backup of the same view stores the same tree.
+    let again = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    assert_eq!(content_of(&repo, &again.summary.snapshot_id), reference);
+    assert!(read < disk.read.load(Ordering::Relaxed), "incremental read less");
+}
+
+#[test]
+fn incremental_equals_full_backup() {
+    let layout = [(6 * M, Data), (4 * M, Unallocated), (3 * M, Data)];
+    // A small change in the middle of data.
+    incremental_case(&layout, &[(3 * M + 5, vec![0xaa; 4096])]);
+    // Writes into a hole, at the start, and right at the end.
+    let end = 13 * M;
+    incremental_case(
+        &layout,
+        &[
+            (0, vec![1; 100]),
+            (7 * M, pseudo_random(99, 300 * K as usize)),
+            (end - 10, vec![2; 10]),
+        ],
+    );
+    // Zeroing data (a discard) in the middle.
+    incremental_case(&layout, &[(M, vec![0; 2 * M as usize])]);
+}
+
+#[test]
+fn block_hash_cache_finds_changes() {
+    let t = TempDir::new("image-hash");
+    let repo = new_repo(&t.0, 2);
+    let chunker = Chunker::new(repo.polynomial()).unwrap();
+    let cache = block_hash_cache_path(&t.0.join("cache"), "repo", std::path::Path::new("/d"));
+    let mut disk = MemDisk::new(5, &[(5 * M, Data), (3 * M, Zero), (2 * M, Data)]);
+    let mut options = ImageBackupOptions::new("disk");
+    options.changes = ChangedBlocks::BlockHashCache(cache.clone());
+    let first = backup_image(&repo, &disk, options.clone()).unwrap();
+    assert!(!first.stats.incremental);
+    let cached = BlockHashes::load(&cache).unwrap();
+    assert_eq!(cached.snapshot, Some(first.summary.snapshot_id));
+
+    disk.write(4 * M, &[9; 5000]);
+    let second = backup_image(&repo, &disk, options.clone()).unwrap();
+    assert!(second.stats.incremental, "{:?}", second.stats.fallback_reason);
+    assert_eq!(second.summary.parent, Some(first.summary.snapshot_id));
+    assert_eq!(second.stats.changed_bytes, 64 * K);
+    assert_eq!(
+        content_of(&repo, &second.summary.snapshot_id),
+        reference_content(&chunker, &disk.bytes)
+    );
+}
+
+#[test]
+fn merge_ranges_merges() {
+    assert_eq!(merge_ranges(vec![5..7, 0..2, 2..3, 6..9, 4..4]), vec![0..3, 5..9]);
+}
+
+/// Small deterministic generator for random layouts.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn random_layout(seed: u64) -> Vec<(u64, ExtentKind)> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut layout = Vec::new();
+    let mut total = 0;
+    while total < 10 * M {
+        let kind = [Data, Zero, Unallocated][(next(&mut state) % 3) as usize];
+        let length = match next(&mut state) % 5 {
+            0 => 1 + next(&mut state) % 130,
+            1 => 4000 + next(&mut state) % 200,
+            2 => 512 * K - 70 + next(&mut state) % 140,
+            _ => 1 + next(&mut state) % (3 * M),
+        };
+        layout.push((length, kind));
+        total += length;
+    }
+    layout
+}
+
+#[test]
+fn virtual_cuts_equal_restic_chunking_random_layouts() {
+    let chunker = Chunker::new(Polynomial::RESTIC_TEST).unwrap();
+    for seed in 1..=10 {
+        let layout = random_layout(seed);
+        let disk = MemDisk::new(seed as u32, &layout);
+        let expected: Vec<u64> = chunker
+            .boundaries(&disk.bytes)
+            .into_iter()
+            .map(|b| b as u64)
+            .collect();
+        assert_eq!(virtual_cuts(&chunker, &disk), expected, "seed {seed} layout {layout:?}");
+    }
+}
+
+#[test]
+fn incremental_equals_full_backup_random() {
+    for seed in 1..=3u64 {
+        let layout = random_layout(seed + 100);
+        let size: u64 = layout.iter().map(|(l, _)| l).sum();
+        let mut state = seed | 1;
+        let writes: Vec<(u64, Vec<u8>)> = (0..3)
+            .map(|i| {
+                let len = 1 + next(&mut state) % (200 * K);
+                let offset = next(&mut state) % (size - len);
+                let data = if i == 1 {
+                    vec![0; len as usize]
+                } else {
+                    pseudo_random(seed as u32 + i, len as usize)
+                };
+                (offset, data)
+            })
+            .collect();
+        incremental_case(&layout, &writes);
+    }
+}
