@@ -490,13 +490,18 @@ impl Cmd {
     }
 }
 
-/// Waits (up to `limit`) until `dir` holds at least one file and returns
-/// them; panics with `what` if none appears. Used to wait for lock files.
+/// Waits (up to `limit`) until `dir` holds at least one file named by a
+/// 64-hex ID (temporary upload files are ignored) and returns them; panics
+/// with `what` if none appears. Used to wait for lock files.
 pub fn wait_for_files(dir: &Path, limit: Duration, what: &str) -> Vec<PathBuf> {
     let start = std::time::Instant::now();
     loop {
         let files: Vec<PathBuf> = fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.file_name().and_then(OsStr::to_str).is_some_and(is_hex64))
+                    .collect()
+            })
             .unwrap_or_default();
         if !files.is_empty() {
             return files;

@@ -317,6 +317,7 @@ fn changed_host_key_is_refused() {
     .err()
     .expect("changed host key accepted")
     .to_string();
+    eprintln!("{err}");
     assert!(
         err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
         "{err}"
@@ -362,6 +363,7 @@ fn missing_key_gives_clear_error() {
     .err()
     .expect("login without key")
     .to_string();
+    eprintln!("{err}");
     assert!(err.contains("authentication failed"), "{err}");
     assert!(err.contains("no key file found"), "{err}");
     assert!(err.contains("id_ed25519"), "{err}");
@@ -392,6 +394,7 @@ fn reconnects_after_sshd_restart() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&id(3)), "{err}");
+    eprintln!("{err}");
     assert!(err.contains("gave up after"), "{err}");
 }
 
@@ -432,4 +435,70 @@ fn subprocess_mode_via_sftp_command_and_args() {
         .expect("false is no server")
         .to_string();
     assert!(err.contains("unable to start the sftp session"), "{err}");
+}
+
+/// `with_rate_limits` shapes per SFTP request; data stays intact (no timing
+/// is asserted: the limit is far above what the test moves).
+#[test]
+fn rate_limited_transfers_are_intact() {
+    let Some(sshd) = Sshd::start_if_available() else {
+        return;
+    };
+    let home = sshd.home();
+    let repo = sshd.dir().join("repo");
+    let limits = restix_engine::backend::limited::RateLimits::from_kib(1 << 20, 1 << 20);
+    let b = open_url(&sshd.sftp_url(&repo), &home, &SftpOptions::default())
+        .unwrap()
+        .with_rate_limits(limits);
+    b.create().unwrap();
+    let data = bytes(2 << 20, 11);
+    b.write(FileType::Pack, &id(1), &data).unwrap();
+    assert_eq!(b.read(FileType::Pack, &id(1)).unwrap(), data);
+    assert_eq!(
+        b.read_range(FileType::Pack, &id(1), 100, 70_000).unwrap(),
+        &data[100..70_100]
+    );
+}
+
+/// Keys held by a real ssh-agent (`SSH_AUTH_SOCK`) are used when no key
+/// file is around.
+#[test]
+fn authenticates_with_ssh_agent() {
+    let Some(sshd) = Sshd::start_if_available() else {
+        return;
+    };
+    let home = sshd.home();
+    let sock = sshd.dir().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(home.key_path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    fs::remove_file(home.key_path()).unwrap();
+    let env = SshEnv {
+        home: home.path().to_path_buf(),
+        agent_socket: Some(sock.clone()),
+    };
+    let loc = SftpLocation::parse(&sshd.sftp_url(&sshd.dir().join("repo"))).unwrap();
+    let opened = open_with_env(&loc, &SftpOptions::default(), &env);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let b = opened.unwrap();
+    b.create().unwrap();
+    assert!(b.list(FileType::Key).unwrap().is_empty());
 }

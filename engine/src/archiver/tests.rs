@@ -327,6 +327,11 @@ fn tree_ids_equal_restics() {
         panic!("tree differs:\nrestic: {}\nrestix: {}", enc(&a), enc(&b));
     }
     assert_eq!(ours, theirs);
+    // Intermediate directories carry the real metadata, like restic's.
+    assert_eq!(
+        find_node(&repo, s.snapshot.tree.unwrap(), &t.0),
+        find_node(&repo, snaps[0].1.tree.unwrap(), &t.0)
+    );
     // restic accepts what we wrote.
     restic(&["check", "--read-data"]);
 }

@@ -117,8 +117,11 @@ impl BlockHashes {
         let mut pos = 0;
         while pos < size {
             let end = (pos + HASH_WINDOW).min(size);
-            if layout.is_zero_run(pos, end) && (end - pos) % block == 0 {
-                hashes.extend(std::iter::repeat_n(zero_hash, ((end - pos) / block) as usize));
+            if layout.is_zero_run(pos, end) && (end - pos).is_multiple_of(block) {
+                hashes.extend(std::iter::repeat_n(
+                    zero_hash,
+                    ((end - pos) / block) as usize,
+                ));
             } else {
                 buf.resize((end - pos) as usize, 0);
                 read += layout.materialise(image, pos, &mut buf)?;

@@ -68,12 +68,12 @@ pub use changes::{
     BlockHashes,
 };
 pub use layout::LONG_ZERO_RUN;
+pub use restix_qcow2::{
+    open_disk_image, DiskImage, Extent, ExtentKind, ImageFormat, Qcow2Image, Qcow2Writer, RawImage,
+};
 pub use restore::{
     find_file_node, restore_chain, restore_node, write_guest_view, ChainLayer, ImageRestoreStats,
     RestoreFormat,
-};
-pub use restix_qcow2::{
-    open_disk_image, DiskImage, Extent, ExtentKind, ImageFormat, Qcow2Image, Qcow2Writer, RawImage,
 };
 
 use layout::{ChunkCutter, GuestBuffer, GuestLayout};
@@ -271,7 +271,8 @@ pub fn backup_image(
             options.file_name
         )));
     }
-    let chunker = Chunker::new(repo.polynomial()).map_err(|e| ImageError::Chunker(e.to_string()))?;
+    let chunker =
+        Chunker::new(repo.polynomial()).map_err(|e| ImageError::Chunker(e.to_string()))?;
     let layout = GuestLayout::new(image)?;
     let mut stats = ImageStats {
         virtual_size: layout.size,
@@ -291,7 +292,11 @@ pub fn backup_image(
             let old = BlockHashes::load(path);
             let ranges = match old {
                 Some(old) if old.snapshot.is_some() => {
-                    if parent.is_none() && old.snapshot.is_some_and(|id| repo.load_snapshot(&id).is_ok()) {
+                    if parent.is_none()
+                        && old
+                            .snapshot
+                            .is_some_and(|id| repo.load_snapshot(&id).is_ok())
+                    {
                         parent = old.snapshot;
                     }
                     if parent == old.snapshot {

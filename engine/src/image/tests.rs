@@ -121,7 +121,9 @@ fn pseudo_random(seed: u32, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 32);
     let mut i = 0u32;
     while out.len() < len {
-        out.extend_from_slice(&Sha256::digest([seed.to_le_bytes(), i.to_le_bytes()].concat()));
+        out.extend_from_slice(&Sha256::digest(
+            [seed.to_le_bytes(), i.to_le_bytes()].concat(),
+        ));
         i += 1;
     }
     out.truncate(len);
@@ -138,12 +140,35 @@ use ExtentKind::{Data, Unallocated, Zero};
 fn layouts() -> Vec<Vec<(u64, ExtentKind)>> {
     vec![
         vec![(3 * M + 17, Data), (5 * M, Zero), (2 * M + 3, Data)],
-        vec![(4 * M, Unallocated), (30, Data), (M, Zero), (10, Data), (3 * M, Unallocated)],
-        vec![(M + 100, Data), (100, Zero), (2 * M, Data), (LONG_ZERO_RUN, Zero), (M, Data)],
-        vec![(512 * K - 32, Data), (9 * M, Unallocated), (512 * K + 40, Data), (63, Zero)],
+        vec![
+            (4 * M, Unallocated),
+            (30, Data),
+            (M, Zero),
+            (10, Data),
+            (3 * M, Unallocated),
+        ],
+        vec![
+            (M + 100, Data),
+            (100, Zero),
+            (2 * M, Data),
+            (LONG_ZERO_RUN, Zero),
+            (M, Data),
+        ],
+        vec![
+            (512 * K - 32, Data),
+            (9 * M, Unallocated),
+            (512 * K + 40, Data),
+            (63, Zero),
+        ],
         vec![(9 * M, Data), (64, Zero), (5 * M, Data)],
         vec![(20 * M, Zero)],
-        vec![(700 * K, Data), (12 * M + 5, Zero), (64, Data), (900 * K, Zero), (2 * M, Data)],
+        vec![
+            (700 * K, Data),
+            (12 * M + 5, Zero),
+            (64, Data),
+            (900 * K, Zero),
+            (2 * M, Data),
+        ],
         vec![(100, Data)],
     ]
 }
@@ -198,7 +223,13 @@ fn backup_reads_only_data_and_matches_restic() {
     let chunker = Chunker::new(repo.polynomial()).unwrap();
     let disk = MemDisk::new(
         7,
-        &[(2 * M, Data), (6 * M, Unallocated), (M + 5, Data), (3 * M, Zero), (700 * K, Data)],
+        &[
+            (2 * M, Data),
+            (6 * M, Unallocated),
+            (M + 5, Data),
+            (3 * M, Zero),
+            (700 * K, Data),
+        ],
     );
     let data_bytes: u64 = disk
         .extents
@@ -207,10 +238,17 @@ fn backup_reads_only_data_and_matches_restic() {
         .map(|e| e.length)
         .sum();
     let done = backup_image(&repo, &disk, ImageBackupOptions::new("disk.raw")).unwrap();
-    assert_eq!(disk.read.load(Ordering::Relaxed), data_bytes, "each data byte read once");
+    assert_eq!(
+        disk.read.load(Ordering::Relaxed),
+        data_bytes,
+        "each data byte read once"
+    );
     assert_eq!(done.stats.bytes_read, data_bytes);
     let id = done.summary.snapshot_id;
-    assert_eq!(content_of(&repo, &id), reference_content(&chunker, &disk.bytes));
+    assert_eq!(
+        content_of(&repo, &id),
+        reference_content(&chunker, &disk.bytes)
+    );
     assert!(repo.has_blob(BlobType::Data, &Id(restix_chunker::ZERO_CHUNK_ID)));
 
     // Restore to raw and qcow2.
@@ -257,7 +295,10 @@ fn incremental_case(layout: &[(u64, ExtentKind)], writes: &[(u64, Vec<u8>)]) {
     // A full backup of the same view stores the same tree.
     let again = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
     assert_eq!(content_of(&repo, &again.summary.snapshot_id), reference);
-    assert!(read < disk.read.load(Ordering::Relaxed), "incremental read less");
+    assert!(
+        read < disk.read.load(Ordering::Relaxed),
+        "incremental read less"
+    );
 }
 
 #[test]
@@ -295,7 +336,11 @@ fn block_hash_cache_finds_changes() {
 
     disk.write(4 * M, &[9; 5000]);
     let second = backup_image(&repo, &disk, options.clone()).unwrap();
-    assert!(second.stats.incremental, "{:?}", second.stats.fallback_reason);
+    assert!(
+        second.stats.incremental,
+        "{:?}",
+        second.stats.fallback_reason
+    );
     assert_eq!(second.summary.parent, Some(first.summary.snapshot_id));
     assert_eq!(second.stats.changed_bytes, 64 * K);
     assert_eq!(
@@ -306,7 +351,10 @@ fn block_hash_cache_finds_changes() {
 
 #[test]
 fn merge_ranges_merges() {
-    assert_eq!(merge_ranges(vec![5..7, 0..2, 2..3, 6..9, 4..4]), vec![0..3, 5..9]);
+    assert_eq!(
+        merge_ranges(vec![5..7, 0..2, 2..3, 6..9, 4..4]),
+        vec![0..3, 5..9]
+    );
 }
 
 /// Small deterministic generator for random layouts.
@@ -346,7 +394,11 @@ fn virtual_cuts_equal_restic_chunking_random_layouts() {
             .into_iter()
             .map(|b| b as u64)
             .collect();
-        assert_eq!(virtual_cuts(&chunker, &disk), expected, "seed {seed} layout {layout:?}");
+        assert_eq!(
+            virtual_cuts(&chunker, &disk),
+            expected,
+            "seed {seed} layout {layout:?}"
+        );
     }
 }
 

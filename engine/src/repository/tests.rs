@@ -379,10 +379,13 @@ fn reads_every_upstream_fixture() {
         let t = TempDir::new("fixture");
         let root = untar(&entry.path(), &t.0);
         let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
-        assert!(matches!(
-            Repository::open(Arc::clone(&be), b"wrong", None),
-            Err(RepoError::WrongPassword)
-        ));
+        // scrypt with the fixtures' N=65536 is slow: check one wrong password only.
+        if stem == "small-repo" {
+            assert!(matches!(
+                Repository::open(Arc::clone(&be), b"wrong", None),
+                Err(RepoError::WrongPassword)
+            ));
+        }
         let repo = Repository::open(be, b"geheim", None).unwrap_or_else(|e| panic!("{stem}: {e}"));
         repo.load_index().unwrap_or_else(|e| panic!("{stem}: {e}"));
         let snaps = repo
