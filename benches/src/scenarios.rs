@@ -118,7 +118,6 @@ pub struct Inputs {
 }
 
 /// Where and how the chains run.
-#[derive(Debug)]
 pub struct Runner {
     /// Scratch folder for repositories, caches, restore targets and logs.
     pub work: PathBuf,

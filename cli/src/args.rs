@@ -23,7 +23,12 @@ pub struct GlobalOptions {
     #[arg(long = "repository-file", global = true, value_name = "FILE")]
     pub repository_file: Option<String>,
     /// File to read the repository password from (default: $RESTIC_PASSWORD_FILE)
-    #[arg(short = 'p', long = "password-file", global = true, value_name = "FILE")]
+    #[arg(
+        short = 'p',
+        long = "password-file",
+        global = true,
+        value_name = "FILE"
+    )]
     pub password_file: Option<String>,
     /// Shell command to obtain the repository password from (default: $RESTIC_PASSWORD_COMMAND)
     #[arg(long = "password-command", global = true, value_name = "COMMAND")]
@@ -65,10 +70,20 @@ pub struct GlobalOptions {
     #[arg(long = "pack-size", global = true, value_name = "SIZE")]
     pub pack_size: Option<String>,
     /// Limits uploads to a maximum rate in KiB/s (default: unlimited)
-    #[arg(long = "limit-upload", global = true, allow_hyphen_values = true, value_name = "RATE")]
+    #[arg(
+        long = "limit-upload",
+        global = true,
+        allow_hyphen_values = true,
+        value_name = "RATE"
+    )]
     pub limit_upload: Option<i64>,
     /// Limits downloads to a maximum rate in KiB/s (default: unlimited)
-    #[arg(long = "limit-download", global = true, allow_hyphen_values = true, value_name = "RATE")]
+    #[arg(
+        long = "limit-download",
+        global = true,
+        allow_hyphen_values = true,
+        value_name = "RATE"
+    )]
     pub limit_download: Option<i64>,
     /// Set extended option (key=value, can be specified multiple times)
     #[arg(short = 'o', long = "option", global = true, action = ArgAction::Append, value_name = "KEY=VALUE")]
@@ -281,7 +296,11 @@ pub struct BackupArgs {
     #[arg(long = "stdin")]
     pub stdin: bool,
     /// Filename to use when reading from stdin
-    #[arg(long = "stdin-filename", value_name = "FILENAME", default_value = "stdin")]
+    #[arg(
+        long = "stdin-filename",
+        value_name = "FILENAME",
+        default_value = "stdin"
+    )]
     pub stdin_filename: String,
     /// Interpret arguments as command to execute and store its stdout
     #[arg(long = "stdin-from-command")]
@@ -290,7 +309,12 @@ pub struct BackupArgs {
     #[arg(long = "tag", action = ArgAction::Append, value_name = "TAGS")]
     pub tag: Vec<String>,
     /// Set the hostname for the snapshot manually (default: $RESTIC_HOST)
-    #[arg(short = 'H', long = "host", alias = "hostname", value_name = "HOSTNAME")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        alias = "hostname",
+        value_name = "HOSTNAME"
+    )]
     pub host: Option<String>,
     /// Read the files to backup from file (can be combined with file args; can be specified multiple times)
     #[arg(long = "files-from", action = ArgAction::Append, value_name = "FILE")]
@@ -396,7 +420,12 @@ pub struct RestoreArgs {
 #[derive(Args, Debug, Default)]
 pub struct DumpArgs {
     /// Set archive format as "tar" or "zip"
-    #[arg(short = 'a', long = "archive", default_value = "tar", value_name = "FORMAT")]
+    #[arg(
+        short = 'a',
+        long = "archive",
+        default_value = "tar",
+        value_name = "FORMAT"
+    )]
     pub archive: String,
     /// Write the output to target path
     #[arg(short = 't', long = "target", value_name = "PATH")]
@@ -436,7 +465,11 @@ pub struct LsArgs {
 #[derive(Args, Debug, Default)]
 pub struct InitArgs {
     /// Repository format version to use, allowed values are a format version, 'latest' and 'stable'
-    #[arg(long = "repository-version", default_value = "stable", value_name = "VERSION")]
+    #[arg(
+        long = "repository-version",
+        default_value = "stable",
+        value_name = "VERSION"
+    )]
     pub repository_version: String,
     /// Copy chunker parameters from the secondary repository
     #[arg(long = "copy-chunker-params")]
@@ -1031,8 +1064,10 @@ mod tests {
     #[test]
     fn command_moved_first() {
         assert_eq!(
-            normalize_args(&argv(&["restic", "--json", "--repo", "R", "-o", "a=b", "backup", "/p"]))
-                .unwrap(),
+            normalize_args(&argv(&[
+                "restic", "--json", "--repo", "R", "-o", "a=b", "backup", "/p"
+            ]))
+            .unwrap(),
             argv(&["restic", "backup", "--json", "--repo", "R", "-o", "a=b", "/p"])
         );
         assert_eq!(
@@ -1044,8 +1079,14 @@ mod tests {
     #[test]
     fn bool_values_and_verbose_level() {
         assert_eq!(
-            normalize_args(&argv(&["restic", "x", "--insecure-tls=true", "--json=false", "--verbose=2"]))
-                .unwrap(),
+            normalize_args(&argv(&[
+                "restic",
+                "x",
+                "--insecure-tls=true",
+                "--json=false",
+                "--verbose=2"
+            ]))
+            .unwrap(),
             argv(&["restic", "x", "--insecure-tls", "-v", "-v"])
         );
         assert!(normalize_args(&argv(&["restic", "x", "--json=maybe"])).is_err());
@@ -1055,10 +1096,22 @@ mod tests {
     #[test]
     fn opennebula_lines_parse() {
         let repo = "--repo=sftp:oneadmin@192.168.1.8:/var/lib/one/datastores/100/42";
-        let cli = parse(&["restic", "--limit-upload=-1", "--limit-download=-1", repo, "stats"]);
+        let cli = parse(&[
+            "restic",
+            "--limit-upload=-1",
+            "--limit-download=-1",
+            repo,
+            "stats",
+        ]);
         assert!(matches!(cli.command, Some(Command::Stats(_))));
         assert_eq!(cli.global.limit_upload, Some(-1));
-        let cli = parse(&["restic", "--limit-upload=1", "--limit-download=1", repo, "init"]);
+        let cli = parse(&[
+            "restic",
+            "--limit-upload=1",
+            "--limit-download=1",
+            repo,
+            "init",
+        ]);
         assert!(matches!(cli.command, Some(Command::Init(_))));
 
         let cli = parse(&[
@@ -1104,9 +1157,23 @@ mod tests {
         assert_eq!(cli.global.cacert, vec!["/etc/ca.pem"]);
 
         // Cancel, listing, dump, forget, flatten.
-        let cli = parse(&["restic", "--limit-upload=-1", "--limit-download=-1", repo, "unlock"]);
+        let cli = parse(&[
+            "restic",
+            "--limit-upload=-1",
+            "--limit-download=-1",
+            repo,
+            "unlock",
+        ]);
         assert!(matches!(cli.command, Some(Command::Unlock(_))));
-        let cli = parse(&["restic", "--no-lock", "--json", repo, "snapshots", "f130ed80", "1995054d"]);
+        let cli = parse(&[
+            "restic",
+            "--no-lock",
+            "--json",
+            repo,
+            "snapshots",
+            "f130ed80",
+            "1995054d",
+        ]);
         assert!(cli.global.no_lock && cli.global.json);
         let Some(Command::Snapshots(snapshots)) = cli.command else {
             panic!("not snapshots")
@@ -1200,8 +1267,14 @@ mod tests {
                 "--parent=1a2b3c4d",
             ],
         ));
-        assert_eq!(cli.global.password_file.as_deref(), Some("/tmp/credentials"));
-        assert_eq!(cli.global.cache_dir.as_deref(), Some("/scratch/.cache/restic"));
+        assert_eq!(
+            cli.global.password_file.as_deref(),
+            Some("/tmp/credentials")
+        );
+        assert_eq!(
+            cli.global.cache_dir.as_deref(),
+            Some("/scratch/.cache/restic")
+        );
         assert!(cli.global.json && cli.global.insecure_tls);
         let Some(Command::Backup(backup)) = cli.command else {
             panic!("not backup")
@@ -1214,7 +1287,12 @@ mod tests {
 
         let cli = parse_owned(with(
             &["snapshots"],
-            &["--json", "--latest=1", "--tag=backup=b1,backup-uid=u1,pod=p", "--insecure-tls=true"],
+            &[
+                "--json",
+                "--latest=1",
+                "--tag=backup=b1,backup-uid=u1,pod=p",
+                "--insecure-tls=true",
+            ],
         ));
         let Some(Command::Snapshots(snapshots)) = cli.command else {
             panic!("not snapshots")
@@ -1227,7 +1305,10 @@ mod tests {
         };
         assert_eq!(snapshots.filter.tag, vec![""]);
 
-        let cli = parse_owned(with(&["restore"], &["1a2b3c4d", "--target=.", "--insecure-tls=true", "--sparse"]));
+        let cli = parse_owned(with(
+            &["restore"],
+            &["1a2b3c4d", "--target=.", "--insecure-tls=true", "--sparse"],
+        ));
         let Some(Command::Restore(restore)) = cli.command else {
             panic!("not restore")
         };
@@ -1235,7 +1316,10 @@ mod tests {
         assert_eq!(restore.target.as_deref(), Some("."));
         assert!(restore.sparse);
 
-        let cli = parse_owned(with(&["stats"], &["1a2b3c4d", "--json", "--insecure-tls=true"]));
+        let cli = parse_owned(with(
+            &["stats"],
+            &["1a2b3c4d", "--json", "--insecure-tls=true"],
+        ));
         assert!(matches!(cli.command, Some(Command::Stats(_))));
         for command in ["init", "prune", "unlock"] {
             let cli = parse_owned(with(&[command], &["--insecure-tls=true"]));
@@ -1259,25 +1343,60 @@ mod tests {
         let cli = parse(&["restic", "-r", "R", "-p", "pwfile", "-q", "snapshots"]);
         assert_eq!(cli.global.password_file.as_deref(), Some("pwfile"));
         assert!(cli.global.quiet);
-        let cli = parse(&["restic", "-vv", "-r", "R", "backup", "--tag", "a", "--tag", "b", "/p"]);
+        let cli = parse(&[
+            "restic", "-vv", "-r", "R", "backup", "--tag", "a", "--tag", "b", "/p",
+        ]);
         assert_eq!(cli.global.verbose, 2);
-        let cli = parse(&["restic", "backup", "-v", "/p", "-o", "sftp.command=ssh x", "-o", "k=v"]);
+        let cli = parse(&[
+            "restic",
+            "backup",
+            "-v",
+            "/p",
+            "-o",
+            "sftp.command=ssh x",
+            "-o",
+            "k=v",
+        ]);
         assert_eq!(cli.global.option, vec!["sftp.command=ssh x", "k=v"]);
         assert_eq!(cli.global.verbose, 1);
         let cli = parse(&["restic", "--limit-upload", "-1", "-r", "R", "snapshots"]);
         assert_eq!(cli.global.limit_upload, Some(-1));
-        let cli = parse(&["restic", "-r", "R", "backup", "--exclude", "*.tmp", "-e", "x", "--stdin", "--stdin-filename", "f.txt"]);
+        let cli = parse(&[
+            "restic",
+            "-r",
+            "R",
+            "backup",
+            "--exclude",
+            "*.tmp",
+            "-e",
+            "x",
+            "--stdin",
+            "--stdin-filename",
+            "f.txt",
+        ]);
         let Some(Command::Backup(backup)) = cli.command else {
             panic!("not backup")
         };
         assert_eq!(backup.exclude, vec!["*.tmp", "x"]);
         assert!(backup.stdin);
-        let cli = parse(&["restic", "-r", "R", "restore", "latest:/data", "-t", "/out", "--include", "/a"]);
+        let cli = parse(&[
+            "restic",
+            "-r",
+            "R",
+            "restore",
+            "latest:/data",
+            "-t",
+            "/out",
+            "--include",
+            "/a",
+        ]);
         assert!(matches!(cli.command, Some(Command::Restore(_))));
         let cli = parse(&["restic", "-r", "R", "ls", "-l", "latest", "/data"]);
         assert!(matches!(cli.command, Some(Command::Ls(l)) if l.long));
         let cli = parse(&["restic", "-r", "R", "forget", "-l", "3", "--dry-run"]);
-        assert!(matches!(cli.command, Some(Command::Forget(f)) if f.keep_last.as_deref() == Some("3")));
+        assert!(
+            matches!(cli.command, Some(Command::Forget(f)) if f.keep_last.as_deref() == Some("3"))
+        );
         let cli = parse(&["restic", "--threads", "4", "-r", "R", "version"]);
         assert_eq!(cli.global.threads, Some(4));
     }

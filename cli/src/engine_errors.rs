@@ -17,7 +17,9 @@ pub fn missing_repository(config_path: &str, location: &str) -> CliError {
 /// Map an error of `Repository::open`.
 pub fn map_open_error(error: RepoError, location: &str) -> anyhow::Error {
     match error {
-        RepoError::WrongPassword => CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into(),
+        RepoError::WrongPassword => {
+            CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into()
+        }
         RepoError::NotFound { path, .. } => missing_repository(&path, location).into(),
         RepoError::EmptyConfig => fatal("config file has zero size, invalid repository?").into(),
         other => fatal(other).into(),

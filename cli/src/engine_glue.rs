@@ -19,7 +19,11 @@ use crate::options::{self, PasswordSource, ProcessEnv};
 
 /// Wrap `backend` in the engine's bandwidth limiter (spec: cli §6.1); values
 /// ≤ 0 mean unlimited.
-pub fn wrap_limits(backend: Arc<dyn Backend>, upload_kib: Option<i64>, download_kib: Option<i64>) -> Arc<dyn Backend> {
+pub fn wrap_limits(
+    backend: Arc<dyn Backend>,
+    upload_kib: Option<i64>,
+    download_kib: Option<i64>,
+) -> Arc<dyn Backend> {
     let limits = RateLimits::from_kib(upload_kib.unwrap_or(0), download_kib.unwrap_or(0));
     if limits.is_unlimited() {
         return backend;
@@ -48,6 +52,8 @@ pub enum LockMode {
 /// An open repository and the lock held for the command.
 pub struct OpenedRepository {
     pub repo: Arc<Repository>,
+    /// The location as given (`-r`), for messages.
+    #[allow(dead_code)]
     pub location: String,
     lock: Option<LockGuard>,
 }
@@ -107,7 +113,11 @@ pub fn open_repository(ctx: &Context, lock_mode: LockMode) -> anyhow::Result<Ope
 
 /// Like [`open_repository`]; `stdin_is_data` refuses to read the password
 /// from stdin (`backup --stdin`).
-pub fn open_repository_with(ctx: &Context, lock_mode: LockMode, stdin_is_data: bool) -> anyhow::Result<OpenedRepository> {
+pub fn open_repository_with(
+    ctx: &Context,
+    lock_mode: LockMode,
+    stdin_is_data: bool,
+) -> anyhow::Result<OpenedRepository> {
     let password_source = options::resolve_password(&ctx.global, &ProcessEnv)?;
     let (location, backend) = open_location(ctx)?;
     check_config_exists(backend.as_ref(), &location)?;
@@ -141,7 +151,7 @@ pub fn open_repository_with(ctx: &Context, lock_mode: LockMode, stdin_is_data: b
         .map_err(|e| fatal(format!("{e}")))?;
     repo.set_compression(compression);
     if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
-        repo.set_pack_size(bytes).map_err(|e| fatal(e))?;
+        repo.set_pack_size(bytes).map_err(fatal)?;
     }
     let id = repo.config().id.get(..8).unwrap_or_default().to_string();
     if repo.version() >= 2 {
@@ -151,8 +161,10 @@ pub fn open_repository_with(ctx: &Context, lock_mode: LockMode, stdin_is_data: b
             compression.as_str()
         ));
     } else {
-        ctx.printer
-            .print_terminal(&format!("repository {id} opened (version {})", repo.version()));
+        ctx.printer.print_terminal(&format!(
+            "repository {id} opened (version {})",
+            repo.version()
+        ));
     }
     let repo = Arc::new(repo);
     let lock = match lock_mode {
@@ -170,7 +182,11 @@ pub fn open_repository_with(ctx: &Context, lock_mode: LockMode, stdin_is_data: b
             )
         }
     };
-    Ok(OpenedRepository { repo, location, lock })
+    Ok(OpenedRepository {
+        repo,
+        location,
+        lock,
+    })
 }
 
 /// `--retry-lock` as a duration (Go `time.ParseDuration` syntax).
@@ -230,7 +246,8 @@ pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
         let _ = writeln!(stderr);
         return Ok(line);
     }
-    ctx.printer.print_terminal("reading repository password from stdin");
+    ctx.printer
+        .print_terminal("reading repository password from stdin");
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())

@@ -95,7 +95,8 @@ mod tests {
     fn fatal_text_and_code() {
         let e: anyhow::Error = fatal("boom").into();
         assert_eq!(classify(&e), (1, "Fatal: boom".to_string()));
-        let e: anyhow::Error = CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into();
+        let e: anyhow::Error =
+            CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into();
         assert_eq!(classify(&e), (12, WRONG_PASSWORD_TEXT.to_string()));
         let e = anyhow::Error::from(CliError::plain(10, "missing")).context("while opening");
         assert_eq!(classify(&e).0, 10);

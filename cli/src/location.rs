@@ -11,7 +11,9 @@ use crate::errors::{fatal, CliError};
 use crate::options::{options_for_scheme, parse_go_uint, ExtendedOptions};
 
 /// Backends restic knows by scheme (spec: cli §5.1 step 1).
-const KNOWN_SCHEMES: &[&str] = &["local", "sftp", "rest", "s3", "gs", "azure", "b2", "swift", "rclone"];
+const KNOWN_SCHEMES: &[&str] = &[
+    "local", "sftp", "rest", "s3", "gs", "azure", "b2", "swift", "rclone",
+];
 
 /// A parsed repository location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +29,13 @@ pub enum Location {
 /// Path-like strings are local even when they contain `:`.
 fn is_path_like(s: &str) -> bool {
     let bytes = s.as_bytes();
-    let windows_drive = matches!(bytes, [letter, b':', b'\\' | b'/', ..] if letter.is_ascii_alphabetic());
-    s.starts_with('/') || s.starts_with('\\') || s.starts_with("../") || s.starts_with("..\\") || windows_drive
+    let windows_drive =
+        matches!(bytes, [letter, b':', b'\\' | b'/', ..] if letter.is_ascii_alphabetic());
+    s.starts_with('/')
+        || s.starts_with('\\')
+        || s.starts_with("../")
+        || s.starts_with("..\\")
+        || windows_drive
 }
 
 /// Parse a location string (spec: cli §5.1).
@@ -79,12 +86,9 @@ pub fn open_backend(
                     .set(key, value)
                     .map_err(|e| CliError::plain(1, e.to_string()))?;
             }
-            sftp_options
-                .validate()
-                .map_err(|e| fatal(e.to_string()))?;
-            let backend = restix_sftp::open(&parsed, &sftp_options).map_err(|e| {
-                fatal(format!("unable to open repository at {location_text}: {e}"))
-            })?;
+            sftp_options.validate().map_err(|e| fatal(e.to_string()))?;
+            let backend = restix_sftp::open(&parsed, &sftp_options)
+                .map_err(|e| fatal(format!("unable to open repository at {location_text}: {e}")))?;
             Arc::new(backend)
         }
         Location::Unsupported(scheme) => {
@@ -94,7 +98,11 @@ pub fn open_backend(
             .into())
         }
     };
-    Ok(crate::engine_glue::wrap_limits(backend, limit_upload_kib, limit_download_kib))
+    Ok(crate::engine_glue::wrap_limits(
+        backend,
+        limit_upload_kib,
+        limit_download_kib,
+    ))
 }
 
 #[cfg(test)]
@@ -103,10 +111,22 @@ mod tests {
 
     #[test]
     fn location_forms() {
-        assert_eq!(parse_location("/srv/repo").unwrap(), Location::Local("/srv/repo".into()));
-        assert_eq!(parse_location("repo").unwrap(), Location::Local("repo".into()));
-        assert_eq!(parse_location("local:/srv/r").unwrap(), Location::Local("/srv/r".into()));
-        assert_eq!(parse_location("/a:b").unwrap(), Location::Local("/a:b".into()));
+        assert_eq!(
+            parse_location("/srv/repo").unwrap(),
+            Location::Local("/srv/repo".into())
+        );
+        assert_eq!(
+            parse_location("repo").unwrap(),
+            Location::Local("repo".into())
+        );
+        assert_eq!(
+            parse_location("local:/srv/r").unwrap(),
+            Location::Local("/srv/r".into())
+        );
+        assert_eq!(
+            parse_location("/a:b").unwrap(),
+            Location::Local("/a:b".into())
+        );
         assert_eq!(
             parse_location("sftp:u@h:/p").unwrap(),
             Location::Sftp("sftp:u@h:/p".into())

@@ -24,7 +24,7 @@ mod timefmt;
 use clap::Parser;
 
 use crate::args::Cli;
-use crate::errors::{classify, exit_error_json, exit_code};
+use crate::errors::{classify, exit_code, exit_error_json};
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()
@@ -81,7 +81,11 @@ fn report_parse_error(error: clap::Error) -> i32 {
                 if name.starts_with("--") {
                     eprintln!("unknown flag: {name}");
                 } else {
-                    eprintln!("unknown shorthand flag: {:?} in {}", name.trim_start_matches('-').chars().next().unwrap_or('?'), name);
+                    eprintln!(
+                        "unknown shorthand flag: {:?} in {}",
+                        name.trim_start_matches('-').chars().next().unwrap_or('?'),
+                        name
+                    );
                 }
             } else {
                 let _ = error.print();

@@ -121,7 +121,10 @@ pub enum PasswordSource {
 }
 
 /// Resolve the password before opening the repository (spec: cli §4 step 2).
-pub fn resolve_password(global: &GlobalOptions, env: &dyn EnvLookup) -> Result<PasswordSource, CliError> {
+pub fn resolve_password(
+    global: &GlobalOptions,
+    env: &dyn EnvLookup,
+) -> Result<PasswordSource, CliError> {
     let file = flag_or_env(&global.password_file, env, "RESTIC_PASSWORD_FILE");
     let command = flag_or_env(&global.password_command, env, "RESTIC_PASSWORD_COMMAND");
     let resolving_failed = |e: CliError| fatal(format!("Resolving password failed: {}", e.message));
@@ -296,13 +299,27 @@ pub fn options_for_scheme(
 
 /// Parse a Go `strconv.ParseUint(s, 0, ...)` number (decimal, `0x`, `0o`, `0b`, leading `0` octal).
 pub fn parse_go_uint(value: &str) -> Result<u64, CliError> {
-    let invalid = || CliError::plain(1, format!("strconv.ParseUint: parsing \"{value}\": invalid syntax"));
+    let invalid = || {
+        CliError::plain(
+            1,
+            format!("strconv.ParseUint: parsing \"{value}\": invalid syntax"),
+        )
+    };
     let digits = value.replace('_', "");
-    let parsed = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let parsed = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         u64::from_str_radix(hex, 16)
-    } else if let Some(bin) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
+    } else if let Some(bin) = digits
+        .strip_prefix("0b")
+        .or_else(|| digits.strip_prefix("0B"))
+    {
         u64::from_str_radix(bin, 2)
-    } else if let Some(oct) = digits.strip_prefix("0o").or_else(|| digits.strip_prefix("0O")) {
+    } else if let Some(oct) = digits
+        .strip_prefix("0o")
+        .or_else(|| digits.strip_prefix("0O"))
+    {
         u64::from_str_radix(oct, 8)
     } else if digits.len() > 1 && digits.starts_with('0') {
         u64::from_str_radix(&digits[1..], 8)
@@ -331,7 +348,10 @@ pub fn worker_threads(global: &GlobalOptions, env: &dyn EnvLookup) -> usize {
 }
 
 /// Pack size in bytes from `--pack-size`/`$RESTIC_PACK_SIZE` (MiB); `None` = default.
-pub fn pack_size_bytes(global: &GlobalOptions, env: &dyn EnvLookup) -> Result<Option<u64>, CliError> {
+pub fn pack_size_bytes(
+    global: &GlobalOptions,
+    env: &dyn EnvLookup,
+) -> Result<Option<u64>, CliError> {
     let from_flag = global.pack_size.is_some();
     let Some(raw) = flag_or_env(&global.pack_size, env, "RESTIC_PACK_SIZE") else {
         return Ok(None);
@@ -365,7 +385,8 @@ pub fn pack_size_bytes(global: &GlobalOptions, env: &dyn EnvLookup) -> Result<Op
 /// Compression mode name from `--compression`/`$RESTIC_COMPRESSION`, validated.
 pub fn compression_mode(global: &GlobalOptions, env: &dyn EnvLookup) -> Result<String, CliError> {
     let from_flag = global.compression.is_some();
-    let mode = flag_or_env(&global.compression, env, "RESTIC_COMPRESSION").unwrap_or_else(|| "auto".to_string());
+    let mode = flag_or_env(&global.compression, env, "RESTIC_COMPRESSION")
+        .unwrap_or_else(|| "auto".to_string());
     match mode.as_str() {
         "auto" | "off" | "max" | "fastest" | "better" => Ok(mode),
         _ if from_flag => Err(CliError::plain(
@@ -415,9 +436,15 @@ mod tests {
             resolve_repository(&g, &env(&[])).unwrap_err().to_string(),
             "Fatal: Please specify repository location (-r or --repository-file)"
         );
-        assert_eq!(resolve_repository(&g, &env(&[("RESTIC_REPOSITORY", "/r")])).unwrap(), "/r");
+        assert_eq!(
+            resolve_repository(&g, &env(&[("RESTIC_REPOSITORY", "/r")])).unwrap(),
+            "/r"
+        );
         g.repo = Some("/flag".into());
-        assert_eq!(resolve_repository(&g, &env(&[("RESTIC_REPOSITORY", "/r")])).unwrap(), "/flag");
+        assert_eq!(
+            resolve_repository(&g, &env(&[("RESTIC_REPOSITORY", "/r")])).unwrap(),
+            "/flag"
+        );
         // The env file + flag repo conflict, like cobra's env-into-flag defaults.
         assert_eq!(
             resolve_repository(&g, &env(&[("RESTIC_REPOSITORY_FILE", "/f")]))
@@ -442,7 +469,10 @@ mod tests {
     #[test]
     fn password_precedence_and_errors() {
         let g = GlobalOptions::default();
-        assert_eq!(resolve_password(&g, &env(&[])).unwrap(), PasswordSource::NotGiven);
+        assert_eq!(
+            resolve_password(&g, &env(&[])).unwrap(),
+            PasswordSource::NotGiven
+        );
         // RESTIC_PASSWORD is not trimmed.
         assert_eq!(
             resolve_password(&g, &env(&[("RESTIC_PASSWORD", " pw")])).unwrap(),
@@ -468,7 +498,10 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert_eq!(
             resolve_password(&g, &env(&[])).unwrap_err().to_string(),
-            format!("Fatal: Resolving password failed: Fatal: {} does not exist", file.display())
+            format!(
+                "Fatal: Resolving password failed: Fatal: {} does not exist",
+                file.display()
+            )
         );
         let g = GlobalOptions {
             password_command: Some("echo '  from command  '".into()),
@@ -490,7 +523,10 @@ mod tests {
             insecure_no_password: true,
             ..Default::default()
         };
-        assert_eq!(resolve_password(&g, &env(&[])).unwrap(), PasswordSource::Empty);
+        assert_eq!(
+            resolve_password(&g, &env(&[])).unwrap(),
+            PasswordSource::Empty
+        );
         assert!(resolve_password(&g, &env(&[("RESTIC_PASSWORD", "x")])).is_err());
     }
 
@@ -517,19 +553,31 @@ mod tests {
             vec!["ssh", "-i", "my key", "a b"]
         );
         assert_eq!(split_shell_strings("a\\ b").unwrap(), vec!["a", " b"]);
-        assert_eq!(split_shell_strings("'x").unwrap_err(), "single-quoted string not terminated");
-        assert_eq!(split_shell_strings("\"x").unwrap_err(), "double-quoted string not terminated");
-        assert_eq!(split_shell_strings("  ").unwrap_err(), "command string is empty");
+        assert_eq!(
+            split_shell_strings("'x").unwrap_err(),
+            "single-quoted string not terminated"
+        );
+        assert_eq!(
+            split_shell_strings("\"x").unwrap_err(),
+            "double-quoted string not terminated"
+        );
+        assert_eq!(
+            split_shell_strings("  ").unwrap_err(),
+            "command string is empty"
+        );
     }
 
     #[test]
     fn extended_options() {
-        let o = parse_extended_options(&["sftp.connections=8".into(), "A.B = c ,x.y=1".into()]).unwrap();
+        let o = parse_extended_options(&["sftp.connections=8".into(), "A.B = c ,x.y=1".into()])
+            .unwrap();
         assert_eq!(o.get("sftp.connections").map(String::as_str), Some("8"));
         assert_eq!(o.get("a.b").map(String::as_str), Some("c"));
         assert_eq!(o.get("x.y").map(String::as_str), Some("1"));
         assert_eq!(
-            parse_extended_options(&["=1".into()]).unwrap_err().to_string(),
+            parse_extended_options(&["=1".into()])
+                .unwrap_err()
+                .to_string(),
             "Fatal: empty key is not a valid option"
         );
         assert_eq!(
@@ -539,13 +587,23 @@ mod tests {
             "Fatal: key \"a.b\" present more than once"
         );
         let o = parse_extended_options(&["\"sftp.command=ssh -o a=b,c\"".into()]).unwrap();
-        assert_eq!(o.get("sftp.command").map(String::as_str), Some("ssh -o a=b,c"));
-        let all = parse_extended_options(&["sftp.connections=3".into(), "local.connections=1".into(), "foo=1".into()]).unwrap();
+        assert_eq!(
+            o.get("sftp.command").map(String::as_str),
+            Some("ssh -o a=b,c")
+        );
+        let all = parse_extended_options(&[
+            "sftp.connections=3".into(),
+            "local.connections=1".into(),
+            "foo=1".into(),
+        ])
+        .unwrap();
         let sftp = options_for_scheme(&all, "sftp", &["connections", "command", "args"]).unwrap();
         assert_eq!(sftp.len(), 1);
         let bogus = parse_extended_options(&["local.bogus=1".into()]).unwrap();
         assert_eq!(
-            options_for_scheme(&bogus, "local", &["connections"]).unwrap_err().to_string(),
+            options_for_scheme(&bogus, "local", &["connections"])
+                .unwrap_err()
+                .to_string(),
             "Fatal: option local.bogus is not known"
         );
     }
@@ -574,10 +632,21 @@ mod tests {
         };
         assert!(pack_size_bytes(&g, &env(&[])).is_err());
         assert_eq!(
-            pack_size_bytes(&GlobalOptions::default(), &env(&[("RESTIC_PACK_SIZE", "32")])).unwrap(),
+            pack_size_bytes(
+                &GlobalOptions::default(),
+                &env(&[("RESTIC_PACK_SIZE", "32")])
+            )
+            .unwrap(),
             Some(32 << 20)
         );
-        assert_eq!(compression_mode(&GlobalOptions::default(), &env(&[])).unwrap(), "auto");
-        assert!(compression_mode(&GlobalOptions::default(), &env(&[("RESTIC_COMPRESSION", "x")])).is_err());
+        assert_eq!(
+            compression_mode(&GlobalOptions::default(), &env(&[])).unwrap(),
+            "auto"
+        );
+        assert!(compression_mode(
+            &GlobalOptions::default(),
+            &env(&[("RESTIC_COMPRESSION", "x")])
+        )
+        .is_err());
     }
 }

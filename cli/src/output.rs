@@ -93,7 +93,11 @@ struct GoFormatter<F> {
 }
 
 impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for GoFormatter<F> {
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         let mut start = 0;
         for (index, c) in fragment.char_indices() {
             let escape = match c {
@@ -104,11 +108,11 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for GoFormatter<F
                 '\u{2029}' => "\\u2029",
                 _ => continue,
             };
-            writer.write_all(fragment[start..index].as_bytes())?;
+            writer.write_all(&fragment.as_bytes()[start..index])?;
             writer.write_all(escape.as_bytes())?;
             start = index + c.len_utf8();
         }
-        writer.write_all(fragment[start..].as_bytes())
+        writer.write_all(&fragment.as_bytes()[start..])
     }
 
     // Delegate the layout-relevant methods so pretty printing keeps working.
@@ -118,7 +122,11 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for GoFormatter<F
     fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.inner.end_array(w)
     }
-    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         self.inner.begin_array_value(w, first)
     }
     fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -130,7 +138,11 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for GoFormatter<F
     fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.inner.end_object(w)
     }
-    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         self.inner.begin_object_key(w, first)
     }
     fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -162,7 +174,11 @@ pub fn format_go_float(value: f64) -> String {
                 Some(d) => ("-", d),
                 None => ("+", exponent),
             };
-            let digits = if digits.len() < 2 { format!("0{digits}") } else { digits.to_string() };
+            let digits = if digits.len() < 2 {
+                format!("0{digits}")
+            } else {
+                digits.to_string()
+            };
             return format!("{mantissa}e{sign}{digits}");
         }
         return formatted;
@@ -281,7 +297,11 @@ pub fn format_duration(seconds: u64) -> String {
 
 /// `FormatPercent`: `%3.2f%%`, capped at 100.
 pub fn format_percent(done: u64, total: u64) -> String {
-    let mut percent = if total == 0 { 0.0 } else { 100.0 * done as f64 / total as f64 };
+    let mut percent = if total == 0 {
+        0.0
+    } else {
+        100.0 * done as f64 / total as f64
+    };
     if percent > 100.0 {
         percent = 100.0;
     }
@@ -369,7 +389,9 @@ impl Table {
         let total_width: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
         let dashes = "-".repeat(total_width);
         let mut out = String::new();
-        out.push_str(&render_line(self.headers.iter().map(String::as_str).collect()));
+        out.push_str(&render_line(
+            self.headers.iter().map(String::as_str).collect(),
+        ));
         out.push('\n');
         out.push_str(&dashes);
         out.push('\n');

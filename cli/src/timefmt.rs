@@ -8,7 +8,10 @@ use restix_repo_format::GoTime;
 /// `2006-01-02 15:04:05` in the local time zone.
 pub fn local_time_text(time: GoTime) -> String {
     match DateTime::from_timestamp(time.unix_seconds, time.nanos) {
-        Some(utc) => utc.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Some(utc) => utc
+            .with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
         None => String::new(),
     }
 }
@@ -17,7 +20,8 @@ pub fn local_time_text(time: GoTime) -> String {
 /// `2026-11-22 18:57:16.002959329 +0000 UTC` (fraction trimmed; zones other
 /// than UTC are shown by offset, as Go does for fixed zones).
 pub fn go_time_string(time: GoTime) -> String {
-    let offset = chrono::FixedOffset::east_opt(time.offset_seconds).unwrap_or_else(|| chrono::Utc.fix());
+    let offset =
+        chrono::FixedOffset::east_opt(time.offset_seconds).unwrap_or_else(|| chrono::Utc.fix());
     let Some(utc) = DateTime::from_timestamp(time.unix_seconds, time.nanos) else {
         return String::new();
     };
@@ -29,7 +33,11 @@ pub fn go_time_string(time: GoTime) -> String {
         text.push_str(fraction.trim_end_matches('0'));
     }
     let numeric = local.format("%z").to_string();
-    let zone = if time.offset_seconds == 0 { "UTC".to_string() } else { numeric.clone() };
+    let zone = if time.offset_seconds == 0 {
+        "UTC".to_string()
+    } else {
+        numeric.clone()
+    };
     format!("{text} {numeric} {zone}")
 }
 
@@ -41,7 +49,11 @@ pub fn parse_local_time(text: &str) -> Result<GoTime, String> {
         .from_local_datetime(&naive)
         .earliest()
         .ok_or_else(|| format!("time \"{text}\" does not exist in the local time zone"))?;
-    Ok(GoTime::new(local.timestamp(), 0, local.offset().local_minus_utc()))
+    Ok(GoTime::new(
+        local.timestamp(),
+        0,
+        local.offset().local_minus_utc(),
+    ))
 }
 
 #[cfg(test)]

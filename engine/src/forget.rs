@@ -240,7 +240,8 @@ impl fmt::Display for KeepPolicy {
             let lists: Vec<String> = self
                 .tags
                 .iter()
-                .map(|l| format!("[{}]", l.join(" ")))
+                // Go prints a TagList as `[a, b]`, a slice of them as `[[a, b] [c]]`.
+                .map(|l| format!("[{}]", l.join(", ")))
                 .collect();
             s.push_str(&format!("all snapshots with tags [{}]", lists.join(" ")));
         }
@@ -404,7 +405,7 @@ pub fn apply_policy_at(
         let mut reasons = Vec::new();
         for tags in &policy.tags {
             if has_tags(&snapshot, tags) {
-                reasons.push(format!("has tags [{}]", tags.join(" ")));
+                reasons.push(format!("has tags [{}]", tags.join(", ")));
             }
         }
         if !policy.within.is_zero() && t > policy.within.before(latest) {

@@ -172,22 +172,28 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
         }
     }
     if mode == StatsMode::RawData {
-        let mut compressed_plain = 0u64;
+        // restic 0.18: sizes as stored; "uncompressed" = what the blob would
+        // take encrypted without compression (plaintext + 32).
+        let overhead = restix_repo_format::CRYPTO_OVERHEAD as u64;
+        let (mut compressed_stored, mut compressed_uncompressed) = (0u64, 0u64);
         for (t, id) in &raw_blobs {
             let loc = repo.lookup(*t, id).ok_or(StatsError::BlobNotFound { blob: *id, tree: Id::NULL })?;
-            stats.total_size += u64::from(loc.length);
-            stats.total_uncompressed_size += u64::from(loc.plaintext_len());
+            let stored = u64::from(loc.length);
+            let uncompressed = u64::from(loc.plaintext_len()) + overhead;
+            stats.total_size += stored;
+            stats.total_uncompressed_size += uncompressed;
             if loc.uncompressed_length.is_some() {
-                compressed_plain += u64::from(loc.plaintext_len());
+                compressed_stored += stored;
+                compressed_uncompressed += uncompressed;
             }
             stats.total_blob_count += 1;
         }
-        if repo.version() >= 2 && stats.total_size > 0 && stats.total_uncompressed_size > 0 {
-            stats.compression_ratio = stats.total_uncompressed_size as f64 / stats.total_size as f64;
-            stats.compression_progress = compressed_plain as f64 / stats.total_uncompressed_size as f64 * 100.0;
+        if compressed_stored > 0 {
+            stats.compression_ratio = compressed_uncompressed as f64 / compressed_stored as f64;
+        }
+        if stats.total_uncompressed_size > 0 {
             stats.compression_space_saving = (1.0 - stats.total_size as f64 / stats.total_uncompressed_size as f64) * 100.0;
-        } else {
-            stats.total_uncompressed_size = 0;
+            stats.compression_progress = compressed_uncompressed as f64 / stats.total_uncompressed_size as f64 * 100.0;
         }
     }
     Ok(stats)

@@ -145,7 +145,40 @@ where
 }
 
 /// [`walk`] with any tree source (used by tests and by callers with a cache).
-pub fn walk_with_loader<L, E, F>(mut load: L, root: &Id, mut visit: F) -> Result<(), WalkError>
+pub fn walk_with_loader<L, E, F>(load: L, root: &Id, visit: F) -> Result<(), WalkError>
+where
+    L: FnMut(&Id) -> Result<Tree, E>,
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut(&WalkEntry<'_>) -> Result<WalkAction, WalkError>,
+{
+    walk_impl(load, root, visit, None)
+}
+
+/// Like [`walk`], but a subtree that cannot be walked (missing, corrupt,
+/// hostile names, cycle, too deep) is passed to `on_error` with the
+/// directory's path and skipped when it returns `Ok` (restic's "ignoring
+/// error for …"). The root tree's errors are returned.
+pub fn walk_lenient<F, H>(
+    repo: &Repository,
+    root: &Id,
+    visit: F,
+    mut on_error: H,
+) -> Result<(), WalkError>
+where
+    F: FnMut(&WalkEntry<'_>) -> Result<WalkAction, WalkError>,
+    H: FnMut(&[u8], WalkError) -> Result<(), WalkError>,
+{
+    walk_impl(|id| repo.load_tree(id), root, visit, Some(&mut on_error))
+}
+
+type ErrorHandler<'a> = &'a mut dyn FnMut(&[u8], WalkError) -> Result<(), WalkError>;
+
+fn walk_impl<L, E, F>(
+    mut load: L,
+    root: &Id,
+    mut visit: F,
+    mut on_error: Option<ErrorHandler<'_>>,
+) -> Result<(), WalkError>
 where
     L: FnMut(&Id) -> Result<Tree, E>,
     E: std::error::Error + Send + Sync + 'static,
@@ -185,28 +218,48 @@ where
         if node.node_type != NodeType::Dir {
             continue;
         }
-        let subtree = node.subtree.ok_or_else(|| WalkError::MissingSubtree {
-            path: display_path(&path),
-        })?;
-        if stack.iter().any(|f| f.tree == subtree) {
-            return Err(WalkError::Cycle {
-                tree: subtree.to_hex(),
-                path: display_path(&path),
-            });
+        let subtree = node.subtree;
+        match descend(&mut load, &stack, subtree, &path) {
+            Ok((id, tree)) => stack.push(Frame {
+                tree: id,
+                nodes: tree.nodes,
+                next: 0,
+                path_len: path.len(),
+            }),
+            Err(e) => match on_error.as_mut() {
+                Some(handler) => handler(&path, e)?,
+                None => return Err(e),
+            },
         }
-        if stack.len() >= MAX_DEPTH {
-            return Err(WalkError::TooDeep {
-                path: display_path(&path),
-            });
-        }
-        let tree = load_checked(&mut load, &subtree, &path)?;
-        stack.push(Frame {
-            tree: subtree,
-            nodes: tree.nodes,
-            next: 0,
-            path_len: path.len(),
+    }
+}
+
+/// Checks and loads the subtree of the directory at `path`.
+fn descend<L, E>(
+    load: &mut L,
+    stack: &[Frame],
+    subtree: Option<Id>,
+    path: &[u8],
+) -> Result<(Id, Tree), WalkError>
+where
+    L: FnMut(&Id) -> Result<Tree, E>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let subtree = subtree.ok_or_else(|| WalkError::MissingSubtree {
+        path: display_path(path),
+    })?;
+    if stack.iter().any(|f| f.tree == subtree) {
+        return Err(WalkError::Cycle {
+            tree: subtree.to_hex(),
+            path: display_path(path),
         });
     }
+    if stack.len() >= MAX_DEPTH {
+        return Err(WalkError::TooDeep {
+            path: display_path(path),
+        });
+    }
+    Ok((subtree, load_checked(load, &subtree, path)?))
 }
 
 fn load_checked<L, E>(load: &mut L, id: &Id, path: &[u8]) -> Result<Tree, WalkError>

@@ -418,9 +418,9 @@ async fn download_open(
         pay(bucket, usize::try_from(len).unwrap_or(usize::MAX)).await;
         let mut got = match reply {
             Ok(data) => {
-                let n = data.data.len() as u64;
-                out.extend_from_slice(&data.data);
-                n.min(len)
+                let n = (data.data.len() as u64).min(len);
+                out.extend_from_slice(data.data.get(..n as usize).unwrap_or(&data.data));
+                n
             }
             Err(e) if is_status(&e, StatusCode::Eof) => 0,
             Err(e) => return Err(classify("read", path, e)),
@@ -523,9 +523,11 @@ impl SftpBackend {
                     .await?
                     .into_iter()
                     .filter(|(name, attrs)| {
+                        // Servers that send no attributes in readdir get
+                        // the benefit of the doubt.
                         name.len() == 2
                             && name.bytes().all(|b| b.is_ascii_hexdigit())
-                            && attrs.is_dir()
+                            && (attrs.permissions.is_none() || attrs.is_dir())
                     })
                     .map(|(name, _)| format!("{dir}/{name}"))
                     .collect();
@@ -741,8 +743,12 @@ impl Backend for SftpBackend {
 impl Drop for SftpBackend {
     fn drop(&mut self) {
         // Close sessions while the runtime still runs, so subprocesses see EOF.
-        let pool = self.pool.clone();
-        self.runtime.block_on(async move { pool.close().await });
+        // (Not possible from inside another runtime: then the runtime's own
+        // drop ends the sessions.)
+        if tokio::runtime::Handle::try_current().is_err() {
+            let pool = self.pool.clone();
+            self.runtime.block_on(async move { pool.close().await });
+        }
     }
 }
 

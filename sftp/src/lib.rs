@@ -21,6 +21,12 @@
 //!   the file and the reason. Do not wrap this backend in
 //!   `restix_engine::backend::retry::Retrying` as well.
 //!
+//! - Bandwidth limits: [`SftpBackend::with_rate_limits`] pays the
+//!   process-wide token buckets of `restix_engine::backend::limited` per SFTP
+//!   request, so the rate is smooth within a pack (spec: cli §6.1).
+//! - [`open`] reads `$HOME` and `$SSH_AUTH_SOCK`; [`open_with_env`] takes
+//!   them explicitly ([`SshEnv`]).
+//!
 //! The API is blocking: the backend owns a tokio runtime and must not be
 //! called from inside another tokio runtime.
 //!

@@ -96,7 +96,7 @@ fn parse_short_form(rest: &str) -> Result<Parts, SftpError> {
 /// `//host//abs` is `/abs` and `//host/rel` is `rel`.
 fn parse_url_form(original: &str, url: &str) -> Result<Parts, SftpError> {
     let (authority, url_path) = match url.find('/') {
-        Some(i) => (&url[..i], &url[i..]),
+        Some(i) => url.split_at(i),
         None => (url, ""),
     };
     let dir = url_path.strip_prefix('/').unwrap_or(url_path);

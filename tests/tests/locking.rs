@@ -40,7 +40,9 @@ fn lock_held_by(holder: Tool, other: Tool) {
     if other == Tool::Restix && is_restix() {
         run.code_is(11);
     }
-    // unlock removes stale locks only: this one is alive.
+    // unlock removes stale locks only: this one is alive. (restic checks
+    // that the lock's PID is alive by sending it SIGHUP, so the holder must
+    // survive SIGHUP.)
     sb.run(other, ["-r", s(&repo), "unlock"]).ok();
     for lock in &locks {
         assert!(
@@ -49,15 +51,22 @@ fn lock_held_by(holder: Tool, other: Tool) {
             lock.display()
         );
     }
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "the lock holder ({holder:?}) died during `{other:?} unlock` ({status}); restic \
+             probes a lock's PID with SIGHUP, so a lock holder must ignore SIGHUP. Its output:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
 
     // Let the holder finish; its snapshot is readable by the other.
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"streamed through stdin\n").unwrap();
+    let written = stdin.write_all(b"streamed through stdin\n");
     drop(stdin);
     let status = child.wait().unwrap();
     assert!(
-        status.success(),
-        "backup --stdin failed ({status}):\n{}",
+        written.is_ok() && status.success(),
+        "backup --stdin failed ({status}, stdin write: {written:?}):\n{}",
         fs::read_to_string(&log).unwrap_or_default()
     );
     assert_eq!(

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use restix_engine::archiver::{ArchiveError, ArchiveOptions, ArchiveProgress, Archiver, BackupSummary, ItemStatus, StdinSource};
+use restix_engine::archiver::{
+    ArchiveError, ArchiveOptions, ArchiveProgress, Archiver, BackupSummary, ItemStatus, StdinSource,
+};
 use restix_repo_format::{GoTime, Id, Snapshot};
 use serde::Serialize;
 
@@ -136,7 +138,9 @@ impl SummaryJson {
 /// 0.18+: `total_duration` is `backup_end - backup_start` (spec: cli §11.1).
 fn backup_duration(summary: &BackupSummary) -> Duration {
     let nanos = summary.backup_end.unix_nanos() - summary.backup_start.unix_nanos();
-    u64::try_from(nanos).map(Duration::from_nanos).unwrap_or(summary.total_duration)
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .unwrap_or(summary.total_duration)
 }
 
 /// Progress state shared with the archiver's threads and the reporter.
@@ -177,17 +181,23 @@ impl BackupProgress {
         let elapsed = self.start.elapsed();
         let total_bytes = self.total_bytes.load(Ordering::Relaxed);
         let bytes_done = self.bytes_done.load(Ordering::Relaxed);
-        let percent_done = if total_bytes == 0 { 0.0 } else { (bytes_done as f64 / total_bytes as f64).min(1.0) };
-        let seconds_remaining = if self.scan_done.load(Ordering::Relaxed) && bytes_done > 0 && total_bytes > bytes_done {
-            let rate = bytes_done as f64 / elapsed.as_secs_f64().max(0.001);
-            if rate > 1024.0 {
-                ((total_bytes - bytes_done) as f64 / rate) as u64
+        let percent_done = if total_bytes == 0 {
+            0.0
+        } else {
+            (bytes_done as f64 / total_bytes as f64).min(1.0)
+        };
+        let seconds_remaining =
+            if self.scan_done.load(Ordering::Relaxed) && bytes_done > 0 && total_bytes > bytes_done
+            {
+                let rate = bytes_done as f64 / elapsed.as_secs_f64().max(0.001);
+                if rate > 1024.0 {
+                    ((total_bytes - bytes_done) as f64 / rate) as u64
+                } else {
+                    0
+                }
             } else {
                 0
-            }
-        } else {
-            0
-        };
+            };
         let mut current_files = self.current.lock().map(|c| c.clone()).unwrap_or_default();
         current_files.sort();
         StatusJson {
@@ -204,7 +214,15 @@ impl BackupProgress {
         }
     }
 
-    fn verbose_json(&self, action: &str, item: &str, duration: Duration, data: (u64, u64), metadata: (u64, u64), total_files: u64) {
+    fn verbose_json(
+        &self,
+        action: &str,
+        item: &str,
+        duration: Duration,
+        data: (u64, u64),
+        metadata: (u64, u64),
+        total_files: u64,
+    ) {
         let _guard = self.output.lock();
         self.printer.json_line(&VerboseStatusJson {
             message_type: "verbose_status",
@@ -286,7 +304,16 @@ impl ArchiveProgress for BackupProgress {
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn file_done(&self, _path: &Path, item: &[u8], _size: u64, status: ItemStatus, added: u64, stored: u64, duration: Duration) {
+    fn file_done(
+        &self,
+        _path: &Path,
+        item: &[u8],
+        _size: u64,
+        status: ItemStatus,
+        added: u64,
+        stored: u64,
+        duration: Duration,
+    ) {
         self.files_done.fetch_add(1, Ordering::Relaxed);
         let item = item_text(item);
         if let Ok(mut current) = self.current.lock() {
@@ -298,7 +325,14 @@ impl ArchiveProgress for BackupProgress {
             return;
         }
         if self.printer.json {
-            self.verbose_json(status_word(status), &item, duration, (added, stored), (0, 0), 0);
+            self.verbose_json(
+                status_word(status),
+                &item,
+                duration,
+                (added, stored),
+                (0, 0),
+                0,
+            );
         } else if status == ItemStatus::Unchanged {
             self.line(&format!("unchanged {item}"), true);
         } else {
@@ -315,7 +349,15 @@ impl ArchiveProgress for BackupProgress {
         }
     }
 
-    fn dir_done(&self, _path: &Path, item: &[u8], status: ItemStatus, added: u64, stored: u64, duration: Duration) {
+    fn dir_done(
+        &self,
+        _path: &Path,
+        item: &[u8],
+        status: ItemStatus,
+        added: u64,
+        stored: u64,
+        duration: Duration,
+    ) {
         if self.printer.verbosity < 3 {
             return;
         }
@@ -324,7 +366,14 @@ impl ArchiveProgress for BackupProgress {
             item.push('/');
         }
         if self.printer.json {
-            self.verbose_json(status_word(status), &item, duration, (0, 0), (added, stored), 0);
+            self.verbose_json(
+                status_word(status),
+                &item,
+                duration,
+                (0, 0),
+                (added, stored),
+                0,
+            );
         } else if status == ItemStatus::Unchanged {
             self.line(&format!("unchanged {item}"), true);
         } else {
@@ -346,7 +395,9 @@ impl ArchiveProgress for BackupProgress {
         let message = error.to_string();
         let _guard = self.output.lock();
         // A missing target is a plain warning in both modes (spec: cli §1.1).
-        if error.kind() == std::io::ErrorKind::NotFound && message.ends_with("does not exist, skipping") {
+        if error.kind() == std::io::ErrorKind::NotFound
+            && message.ends_with("does not exist, skipping")
+        {
             self.printer.error(&message);
             return;
         }
@@ -366,7 +417,10 @@ impl ArchiveProgress for BackupProgress {
 
 /// Status reporter: JSON `status` lines 10 times a second (also when piped),
 /// or a single updated line on a terminal; nothing with `-q`.
-fn spawn_reporter(progress: Arc<BackupProgress>, stop: Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+fn spawn_reporter(
+    progress: Arc<BackupProgress>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
     let json = progress.printer.json;
     let terminal = progress.printer.stdout_is_terminal && !json;
     if progress.printer.verbosity == 0 || !(json || terminal) {
@@ -519,7 +573,9 @@ fn flatten_tags(values: &[String]) -> Vec<String> {
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     let backup_start = GoTime::now_local();
-    let has_files_from = !args.files_from.is_empty() || !args.files_from_verbatim.is_empty() || !args.files_from_raw.is_empty();
+    let has_files_from = !args.files_from.is_empty()
+        || !args.files_from_verbatim.is_empty()
+        || !args.files_from_raw.is_empty();
     if args.stdin || args.stdin_from_command {
         if !args.files_from.is_empty() {
             return Err(fatal("--stdin and --files-from cannot be used together").into());
@@ -536,7 +592,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     }
     for (given, flag) in [
         (args.stdin_from_command, "--stdin-from-command"),
-        (!args.iexclude.is_empty() || !args.iexclude_file.is_empty(), "--iexclude"),
+        (
+            !args.iexclude.is_empty() || !args.iexclude_file.is_empty(),
+            "--iexclude",
+        ),
         (args.exclude_caches, "--exclude-caches"),
         (!args.exclude_if_present.is_empty(), "--exclude-if-present"),
         (args.dry_run, "--dry-run"),
@@ -547,7 +606,9 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         }
     }
     let time = match &args.time {
-        Some(text) => Some(parse_local_time(text).map_err(|e| fatal(format!("error in time option: {e}")))?),
+        Some(text) => {
+            Some(parse_local_time(text).map_err(|e| fatal(format!("error in time option: {e}")))?)
+        }
         None => None,
     };
     let mut excludes = args.exclude.clone();
@@ -555,7 +616,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         excludes.extend(super::restore::read_pattern_file(file)?);
     }
     let exclude_larger_than = match &args.exclude_larger_than {
-        Some(size) => Some(crate::options::parse_size(size).map_err(|e| fatal(format!("invalid value for --exclude-larger-than: {e}")))?),
+        Some(size) => Some(
+            crate::options::parse_size(size)
+                .map_err(|e| fatal(format!("invalid value for --exclude-larger-than: {e}")))?,
+        ),
         None => None,
     };
     let read_concurrency = match args.read_concurrency {
@@ -589,7 +653,13 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         .unwrap_or_else(local_hostname);
     let tags = flatten_tags(&args.tag);
 
-    let stdin_is_data = args.stdin || args.files_from.iter().chain(&args.files_from_verbatim).chain(&args.files_from_raw).any(|f| f == "-");
+    let stdin_is_data = args.stdin
+        || args
+            .files_from
+            .iter()
+            .chain(&args.files_from_verbatim)
+            .chain(&args.files_from_raw)
+            .any(|f| f == "-");
     ctx.printer.verbose("open repository");
     let opened = open_repository_with(ctx, LockMode::SharedAlways, stdin_is_data)?;
     ctx.printer.verbose("load index files");
@@ -607,17 +677,27 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         let all = opened.list_snapshots()?;
         let abs: Vec<String> = paths
             .iter()
-            .map(|p| restix_engine::archiver::absolute_path(Path::new(p)).to_string_lossy().into_owned())
+            .map(|p| {
+                restix_engine::archiver::absolute_path(Path::new(p))
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         find_parent(&all, group, &host, &abs, &tags, snapshot_time)
     };
     if !args.stdin {
         match parent {
-            Some(id) => ctx.printer.print(&format!("using parent snapshot {}", id.short())),
-            None => ctx.printer.print("no parent snapshot found, will read all files"),
+            Some(id) => ctx
+                .printer
+                .print(&format!("using parent snapshot {}", id.short())),
+            None => ctx
+                .printer
+                .print("no parent snapshot found, will read all files"),
         }
-        ctx.printer.verbose(&format!("start scan on [{}]", paths.join(" ")));
-        ctx.printer.verbose(&format!("start backup on [{}]", paths.join(" ")));
+        ctx.printer
+            .verbose(&format!("start scan on [{}]", paths.join(" ")));
+        ctx.printer
+            .verbose(&format!("start backup on [{}]", paths.join(" ")));
     }
 
     let options = ArchiveOptions {
@@ -658,7 +738,11 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     })?;
     print_summary(ctx, &summary);
     if summary.errors > 0 {
-        return Err(CliError::plain(exit_code::PARTIAL_BACKUP, "Warning: at least one source file could not be read").into());
+        return Err(CliError::plain(
+            exit_code::PARTIAL_BACKUP,
+            "Warning: at least one source file could not be read",
+        )
+        .into());
     }
     Ok(())
 }
@@ -666,7 +750,8 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
 fn print_summary(ctx: &Context, summary: &BackupSummary) {
     if ctx.printer.json {
         // The summary is printed even with -q (spec: cli §1.1).
-        ctx.printer.json_line(&SummaryJson::from_summary(summary, false));
+        ctx.printer
+            .json_line(&SummaryJson::from_summary(summary, false));
         return;
     }
     let p = &ctx.printer;
@@ -751,7 +836,10 @@ mod tests {
             bytes_done: 5,
             ..Default::default()
         });
-        assert_eq!(status, r#"{"message_type":"status","percent_done":0.5,"total_bytes":10,"bytes_done":5}"#);
+        assert_eq!(
+            status,
+            r#"{"message_type":"status","percent_done":0.5,"total_bytes":10,"bytes_done":5}"#
+        );
         assert!(!status.contains("snapshot_id") && !status.contains("total_bytes_processed"));
     }
 
@@ -772,11 +860,33 @@ mod tests {
         ];
         let group = GroupBy::parse("host,paths").unwrap();
         let paths = vec!["/a".to_string()];
-        assert_eq!(find_parent(&all, group, "h", &paths, &[], GoTime::from_unix_utc(50, 0)), Some(Id([4; 32])));
-        assert_eq!(find_parent(&all, group, "h", &paths, &[], GoTime::from_unix_utc(35, 0)), Some(Id([2; 32])));
+        assert_eq!(
+            find_parent(&all, group, "h", &paths, &[], GoTime::from_unix_utc(50, 0)),
+            Some(Id([4; 32]))
+        );
+        assert_eq!(
+            find_parent(&all, group, "h", &paths, &[], GoTime::from_unix_utc(35, 0)),
+            Some(Id([2; 32]))
+        );
         let both = vec!["/a".to_string(), "/b".to_string()];
-        assert_eq!(find_parent(&all, group, "h", &both, &[], GoTime::from_unix_utc(50, 0)), Some(Id([1; 32])));
-        assert_eq!(find_parent(&all, group, "nohost", &paths, &[], GoTime::from_unix_utc(50, 0)), None);
-        assert_eq!(flatten_tags(&["a, b".into(), "".into(), "c".into()]), vec!["a", "b", "c"]);
+        assert_eq!(
+            find_parent(&all, group, "h", &both, &[], GoTime::from_unix_utc(50, 0)),
+            Some(Id([1; 32]))
+        );
+        assert_eq!(
+            find_parent(
+                &all,
+                group,
+                "nohost",
+                &paths,
+                &[],
+                GoTime::from_unix_utc(50, 0)
+            ),
+            None
+        );
+        assert_eq!(
+            flatten_tags(&["a, b".into(), "".into(), "c".into()]),
+            vec!["a", "b", "c"]
+        );
     }
 }

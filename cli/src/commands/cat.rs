@@ -27,7 +27,11 @@ fn write_raw(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// A full ID or a unique prefix of a file of `file_type`.
-fn find(repo: &restix_engine::repository::Repository, file_type: FileType, arg: &str) -> anyhow::Result<Id> {
+fn find(
+    repo: &restix_engine::repository::Repository,
+    file_type: FileType,
+    arg: &str,
+) -> anyhow::Result<Id> {
     if let Ok(id) = Id::from_hex(arg) {
         return Ok(id);
     }
@@ -38,7 +42,10 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
     let Some(kind) = args.args.first().map(String::as_str) else {
         return Err(fatal("type or ID not specified").into());
     };
-    if !matches!(kind, "config" | "index" | "snapshot" | "key" | "masterkey" | "lock" | "pack" | "blob" | "tree") {
+    if !matches!(
+        kind,
+        "config" | "index" | "snapshot" | "key" | "masterkey" | "lock" | "pack" | "blob" | "tree"
+    ) {
         return Err(fatal(format!("invalid type \"{kind}\", must be one of {TYPES}")).into());
     }
     let id_arg = args.args.get(1).map(String::as_str);
@@ -97,8 +104,12 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
         "tree" => {
             let (snapshot_arg, subfolder) = split_snapshot_arg(id_arg);
             let all = opened.list_snapshots()?;
-            let (_, snapshot) = find_in(&all, snapshot_arg, &super::snapshot_filter(&Default::default()))
-                .map_err(|e| fatal(format!("could not find snapshot: {e}")))?;
+            let (_, snapshot) = find_in(
+                &all,
+                snapshot_arg,
+                &super::snapshot_filter(&Default::default()),
+            )
+            .map_err(|e| fatal(format!("could not find snapshot: {e}")))?;
             opened.load_index()?;
             let root = snapshot.tree.ok_or_else(|| fatal("snapshot has no tree"))?;
             let tree = match subfolder {

@@ -27,13 +27,17 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
     let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
     let repo = &opened.repo;
     let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
-        WalkError::NotFound { .. } => fatal(format!("cannot dump file: path \"{path}\" not found in snapshot")),
+        WalkError::NotFound { .. } => fatal(format!(
+            "cannot dump file: path \"{path}\" not found in snapshot"
+        )),
         other => fatal(format!("cannot dump file: {other}")),
     })?;
-    let is_archive = !matches!(&resolved, ResolvedPath::Node(node) if node.node_type == NodeType::File);
+    let is_archive =
+        !matches!(&resolved, ResolvedPath::Node(node) if node.node_type == NodeType::File);
     let mut writer: Box<dyn Write> = match &args.target {
         Some(target) => {
-            let file = std::fs::File::create(target).map_err(|e| fatal(format!("cannot create target file {target}: {e}")))?;
+            let file = std::fs::File::create(target)
+                .map_err(|e| fatal(format!("cannot create target file {target}: {e}")))?;
             crate::signals::register_temp_file(target.into());
             Box::new(BufWriter::with_capacity(OUTPUT_BUFFER, file))
         }
@@ -41,7 +45,10 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
             if is_archive && std::io::stdout().is_terminal() {
                 return Err(fatal("stdout is the terminal, please redirect output").into());
             }
-            Box::new(BufWriter::with_capacity(OUTPUT_BUFFER, std::io::stdout().lock()))
+            Box::new(BufWriter::with_capacity(
+                OUTPUT_BUFFER,
+                std::io::stdout().lock(),
+            ))
         }
     };
     let result = match resolved {
@@ -49,11 +56,18 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
         ResolvedPath::Node(node) => match node.node_type {
             NodeType::File => dump_file(repo, &node, &mut writer).map(|_| ()),
             NodeType::Dir => {
-                let subtree = node.subtree.ok_or_else(|| fatal(format!("cannot dump file: directory {path} has no subtree")))?;
+                let subtree = node.subtree.ok_or_else(|| {
+                    fatal(format!("cannot dump file: directory {path} has no subtree"))
+                })?;
                 let base: Vec<u8> = clean_base(path);
                 dump_tar(repo, &subtree, &base, &mut writer)
             }
-            other => return Err(fatal(format!("cannot dump file: {path} is a {other}, not a file or directory")).into()),
+            other => {
+                return Err(fatal(format!(
+                    "cannot dump file: {path} is a {other}, not a file or directory"
+                ))
+                .into())
+            }
         },
     };
     result.map_err(|e| fatal(format!("cannot dump file: {e}")))?;

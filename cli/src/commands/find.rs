@@ -4,8 +4,8 @@ use restix_engine::backend::FileType;
 use restix_engine::find::{find_in_tree, FindHit, FindTarget};
 use restix_engine::selection::sort_snapshots;
 use restix_engine::walker::go_file_mode_string;
-use restix_repo_format::{BlobType, Id, Snapshot};
-use serde_json::{json, Map, Value};
+use restix_repo_format::{BlobType, GoTime, Id, Snapshot};
+use serde::Serialize;
 
 use super::snapshots::select_snapshots;
 use super::Context;
@@ -15,45 +15,80 @@ use crate::errors::fatal;
 use crate::output::format_bytes;
 use crate::timefmt::{local_time_text, parse_local_time};
 
-fn match_json(hit: &FindHit) -> Value {
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// One pattern match as restic's `find --json` prints it (§11.9).
+#[derive(Serialize)]
+struct MatchJson {
+    path: String,
+    permissions: String,
+    #[serde(rename = "type")]
+    node_type: &'static str,
+    #[serde(skip_serializing_if = "is_zero")]
+    mode: u64,
+    mtime: GoTime,
+    atime: GoTime,
+    ctime: GoTime,
+    uid: u32,
+    gid: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    group: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    inode: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    device_id: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    size: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    links: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    linktarget: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
+#[derive(Serialize)]
+struct SnapshotMatchesJson {
+    matches: Vec<MatchJson>,
+    hits: usize,
+    snapshot: String,
+}
+
+#[derive(Serialize)]
+struct ObjectJson {
+    object_type: &'static str,
+    id: String,
+    path: String,
+    parent_tree: String,
+    snapshot: String,
+    time: GoTime,
+}
+
+fn match_json(hit: &FindHit) -> MatchJson {
     let n = &hit.node;
-    let mut m = Map::new();
-    m.insert("path".into(), json!(hit.path));
-    m.insert("permissions".into(), json!(go_file_mode_string(n.mode)));
-    m.insert("type".into(), json!(n.node_type.as_str()));
-    if n.mode != 0 {
-        m.insert("mode".into(), json!(n.mode));
+    MatchJson {
+        path: hit.path.clone(),
+        permissions: go_file_mode_string(n.mode),
+        node_type: n.node_type.as_str(),
+        mode: u64::from(n.mode),
+        mtime: n.mtime,
+        atime: n.atime,
+        ctime: n.ctime,
+        uid: n.uid,
+        gid: n.gid,
+        user: String::from_utf8_lossy(&n.user).into_owned(),
+        group: String::from_utf8_lossy(&n.group).into_owned(),
+        inode: n.inode,
+        device_id: n.device_id,
+        size: n.size,
+        links: n.links,
+        linktarget: String::from_utf8_lossy(&n.linktarget).into_owned(),
+        error: n.error.clone(),
     }
-    m.insert("mtime".into(), serde_json::to_value(n.mtime).unwrap_or(Value::Null));
-    m.insert("atime".into(), serde_json::to_value(n.atime).unwrap_or(Value::Null));
-    m.insert("ctime".into(), serde_json::to_value(n.ctime).unwrap_or(Value::Null));
-    m.insert("uid".into(), json!(n.uid));
-    m.insert("gid".into(), json!(n.gid));
-    if !n.user.is_empty() {
-        m.insert("user".into(), json!(String::from_utf8_lossy(&n.user)));
-    }
-    if !n.group.is_empty() {
-        m.insert("group".into(), json!(String::from_utf8_lossy(&n.group)));
-    }
-    if n.inode != 0 {
-        m.insert("inode".into(), json!(n.inode));
-    }
-    if n.device_id != 0 {
-        m.insert("device_id".into(), json!(n.device_id));
-    }
-    if n.size != 0 {
-        m.insert("size".into(), json!(n.size));
-    }
-    if n.links != 0 {
-        m.insert("links".into(), json!(n.links));
-    }
-    if !n.linktarget.is_empty() {
-        m.insert("linktarget".into(), json!(String::from_utf8_lossy(&n.linktarget)));
-    }
-    if !n.error.is_empty() {
-        m.insert("error".into(), json!(n.error));
-    }
-    Value::Object(m)
 }
 
 fn long_line(hit: &FindHit, human: bool) -> String {
@@ -131,7 +166,8 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
     if !args.reverse {
         selected.reverse();
     }
-    let mut json_out: Vec<Value> = Vec::new();
+    let mut objects: Vec<ObjectJson> = Vec::new();
+    let mut groups: Vec<SnapshotMatchesJson> = Vec::new();
     let mut first_block = true;
     for (sid, snapshot) in &selected {
         let Some(root) = snapshot.tree else { continue };
@@ -149,14 +185,14 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
                 let object_type = if args.tree { "tree" } else { "blob" };
                 let object = h.object.map(|o| o.to_hex()).unwrap_or_default();
                 if ctx.printer.json {
-                    json_out.push(json!({
-                        "object_type": object_type,
-                        "id": object,
-                        "path": h.path,
-                        "parent_tree": h.parent_tree.to_hex(),
-                        "snapshot": sid.to_hex(),
-                        "time": snapshot.time,
-                    }));
+                    objects.push(ObjectJson {
+                        object_type,
+                        id: object,
+                        path: h.path.clone(),
+                        parent_tree: h.parent_tree.to_hex(),
+                        snapshot: sid.to_hex(),
+                        time: snapshot.time,
+                    });
                 } else {
                     let kind = if args.tree { "directory" } else { "file" };
                     ctx.printer.important(&format!(
@@ -171,11 +207,11 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
             continue;
         }
         if ctx.printer.json {
-            json_out.push(json!({
-                "matches": hits.iter().map(match_json).collect::<Vec<_>>(),
-                "hits": hits.len(),
-                "snapshot": sid.to_hex(),
-            }));
+            groups.push(SnapshotMatchesJson {
+                matches: hits.iter().map(match_json).collect(),
+                hits: hits.len(),
+                snapshot: sid.to_hex(),
+            });
             continue;
         }
         if !first_block {
@@ -198,7 +234,11 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
     let _ = object_ids;
     opened.unlock();
     if ctx.printer.json {
-        ctx.printer.json_line(&json_out);
+        if id_mode {
+            ctx.printer.json_line(&objects);
+        } else {
+            ctx.printer.json_line(&groups);
+        }
     }
     Ok(())
 }

@@ -62,7 +62,8 @@ pub fn policy_from_args(args: &ForgetArgs) -> anyhow::Result<KeepPolicy> {
         tags: args
             .keep_tag
             .iter()
-            .map(|l| l.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            // restic's splitTagList: trimmed, empty entries kept ("" = untagged).
+            .map(|l| l.split(',').map(|t| t.trim().to_string()).collect())
             .collect(),
     })
 }

@@ -22,7 +22,9 @@ fn repository_version(text: &str) -> anyhow::Result<u32> {
     match text {
         "stable" | "latest" => Ok(2),
         number => {
-            let version: u32 = number.parse().map_err(|_| fatal("invalid repository version"))?;
+            let version: u32 = number
+                .parse()
+                .map_err(|_| fatal("invalid repository version"))?;
             if !(1..=2).contains(&version) {
                 return Err(fatal("only repository versions between 1 and 2 are allowed").into());
             }
@@ -67,13 +69,25 @@ pub fn run(ctx: &Context, args: &InitArgs) -> anyhow::Result<()> {
         return Err(not_implemented("init --copy-chunker-params"));
     }
     if args.from_repo.is_some() || args.from_repository_file.is_some() {
-        return Err(fatal("Secondary repository must only be specified when copying the chunker parameters").into());
+        return Err(fatal(
+            "Secondary repository must only be specified when copying the chunker parameters",
+        )
+        .into());
     }
     let version = repository_version(&args.repository_version)?;
     let (location, backend) = open_location(ctx)?;
     let password = new_password(ctx)?;
-    let repo = Repository::init(backend, password.as_bytes(), version, None, ScryptParams::default()).map_err(|e| match e {
-        RepoError::AlreadyExists { .. } => fatal(format!("create repository at {location} failed: config file already exists")),
+    let repo = Repository::init(
+        backend,
+        password.as_bytes(),
+        version,
+        None,
+        ScryptParams::default(),
+    )
+    .map_err(|e| match e {
+        RepoError::AlreadyExists { .. } => fatal(format!(
+            "create repository at {location} failed: config file already exists"
+        )),
         other => fatal(format!("create repository at {location} failed: {other}")),
     })?;
     let id = repo.config().id.clone();

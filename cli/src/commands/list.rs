@@ -8,11 +8,15 @@ use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 
 pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
-    let kind = match args.args.as_slice() {
-        [] => return Err(fatal("type not specified, usage: restic list [blobs|packs|index|snapshots|keys|locks]").into()),
-        [kind] => kind.as_str(),
-        _ => return Err(fatal("accepts 1 arg(s), received more").into()),
-    };
+    let kind =
+        match args.args.as_slice() {
+            [] => return Err(fatal(
+                "type not specified, usage: restic list [blobs|packs|index|snapshots|keys|locks]",
+            )
+            .into()),
+            [kind] => kind.as_str(),
+            _ => return Err(fatal("accepts 1 arg(s), received more").into()),
+        };
     let file_type = match kind {
         "blobs" => None,
         "packs" => Some(FileType::Pack),
@@ -22,7 +26,11 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
         "locks" => Some(FileType::Lock),
         other => return Err(fatal(format!("invalid type \"{other}\"")).into()),
     };
-    let lock = if file_type == Some(FileType::Lock) { LockMode::None } else { LockMode::Shared };
+    let lock = if file_type == Some(FileType::Lock) {
+        LockMode::None
+    } else {
+        LockMode::Shared
+    };
     let opened = open_repository(ctx, lock)?;
     let mut out = String::new();
     match file_type {

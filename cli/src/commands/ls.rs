@@ -54,7 +54,7 @@ fn is_zero_u64(v: &u64) -> bool {
 fn node_line(node: &LsNode) -> NodeLine {
     NodeLine {
         name: String::from_utf8_lossy(&node.name).into_owned(),
-        node_type: node.node_type.clone().as_str(),
+        node_type: node.node_type.as_str(),
         path: String::from_utf8_lossy(&node.path).into_owned(),
         uid: node.uid,
         gid: node.gid,
@@ -73,7 +73,11 @@ fn node_line(node: &LsNode) -> NodeLine {
 /// `-l` line: `%s %5d %5d %6d %s %s%s`.
 fn long_line(node: &LsNode, human: bool) -> String {
     let size = node.size.unwrap_or(0);
-    let size_text = if human { format_bytes(size) } else { size.to_string() };
+    let size_text = if human {
+        format_bytes(size)
+    } else {
+        size.to_string()
+    };
     let target = node
         .link_target
         .as_ref()
@@ -93,10 +97,15 @@ fn long_line(node: &LsNode, human: bool) -> String {
 
 pub fn run(ctx: &Context, args: &LsArgs) -> anyhow::Result<()> {
     let Some((snapshot_arg, dirs)) = args.args.split_first() else {
-        return Err(fatal("no snapshot ID specified, specify snapshot ID or use special ID 'latest'").into());
+        return Err(fatal(
+            "no snapshot ID specified, specify snapshot ID or use special ID 'latest'",
+        )
+        .into());
     };
     if dirs.iter().any(|d| !d.starts_with('/')) {
-        return Err(fatal("All path filters must be absolute, starting with a forward slash '/'").into());
+        return Err(
+            fatal("All path filters must be absolute, starting with a forward slash '/'").into(),
+        );
     }
     if args.ncdu {
         return Err(crate::errors::not_implemented("ls --ncdu"));

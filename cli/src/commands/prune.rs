@@ -127,7 +127,7 @@ pub fn run_with_repo(ctx: &Context, opened: &OpenedRepository, flags: &PruneFlag
     let mut repacked = 0u64;
     let mut pending: Option<(u64, &'static str)> = None;
     let printer = ctx.printer.clone();
-    let mut finish = |pending: &mut Option<(u64, &'static str)>, start: Instant| {
+    let finish = |pending: &mut Option<(u64, &'static str)>, start: Instant| {
         if let Some((n, what)) = pending.take() {
             printer.print(&counter_line(start, n, n, what));
         }

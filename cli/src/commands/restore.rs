@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use restix_engine::restorer::{FilterPattern, RestoreOptions, RestoreProgress, RestoreSummary, Restorer};
+use restix_engine::restorer::{
+    FilterPattern, RestoreOptions, RestoreProgress, RestoreSummary, Restorer,
+};
 use restix_engine::selection::split_snapshot_arg;
 use serde::Serialize;
 
@@ -101,8 +103,11 @@ impl RestoreProgress for Progress {
                 });
             }
         } else {
-            self.printer
-                .very_verbose(&format!("{:<9} {path} with size {}", "restored", format_bytes(size)));
+            self.printer.very_verbose(&format!(
+                "{:<9} {path} with size {}",
+                "restored",
+                format_bytes(size)
+            ));
         }
     }
 
@@ -121,7 +126,8 @@ impl RestoreProgress for Progress {
                 item: &path,
             });
         } else {
-            self.printer.error(&format!("ignoring error for {path}: {message}"));
+            self.printer
+                .error(&format!("ignoring error for {path}: {message}"));
         }
     }
 }
@@ -133,7 +139,11 @@ impl Progress {
         RestoreStatusJson {
             message_type: "status",
             seconds_elapsed: elapsed.as_secs(),
-            percent_done: if total_bytes == 0 { 0.0 } else { (bytes_restored as f64 / total_bytes as f64).min(1.0) },
+            percent_done: if total_bytes == 0 {
+                0.0
+            } else {
+                (bytes_restored as f64 / total_bytes as f64).min(1.0)
+            },
             total_files: self.total_files.load(Ordering::Relaxed),
             files_restored: self.files_restored.load(Ordering::Relaxed),
             total_bytes,
@@ -143,7 +153,11 @@ impl Progress {
 }
 
 /// Periodic progress: JSON status lines (10/s) or a terminal line.
-fn spawn_reporter(progress: Arc<Progress>, stop: Arc<AtomicBool>, start: Instant) -> Option<std::thread::JoinHandle<()>> {
+fn spawn_reporter(
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+) -> Option<std::thread::JoinHandle<()>> {
     let json = progress.printer.json;
     let terminal = progress.printer.stdout_is_terminal && !json;
     if progress.printer.verbosity == 0 || !(json || terminal) {
@@ -191,13 +205,21 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     let snapshot_arg = match args.args.as_slice() {
         [] => return Err(fatal("no snapshot ID specified").into()),
         [one] => one,
-        many => return Err(fatal(format!("more than one snapshot ID specified: [{}]", many.join(" "))).into()),
+        many => {
+            return Err(fatal(format!(
+                "more than one snapshot ID specified: [{}]",
+                many.join(" ")
+            ))
+            .into())
+        }
     };
     let Some(target) = args.target.as_deref().filter(|t| !t.is_empty()) else {
         return Err(fatal("please specify a directory to restore to (--target)").into());
     };
-    let has_include = !args.include.is_empty() || !args.iinclude.is_empty() || !args.include_file.is_empty();
-    let has_exclude = !args.exclude.is_empty() || !args.iexclude.is_empty() || !args.exclude_file.is_empty();
+    let has_include =
+        !args.include.is_empty() || !args.iinclude.is_empty() || !args.include_file.is_empty();
+    let has_exclude =
+        !args.exclude.is_empty() || !args.iexclude.is_empty() || !args.exclude_file.is_empty();
     if has_include && has_exclude {
         return Err(fatal("exclude and include patterns are mutually exclusive").into());
     }
@@ -215,15 +237,33 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
             return Err(not_implemented(&format!("restore --overwrite {mode}")));
         }
     }
-    let mut include: Vec<FilterPattern> = args.include.iter().map(|p| FilterPattern::new(p)).collect();
-    include.extend(args.iinclude.iter().map(|p| FilterPattern::new_case_insensitive(p)));
+    let mut include: Vec<FilterPattern> =
+        args.include.iter().map(|p| FilterPattern::new(p)).collect();
+    include.extend(
+        args.iinclude
+            .iter()
+            .map(|p| FilterPattern::new_case_insensitive(p)),
+    );
     for file in &args.include_file {
-        include.extend(read_pattern_file(file)?.iter().map(|p| FilterPattern::new(p)));
+        include.extend(
+            read_pattern_file(file)?
+                .iter()
+                .map(|p| FilterPattern::new(p)),
+        );
     }
-    let mut exclude: Vec<FilterPattern> = args.exclude.iter().map(|p| FilterPattern::new(p)).collect();
-    exclude.extend(args.iexclude.iter().map(|p| FilterPattern::new_case_insensitive(p)));
+    let mut exclude: Vec<FilterPattern> =
+        args.exclude.iter().map(|p| FilterPattern::new(p)).collect();
+    exclude.extend(
+        args.iexclude
+            .iter()
+            .map(|p| FilterPattern::new_case_insensitive(p)),
+    );
     for file in &args.exclude_file {
-        exclude.extend(read_pattern_file(file)?.iter().map(|p| FilterPattern::new(p)));
+        exclude.extend(
+            read_pattern_file(file)?
+                .iter()
+                .map(|p| FilterPattern::new(p)),
+        );
     }
 
     let opened = open_repository(ctx, LockMode::Shared)?;
@@ -275,7 +315,11 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         });
     } else {
         let counts = if summary.files_restored == summary.total_files {
-            format!("{} files/dirs ({})", summary.total_files, format_bytes(summary.total_bytes))
+            format!(
+                "{} files/dirs ({})",
+                summary.total_files,
+                format_bytes(summary.total_bytes)
+            )
         } else {
             format!(
                 "{} / {} files/dirs ({} / {})",
@@ -285,7 +329,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
                 format_bytes(summary.total_bytes)
             )
         };
-        ctx.printer.print(&format!("Summary: Restored {counts} in {}", format_duration(elapsed.as_secs())));
+        ctx.printer.print(&format!(
+            "Summary: Restored {counts} in {}",
+            format_duration(elapsed.as_secs())
+        ));
         if args.verify {
             ctx.printer.print(&format!(
                 "finished verifying {} files in {target}",
@@ -302,7 +349,8 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
 /// Patterns from a file: one per line, trimmed, `#` comments and blank lines
 /// skipped (restic's `readPatternsFromFiles`).
 pub fn read_pattern_file(path: &str) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| fatal(format!("failed to read pattern file {path}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fatal(format!("failed to read pattern file {path}: {e}")))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -379,6 +427,9 @@ mod tests {
     #[test]
     fn env_expansion() {
         std::env::set_var("RESTIX_TEST_VAR", "x");
-        assert_eq!(expand_env("/a/$RESTIX_TEST_VAR/${RESTIX_TEST_VAR}/$$"), "/a/x/x/$");
+        assert_eq!(
+            expand_env("/a/$RESTIX_TEST_VAR/${RESTIX_TEST_VAR}/$$"),
+            "/a/x/x/$"
+        );
     }
 }

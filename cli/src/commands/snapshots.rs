@@ -93,10 +93,16 @@ fn group_key_text(key: &GroupKey, group: GroupBy) -> String {
         parts.push(format!("host [{}]", key.hostname));
     }
     if group.paths {
-        parts.push(format!("paths [{}]", key.paths.clone().unwrap_or_default().join(", ")));
+        parts.push(format!(
+            "paths [{}]",
+            key.paths.clone().unwrap_or_default().join(", ")
+        ));
     }
     if group.tags {
-        parts.push(format!("tags [{}]", key.tags.clone().unwrap_or_default().join(", ")));
+        parts.push(format!(
+            "tags [{}]",
+            key.tags.clone().unwrap_or_default().join(", ")
+        ));
     }
     parts.join(", ")
 }
@@ -110,14 +116,21 @@ pub fn select_snapshots(
 ) -> Vec<(Id, Snapshot)> {
     let mut selected: Vec<(Id, Snapshot)> = Vec::new();
     if ids.is_empty() {
-        selected = all.iter().filter(|(_, s)| filter.matches(s)).cloned().collect();
+        selected = all
+            .iter()
+            .filter(|(_, s)| filter.matches(s))
+            .cloned()
+            .collect();
     } else {
-        if !filter.is_empty() {
-            ctx.printer.error("Ignoring \"filters\": explicit snapshot ids are given");
+        if !filter.is_empty() && !ids.iter().any(|id| id == "latest") {
+            ctx.printer
+                .error("Ignoring \"filters\": explicit snapshot ids are given");
         }
         for arg in ids {
             if arg.contains(':') {
-                ctx.printer.error(&format!("Ignoring \"{arg}\": <snapshot>:<subfolder> syntax not allowed"));
+                ctx.printer.error(&format!(
+                    "Ignoring \"{arg}\": <snapshot>:<subfolder> syntax not allowed"
+                ));
                 continue;
             }
             match find_in(all, arg, filter) {
@@ -178,10 +191,14 @@ pub fn run(ctx: &Context, args: &SnapshotsArgs) -> anyhow::Result<()> {
 
     if group.is_none() {
         if ctx.printer.json {
-            let items: Vec<SnapshotJson> = selected.iter().map(|(id, s)| SnapshotJson::new(id, s)).collect();
+            let items: Vec<SnapshotJson> = selected
+                .iter()
+                .map(|(id, s)| SnapshotJson::new(id, s))
+                .collect();
             ctx.printer.json_line(&items);
         } else if !selected.is_empty() {
-            ctx.printer.important(&snapshot_table(&selected, args.compact));
+            ctx.printer
+                .important(&snapshot_table(&selected, args.compact));
         }
         return Ok(());
     }
@@ -200,14 +217,18 @@ pub fn run(ctx: &Context, args: &SnapshotsArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(key, list)| GroupJson {
                 group_key: key,
-                snapshots: list.iter().map(|(id, s)| SnapshotJson::new(id, s)).collect(),
+                snapshots: list
+                    .iter()
+                    .map(|(id, s)| SnapshotJson::new(id, s))
+                    .collect(),
             })
             .collect();
         ctx.printer.json_line(&items);
         return Ok(());
     }
     for (key, list) in &groups {
-        ctx.printer.important(&format!("snapshots for ({}):", group_key_text(key, group)));
+        ctx.printer
+            .important(&format!("snapshots for ({}):", group_key_text(key, group)));
         ctx.printer.important(&snapshot_table(list, args.compact));
     }
     Ok(())
@@ -301,7 +322,10 @@ mod tests {
             paths: true,
             tags: false,
         };
-        let kept: Vec<Id> = keep_latest(list, 1, group).into_iter().map(|(id, _)| id).collect();
+        let kept: Vec<Id> = keep_latest(list, 1, group)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert_eq!(kept, vec![Id([2; 32]), Id([3; 32]), Id([4; 32])]);
         assert!(GroupBy::parse("host,x").is_err());
     }

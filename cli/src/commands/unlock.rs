@@ -4,8 +4,8 @@ use restix_engine::repository::lock::{remove_all_locks, remove_stale_locks};
 
 use super::Context;
 use crate::args::UnlockArgs;
-use crate::engine_glue::{open_repository, LockMode};
 use crate::engine_errors::map_lock_error;
+use crate::engine_glue::{open_repository, LockMode};
 
 pub fn run(ctx: &Context, args: &UnlockArgs) -> anyhow::Result<()> {
     let opened = open_repository(ctx, LockMode::None)?;
@@ -16,7 +16,8 @@ pub fn run(ctx: &Context, args: &UnlockArgs) -> anyhow::Result<()> {
     }
     .map_err(map_lock_error)?;
     if removed > 0 {
-        ctx.printer.print(&format!("successfully removed {removed} locks"));
+        ctx.printer
+            .print(&format!("successfully removed {removed} locks"));
     }
     Ok(())
 }

@@ -335,3 +335,70 @@ fn tree_ids_equal_restics() {
     // restic accepts what we wrote.
     restic(&["check", "--read-data"]);
 }
+
+/// Throughput of one large file (run with `--release -- --ignored`); checks
+/// that the parallel path and the sequential path agree on a file large
+/// enough to be split into several segments.
+#[test]
+#[ignore]
+fn large_file_throughput() {
+    let t = TempDir::new("large");
+    let src = t.0.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut data = pseudo_random(3, 128 << 20);
+    data.extend(vec![0u8; 64 << 20]);
+    data.extend(pseudo_random(4, 64 << 20));
+    std::fs::write(src.join("disk.img"), &data).unwrap();
+    drop(data);
+    let repo = Arc::new(new_repo(&t.0, 2));
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2);
+    let cpu = || {
+        // SAFETY: rusage is plain data; getrusage fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a rusage struct.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    let cpu0 = cpu();
+    let started = Instant::now();
+    let s = Archiver::new(
+        Arc::clone(&repo),
+        ArchiveOptions {
+            threads,
+            ..Default::default()
+        },
+    )
+    .backup(std::slice::from_ref(&src), &NoProgress)
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "parallel: {} MiB in {secs:.2} s = {:.0} MiB/s ({threads} threads)",
+        s.total_bytes_processed >> 20,
+        (s.total_bytes_processed >> 20) as f64 / secs
+    );
+    eprintln!("CPU: {:.2} s per GiB", (cpu() - cpu0) * 4.0);
+    let cpu1 = cpu();
+    let started = Instant::now();
+    let s2 = Archiver::new(
+        Arc::clone(&repo),
+        ArchiveOptions {
+            threads: 1,
+            force: true,
+            ..Default::default()
+        },
+    )
+    .backup(std::slice::from_ref(&src), &NoProgress)
+    .unwrap();
+    eprintln!(
+        "sequential (all blobs known): {:.2} s, CPU {:.2} s per GiB",
+        started.elapsed().as_secs_f64(),
+        (cpu() - cpu1) * 4.0
+    );
+    assert_eq!(
+        find_node(&repo, s.snapshot.tree.unwrap(), &src).subtree,
+        find_node(&repo, s2.snapshot.tree.unwrap(), &src).subtree
+    );
+}

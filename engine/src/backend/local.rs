@@ -85,6 +85,11 @@ impl LocalBackend {
     }
 
     fn create_dir(&self, dir: &Path) -> BackendResult<()> {
+        // Existing folders keep their permissions (the user may have made
+        // the repository folder beforehand).
+        if dir.is_dir() {
+            return Ok(());
+        }
         match fs::create_dir_all(dir) {
             Ok(()) => {}
             Err(e) => return Err(BackendError::from_io("mkdir", Self::display(dir), e)),
@@ -138,6 +143,15 @@ impl LocalBackend {
             });
         }
         Ok(())
+    }
+}
+
+/// Like [`BackendError::from_io`], also mapping a full quota (EDQUOT) to
+/// [`BackendError::NoSpace`].
+fn write_error(op: &'static str, path: String, e: std::io::Error) -> BackendError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => BackendError::NoSpace { path },
+        _ => BackendError::from_io(op, path, e),
     }
 }
 
@@ -274,9 +288,9 @@ impl Backend for LocalBackend {
         };
         let result = (|| {
             file.write_all(data)
-                .map_err(|e| BackendError::from_io("write", tmp_s(), e))?;
+                .map_err(|e| write_error("write", tmp_s(), e))?;
             file.sync_all()
-                .map_err(|e| BackendError::from_io("fsync", tmp_s(), e))?;
+                .map_err(|e| write_error("fsync", tmp_s(), e))?;
             drop(file);
             fs::rename(&tmp, &path)
                 .map_err(|e| BackendError::from_io("rename", Self::display(&path), e))

@@ -284,19 +284,32 @@ impl Restorer {
             is_root: fsops::is_root(),
         };
 
-        // Phase 1: plan and create the skeleton.
-        walker::walk(&self.repo, &root, |entry| {
-            let is_dir = entry.node.node_type == NodeType::Dir;
-            let (selected, descend) = self.select(entry.path, is_dir);
-            if selected {
-                plan.add(entry.path, entry.node, &run);
-            }
-            Ok(if descend {
-                WalkAction::Continue
-            } else {
-                WalkAction::SkipChildren
-            })
-        })?;
+        // Phase 1: plan and create the skeleton. A subtree that cannot be
+        // walked is reported and skipped; the rest is restored.
+        let mut walk_errors: Vec<(Vec<u8>, String)> = Vec::new();
+        walker::walk_lenient(
+            &self.repo,
+            &root,
+            |entry| {
+                let is_dir = entry.node.node_type == NodeType::Dir;
+                let (selected, descend) = self.select(entry.path, is_dir);
+                if selected {
+                    plan.add(entry.path, entry.node, &run);
+                }
+                Ok(if descend {
+                    WalkAction::Continue
+                } else {
+                    WalkAction::SkipChildren
+                })
+            },
+            |path, error| {
+                walk_errors.push((path.to_vec(), error.to_string()));
+                Ok(())
+            },
+        )?;
+        for (path, message) in &walk_errors {
+            run.report(path, message);
+        }
         progress.planned(plan.total_files, plan.total_bytes);
 
         // Phase 2: content, grouped by pack.

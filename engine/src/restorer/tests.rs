@@ -450,6 +450,33 @@ fn hostile_tree_is_refused() {
         "names are checked before anything is created"
     );
 
+    // Below the root, the hostile subtree is reported and skipped; the rest
+    // is restored.
+    let mut bad_dir = Node::new(b"bad".to_vec(), NodeType::Dir);
+    bad_dir.mode = 0x8000_01ed;
+    bad_dir.subtree = Some(tree_id);
+    let mut good = Node::new(b"good".to_vec(), NodeType::File);
+    good.mode = 0o644;
+    good.content = Some(Vec::new());
+    let outer = Tree {
+        nodes: vec![bad_dir, good],
+    };
+    let (outer_id, _, _) = fx
+        .repo
+        .save_blob(BlobType::Tree, outer.encode().unwrap(), None)
+        .unwrap();
+    fx.repo.flush().unwrap();
+    let target = fx.work.join("partial");
+    let progress = Collect::default();
+    let summary = Restorer::new(Arc::clone(&fx.repo), RestoreOptions::new(&target))
+        .unwrap()
+        .restore(&outer_id, None, &progress)
+        .unwrap();
+    assert_eq!(summary.errors, 1);
+    assert_eq!(progress.errors.lock().unwrap()[0].0, "/bad");
+    assert!(target.join("good").is_file());
+    assert!(!target.join("escape").exists() && !fx.work.join("escape").exists());
+
     // A symlink already in the target is replaced, never followed.
     let outside = fx.work.join("outside");
     fs::create_dir_all(&outside).unwrap();
