@@ -484,6 +484,11 @@ fn run(opts: Options) -> Result<(), BenchError> {
     report.push_str(&report::table(&tools, &cells, &opts.scenarios, |s| {
         input_bytes(&inputs, s)
     }));
+    report.push_str(
+        "\nWall: spawn to exit; CPU: user+sys and peak RSS from `wait4` of that one \
+         child (incl. the children it reaped, e.g. restic's ssh); Repo: `du` after the \
+         run; Speed-up = restic wall / tool wall; RSS ratio = tool / restic.\n",
+    );
     println!("{report}");
     let results = opts.dir.join("results");
     std::fs::create_dir_all(&results).ctx(|| format!("mkdir {}", results.display()))?;

@@ -591,7 +591,6 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         return Err(fatal("--stdin was specified and files/dirs were listed as arguments").into());
     }
     for (given, flag) in [
-        (args.stdin_from_command, "--stdin-from-command"),
         (
             !args.iexclude.is_empty() || !args.iexclude_file.is_empty(),
             "--iexclude",
@@ -632,14 +631,22 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         },
     };
     let group = GroupBy::parse(args.group_by.as_deref().unwrap_or("host,paths"))?;
-    let mut paths: Vec<String> = args.paths.clone();
+    let from_stdin = args.stdin || args.stdin_from_command;
+    let mut paths: Vec<String> = if args.stdin_from_command {
+        Vec::new()
+    } else {
+        args.paths.clone()
+    };
+    if args.stdin_from_command && args.paths.is_empty() {
+        return Err(fatal("--stdin-from-command requires a command to run").into());
+    }
     if has_files_from {
         paths.extend(read_file_lists(args)?);
     }
-    if !args.stdin && paths.is_empty() {
+    if !from_stdin && paths.is_empty() {
         return Err(fatal("nothing to backup, please specify source files/dirs").into());
     }
-    if !args.stdin && paths.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
+    if !from_stdin && paths.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
         for p in &paths {
             ctx.printer.error(&format!("{p} does not exist, skipping"));
         }
@@ -666,7 +673,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     opened.load_index()?;
 
     let snapshot_time = time.unwrap_or(backup_start);
-    let parent = if args.stdin || args.force {
+    let parent = if from_stdin || args.force {
         None
     } else if let Some(parent_arg) = &args.parent {
         let all = opened.list_snapshots()?;
@@ -685,7 +692,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
             .collect();
         find_parent(&all, group, &host, &abs, &tags, snapshot_time)
     };
-    if !args.stdin {
+    if !from_stdin {
         match parent {
             Some(id) => ctx
                 .printer
@@ -700,6 +707,22 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
             .verbose(&format!("start backup on [{}]", paths.join(" ")));
     }
 
+    // --stdin-from-command: the arguments are a command whose stdout is stored.
+    let mut child = if args.stdin_from_command {
+        let (program, rest) = args
+            .paths
+            .split_first()
+            .ok_or_else(|| fatal("no command given"))?;
+        Some(
+            std::process::Command::new(program)
+                .args(rest)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| fatal(format!("command failed: exec: \"{program}\": {e}")))?,
+        )
+    } else {
+        None
+    };
     let options = ArchiveOptions {
         threads: ctx.threads,
         read_concurrency,
@@ -714,10 +737,17 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         ignore_ctime: args.ignore_ctime,
         with_atime: args.with_atime,
         one_file_system: args.one_file_system,
-        stdin: args.stdin.then(|| StdinSource {
-            filename: args.stdin_filename.clone(),
-            reader: Box::new(std::io::stdin()),
-        }),
+        stdin: match (args.stdin, &mut child) {
+            (_, Some(child)) => child.stdout.take().map(|out| StdinSource {
+                filename: args.stdin_filename.clone(),
+                reader: Box::new(out) as Box<dyn Read + Send>,
+            }),
+            (true, None) => Some(StdinSource {
+                filename: args.stdin_filename.clone(),
+                reader: Box::new(std::io::stdin()),
+            }),
+            (false, None) => None,
+        },
         no_scan: args.no_scan,
         backup_start: Some(backup_start),
         ..ArchiveOptions::default()
@@ -731,6 +761,21 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = reporter {
         let _ = handle.join();
+    }
+    if let Some(mut child) = child {
+        let status = child.wait()?;
+        if !status.success() {
+            // A failed command must not leave a snapshot behind (restic
+            // cancels the backup).
+            if let Ok(summary) = &result {
+                let _ = opened.repo.remove_file(
+                    restix_engine::backend::FileType::Snapshot,
+                    &summary.snapshot_id,
+                );
+            }
+            let code = status.code().unwrap_or(-1);
+            return Err(fatal(format!("command failed: exit status {code}")).into());
+        }
     }
     let summary = result.map_err(|e| match e {
         ArchiveError::Repo(repo_error) => anyhow::Error::from(repo_error),

@@ -503,7 +503,7 @@ fn insert_target(
 fn expand_relative_targets(targets: &[PathBuf], progress: &dyn ArchiveProgress) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for t in targets {
-        if tree_components(t).is_empty() && !t.is_absolute() {
+        if tree_components(t).is_empty() {
             match std::fs::read_dir(t) {
                 Ok(entries) => {
                     let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
@@ -754,7 +754,15 @@ impl Run<'_> {
         Ok(id)
     }
 
-    fn note_error(&self, path: &Path, e: &std::io::Error) {
+    /// Report an unreadable item with Go's `*PathError` text
+    /// (`open /x: permission denied`), as restic prints it.
+    fn note_error(&self, op: &str, path: &Path, e: &std::io::Error) {
+        let text = go_error_text(e);
+        let wrapped = std::io::Error::new(e.kind(), format!("{op} {}: {text}", path.display()));
+        self.note_error_text(path, &wrapped);
+    }
+
+    fn note_error_text(&self, path: &Path, e: &std::io::Error) {
         inc(&self.counters.errors, 1);
         self.progress.error(path, "archival", e);
     }
@@ -775,7 +783,7 @@ impl Run<'_> {
                         let meta = match std::fs::symlink_metadata(path) {
                             Ok(m) => m,
                             Err(e) => {
-                                self.note_error(path, &e);
+                                self.note_error("lstat", path, &e);
                                 return Ok(None);
                             }
                         };
@@ -870,7 +878,7 @@ impl Run<'_> {
         let entries = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
-                self.note_error(path, &e);
+                self.note_error("open", path, &e);
                 return Ok(None);
             }
         };
@@ -878,7 +886,7 @@ impl Run<'_> {
         for entry in entries {
             match entry {
                 Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e.path())),
-                Err(e) => self.note_error(path, &e),
+                Err(e) => self.note_error("readdirent", path, &e),
             }
         }
         children.sort();
@@ -896,7 +904,7 @@ impl Run<'_> {
                 let meta = match std::fs::symlink_metadata(child_path) {
                     Ok(m) => m,
                     Err(e) => {
-                        self.note_error(child_path, &e);
+                        self.note_error("lstat", child_path, &e);
                         return Ok(None);
                     }
                 };
@@ -1007,7 +1015,7 @@ impl Run<'_> {
         {
             Ok(f) => f,
             Err(e) => {
-                self.note_error(path, &e);
+                self.note_error("open", path, &e);
                 return None;
             }
         };
@@ -1028,13 +1036,13 @@ impl Run<'_> {
         let (content, size, added, stored) = match result {
             Ok(r) => r,
             Err(FileError::Io(e)) => {
-                self.note_error(path, &e);
+                self.note_error("read", path, &e);
                 return None;
             }
             Err(FileError::Repo(e)) => {
                 // Repository errors also surface at flush; report them here
                 // as a read error of this file so the walk can finish.
-                self.note_error(path, &std::io::Error::other(e.to_string()));
+                self.note_error_text(path, &std::io::Error::other(e.to_string()));
                 return None;
             }
         };
@@ -1160,6 +1168,20 @@ impl Run<'_> {
             started.elapsed(),
         );
         Ok((Tree { nodes: vec![node] }, snap_path))
+    }
+}
+
+/// The OS error text the way Go prints it: lower-case, without "(os error N)".
+fn go_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) if e.raw_os_error().is_some() => text.get(..i).unwrap_or(&text).to_string(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 

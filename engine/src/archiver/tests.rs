@@ -402,3 +402,11 @@ fn large_file_throughput() {
         find_node(&repo, s2.snapshot.tree.unwrap(), &src).subtree
     );
 }
+
+#[test]
+fn errors_read_like_go() {
+    let e = std::io::Error::from_raw_os_error(libc::EACCES);
+    assert_eq!(go_error_text(&e), "permission denied");
+    let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+    assert_eq!(go_error_text(&e), "no such file or directory");
+}

@@ -22,6 +22,9 @@ use crate::backend::{Backend, FileType};
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Age after which a lock is stale.
 pub const STALE_AGE: Duration = Duration::from_secs(30 * 60);
+/// After this long without a successful refresh a lock may have been
+/// removed as stale by others (30 min − 7.5 min, spec §14).
+pub const REFRESH_GIVE_UP: Duration = Duration::from_secs(22 * 60 + 30);
 /// Delay before re-checking after writing our lock.
 const RECHECK_DELAY: Duration = Duration::from_millis(200);
 
@@ -44,6 +47,15 @@ pub enum LockError {
         id: Id,
         /// Why it cannot be read.
         reason: String,
+    },
+    /// Our lock could not be refreshed for too long and its file is gone
+    /// (e.g. after a suspend another process ran `unlock`).
+    #[error("lock {id} was lost: not refreshed for {minutes} minutes and removed meanwhile")]
+    Lost {
+        /// The lock file that vanished.
+        id: Id,
+        /// Minutes since the last successful refresh.
+        minutes: u64,
     },
     /// Listing, writing or removing lock files failed.
     #[error("{0}")]
@@ -210,6 +222,7 @@ pub struct LockGuard {
     shared: Arc<Shared>,
     token: u64,
     current: Arc<Mutex<Id>>,
+    last_refresh: Arc<Mutex<Instant>>,
     exclusive: bool,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
@@ -228,6 +241,28 @@ impl LockGuard {
     /// ID of the lock file currently held (it changes on every refresh).
     pub fn lock_file_id(&self) -> Id {
         self.current.lock().map(|g| *g).unwrap_or(Id::NULL)
+    }
+
+    /// For long operations: fails with [`LockError::Lost`] when the lock
+    /// was not refreshed for 22.5 minutes and its file no longer exists.
+    pub fn check(&self) -> Result<(), LockError> {
+        let since = self
+            .last_refresh
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if since < REFRESH_GIVE_UP {
+            return Ok(());
+        }
+        let id = self.lock_file_id();
+        match self.shared.backend.stat(FileType::Lock, &id.to_hex()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(LockError::Lost {
+                id,
+                minutes: since.as_secs() / 60,
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// True for an exclusive lock.
@@ -354,16 +389,24 @@ fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard, LockErro
         return Err(e);
     }
     let current = Arc::new(Mutex::new(id));
+    let last_refresh = Arc::new(Mutex::new(Instant::now()));
     let (stop, stopped) = channel::<()>();
     let shared = Arc::clone(&repo.shared);
     let refresher = {
         let shared = Arc::clone(&shared);
         let current = Arc::clone(&current);
+        let last_refresh = Arc::clone(&last_refresh);
         std::thread::Builder::new()
             .name("restix-lock-refresh".into())
             .spawn(move || loop {
                 match stopped.recv_timeout(REFRESH_INTERVAL) {
-                    Err(RecvTimeoutError::Timeout) => refresh(&shared, &current, token, exclusive),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if refresh(&shared, &current, token, exclusive) {
+                            if let Ok(mut t) = last_refresh.lock() {
+                                *t = Instant::now();
+                            }
+                        }
+                    }
                     _ => return,
                 }
             })
@@ -373,6 +416,7 @@ fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard, LockErro
         shared,
         token,
         current,
+        last_refresh,
         exclusive,
         stop: Some(stop),
         refresher,
@@ -380,19 +424,21 @@ fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard, LockErro
 }
 
 /// Write a fresh lock file, then remove the old one (spec §14 refresh).
-fn refresh(shared: &Shared, current: &Mutex<Id>, token: u64, exclusive: bool) {
+/// Returns whether the new lock file was written.
+fn refresh(shared: &Shared, current: &Mutex<Id>, token: u64, exclusive: bool) -> bool {
     let Ok(json) = new_lock(exclusive).to_json() else {
-        return;
+        return false;
     };
     let Ok(new_id) = shared.save_unpacked(FileType::Lock, &json) else {
-        return;
+        return false;
     };
     let old = match current.lock() {
         Ok(mut cur) => std::mem::replace(&mut *cur, new_id),
-        Err(_) => return,
+        Err(_) => return false,
     };
     register(token, &shared.backend, new_id.to_hex());
     let _ = shared.backend.remove(FileType::Lock, &old.to_hex());
+    true
 }
 
 /// Acquire a lock, retrying for up to `retry` (restic's `--retry-lock`:

@@ -724,7 +724,8 @@ fn remove_existing(path: &Path) {
     }
 }
 
-/// Ownership, permissions, xattrs, times; errors are reported per item.
+/// Ownership, xattrs (before chmod: user xattrs need write permission),
+/// permissions, times; errors are reported per item.
 fn apply_metadata(dest: &Path, node: &Node, path: &[u8], run: &Run<'_>) {
     let is_symlink = node.node_type == NodeType::Symlink;
     if let Err(e) = fsops::lchown(dest, node.uid, node.gid) {
@@ -733,15 +734,15 @@ fn apply_metadata(dest: &Path, node: &Node, path: &[u8], run: &Run<'_>) {
             run.report(path, &format!("lchown: {e}"));
         }
     }
+    for attr in &node.extended_attributes {
+        // Best effort: file systems without xattr support are common.
+        let _ = fsops::lsetxattr(dest, &attr.name, attr.value.as_deref().unwrap_or(&[]));
+    }
     if !is_symlink {
         let mode = unix_permissions_from_go(node.mode);
         if let Err(e) = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)) {
             run.report(path, &format!("chmod: {e}"));
         }
-    }
-    for attr in &node.extended_attributes {
-        // Best effort: file systems without xattr support are common.
-        let _ = fsops::lsetxattr(dest, &attr.name, attr.value.as_deref().unwrap_or(&[]));
     }
     if let Err(e) = fsops::set_times_nofollow(dest, &node.atime, &node.mtime) {
         run.report(path, &format!("utimes: {e}"));

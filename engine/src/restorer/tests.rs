@@ -569,3 +569,49 @@ fn dump_and_ls_match_restic() {
         ]
     );
 }
+
+/// `lgetxattr` for the check (test only).
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: `p`/`n` are NUL-terminated and `buf` has `buf.len()` writable
+    // bytes; all outlive the call.
+    let len = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+        )
+    };
+    let len = usize::try_from(len).ok()?;
+    buf.truncate(len);
+    Some(buf)
+}
+
+#[test]
+fn xattrs_are_restored() {
+    if !restic_available() {
+        return;
+    }
+    let mut supported = true;
+    let fx = fixture_with("xattr", |src| {
+        supported = fsops::lsetxattr(&src.join("a.txt"), b"user.restix", b"value").is_ok();
+    });
+    if !supported {
+        eprintln!("no user xattrs on this file system: test skipped");
+        return;
+    }
+    let target = fx.work.join("out");
+    let summary = Restorer::new(Arc::clone(&fx.repo), RestoreOptions::new(&target))
+        .unwrap()
+        .restore(&fx.tree, None, &NoProgress)
+        .unwrap();
+    assert_eq!(summary.errors, 0);
+    assert_eq!(
+        get_xattr(&target.join("a.txt"), "user.restix").as_deref(),
+        Some(&b"value"[..])
+    );
+}
