@@ -220,6 +220,9 @@ macro_rules! require_fixtures {
     };
 }
 
+// Also reachable as `harness::require_restic!` / `harness::require_fixtures!`.
+pub use crate::{require_fixtures, require_restic};
+
 /// Is this process running as root (needed for chown in trees)?
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -669,9 +669,6 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
             .any(|f| f == "-");
     ctx.printer.verbose("open repository");
     let opened = open_repository_with(ctx, LockMode::SharedAlways, stdin_is_data)?;
-    ctx.printer.verbose("load index files");
-    opened.load_index()?;
-
     let snapshot_time = time.unwrap_or(backup_start);
     let parent = if from_stdin || args.force {
         None
@@ -701,6 +698,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
                 .printer
                 .print("no parent snapshot found, will read all files"),
         }
+    }
+    ctx.printer.verbose("load index files");
+    opened.load_index()?;
+    if !from_stdin {
         ctx.printer
             .verbose(&format!("start scan on [{}]", paths.join(" ")));
         ctx.printer

@@ -142,27 +142,38 @@ fn open_image(path: &Path, flags: &ImageBackupFlags) -> anyhow::Result<Opened> {
         }
         "qcow2" => ImageFormat::Qcow2,
         "raw" => ImageFormat::Raw,
-        other => return Err(fatal(format!("unknown image format \"{other}\" (auto, qcow2, raw)")).into()),
+        other => {
+            return Err(fatal(format!(
+                "unknown image format \"{other}\" (auto, qcow2, raw)"
+            ))
+            .into())
+        }
     };
     let opened = match format {
-        ImageFormat::Qcow2 if flags.image_backing.is_empty() => Opened::Qcow2(Qcow2Image::open(path).map_err(|e| fatal(e))?),
+        ImageFormat::Qcow2 if flags.image_backing.is_empty() => {
+            Opened::Qcow2(Qcow2Image::open(path).map_err(fatal)?)
+        }
         ImageFormat::Qcow2 => {
             let mut layers: Vec<PathBuf> = flags.image_backing.iter().map(PathBuf::from).collect();
             layers.push(path.to_path_buf());
-            Opened::Qcow2(Qcow2Image::open_chain(&layers).map_err(|e| fatal(e))?)
+            Opened::Qcow2(Qcow2Image::open_chain(&layers).map_err(fatal)?)
         }
         ImageFormat::Raw => {
             if !flags.image_backing.is_empty() {
                 return Err(fatal("--image-backing needs a qcow2 --image").into());
             }
-            Opened::Other(Box::new(RawImage::open(path).map_err(|e| fatal(e))?))
+            Opened::Other(Box::new(RawImage::open(path).map_err(fatal)?))
         }
     };
     Ok(opened)
 }
 
 /// `backup --image`.
-pub fn run_backup(ctx: &Context, args: &BackupArgs, flags: &ImageBackupFlags) -> anyhow::Result<()> {
+pub fn run_backup(
+    ctx: &Context,
+    args: &BackupArgs,
+    flags: &ImageBackupFlags,
+) -> anyhow::Result<()> {
     let backup_start = GoTime::now_local();
     let Some(image_arg) = flags.image.as_deref() else {
         return Err(fatal("--image needs a path").into());
@@ -289,7 +300,10 @@ pub fn run_backup(ctx: &Context, args: &BackupArgs, flags: &ImageBackupFlags) ->
         (Some(parent), false) => p.print(&format!(
             "parent snapshot {}: {}, read the whole image",
             parent.short(),
-            stats.fallback_reason.as_deref().unwrap_or("changes unknown")
+            stats
+                .fallback_reason
+                .as_deref()
+                .unwrap_or("changes unknown")
         )),
         (None, _) => {}
     }
@@ -304,10 +318,7 @@ pub fn run_backup(ctx: &Context, args: &BackupArgs, flags: &ImageBackupFlags) ->
         format_bytes(summary.data_added),
         format_bytes(summary.data_added_packed)
     ));
-    p.print(&format!(
-        "\nsnapshot {} saved",
-        summary.snapshot_id.short()
-    ));
+    p.print(&format!("\nsnapshot {} saved", summary.snapshot_id.short()));
     Ok(())
 }
 
@@ -325,14 +336,23 @@ pub fn run_restore(ctx: &Context, args: &RestoreArgs, format: &str) -> anyhow::R
     let path = match (args.include.as_slice(), subfolder) {
         ([], None) => None,
         ([one], None) => Some(one.clone()),
-        ([one], Some(sub)) => Some(format!("{}/{}", sub.trim_end_matches('/'), one.trim_start_matches('/'))),
+        ([one], Some(sub)) => Some(format!(
+            "{}/{}",
+            sub.trim_end_matches('/'),
+            one.trim_start_matches('/')
+        )),
         ([], Some(sub)) => Some(sub.to_string()),
-        _ => return Err(fatal("--format restores one image file: give at most one --include").into()),
+        _ => {
+            return Err(
+                fatal("--format restores one image file: give at most one --include").into(),
+            )
+        }
     };
     let opened = open_repository(ctx, LockMode::Shared)?;
     let id = find_snapshot(&opened, id_arg)?;
     opened.load_index()?;
-    let (file, node) = image::find_file_node(&opened.repo, &id, path.as_deref()).map_err(image_error)?;
+    let (file, node) =
+        image::find_file_node(&opened.repo, &id, path.as_deref()).map_err(image_error)?;
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
     let out = Path::new(target).join(String::from_utf8_lossy(&node.name).as_ref());
     ctx.printer.print(&format!(
@@ -340,7 +360,8 @@ pub fn run_restore(ctx: &Context, args: &RestoreArgs, format: &str) -> anyhow::R
         id.short(),
         out.display()
     ));
-    let stats = image::restore_node(&opened.repo, &node, &out, format, ctx.threads).map_err(image_error)?;
+    let stats =
+        image::restore_node(&opened.repo, &node, &out, format, ctx.threads).map_err(image_error)?;
     ctx.printer.verbose(&format!(
         "wrote {} of {}",
         format_bytes(stats.bytes_written),
@@ -363,7 +384,8 @@ pub fn run_dump(ctx: &Context, args: &DumpArgs, format: &str) -> anyhow::Result<
     let id = find_snapshot(&opened, id_arg)?;
     opened.load_index()?;
     let (_, node) = image::find_file_node(&opened.repo, &id, Some(path)).map_err(image_error)?;
-    image::restore_node(&opened.repo, &node, Path::new(target), format, ctx.threads).map_err(image_error)?;
+    image::restore_node(&opened.repo, &node, Path::new(target), format, ctx.threads)
+        .map_err(image_error)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! The trait is synchronous: the engine drives it from worker threads. A
 //! backend built on an async protocol (SFTP, S3) keeps its own runtime inside.
 
+pub mod fault;
 pub mod limited;
 pub mod local;
 pub mod retry;
