@@ -11,10 +11,11 @@
 //!   allocated are overwritten where they are, new ones are appended.
 //! * **small**: a tree of small files (0–16 KiB) in nested folders; 50 000
 //!   files at the default 2 GiB size, scaled with `--size`.
-//! * **prune**: two folders for the prune scenario: `prune-a` (100 files) and
-//!   `prune-b`, which hard-links 60 of them and adds 40 new ones, so that
-//!   after forgetting the first snapshot ~30 % of the data is unused and
-//!   spread over packs that must be repacked.
+//! * **prune**: two folders for the prune scenario: `prune-a` (1000 files,
+//!   each much smaller than a pack) and `prune-b`, which hard-links 600 of
+//!   them (6 of every 10) and adds 400 new ones, so that after forgetting the
+//!   first snapshot ~30 % of the data is unused and spread over almost every
+//!   pack, which must then be repacked.
 //!
 //! Each set is marked complete by a `<name>.done` JSON file; a set without
 //! one is rebuilt from scratch.
@@ -31,6 +32,8 @@ use crate::content::{write_content, Kind, SplitMix64};
 use crate::error::{run_helper, BenchError, IoContext};
 
 const MIB: u64 = 1 << 20;
+/// Files in the first prune folder.
+const PRUNE_FILES: u64 = 1000;
 /// Guest block size of the changed-blocks data set.
 pub const CHANGE_BLOCK: u64 = 64 * 1024;
 
@@ -410,7 +413,8 @@ impl DataSets {
     pub fn prune(&self) -> Result<PruneSet, BenchError> {
         let first = self.dir.join("prune-a");
         let second = self.dir.join("prune-b");
-        if let Some(v) = self.done("prune") {
+        // "prune2": 1000 small files (the first layout had 100 pack-sized ones).
+        if let Some(v) = self.done("prune2") {
             if first.is_dir() && second.is_dir() {
                 return Ok(PruneSet {
                     first,
@@ -426,7 +430,7 @@ impl DataSets {
         remove_if_exists(&second)?;
         fs::create_dir_all(&first).ctx(|| format!("mkdir {}", first.display()))?;
         fs::create_dir_all(&second).ctx(|| format!("mkdir {}", second.display()))?;
-        let unit = (self.size / 2 / 100).max(64 * 1024);
+        let unit = (self.size / 2 / PRUNE_FILES).max(16 * 1024);
         let kind_of = |i: u64| match i % 4 {
             0 | 2 => Kind::Random,
             1 => Kind::Text,
@@ -434,12 +438,12 @@ impl DataSets {
         };
         let mut rng = SplitMix64::new(0x9e0_9e0);
         let (mut first_bytes, mut second_bytes, mut unused_bytes) = (0, 0, 0);
-        for i in 0..100u64 {
-            let path = first.join(format!("f{i:03}.dat"));
+        for i in 0..PRUNE_FILES {
+            let path = first.join(format!("f{i:04}.dat"));
             write_file(&path, kind_of(i), unit, &mut rng)?;
             first_bytes += unit;
             if i % 10 >= 4 {
-                let link = second.join(format!("f{i:03}.dat"));
+                let link = second.join(format!("f{i:04}.dat"));
                 if fs::hard_link(&path, &link).is_err() {
                     fs::copy(&path, &link).ctx(|| format!("copy to {}", link.display()))?;
                 }
@@ -448,9 +452,9 @@ impl DataSets {
                 unused_bytes += unit;
             }
         }
-        for i in 0..40u64 {
+        for i in 0..PRUNE_FILES * 4 / 10 {
             write_file(
-                &second.join(format!("n{i:03}.dat")),
+                &second.join(format!("n{i:04}.dat")),
                 kind_of(i),
                 unit,
                 &mut rng,
@@ -458,7 +462,7 @@ impl DataSets {
             second_bytes += unit;
         }
         let v = json!({"first_bytes": first_bytes, "second_bytes": second_bytes, "unused_bytes": unused_bytes});
-        self.mark_done("prune", &v)?;
+        self.mark_done("prune2", &v)?;
         Ok(PruneSet {
             first,
             second,

@@ -440,6 +440,9 @@ async fn authenticate(
                             .await
                         {
                             Ok(AuthResult::Success) => return Ok(()),
+                            _ if connection_dropped(handle).await => {
+                                return Err(dropped_during_auth(target))
+                            }
                             Ok(_) => {
                                 tried.push(format!("agent key {comment}: rejected by the server"))
                             }
@@ -474,6 +477,7 @@ async fn authenticate(
         let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
         match handle.authenticate_publickey(&target.user, key).await {
             Ok(AuthResult::Success) => return Ok(()),
+            _ if connection_dropped(handle).await => return Err(dropped_during_auth(target)),
             Ok(_) => tried.push(format!("{}: rejected by the server", path.display())),
             Err(e) => tried.push(format!("{}: {e}", path.display())),
         }
@@ -493,6 +497,29 @@ async fn authenticate(
         target: describe(target),
         tried: tried.join("; "),
     })
+}
+
+/// russh answers an authentication request whose connection dropped (the
+/// server was restarted mid-handshake) with a plain "failure"; only a closed
+/// session tells it apart from a rejected key. The session task may close
+/// its end a moment after answering, so look a few times.
+async fn connection_dropped(handle: &client::Handle<HostKeyChecker>) -> bool {
+    for _ in 0..10 {
+        if handle.is_closed() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    handle.is_closed()
+}
+
+/// A retryable error (see [`SftpError::is_retryable`]): the server went
+/// away during authentication, the key was not refused.
+fn dropped_during_auth(target: &SshTarget) -> SftpError {
+    SftpError::Ssh(format!(
+        "{}: the connection closed during authentication",
+        describe(target)
+    ))
 }
 
 /// The signature hash for RSA keys the server accepts (rsa-sha2-512/256).

@@ -32,7 +32,10 @@ fn make_repo(sb: &Sandbox) -> std::path::PathBuf {
     let src = sb.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"hello").unwrap();
-    sb.restic(["-r", s(&repo), "backup", "--host", "seed", s(&src)]).ok();
+    // Tagged so that tag-only policies keep something in its group (0.17+
+    // refuses to empty a group).
+    sb.restic(["-r", s(&repo), "backup", "--host", "seed", "--tag", "important,b", s(&src)])
+        .ok();
 
     let backend = Arc::new(LocalBackend::new(&repo));
     let r = Repository::open(backend, PASSWORD.as_bytes(), None).unwrap();
