@@ -144,6 +144,9 @@ pub fn resolve_password(
         // spec: cli §3: RESTIC_PASSWORD is not trimmed.
         (None, None) => env.var("RESTIC_PASSWORD").filter(|p| !p.is_empty()),
     };
+    // spec: cli §4 step 4: an empty password from a file or command counts
+    // as "not given"; the caller then reads stdin and refuses an empty one.
+    let password = password.filter(|p| !p.is_empty());
     match (password, global.insecure_no_password) {
         (Some(_), true) => Err(fatal(
             "--insecure-no-password must not be specified together with providing a password via a cli option or environment variable",

@@ -31,6 +31,14 @@ pub fn unregister_temp_file(path: &std::path::Path) {
 /// Start the signal thread. Failure to install is not fatal: the default
 /// action (terminate) still applies.
 pub fn install() {
+    // restic probes whether a lock's owner is alive by sending it SIGHUP
+    // (spec: restic-format §14); restic itself ignores SIGHUP, and so must
+    // we, or a `restic unlock` next to a running backup would kill it.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler code
+    // to run and is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
         return;
     };

@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> anyhow::Result<()> {
     let (id1, _, tree1) = select_single(ctx, &opened, first, &none)?;
     let (id2, _, tree2) = select_single(ctx, &opened, second, &none)?;
     if !ctx.printer.json {
-        ctx.printer.print(&format!("comparing snapshot {} to {}:\n", id1.short(), id2.short()));
+        ctx.printer.print(&format!("comparing snapshot {} to {}:\n\n", id1.short(), id2.short()));
     }
     let printer = ctx.printer.clone();
     let result = diff_trees(&opened.repo, &tree1, &tree2, args.metadata, &mut |path, modifier| {
