@@ -431,6 +431,7 @@ fn run(opts: Options) -> Result<(), BenchError> {
         work: work.clone(),
         timeout: opts.timeout,
         selected: opts.scenarios.clone(),
+        oracle: opts.restic.is_file().then(|| opts.restic.clone()),
         #[cfg(feature = "sftp")]
         sshd: if opts.scenarios.contains(&Scenario::Sftp) {
             restix_tests::sshd::Sshd::start_if_available()

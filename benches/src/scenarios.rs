@@ -125,6 +125,9 @@ pub struct Runner {
     pub timeout: Duration,
     /// Selected scenarios.
     pub selected: Vec<Scenario>,
+    /// The real restic, run as `check` on every tool's local repository
+    /// after its backups and prune (unmeasured), as the format oracle.
+    pub oracle: Option<PathBuf>,
     #[cfg(feature = "sftp")]
     /// The loopback server of the SFTP scenario.
     pub sshd: Option<restix_tests::sshd::Sshd>,
@@ -266,6 +269,43 @@ impl Runner {
         self.selected.contains(&s)
     }
 
+    /// `restic check` of `repo`: a note for the table ("" without oracle).
+    fn oracle_check(&self, repo: &Path) -> String {
+        let Some(restic) = &self.oracle else {
+            return String::new();
+        };
+        let out = std::process::Command::new(restic)
+            .env("RESTIC_PASSWORD", crate::tools::PASSWORD)
+            .env_remove("RESTIC_PASSWORD_FILE")
+            .env_remove("RESTIC_PASSWORD_COMMAND")
+            .arg("-r")
+            .arg(repo)
+            .args(["--no-cache", "check"])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => "restic check ok".into(),
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stderr);
+                let last = text
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .unwrap_or("");
+                format!("restic check FAILED: {last}")
+            }
+            Err(e) => format!("restic check not run: {e}"),
+        }
+    }
+
+    fn join_notes(a: String, b: String) -> String {
+        match (a.is_empty(), b.is_empty()) {
+            (true, _) => b,
+            (_, true) => a,
+            _ => format!("{a}; {b}"),
+        }
+    }
+
     /// Run one measured command; stdout goes to a log unless `discard`.
     fn measure(
         &self,
@@ -398,7 +438,11 @@ impl Runner {
                 Outcome::Ran {
                     measurement: first,
                     repo_bytes: Some(disk_usage(&repo)),
-                    note: String::new(),
+                    note: if self.wants(Scenario::Changed) {
+                        String::new()
+                    } else {
+                        self.oracle_check(&repo)
+                    },
                 },
             );
         }
@@ -419,9 +463,12 @@ impl Runner {
                             Outcome::Ran {
                                 measurement: m,
                                 repo_bytes: Some(after),
-                                note: format!(
-                                    "repo grew {:.1} MiB",
-                                    after.saturating_sub(before) as f64 / 1048576.0
+                                note: Self::join_notes(
+                                    format!(
+                                        "repo grew {:.1} MiB",
+                                        after.saturating_sub(before) as f64 / 1048576.0
+                                    ),
+                                    self.oracle_check(&repo),
                                 ),
                             }
                         }
@@ -504,7 +551,7 @@ impl Runner {
                     Ok(m) => Outcome::Ran {
                         measurement: m,
                         repo_bytes: Some(disk_usage(&repo)),
-                        note: String::new(),
+                        note: self.oracle_check(&repo),
                     },
                     Err(e) => Outcome::Failed(e),
                 }
@@ -533,10 +580,13 @@ impl Runner {
             Ok(Outcome::Ran {
                 measurement: m,
                 repo_bytes: Some(after),
-                note: format!(
-                    "repo {:.0} → {:.0} MiB",
-                    before as f64 / 1048576.0,
-                    after as f64 / 1048576.0
+                note: Self::join_notes(
+                    format!(
+                        "repo {:.0} → {:.0} MiB",
+                        before as f64 / 1048576.0,
+                        after as f64 / 1048576.0
+                    ),
+                    self.oracle_check(&repo),
                 ),
             })
         };

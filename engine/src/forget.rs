@@ -503,8 +503,10 @@ impl GroupBy {
             } else {
                 String::new()
             },
-            paths: self.paths.then(|| sorted(&s.paths)),
-            tags: self.tags.then(|| sorted(&s.tags)),
+            // Go keeps a nil slice for a snapshot without paths/tags, so
+            // the key says `null` (and the header omits the part).
+            paths: self.paths.then(|| sorted(&s.paths)).filter(|p| !p.is_empty()),
+            tags: self.tags.then(|| sorted(&s.tags)).filter(|t| !t.is_empty()),
         }
     }
 }

@@ -43,7 +43,10 @@ pub fn keyfile(data: &[u8]) {
         return;
     };
     if let Ok(json) = kf.to_json() {
-        assert!(KeyFile::parse(&json).is_ok(), "re-encoded key file does not parse");
+        assert!(
+            KeyFile::parse(&json).is_ok(),
+            "re-encoded key file does not parse"
+        );
     }
     let p = kf.params();
     if p.n <= 1 << 12 && p.r <= 8 && p.p <= 2 {
@@ -68,11 +71,18 @@ pub fn decrypt(data: &[u8]) {
     let _ = key.decrypt(data);
     let _ = key.verify(data);
     let sealed = seal(&key, data);
-    assert_eq!(key.decrypt(&sealed).ok().as_deref(), Some(data), "seal/open round trip");
+    assert_eq!(
+        key.decrypt(&sealed).ok().as_deref(),
+        Some(data),
+        "seal/open round trip"
+    );
     let mut buf = sealed;
     if let Some(last) = buf.last_mut() {
         *last ^= 1;
-        assert!(key.decrypt(&buf).is_err(), "MAC accepted a modified ciphertext");
+        assert!(
+            key.decrypt(&buf).is_err(),
+            "MAC accepted a modified ciphertext"
+        );
     }
 }
 
@@ -161,7 +171,11 @@ pub fn decompress(data: &[u8]) {
     if let Ok(out) = zstd_decompress(data, None, LIMIT) {
         assert!(out.len() <= LIMIT, "limit exceeded");
         let exact = zstd_decompress(data, Some(out.len()), LIMIT);
-        assert_eq!(exact.ok().as_ref(), Some(&out), "exact-length decode differs");
+        assert_eq!(
+            exact.ok().as_ref(),
+            Some(&out),
+            "exact-length decode differs"
+        );
     }
     let _ = zstd_decompress(data, Some(4096), LIMIT);
     let _ = zstd_decompress(data, Some(LIMIT + 1), LIMIT);
@@ -224,8 +238,14 @@ fn exercise_image(img: &Qcow2Image) {
     if size > 0 {
         let _ = img.read_at(size - 1, &mut one);
     }
-    assert!(img.read_at(size, &mut one).is_err(), "read past the end succeeded");
-    assert!(img.extents(size, 1).is_err(), "extents past the end succeeded");
+    assert!(
+        img.read_at(size, &mut one).is_err(),
+        "read past the end succeeded"
+    );
+    assert!(
+        img.extents(size, 1).is_err(),
+        "extents past the end succeeded"
+    );
 }
 
 /// `sftp:` repository locations.

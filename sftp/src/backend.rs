@@ -172,7 +172,14 @@ impl SftpBackend {
                 }
                 Err(e) => return Err(BackendError::Other(format!("{op} {path}: {e}"))),
             };
-            match f(lease.conn.clone()).await {
+            let conn = lease.conn.clone();
+            let outcome = tokio::select! {
+                outcome = f(conn.clone()) => outcome,
+                () = conn.closed() => {
+                    Err(AttemptError::Transport("the connection closed".to_string()))
+                }
+            };
+            match outcome {
                 Ok(v) => return Ok(v),
                 Err(AttemptError::Final(e)) => return Err(e),
                 Err(AttemptError::Transport(reason)) => {
@@ -616,19 +623,24 @@ impl SftpBackend {
                         let _ = conn.sftp.remove(tmp).await;
                     }
                     let tmp = format!("{path}-tmp-{}", random_suffix());
+                    // Noted before the upload starts: the attempt may be
+                    // cancelled (the connection closed) at any await point.
+                    if let Ok(mut l) = leftovers.lock() {
+                        l.push(tmp.clone());
+                    }
                     let outcome = async {
                         upload(&conn, &tmp, data, upload_bucket).await?;
                         rename(&conn, &tmp, &path).await
                     }
                     .await;
+                    if !matches!(outcome, Err(AttemptError::Transport(_))) {
+                        if let Ok(mut l) = leftovers.lock() {
+                            l.retain(|t| t != &tmp);
+                        }
+                    }
                     match outcome {
                         Ok(()) => Ok(()),
-                        Err(AttemptError::Transport(reason)) => {
-                            if let Ok(mut l) = leftovers.lock() {
-                                l.push(tmp);
-                            }
-                            Err(AttemptError::Transport(reason))
-                        }
+                        Err(AttemptError::Transport(reason)) => Err(AttemptError::Transport(reason)),
                         Err(AttemptError::Final(e)) => {
                             let _ = conn.sftp.remove(tmp).await;
                             Err(AttemptError::Final(e))

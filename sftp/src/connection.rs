@@ -206,6 +206,20 @@ impl Connection {
         }
     }
 
+    /// Resolves once the SSH transport is gone (never for a subprocess,
+    /// whose pipes end the SFTP session by themselves).
+    ///
+    /// russh-sftp fails the requests pending when its stream ends, but a
+    /// request sent in the moment the stream ends is left to its timeout
+    /// (60 s); racing every operation against this watcher turns a dead
+    /// server into an immediate, retryable error instead.
+    pub async fn closed(&self) {
+        match &self.transport {
+            Transport::Ssh(handle) => wait_closed(handle).await,
+            Transport::Process(_) => std::future::pending().await,
+        }
+    }
+
     /// Dial `target` and start SFTP.
     pub async fn open(target: &Target) -> Result<Connection, SftpError> {
         let opening = async {
@@ -513,6 +527,14 @@ async fn connection_dropped(handle: &client::Handle<HostKeyChecker>) -> bool {
     handle.is_closed()
 }
 
+/// Poll the session's liveness: russh has no close notification on the
+/// handle, and a 100 ms delay is nothing next to a reconnect.
+async fn wait_closed(handle: &client::Handle<HostKeyChecker>) {
+    while !handle.is_closed() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A retryable error (see [`SftpError::is_retryable`]): the server went
 /// away during authentication, the key was not refused.
 fn dropped_during_auth(target: &SshTarget) -> SftpError {
@@ -606,7 +628,12 @@ where
                 return Err(failed(format!("the command ended ({status})")));
             }
         },
-        Transport::Ssh(_) => sftp.init().await.map_err(|e| failed(e.to_string()))?,
+        Transport::Ssh(handle) => tokio::select! {
+            version = sftp.init() => version.map_err(|e| failed(e.to_string()))?,
+            () = wait_closed(handle) => {
+                return Err(failed("the connection closed".to_string()));
+            }
+        },
     };
     let has = |name: &str| version.extensions.contains_key(name);
     let posix_rename = has("posix-rename@openssh.com");

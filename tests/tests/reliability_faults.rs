@@ -122,7 +122,12 @@ fn copy_dir(from: &Path, to: &Path) {
         .arg(to)
         .status()
         .unwrap();
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 fn run_case(sb: &Sandbox, template: &Path, source: &Path, case: &Case, with_parent: bool) {

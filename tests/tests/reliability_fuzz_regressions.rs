@@ -34,7 +34,9 @@ const TARGETS: &[(&str, Target)] = &[
 ];
 
 fn replay(folder: &str) -> usize {
-    let root = restix_tests::harness::workspace_root().join("fuzz").join(folder);
+    let root = restix_tests::harness::workspace_root()
+        .join("fuzz")
+        .join(folder);
     let mut replayed = 0;
     for (name, target) in TARGETS {
         let dir = root.join(name);
@@ -71,7 +73,10 @@ fn fuzz_regressions_do_not_crash() {
 fn fuzz_seeds_do_not_crash() {
     let n = replay("seeds");
     eprintln!("replayed {n} seed inputs");
-    assert!(n > 0, "no seeds under fuzz/seeds (run scripts/fuzz.sh seeds)");
+    assert!(
+        n > 0,
+        "no seeds under fuzz/seeds (run scripts/fuzz.sh seeds)"
+    );
 }
 
 #[test]
