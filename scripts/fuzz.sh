@@ -124,7 +124,8 @@ run_targets() {
     fi
     command -v cargo-fuzz > /dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz" >&2; exit 2; }
     cd "$FUZZ"
-    cargo "${toolchain[@]}" fuzz build -O -s "$SANITIZER" $TARGETS
+    # cargo fuzz build takes one target or all; all is a no-op when built.
+    cargo "${toolchain[@]}" fuzz build -O -s "$SANITIZER"
     local failed=0
     printf '%-14s %12s %8s %8s %8s  %s\n' target execs exec/s cov ft result
     for t in $TARGETS; do

@@ -204,6 +204,9 @@ pub enum Command {
     /// Remove locks other processes created
     Unlock(UnlockArgs),
     /// Print version information
+    /// Flatten an OpenNebula backup chain (full + qcow2 increments) into one image
+    #[command(name = "restore-chain")]
+    RestoreChain(crate::commands::image::RestoreChainArgs),
     Version(PassthroughArgs),
 }
 
@@ -240,6 +243,7 @@ impl Command {
             Command::Stats(_) => "stats",
             Command::Tag(_) => "tag",
             Command::Unlock(_) => "unlock",
+            Command::RestoreChain(_) => "restore-chain",
             Command::Version(_) => "version",
         }
     }
@@ -349,6 +353,9 @@ pub struct BackupArgs {
     /// Skip snapshot creation if identical to parent snapshot
     #[arg(long = "skip-if-unchanged")]
     pub skip_if_unchanged: bool,
+    /// Image mode (see `restix backup --image`)
+    #[command(flatten)]
+    pub image: crate::commands::image::ImageBackupFlags,
     /// Files and directories to back up
     pub paths: Vec<String>,
 }
@@ -413,6 +420,9 @@ pub struct RestoreArgs {
     /// Delete files from target directory if they do not exist in snapshot
     #[arg(long = "delete")]
     pub delete: bool,
+    /// Image mode
+    #[command(flatten)]
+    pub image: crate::commands::image::ImageRestoreFlags,
     /// Snapshot ID (or `latest`), optionally `ID:subfolder`
     pub args: Vec<String>,
 }
@@ -427,6 +437,9 @@ pub struct DumpArgs {
         value_name = "FORMAT"
     )]
     pub archive: String,
+    /// Image mode
+    #[command(flatten)]
+    pub image: crate::commands::image::ImageRestoreFlags,
     /// Write the output to target path
     #[arg(short = 't', long = "target", value_name = "PATH")]
     pub target: Option<String>,

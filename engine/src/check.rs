@@ -71,7 +71,10 @@ pub enum ProblemKind {
 impl ProblemKind {
     /// True for findings restic prints but does not count as errors.
     pub fn is_hint(self) -> bool {
-        matches!(self, ProblemKind::DuplicatePack | ProblemKind::PackOrphaned | ProblemKind::MixedPack)
+        matches!(
+            self,
+            ProblemKind::DuplicatePack | ProblemKind::PackOrphaned | ProblemKind::MixedPack
+        )
     }
 }
 
@@ -131,14 +134,19 @@ pub fn scan_index(repo: &Repository) -> IndexScan {
     let ids = match repo.list_files(FileType::Index) {
         Ok(ids) => ids,
         Err(e) => {
-            scan.errors
-                .push(problem(ProblemKind::Backend, Id::NULL, format!("listing index files: {e}")));
+            scan.errors.push(problem(
+                ProblemKind::Backend,
+                Id::NULL,
+                format!("listing index files: {e}"),
+            ));
             return scan;
         }
     };
     let workers = repo.backend().connections() + 2;
     let files = parallel_map(&ids, workers, |id| -> Result<IndexFile, String> {
-        let json = repo.load_file(FileType::Index, id).map_err(|e| e.to_string())?;
+        let json = repo
+            .load_file(FileType::Index, id)
+            .map_err(|e| e.to_string())?;
         IndexFile::parse(&json).map_err(|e| e.to_string())
     });
     let mut seen_in: HashMap<Id, Id> = HashMap::new();
@@ -175,8 +183,11 @@ pub fn scan_index(repo: &Repository) -> IndexScan {
                     u64::from(b.length),
                     b.uncompressed_length.map(u64::from),
                 ) {
-                    scan.errors
-                        .push(problem(ProblemKind::IndexUnreadable, *id, format!("index {}: {e}", id.to_hex())));
+                    scan.errors.push(problem(
+                        ProblemKind::IndexUnreadable,
+                        *id,
+                        format!("index {}: {e}", id.to_hex()),
+                    ));
                     continue;
                 }
                 blobs.push(PackBlob {
@@ -190,7 +201,8 @@ pub fn scan_index(repo: &Repository) -> IndexScan {
             scan.packs.insert(p.id, blobs);
         }
     }
-    let mut duplicates: Vec<(Id, Vec<Id>)> = listed_in.into_iter().filter(|(_, f)| f.len() > 1).collect();
+    let mut duplicates: Vec<(Id, Vec<Id>)> =
+        listed_in.into_iter().filter(|(_, f)| f.len() > 1).collect();
     duplicates.sort();
     for (pack_id, files) in duplicates {
         let mut shorts: Vec<String> = files.iter().map(Id::short).collect();
@@ -198,14 +210,19 @@ pub fn scan_index(repo: &Repository) -> IndexScan {
         scan.hints.push(problem(
             ProblemKind::DuplicatePack,
             pack_id,
-            format!("pack {} contained in several indexes: {{{}}}", pack_id.to_hex(), shorts.join(" ")),
+            format!(
+                "pack {} contained in several indexes: {{{}}}",
+                pack_id.to_hex(),
+                shorts.join(" ")
+            ),
         ));
     }
     let mut mixed: Vec<Id> = scan
         .packs
         .iter()
         .filter(|(_, blobs)| {
-            blobs.iter().any(|b| b.blob_type == BlobType::Tree) && blobs.iter().any(|b| b.blob_type == BlobType::Data)
+            blobs.iter().any(|b| b.blob_type == BlobType::Tree)
+                && blobs.iter().any(|b| b.blob_type == BlobType::Data)
         })
         .map(|(id, _)| *id)
         .collect();
@@ -214,7 +231,10 @@ pub fn scan_index(repo: &Repository) -> IndexScan {
         scan.hints.push(problem(
             ProblemKind::MixedPack,
             pack_id,
-            format!("pack {} contains a mix of tree and data blobs", pack_id.short()),
+            format!(
+                "pack {} contains a mix of tree and data blobs",
+                pack_id.short()
+            ),
         ));
     }
     scan.index.finish_bulk_load();
@@ -256,13 +276,20 @@ pub fn check_packs(repo: &Repository, scan: &IndexScan) -> Result<PackCheck, Rep
                     out.errors.push(problem(
                         ProblemKind::PackSize,
                         *id,
-                        format!("pack {}: unexpected file size: got {size}, expected {expected}", id.to_hex()),
+                        format!(
+                            "pack {}: unexpected file size: got {size}, expected {expected}",
+                            id.to_hex()
+                        ),
                     ));
                 }
             }
         }
     }
-    let mut orphaned: Vec<&Id> = out.sizes.keys().filter(|id| !scan.packs.contains_key(id)).collect();
+    let mut orphaned: Vec<&Id> = out
+        .sizes
+        .keys()
+        .filter(|id| !scan.packs.contains_key(id))
+        .collect();
     orphaned.sort();
     for id in orphaned {
         out.orphaned.push(problem(
@@ -279,7 +306,11 @@ pub fn check_packs(repo: &Repository, scan: &IndexScan) -> Result<PackCheck, Rep
 pub fn load_tree(repo: &Repository, index: &MemoryIndex, id: &Id) -> Result<Tree, Problem> {
     let copies = index.lookup_all(BlobType::Tree, id);
     if copies.is_empty() {
-        return Err(problem(ProblemKind::TreeMissing, *id, format!("id {} not found in repository", id.to_hex())));
+        return Err(problem(
+            ProblemKind::TreeMissing,
+            *id,
+            format!("id {} not found in repository", id.to_hex()),
+        ));
     }
     let mut last = String::new();
     for loc in copies {
@@ -293,7 +324,11 @@ pub fn load_tree(repo: &Repository, index: &MemoryIndex, id: &Id) -> Result<Tree
             Ok(ct) => match decode_blob(repo.key(), id, &ct, loc.uncompressed_length) {
                 Ok(plain) => {
                     return Tree::decode(&plain).map_err(|e| {
-                        problem(ProblemKind::TreeDamaged, *id, format!("tree {}: {e}", id.short()))
+                        problem(
+                            ProblemKind::TreeDamaged,
+                            *id,
+                            format!("tree {}: {e}", id.short()),
+                        )
                     })
                 }
                 Err(e) => last = format!("pack {}: {e}", loc.pack.short()),
@@ -301,7 +336,11 @@ pub fn load_tree(repo: &Repository, index: &MemoryIndex, id: &Id) -> Result<Tree
             Err(e) => last = e.to_string(),
         }
     }
-    Err(problem(ProblemKind::TreeDamaged, *id, format!("tree {}: {last}", id.short())))
+    Err(problem(
+        ProblemKind::TreeDamaged,
+        *id,
+        format!("tree {}: {last}", id.short()),
+    ))
 }
 
 /// Everything reachable from a set of root trees.
@@ -328,7 +367,12 @@ impl TreeWalk {
 /// Walk all trees below `roots` breadth first, loading each distinct tree
 /// once, `workers` trees at a time (spec: cli §10.8 "check snapshots,
 /// trees and blobs").
-pub fn walk_trees(repo: &Repository, index: &MemoryIndex, roots: &[Id], workers: usize) -> TreeWalk {
+pub fn walk_trees(
+    repo: &Repository,
+    index: &MemoryIndex,
+    roots: &[Id],
+    workers: usize,
+) -> TreeWalk {
     let mut walk = TreeWalk::default();
     let mut frontier: Vec<Id> = Vec::new();
     for r in roots {
@@ -336,7 +380,9 @@ pub fn walk_trees(repo: &Repository, index: &MemoryIndex, roots: &[Id], workers:
             frontier.push(*r);
         }
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.max(1)).build();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(1))
+        .build();
     while !frontier.is_empty() {
         let load = |id: &Id| (*id, load_tree(repo, index, id));
         let loaded: Vec<(Id, Result<Tree, Problem>)> = match &pool {
@@ -363,7 +409,11 @@ pub fn walk_trees(repo: &Repository, index: &MemoryIndex, roots: &[Id], workers:
                         None => walk.errors.push(problem(
                             ProblemKind::TreeDamaged,
                             tree_id,
-                            format!("tree {}: dir {:?} subtree id is null", tree_id.short(), node.name_lossy()),
+                            format!(
+                                "tree {}: dir {:?} subtree id is null",
+                                tree_id.short(),
+                                node.name_lossy()
+                            ),
                         )),
                     },
                     NodeType::File => {
@@ -398,17 +448,27 @@ pub fn unused_blobs(index: &MemoryIndex, walk: &TreeWalk) -> Vec<Problem> {
     let mut seen = HashSet::new();
     index.for_each(|t, id, _| {
         if !walk.uses(t, &id) && seen.insert((t, id)) {
-            out.push(problem(ProblemKind::BlobUnused, id, format!("unused blob {}", id.short())));
+            out.push(problem(
+                ProblemKind::BlobUnused,
+                id,
+                format!("unused blob {}", id.short()),
+            ));
         }
     });
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.sort_by_key(|p| p.id);
     out
 }
 
 /// Read one whole pack and verify it against its index entries
 /// (spec: cli §10.8 `--read-data`). Returns every problem found.
 pub fn read_pack(repo: &Repository, pack_id: &Id, indexed: &[PackBlob]) -> Vec<Problem> {
-    let damaged = |msg: String| problem(ProblemKind::PackDamaged, *pack_id, format!("pack {}: {msg}", pack_id.short()));
+    let damaged = |msg: String| {
+        problem(
+            ProblemKind::PackDamaged,
+            *pack_id,
+            format!("pack {}: {msg}", pack_id.short()),
+        )
+    };
     let data = match repo.backend().read(FileType::Pack, &pack_id.to_hex()) {
         Ok(d) => d,
         Err(e) => return vec![damaged(e.to_string())],
@@ -416,11 +476,17 @@ pub fn read_pack(repo: &Repository, pack_id: &Id, indexed: &[PackBlob]) -> Vec<P
     let mut out = Vec::new();
     let actual = Id(Sha256::digest(&data).into());
     if actual != *pack_id {
-        out.push(damaged(format!("Pack ID does not match, want {}, got {}", pack_id.short(), actual.short())));
+        out.push(damaged(format!(
+            "Pack ID does not match, want {}, got {}",
+            pack_id.short(),
+            actual.short()
+        )));
     }
     let size = data.len() as u64;
     let tail_len = usize::try_from(pack::eager_read_len(size)).unwrap_or(data.len());
-    let mut tail = data.get(data.len().saturating_sub(tail_len)..).unwrap_or(&data);
+    let mut tail = data
+        .get(data.len().saturating_sub(tail_len)..)
+        .unwrap_or(&data);
     let header = loop {
         match pack::decode_pack_header(repo.key(), tail, size) {
             Ok(HeaderRead::Complete(h)) => break Some(h),

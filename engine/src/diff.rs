@@ -98,7 +98,13 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 impl<F: FnMut(&str, &str)> Differ<'_, F> {
-    fn list_dir(&mut self, modifier: &str, added: bool, prefix: &str, id: &Id) -> Result<(), RepoError> {
+    fn list_dir(
+        &mut self,
+        modifier: &str,
+        added: bool,
+        prefix: &str,
+        id: &Id,
+    ) -> Result<(), RepoError> {
         let tree = self.repo.load_tree(id)?;
         for node in &tree.nodes {
             let mut name = join(prefix, &node.name_lossy());
@@ -165,7 +171,10 @@ impl<F: FnMut(&str, &str)> Differ<'_, F> {
                     if b.node_type == NodeType::Dir {
                         path.push('/');
                     }
-                    if a.node_type == NodeType::File && b.node_type == NodeType::File && a.content != b.content {
+                    if a.node_type == NodeType::File
+                        && b.node_type == NodeType::File
+                        && a.content != b.content
+                    {
                         modifier.push('M');
                         self.result.changed_files += 1;
                         let mut a0 = a.clone();
@@ -245,16 +254,28 @@ pub fn diff_trees(
     d.before.insert((BlobType::Tree, *tree1));
     d.after.insert((BlobType::Tree, *tree2));
     d.diff("/", tree1, tree2)?;
-    let size = |t: BlobType, id: &Id| repo.lookup(t, id).map(|l| u64::from(l.plaintext_len())).unwrap_or(0);
+    let size = |t: BlobType, id: &Id| {
+        repo.lookup(t, id)
+            .map(|l| u64::from(l.plaintext_len()))
+            .unwrap_or(0)
+    };
     let mut result = d.result;
-    for h in d.before.iter().filter(|h| !d.after.contains(h) && !d.common.contains(h)) {
+    for h in d
+        .before
+        .iter()
+        .filter(|h| !d.after.contains(h) && !d.common.contains(h))
+    {
         match h.0 {
             BlobType::Data => result.removed.data_blobs += 1,
             BlobType::Tree => result.removed.tree_blobs += 1,
         }
         result.removed.bytes += size(h.0, &h.1);
     }
-    for h in d.after.iter().filter(|h| !d.before.contains(h) && !d.common.contains(h)) {
+    for h in d
+        .after
+        .iter()
+        .filter(|h| !d.before.contains(h) && !d.common.contains(h))
+    {
         match h.0 {
             BlobType::Data => result.added.data_blobs += 1,
             BlobType::Tree => result.added.tree_blobs += 1,

@@ -70,7 +70,7 @@ fn match_parts(pattern: &[&str], strs: &[&str]) -> bool {
         let max_extra = (strs.len() + 1).saturating_sub(pattern.len());
         for i in 0..=max_extra {
             let mut expanded: Vec<&str> = pattern.get(..pos).unwrap_or(&[]).to_vec();
-            expanded.extend(std::iter::repeat("*").take(i));
+            expanded.resize(pos + i, "*");
             expanded.extend_from_slice(pattern.get(pos + 1..).unwrap_or(&[]));
             if match_parts(&expanded, strs) {
                 return true;
@@ -92,10 +92,10 @@ fn match_parts(pattern: &[&str], strs: &[&str]) -> bool {
         min_offset = 1;
     }
     (min_offset..=max_offset).rev().any(|offset| {
-        pattern
-            .iter()
-            .enumerate()
-            .all(|(i, p)| strs.get(offset + i).is_some_and(|s| glob_match(p.as_bytes(), s.as_bytes())))
+        pattern.iter().enumerate().all(|(i, p)| {
+            strs.get(offset + i)
+                .is_some_and(|s| glob_match(p.as_bytes(), s.as_bytes()))
+        })
     })
 }
 
@@ -117,7 +117,9 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                 continue;
             }
             Some(b'[') => {
-                if let Some((matched, next)) = class_match(pattern, p, name.get(n).copied().unwrap_or(0)) {
+                if let Some((matched, next)) =
+                    class_match(pattern, p, name.get(n).copied().unwrap_or(0))
+                {
                     if matched {
                         p = next;
                         n += 1;
@@ -127,21 +129,18 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
                     return false;
                 }
             }
-            Some(b'\\') => {
-                if pattern.get(p + 1) == name.get(n) && pattern.get(p + 1).is_some() {
-                    p += 2;
-                    n += 1;
-                    continue;
-                }
+            Some(b'\\') if pattern.get(p + 1).is_some() && pattern.get(p + 1) == name.get(n) => {
+                p += 2;
+                n += 1;
+                continue;
             }
-            Some(c) => {
-                if Some(c) == name.get(n) {
-                    p += 1;
-                    n += 1;
-                    continue;
-                }
+            Some(b'\\') => {}
+            Some(c) if Some(c) == name.get(n) => {
+                p += 1;
+                n += 1;
+                continue;
             }
-            None => {}
+            _ => {}
         }
         match star_p {
             Some(sp) => {
@@ -224,7 +223,12 @@ pub struct FindHit {
 
 /// Walk `root` and report every node that matches `target`. The index
 /// must be loaded.
-pub fn find_in_tree(repo: &Repository, root: &Id, target: &FindTarget, hits: &mut Vec<FindHit>) -> Result<(), RepoError> {
+pub fn find_in_tree(
+    repo: &Repository,
+    root: &Id,
+    target: &FindTarget,
+    hits: &mut Vec<FindHit>,
+) -> Result<(), RepoError> {
     let mut stack: Vec<(Id, String)> = vec![(*root, String::new())];
     while let Some((tree_id, prefix)) = stack.pop() {
         let tree = repo.load_tree(&tree_id)?;
@@ -234,10 +238,21 @@ pub fn find_in_tree(repo: &Repository, root: &Id, target: &FindTarget, hits: &mu
         for node in &tree.nodes {
             let path = format!("{prefix}/{}", node.name_lossy());
             match target {
-                FindTarget::Patterns { patterns, ignore_case } => {
-                    let subject = if *ignore_case { path.to_lowercase() } else { path.clone() };
+                FindTarget::Patterns {
+                    patterns,
+                    ignore_case,
+                } => {
+                    let subject = if *ignore_case {
+                        path.to_lowercase()
+                    } else {
+                        path.clone()
+                    };
                     let hit = patterns.iter().any(|p| {
-                        let p = if *ignore_case { p.to_lowercase() } else { p.clone() };
+                        let p = if *ignore_case {
+                            p.to_lowercase()
+                        } else {
+                            p.clone()
+                        };
                         pattern_matches(&p, &subject)
                     });
                     if hit {

@@ -357,7 +357,7 @@ pub fn apply_policy_at(
     now: GoTime,
 ) -> PolicyResult {
     // Newest first; a stable sort keeps the input order for equal times.
-    list.sort_by(|a, b| b.1.time.unix_nanos().cmp(&a.1.time.unix_nanos()));
+    list.sort_by_key(|e| std::cmp::Reverse(e.1.time.unix_nanos()));
     let mut result = PolicyResult::default();
     if policy.is_empty() {
         result.keep = list
@@ -505,7 +505,10 @@ impl GroupBy {
             },
             // Go keeps a nil slice for a snapshot without paths/tags, so
             // the key says `null` (and the header omits the part).
-            paths: self.paths.then(|| sorted(&s.paths)).filter(|p| !p.is_empty()),
+            paths: self
+                .paths
+                .then(|| sorted(&s.paths))
+                .filter(|p| !p.is_empty()),
             tags: self.tags.then(|| sorted(&s.tags)).filter(|t| !t.is_empty()),
         }
     }

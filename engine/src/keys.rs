@@ -51,7 +51,9 @@ pub enum KeyError {
 pub fn list_keys(repo: &Repository) -> Result<Vec<(Id, KeyFile)>, KeyError> {
     let mut out = Vec::new();
     for f in repo.backend().list(FileType::Key)? {
-        let Ok(id) = Id::from_hex(&f.name) else { continue };
+        let Ok(id) = Id::from_hex(&f.name) else {
+            continue;
+        };
         let data = repo.backend().read(FileType::Key, &f.name)?;
         let kf = KeyFile::parse(&data).map_err(|e| KeyError::Invalid {
             id: f.name.clone(),

@@ -64,14 +64,18 @@ impl MaxUnused {
     pub fn parse(text: &str) -> Result<MaxUnused, PruneError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err(PruneError::InvalidOption("invalid value for --max-unused: \"\"".into()));
+            return Err(PruneError::InvalidOption(
+                "invalid value for --max-unused: \"\"".into(),
+            ));
         }
         if text == "unlimited" {
             return Ok(MaxUnused::Unlimited);
         }
         if let Some(p) = text.strip_suffix('%') {
             let v: f64 = p.parse().map_err(|_| {
-                PruneError::InvalidOption(format!("invalid percentage \"{text}\" passed for --max-unused"))
+                PruneError::InvalidOption(format!(
+                    "invalid percentage \"{text}\" passed for --max-unused"
+                ))
             })?;
             if v < 0.0 {
                 return Err(PruneError::InvalidOption(format!(
@@ -79,13 +83,19 @@ impl MaxUnused {
                 )));
             }
             if v >= 100.0 {
-                return Err(PruneError::InvalidOption("percentage for --max-unused must be below 100%".into()));
+                return Err(PruneError::InvalidOption(
+                    "percentage for --max-unused must be below 100%".into(),
+                ));
             }
             return Ok(MaxUnused::Percent(v));
         }
         crate::check::parse_size(text)
             .map(MaxUnused::Bytes)
-            .ok_or_else(|| PruneError::InvalidOption(format!("invalid number of bytes \"{text}\" for --max-unused")))
+            .ok_or_else(|| {
+                PruneError::InvalidOption(format!(
+                    "invalid number of bytes \"{text}\" for --max-unused"
+                ))
+            })
     }
 
     /// Unused bytes tolerated when `used` bytes remain.
@@ -211,10 +221,16 @@ struct PackInfo {
 
 /// Make the prune plan: find used blobs from all snapshots, rate every
 /// pack and pick packs to delete and to repack (restic's algorithm).
-pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Result<PrunePlan, PruneError> {
+pub fn plan_prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    workers: usize,
+) -> Result<PrunePlan, PruneError> {
     let scan = scan_index(repo);
     if let Some(e) = scan.errors.first() {
-        return Err(PruneError::Damaged(format!("{e}; run `restix repair index` first")));
+        return Err(PruneError::Damaged(format!(
+            "{e}; run `restix repair index` first"
+        )));
     }
     let roots: Vec<Id> = repo
         .list_snapshots()?
@@ -282,7 +298,9 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
     let mut plan = PrunePlan::default();
     let mut candidates: Vec<(Id, PackInfo)> = Vec::new();
     for id in &pack_ids {
-        let Some(p) = info.get(id).copied() else { continue };
+        let Some(p) = info.get(id).copied() else {
+            continue;
+        };
         if p.used_blobs == 0 {
             plan.remove_packs.push(*id);
             stats.remove.add(p.unused_blobs, p.unused_bytes);
@@ -296,7 +314,8 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
             plan.keep_packs.push(*id);
             continue;
         }
-        if p.unused_blobs == 0 && !must_compress && !(opts.repack_small && small) && !smaller_than {
+        if p.unused_blobs == 0 && !must_compress && (!opts.repack_small || !small) && !smaller_than
+        {
             plan.keep_packs.push(*id);
             continue;
         }
@@ -307,7 +326,10 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
         let must = |p: &PackInfo| opts.repack_uncompressed && repo.version() >= 2 && p.uncompressed;
         must(b)
             .cmp(&must(a))
-            .then_with(|| (u128::from(b.unused_bytes) * u128::from(a.used_bytes)).cmp(&(u128::from(a.unused_bytes) * u128::from(b.used_bytes))))
+            .then_with(|| {
+                (u128::from(b.unused_bytes) * u128::from(a.used_bytes))
+                    .cmp(&(u128::from(a.unused_bytes) * u128::from(b.used_bytes)))
+            })
             .then_with(|| ia.cmp(ib))
     });
     // Small packs alone are not worth repacking (restic: at least two).
@@ -320,7 +342,9 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
     let mut unused_after = stats.unused.bytes - stats.remove.bytes;
     for (id, p) in candidates {
         let total = p.used_bytes + p.unused_bytes;
-        let reached_repack = opts.max_repack_bytes.is_some_and(|m| repack_bytes + total >= m);
+        let reached_repack = opts
+            .max_repack_bytes
+            .is_some_and(|m| repack_bytes + total >= m);
         let must_compress = opts.repack_uncompressed && repo.version() >= 2 && p.uncompressed;
         let only_small = p.unused_blobs == 0 && !must_compress;
         let repack = if reached_repack {
@@ -359,8 +383,12 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions, workers: usize) -> Res
     stats.repack_packs = plan.repack_packs.len() as u64;
     stats.keep_packs = plan.keep_packs.len() as u64;
     stats.remaining = BlobStat {
-        blobs: stats.used.blobs + stats.unused.blobs - stats.remove.blobs - stats.repack_remove.blobs,
-        bytes: stats.used.bytes + stats.unused.bytes - stats.remove.bytes - stats.repack_remove.bytes,
+        blobs: stats.used.blobs + stats.unused.blobs
+            - stats.remove.blobs
+            - stats.repack_remove.blobs,
+        bytes: stats.used.bytes + stats.unused.bytes
+            - stats.remove.bytes
+            - stats.repack_remove.bytes,
     };
     stats.remaining_unused_bytes = unused_after;
     plan.used = used;
@@ -384,6 +412,9 @@ pub enum PruneStep {
     DeletingPacks(u64),
 }
 
+/// Packs written by one repack job, with their blobs.
+type StoredPacks = Vec<(Id, Vec<PackBlob>)>;
+
 /// A pack being assembled from copied blobs.
 struct NewPack {
     bytes: Vec<u8>,
@@ -404,7 +435,9 @@ fn store_pack(repo: &Repository, pack: NewPack) -> Result<(Id, Vec<PackBlob>), P
     let header = pack::encode_header(&blobs);
     pack::append_encrypted_header(repo.key(), &header, &mut bytes);
     let id = Id(Sha256::digest(&bytes).into());
-    repo.backend().write(FileType::Pack, &id.to_hex(), &bytes).map_err(RepoError::from)?;
+    repo.backend()
+        .write(FileType::Pack, &id.to_hex(), &bytes)
+        .map_err(RepoError::from)?;
     Ok((id, blobs))
 }
 
@@ -417,7 +450,10 @@ fn repack_one(
     wanted: &HashMap<(BlobType, Id), Id>,
     copied: &std::sync::Mutex<HashSet<(BlobType, Id)>>,
 ) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
-    let data = repo.backend().read(FileType::Pack, &pack_id.to_hex()).map_err(RepoError::from)?;
+    let data = repo
+        .backend()
+        .read(FileType::Pack, &pack_id.to_hex())
+        .map_err(RepoError::from)?;
     let target = usize::try_from(repo.pack_size()).unwrap_or(usize::MAX);
     let mut stored = Vec::new();
     // Trees and data go into separate packs, like restic.
@@ -439,15 +475,26 @@ fn repack_one(
         let start = usize::try_from(b.offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(b.length as usize);
         let ct = data.get(start..end).ok_or_else(|| {
-            PruneError::Damaged(format!("pack {}: blob {} out of range", pack_id.short(), b.id.short()))
+            PruneError::Damaged(format!(
+                "pack {}: blob {} out of range",
+                pack_id.short(),
+                b.id.short()
+            ))
         })?;
-        decode_blob(repo.key(), &b.id, ct, b.uncompressed_length)
-            .map_err(|e| PruneError::Damaged(format!("pack {}: blob {}: {e}", pack_id.short(), b.id.short())))?;
+        decode_blob(repo.key(), &b.id, ct, b.uncompressed_length).map_err(|e| {
+            PruneError::Damaged(format!(
+                "pack {}: blob {}: {e}",
+                pack_id.short(),
+                b.id.short()
+            ))
+        })?;
         let slot = match b.blob_type {
             BlobType::Data => 0,
             BlobType::Tree => 1,
         };
-        let Some(p) = open.get_mut(slot) else { continue };
+        let Some(p) = open.get_mut(slot) else {
+            continue;
+        };
         p.blobs.push(PackBlob {
             offset: p.bytes.len() as u64,
             ..b
@@ -487,7 +534,7 @@ pub fn execute_prune(
             .num_threads(workers.max(1))
             .build()
             .map_err(|e| PruneError::Damaged(format!("starting worker threads: {e}")))?;
-        let results: Vec<Result<Vec<(Id, Vec<PackBlob>)>, PruneError>> = pool.install(|| {
+        let results: Vec<Result<StoredPacks, PruneError>> = pool.install(|| {
             plan.repack_packs
                 .par_iter()
                 .map(|id| {
@@ -502,9 +549,19 @@ pub fn execute_prune(
         }
     }
     // 2. New index: kept packs (all their entries) + new packs.
-    let removed: HashSet<Id> = plan.repack_packs.iter().chain(&plan.remove_packs).copied().collect();
+    let removed: HashSet<Id> = plan
+        .repack_packs
+        .iter()
+        .chain(&plan.remove_packs)
+        .copied()
+        .collect();
     let mut index_packs: Vec<IndexPack> = Vec::new();
-    let mut kept: Vec<&Id> = plan.scan.packs.keys().filter(|id| !removed.contains(id)).collect();
+    let mut kept: Vec<&Id> = plan
+        .scan
+        .packs
+        .keys()
+        .filter(|id| !removed.contains(id))
+        .collect();
     kept.sort();
     for id in kept {
         let blobs = plan.scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]);
@@ -554,7 +611,9 @@ pub fn write_index(repo: &Repository, packs: Vec<IndexPack>) -> Result<Vec<Id>, 
     let save = |file: &IndexFile| -> Result<Id, PruneError> {
         let data = unpacked::encode_unpacked(repo.key(), repo.version(), &file.to_json());
         let id = Id(Sha256::digest(&data).into());
-        repo.backend().write(FileType::Index, &id.to_hex(), &data).map_err(RepoError::from)?;
+        repo.backend()
+            .write(FileType::Index, &id.to_hex(), &data)
+            .map_err(RepoError::from)?;
         Ok(id)
     };
     for p in packs {

@@ -71,9 +71,17 @@ pub fn repair_index(
     progress: &mut dyn FnMut(RepairStep),
 ) -> Result<RepairIndexReport, RepairError> {
     let mut report = RepairIndexReport::default();
-    let scan: IndexScan = if read_all_packs { IndexScan::default() } else { scan_index(repo) };
+    let scan: IndexScan = if read_all_packs {
+        IndexScan::default()
+    } else {
+        scan_index(repo)
+    };
     let mut sizes: HashMap<Id, u64> = HashMap::new();
-    for f in repo.backend().list(FileType::Pack).map_err(RepoError::from)? {
+    for f in repo
+        .backend()
+        .list(FileType::Pack)
+        .map_err(RepoError::from)?
+    {
         if let Ok(id) = Id::from_hex(&f.name) {
             sizes.insert(id, f.size);
         }
@@ -93,7 +101,12 @@ pub fn repair_index(
             _ => to_read.push(*id),
         }
     }
-    let mut removed: Vec<Id> = scan.packs.keys().filter(|id| !sizes.contains_key(id)).copied().collect();
+    let mut removed: Vec<Id> = scan
+        .packs
+        .keys()
+        .filter(|id| !sizes.contains_key(id))
+        .copied()
+        .collect();
     removed.sort();
     report.removed = removed;
     progress(RepairStep::ReadingPacks(to_read.len() as u64));
@@ -146,7 +159,12 @@ impl<'a> SnapshotRepairer<'a> {
 
     /// Repair the tree `id` at `path`: returns the new tree ID if something
     /// changed, `None` if it is intact. With `dry_run` nothing is stored.
-    pub fn repair_tree(&mut self, id: &Id, path: &str, dry_run: bool) -> Result<Option<Id>, RepairError> {
+    pub fn repair_tree(
+        &mut self,
+        id: &Id,
+        path: &str,
+        dry_run: bool,
+    ) -> Result<Option<Id>, RepairError> {
         if let Some(r) = self.done.get(id) {
             return Ok(*r);
         }
@@ -154,7 +172,8 @@ impl<'a> SnapshotRepairer<'a> {
             Ok(t) => t,
             Err(_) => {
                 // Caller replaces the directory with an empty one.
-                self.messages.push(format!("  dir {path:?}: replaced with empty directory"));
+                self.messages
+                    .push(format!("  dir {path:?}: replaced with empty directory"));
                 let empty = self.store_tree(&Tree::default(), dry_run)?;
                 self.done.insert(*id, Some(empty));
                 return Ok(Some(empty));
@@ -165,7 +184,9 @@ impl<'a> SnapshotRepairer<'a> {
             let node_path = format!("{}/{}", path.trim_end_matches('/'), node.name_lossy());
             match node.node_type {
                 NodeType::File => {
-                    let Some(content) = &node.content else { continue };
+                    let Some(content) = &node.content else {
+                        continue;
+                    };
                     let mut kept = Vec::with_capacity(content.len());
                     let mut size = 0u64;
                     let mut missing = false;
@@ -179,7 +200,8 @@ impl<'a> SnapshotRepairer<'a> {
                         }
                     }
                     if missing {
-                        self.messages.push(format!("  file {node_path:?}: removed missing content"));
+                        self.messages
+                            .push(format!("  file {node_path:?}: removed missing content"));
                         node.content = Some(kept);
                         node.size = size;
                         changed = true;
@@ -189,7 +211,9 @@ impl<'a> SnapshotRepairer<'a> {
                     let new_subtree = match node.subtree {
                         Some(sub) => self.repair_tree(&sub, &node_path, dry_run)?,
                         None => {
-                            self.messages.push(format!("  dir {node_path:?}: replaced with empty directory"));
+                            self.messages.push(format!(
+                                "  dir {node_path:?}: replaced with empty directory"
+                            ));
                             Some(self.store_tree(&Tree::default(), dry_run)?)
                         }
                     };
@@ -201,7 +225,11 @@ impl<'a> SnapshotRepairer<'a> {
                 _ => {}
             }
         }
-        let result = if changed { Some(self.store_tree(&tree, dry_run)?) } else { None };
+        let result = if changed {
+            Some(self.store_tree(&tree, dry_run)?)
+        } else {
+            None
+        };
         self.done.insert(*id, result);
         Ok(result)
     }

@@ -100,7 +100,11 @@ pub enum StatsError {
 }
 
 /// Compute stats over `snapshots` (the index must be loaded).
-pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: StatsMode) -> Result<Stats, StatsError> {
+pub fn compute_stats(
+    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    mode: StatsMode,
+) -> Result<Stats, StatsError> {
     let mut stats = Stats::default();
     let mut unique_files: HashSet<Vec<Id>> = HashSet::new();
     let mut file_blobs: HashMap<Vec<u8>, HashSet<Id>> = HashMap::new();
@@ -117,7 +121,10 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
                 if !raw_blobs.insert((BlobType::Tree, tree_id)) {
                     continue;
                 }
-            } else if mode != StatsMode::RestoreSize && mode != StatsMode::BlobsPerFile && !seen_trees.insert(tree_id) {
+            } else if mode != StatsMode::RestoreSize
+                && mode != StatsMode::BlobsPerFile
+                && !seen_trees.insert(tree_id)
+            {
                 // files-by-contents: a repeated subtree adds nothing new.
                 continue;
             }
@@ -129,7 +136,8 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
                 match mode {
                     StatsMode::RestoreSize => {
                         stats.total_file_count += 1;
-                        let linked = node.links > 1 && node.node_type != NodeType::Dir && node.inode != 0;
+                        let linked =
+                            node.links > 1 && node.node_type != NodeType::Dir && node.inode != 0;
                         if !linked || hardlinks.insert((node.inode, node.device_id)) {
                             stats.total_size += node.size;
                         }
@@ -145,14 +153,18 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
                         let content = node.content.clone().unwrap_or_default();
                         if unique_files.insert(content.clone()) {
                             for blob in &content {
-                                let set = file_blobs.entry(node_path.clone()).or_insert_with(|| {
-                                    stats.total_file_count += 1;
-                                    HashSet::new()
-                                });
+                                let set =
+                                    file_blobs.entry(node_path.clone()).or_insert_with(|| {
+                                        stats.total_file_count += 1;
+                                        HashSet::new()
+                                    });
                                 if set.insert(*blob) {
-                                    let loc = repo
-                                        .lookup(BlobType::Data, blob)
-                                        .ok_or(StatsError::BlobNotFound { blob: *blob, tree: tree_id })?;
+                                    let loc = repo.lookup(BlobType::Data, blob).ok_or(
+                                        StatsError::BlobNotFound {
+                                            blob: *blob,
+                                            tree: tree_id,
+                                        },
+                                    )?;
                                     stats.total_size += u64::from(loc.plaintext_len());
                                     stats.total_blob_count += 1;
                                 }
@@ -177,7 +189,10 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
         let overhead = restix_repo_format::CRYPTO_OVERHEAD as u64;
         let (mut compressed_stored, mut compressed_uncompressed) = (0u64, 0u64);
         for (t, id) in &raw_blobs {
-            let loc = repo.lookup(*t, id).ok_or(StatsError::BlobNotFound { blob: *id, tree: Id::NULL })?;
+            let loc = repo.lookup(*t, id).ok_or(StatsError::BlobNotFound {
+                blob: *id,
+                tree: Id::NULL,
+            })?;
             let stored = u64::from(loc.length);
             let uncompressed = u64::from(loc.plaintext_len()) + overhead;
             stats.total_size += stored;
@@ -192,8 +207,10 @@ pub fn compute_stats(repo: &Repository, snapshots: &[(Id, Snapshot)], mode: Stat
             stats.compression_ratio = compressed_uncompressed as f64 / compressed_stored as f64;
         }
         if stats.total_uncompressed_size > 0 {
-            stats.compression_space_saving = (1.0 - stats.total_size as f64 / stats.total_uncompressed_size as f64) * 100.0;
-            stats.compression_progress = compressed_uncompressed as f64 / stats.total_uncompressed_size as f64 * 100.0;
+            stats.compression_space_saving =
+                (1.0 - stats.total_size as f64 / stats.total_uncompressed_size as f64) * 100.0;
+            stats.compression_progress =
+                compressed_uncompressed as f64 / stats.total_uncompressed_size as f64 * 100.0;
         }
     }
     Ok(stats)
@@ -205,7 +222,12 @@ mod tests {
 
     #[test]
     fn modes() {
-        for m in ["restore-size", "files-by-contents", "raw-data", "blobs-per-file"] {
+        for m in [
+            "restore-size",
+            "files-by-contents",
+            "raw-data",
+            "blobs-per-file",
+        ] {
             assert_eq!(StatsMode::parse(m).map(StatsMode::as_str), Some(m));
         }
         assert!(StatsMode::parse("debug").is_none());

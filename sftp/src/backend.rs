@@ -640,7 +640,9 @@ impl SftpBackend {
                     }
                     match outcome {
                         Ok(()) => Ok(()),
-                        Err(AttemptError::Transport(reason)) => Err(AttemptError::Transport(reason)),
+                        Err(AttemptError::Transport(reason)) => {
+                            Err(AttemptError::Transport(reason))
+                        }
                         Err(AttemptError::Final(e)) => {
                             let _ = conn.sftp.remove(tmp).await;
                             Err(AttemptError::Final(e))

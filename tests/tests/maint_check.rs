@@ -47,10 +47,25 @@ fn fixture_problems_match_restic() {
     ] {
         let sb = Sandbox::new();
         let repo = fixture_repo(&fixtures, &sb, name);
-        let expected = sb.restic(["--no-cache", "-r", s(&repo), "check"]).no_crash();
-        let actual = sb.restix(["--no-cache", "-r", s(&repo), "check"]).no_crash();
-        assert_eq!(kinds(&expected), kinds(&actual), "{name}:\nrestic: {}\nrestix: {}", expected.describe(), actual.describe());
-        assert_eq!(expected.success(), actual.success(), "{name}: exit status\n{}", actual.describe());
+        let expected = sb
+            .restic(["--no-cache", "-r", s(&repo), "check"])
+            .no_crash();
+        let actual = sb
+            .restix(["--no-cache", "-r", s(&repo), "check"])
+            .no_crash();
+        assert_eq!(
+            kinds(&expected),
+            kinds(&actual),
+            "{name}:\nrestic: {}\nrestix: {}",
+            expected.describe(),
+            actual.describe()
+        );
+        assert_eq!(
+            expected.success(),
+            actual.success(),
+            "{name}: exit status\n{}",
+            actual.describe()
+        );
     }
 }
 
@@ -63,15 +78,26 @@ fn read_data_finds_damage() {
     let src = sb.join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..5u64 {
-        std::fs::write(src.join(format!("f{i}")), restix_tests::harness::pseudo_random_bytes(i, 300_000)).unwrap();
+        std::fs::write(
+            src.join(format!("f{i}")),
+            restix_tests::harness::pseudo_random_bytes(i, 300_000),
+        )
+        .unwrap();
     }
     sb.restic(["-r", s(&repo), "backup", s(&src)]).ok();
     let run = sb.restix(["-r", s(&repo), "check", "--read-data"]).ok();
     assert!(run.out().contains("read all data"), "{}", run.describe());
-    assert!(run.out().contains("no errors were found"), "{}", run.describe());
-    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "1/2"]).ok();
-    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "50%"]).ok();
-    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "x"]).fails();
+    assert!(
+        run.out().contains("no errors were found"),
+        "{}",
+        run.describe()
+    );
+    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "1/2"])
+        .ok();
+    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "50%"])
+        .ok();
+    sb.restix(["-r", s(&repo), "check", "--read-data-subset", "x"])
+        .fails();
 
     // Flip one byte in the middle of the largest pack.
     let mut packs: Vec<std::path::PathBuf> = restix_tests::harness::walk(&repo.join("data"))
@@ -92,10 +118,20 @@ fn read_data_finds_damage() {
     sb.restix(["-r", s(&repo), "check"]).ok();
     sb.restic(["-r", s(&repo), "check", "--read-data"]).fails();
     let run = sb.restix(["-r", s(&repo), "check", "--read-data"]).fails();
-    assert!(run.err().contains(&name[..8]), "damaged pack named: {}", run.describe());
-    assert!(run.err().contains("repository contains errors"), "{}", run.describe());
+    assert!(
+        run.err().contains(&name[..8]),
+        "damaged pack named: {}",
+        run.describe()
+    );
+    assert!(
+        run.err().contains("repository contains errors"),
+        "{}",
+        run.describe()
+    );
     // JSON summary (0.18) lists the broken pack.
-    let run = sb.restix(["-r", s(&repo), "--json", "check", "--read-data"]).fails();
+    let run = sb
+        .restix(["-r", s(&repo), "--json", "check", "--read-data"])
+        .fails();
     let summary = run.json();
     assert_eq!(summary["message_type"], "summary");
     assert!(summary["num_errors"].as_u64().unwrap() >= 1);

@@ -21,7 +21,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -34,8 +37,17 @@ fn make_repo(sb: &Sandbox) -> std::path::PathBuf {
     std::fs::write(src.join("a.txt"), b"hello").unwrap();
     // Tagged so that tag-only policies keep something in its group (0.17+
     // refuses to empty a group).
-    sb.restic(["-r", s(&repo), "backup", "--host", "seed", "--tag", "important,b", s(&src)])
-        .ok();
+    sb.restic([
+        "-r",
+        s(&repo),
+        "backup",
+        "--host",
+        "seed",
+        "--tag",
+        "important,b",
+        s(&src),
+    ])
+    .ok();
 
     let backend = Arc::new(LocalBackend::new(&repo));
     let r = Repository::open(backend, PASSWORD.as_bytes(), None).unwrap();
@@ -54,7 +66,11 @@ fn make_repo(sb: &Sandbox) -> std::path::PathBuf {
             _ => 86_400 * (1 + rng.next(12)) as i64,
         };
         let mut snap = seed.clone();
-        snap.time = GoTime::new(t, rng.next(1_000_000_000) as u32, offsets[rng.next(3) as usize]);
+        snap.time = GoTime::new(
+            t,
+            rng.next(1_000_000_000) as u32,
+            offsets[rng.next(3) as usize],
+        );
         snap.hostname = hosts[rng.next(3) as usize].to_string();
         snap.paths = if rng.next(4) == 0 {
             vec!["/data".into(), "/etc".into()]
@@ -73,7 +89,14 @@ fn make_repo(sb: &Sandbox) -> std::path::PathBuf {
 }
 
 /// Per group key: (kept IDs, removed IDs, reasons per kept ID).
-type Outcome = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, BTreeMap<String, Vec<String>>)>;
+type Outcome = BTreeMap<
+    String,
+    (
+        BTreeSet<String>,
+        BTreeSet<String>,
+        BTreeMap<String, Vec<String>>,
+    ),
+>;
 
 fn outcome(json: &Value) -> Outcome {
     let mut out = Outcome::new();
@@ -81,16 +104,30 @@ fn outcome(json: &Value) -> Outcome {
         let key = format!("{}|{}|{}", g["host"], g["paths"], g["tags"]);
         let ids = |v: &Value| -> BTreeSet<String> {
             v.as_array()
-                .map(|a| a.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|s| s["id"].as_str().unwrap().to_string())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let keep = ids(&g["keep"]);
         let remove = ids(&g["remove"]);
         // Reasons are in keep order (0.14 has no id in them).
         let mut reasons = BTreeMap::new();
-        let keep_list: Vec<&Value> = g["keep"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        let reason_list: Vec<&Value> = g["reasons"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        assert_eq!(keep_list.len(), reason_list.len(), "one reason per kept snapshot: {g}");
+        let keep_list: Vec<&Value> = g["keep"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let reason_list: Vec<&Value> = g["reasons"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keep_list.len(),
+            reason_list.len(),
+            "one reason per kept snapshot: {g}"
+        );
         for (k, r) in keep_list.iter().zip(reason_list) {
             let matches: Vec<String> = r["matches"]
                 .as_array()
@@ -138,19 +175,49 @@ fn forget_policies_match_restic() {
         &["--keep-weekly", "5"],
         &["--keep-monthly", "12"],
         &["--keep-yearly", "3"],
-        &["--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6", "--keep-yearly", "2"],
+        &[
+            "--keep-daily",
+            "7",
+            "--keep-weekly",
+            "4",
+            "--keep-monthly",
+            "6",
+            "--keep-yearly",
+            "2",
+        ],
         &["--keep-daily", "500"],
         &["--keep-weekly", "300", "--keep-last", "1"],
         &["--keep-within", "1y2m"],
         &["--keep-within", "10d5h"],
-        &["--keep-within-daily", "30d", "--keep-within-weekly", "3m", "--keep-within-monthly", "1y"],
+        &[
+            "--keep-within-daily",
+            "30d",
+            "--keep-within-weekly",
+            "3m",
+            "--keep-within-monthly",
+            "1y",
+        ],
         &["--keep-within-hourly", "5d", "--keep-within-yearly", "10y"],
         &["--keep-tag", "important"],
         &["--keep-tag", "a,b", "--keep-last", "2"],
-        &["--keep-tag", "daily", "--keep-tag", "b", "--keep-monthly", "3"],
+        &[
+            "--keep-tag",
+            "daily",
+            "--keep-tag",
+            "b",
+            "--keep-monthly",
+            "3",
+        ],
         &["--group-by", "host", "--keep-daily", "3"],
         &["--group-by", "tags", "--keep-monthly", "2"],
-        &["--group-by", "host,tags", "--keep-weekly", "2", "--keep-yearly", "5"],
+        &[
+            "--group-by",
+            "host,tags",
+            "--keep-weekly",
+            "2",
+            "--keep-yearly",
+            "5",
+        ],
         &["--group-by", "", "--keep-weekly", "10"],
         &["--host", "h1", "--keep-last", "3"],
         &["--tag", "daily", "--keep-yearly", "1", "--keep-hourly", "4"],
@@ -171,16 +238,27 @@ fn forget_policies_match_restic() {
         );
         for (key, (keep, remove, reasons)) in &expected {
             let (akeep, aremove, areasons) = &actual[key];
-            assert_eq!(keep, akeep, "kept snapshots differ for {policy:?}, group {key}");
-            assert_eq!(remove, aremove, "removed snapshots differ for {policy:?}, group {key}");
-            assert_eq!(reasons, areasons, "reasons differ for {policy:?}, group {key}");
+            assert_eq!(
+                keep, akeep,
+                "kept snapshots differ for {policy:?}, group {key}"
+            );
+            assert_eq!(
+                remove, aremove,
+                "removed snapshots differ for {policy:?}, group {key}"
+            );
+            assert_eq!(
+                reasons, areasons,
+                "reasons differ for {policy:?}, group {key}"
+            );
             compared += keep.len() + remove.len();
         }
     }
     assert!(compared > 2000, "compared {compared} decisions");
     // The policies exercise the oldest-snapshot rule.
     assert!(oldest_kept > 0);
-    eprintln!("compared {compared} keep/remove decisions; {oldest_kept} kept by the 0.15+ oldest rule");
+    eprintln!(
+        "compared {compared} keep/remove decisions; {oldest_kept} kept by the 0.15+ oldest rule"
+    );
 
     // The real run removes what the dry run announced, and restic agrees.
     let policy = ["--keep-daily", "7", "--keep-monthly", "3"];
@@ -213,24 +291,47 @@ fn forget_explicit_ids_and_text() {
     let src = sb.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"hello").unwrap();
-    for time in ["2024-01-01 10:00:00", "2024-01-02 10:00:00", "2024-01-03 10:00:00"] {
-        sb.restic(["-r", s(&repo), "backup", "--time", time, s(&src)]).ok();
+    for time in [
+        "2024-01-01 10:00:00",
+        "2024-01-02 10:00:00",
+        "2024-01-03 10:00:00",
+    ] {
+        sb.restic(["-r", s(&repo), "backup", "--time", time, s(&src)])
+            .ok();
     }
-    let run = sb.restix(["-r", s(&repo), "forget", "--dry-run", "--keep-last", "1"]).ok();
+    let run = sb
+        .restix(["-r", s(&repo), "forget", "--dry-run", "--keep-last", "1"])
+        .ok();
     let out = run.out();
-    assert!(out.starts_with("Applying Policy: keep 1 latest snapshots\nkeep 1 snapshots:\n"), "{out}");
+    assert!(
+        out.starts_with("Applying Policy: keep 1 latest snapshots\nkeep 1 snapshots:\n"),
+        "{out}"
+    );
     assert!(out.contains("last snapshot"), "{out}");
     assert!(out.contains("remove 2 snapshots:"), "{out}");
-    assert!(out.contains("Would have removed the following snapshots:\n{"), "{out}");
+    assert!(
+        out.contains("Would have removed the following snapshots:\n{"),
+        "{out}"
+    );
     // No policy: an error like restic 0.17+.
     sb.restix(["-r", s(&repo), "forget"])
         .fails()
         .stderr_has("no policy was specified");
     // Explicit ID.
-    let snaps = sb.restic(["-r", s(&repo), "snapshots", "--json"]).ok().json();
+    let snaps = sb
+        .restic(["-r", s(&repo), "snapshots", "--json"])
+        .ok()
+        .json();
     let first = snaps[0]["id"].as_str().unwrap().to_string();
     sb.restix(["-r", s(&repo), "forget", &first[..8]]).ok();
-    let left = sb.restic(["-r", s(&repo), "snapshots", "--json"]).ok().json();
+    let left = sb
+        .restic(["-r", s(&repo), "snapshots", "--json"])
+        .ok()
+        .json();
     assert_eq!(left.as_array().unwrap().len(), 2);
-    assert!(left.as_array().unwrap().iter().all(|s| s["id"] != first.as_str()));
+    assert!(left
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["id"] != first.as_str()));
 }

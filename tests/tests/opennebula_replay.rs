@@ -136,7 +136,10 @@ impl Driver<'_> {
             );
             return (run, locked);
         }
-        panic!("{}: still locked after {LOCK_RETRIES} tries", self.context());
+        panic!(
+            "{}: still locked after {LOCK_RETRIES} tries",
+            self.context()
+        );
     }
 
     /// Exit code 11 (restic >= 0.17, restix), or for restic 0.14 the
@@ -273,7 +276,11 @@ fn qemu_available() -> bool {
 /// A 32 MiB (virtual) qcow2 full backup image: random and zero regions.
 fn make_full_disk(raw: &Path, qcow2: &Path) {
     let mut data = vec![0u8; 32 << 20];
-    for (offset, len, seed) in [(0usize, 3 << 20, 1u64), (9 << 20, 5 << 20, 2), (31 << 20, 1 << 19, 3)] {
+    for (offset, len, seed) in [
+        (0usize, 3 << 20, 1u64),
+        (9 << 20, 5 << 20, 2),
+        (31 << 20, 1 << 19, 3),
+    ] {
         data[offset..offset + len].copy_from_slice(&pseudo_random_bytes(seed, len));
     }
     fs::write(raw, data).unwrap();
@@ -288,7 +295,15 @@ fn make_increment(backing: &Path, overlay: &Path, n: u8) {
     sh(
         "qemu-img",
         &[
-            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", s(backing), s(overlay),
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            s(backing),
+            s(overlay),
         ],
     );
     let w1 = format!("write -P 0x{:02x} {}M 1M", 0x30 + n, u32::from(n) * 2);
@@ -411,7 +426,11 @@ fn run_replay(tool: Tool) {
     let mut chain: Vec<(String, PathBuf)> = Vec::new();
     d.begin("backup of the full disk.0.0 + vm.xml");
     let (id, bytes) = d.backup(&vm_dir, &[]);
-    assert!(bytes > 8 << 20, "{}: total_bytes_processed {bytes}", d.context());
+    assert!(
+        bytes > 8 << 20,
+        "{}: total_bytes_processed {bytes}",
+        d.context()
+    );
     let kept = work.join("disk.0.0");
     fs::rename(vm_dir.join("disk.0.0"), &kept).unwrap();
     chain.push((id[..8].to_string(), kept));
@@ -434,10 +453,17 @@ fn run_replay(tool: Tool) {
     let mut cmd = vec!["snapshots"];
     cmd.extend(&ids);
     let snaps = d.ok(&["--no-lock", "--json"], &cmd).json();
-    let list = snaps.as_array().unwrap_or_else(|| panic!("{}: {snaps}", d.context()));
+    let list = snaps
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: {snaps}", d.context()));
     assert_eq!(list.len(), 3, "{}: {snaps}", d.context());
     for (i, snap) in list.iter().enumerate() {
-        assert_eq!(snap["short_id"].as_str(), Some(ids[i]), "{}: order", d.context());
+        assert_eq!(
+            snap["short_id"].as_str(),
+            Some(ids[i]),
+            "{}: order",
+            d.context()
+        );
         let expected = serde_json::json!([
             s(&vm_dir.join(format!("disk.0.{i}"))),
             s(&vm_dir.join("vm.xml"))
@@ -445,12 +471,20 @@ fn run_replay(tool: Tool) {
         assert_eq!(snap["paths"], expected, "{}", d.context());
         assert_eq!(snap["tags"], serde_json::json!([format!("one-{VM_ID}")]));
         let time = snap["time"].as_str().unwrap_or_default();
-        assert!(time.len() >= 20 && time.as_bytes().get(10) == Some(&b'T'), "{time}");
+        assert!(
+            time.len() >= 20 && time.as_bytes().get(10) == Some(&b'T'),
+            "{time}"
+        );
     }
     d.begin("snapshots with an unknown id: warning, exit 0, the rest listed");
     let run = d.ok(&["--no-lock", "--json"], &["snapshots", ids[2], "deadbeef"]);
     let found = run.json();
-    assert_eq!(found.as_array().map(Vec::len), Some(1), "{}", run.describe());
+    assert_eq!(
+        found.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        run.describe()
+    );
     assert!(run.err().contains("deadbeef"), "{}", run.describe());
 
     // (e) dump every file of the chain, and vm.xml of the last one.
@@ -485,7 +519,13 @@ fn run_replay(tool: Tool) {
     let restored = wdir.join("restored.qcow2");
     sh(
         "qemu-img",
-        &["convert", "-O", "qcow2", s(&wdir.join("disk.0.2")), s(&restored)],
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            s(&wdir.join("disk.0.2")),
+            s(&restored),
+        ],
     );
     sh("qemu-img", &["compare", s(&chain[2].1), s(&restored)]);
 
@@ -506,8 +546,17 @@ fn run_replay(tool: Tool) {
     );
     d.begin("dump while the repository is locked exclusively");
     let refused = d.run(&["--quiet"], &["dump", ids[0], s(&vm_dir.join("vm.xml"))]);
-    assert!(d.is_locked(&refused), "{}:\n{}", d.context(), refused.describe());
-    assert!(refused.stdout.is_empty(), "{}: dump wrote to stdout", d.context());
+    assert!(
+        d.is_locked(&refused),
+        "{}:\n{}",
+        d.context(),
+        refused.describe()
+    );
+    assert!(
+        refused.stdout.is_empty(),
+        "{}: dump wrote to stdout",
+        d.context()
+    );
     d.begin("backup retried on the lock while the lock holder finishes");
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
@@ -526,7 +575,12 @@ fn run_replay(tool: Tool) {
     let mut cmd = vec!["snapshots"];
     cmd.extend(&ids);
     let snaps = d.ok(&["--no-lock", "--json"], &cmd).json();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(3), "{}: {snaps}", d.context());
+    assert_eq!(
+        snaps.as_array().map(Vec::len),
+        Some(3),
+        "{}: {snaps}",
+        d.context()
+    );
 
     // (c) cancel: SIGTERM mid-backup (a slow datastore: RESTIC_BWLIMIT=1024),
     // then `unlock` and a clean `check`.
@@ -534,7 +588,15 @@ fn run_replay(tool: Tool) {
     fs::write(&big_raw, pseudo_random_bytes(77, 24 << 20)).unwrap();
     sh(
         "qemu-img",
-        &["convert", "-f", "raw", "-O", "qcow2", s(&big_raw), s(&vm_dir.join("disk.1.0"))],
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            s(&big_raw),
+            s(&vm_dir.join("disk.1.0")),
+        ],
     );
     d.begin("backup cancelled with SIGTERM (RESTIC_BWLIMIT=1024)");
     let slow_argv = {
@@ -570,7 +632,10 @@ fn run_replay(tool: Tool) {
         if started.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{}: SIGTERM did not stop the backup within 30 s", d.context());
+            panic!(
+                "{}: SIGTERM did not stop the backup within 30 s",
+                d.context()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -581,11 +646,19 @@ fn run_replay(tool: Tool) {
         "{}: crashed on SIGTERM: {status}\n{output}",
         d.context()
     );
-    eprintln!("cancelled backup: {status}; locks left: {:?}", lock_files(&repo_dir));
+    eprintln!(
+        "cancelled backup: {status}; locks left: {:?}",
+        lock_files(&repo_dir)
+    );
     fs::remove_file(vm_dir.join("disk.1.0")).unwrap();
     d.begin("unlock after the cancel");
     d.ok(&[], &["unlock"]);
-    assert_eq!(lock_files(&repo_dir), Vec::<String>::new(), "{}", d.context());
+    assert_eq!(
+        lock_files(&repo_dir),
+        Vec::<String>::new(),
+        "{}",
+        d.context()
+    );
     d.begin("check after the cancel");
     d.ok(&[], &["check"]).stdout_has("no errors were found");
 

@@ -163,7 +163,9 @@ fn restic_writes_over_sftp_restix_lists_and_restores() {
         .json();
     let (theirs, ours) = (theirs.as_array().unwrap(), ours.as_array().unwrap());
     assert_eq!(ours.len(), 1, "{ours:?}");
-    for field in ["id", "short_id", "tree", "paths", "tags", "hostname", "time"] {
+    for field in [
+        "id", "short_id", "tree", "paths", "tags", "hostname", "time",
+    ] {
         assert_eq!(ours[0][field], theirs[0][field], "field {field}");
     }
     assert_eq!(ours[0]["tags"], serde_json::json!(["from-restic"]));

@@ -572,6 +572,9 @@ fn flatten_tags(values: &[String]) -> Vec<String> {
 }
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
+    if args.image.image.is_some() {
+        return super::image::run_backup(ctx, args, &args.image);
+    }
     let backup_start = GoTime::now_local();
     let has_files_from = !args.files_from.is_empty()
         || !args.files_from_verbatim.is_empty()

@@ -32,13 +32,15 @@ struct Summary {
 
 pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
     if args.read_data && args.read_data_subset.is_some() {
-        return Err(fatal("check flags --read-data and --read-data-subset cannot be used together").into());
+        return Err(fatal(
+            "check flags --read-data and --read-data-subset cannot be used together",
+        )
+        .into());
     }
     let subset = match &args.read_data_subset {
-        Some(text) => Some(
-            ReadSubset::parse(text)
-                .ok_or_else(|| fatal("check flag --read-data-subset has invalid value, please see documentation"))?,
-        ),
+        Some(text) => Some(ReadSubset::parse(text).ok_or_else(|| {
+            fatal("check flag --read-data-subset has invalid value, please see documentation")
+        })?),
         None if args.read_data => Some(ReadSubset::All),
         None => None,
     };
@@ -65,8 +67,10 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
 
     printer.print("load indexes");
     let scan = scan_index(&repo);
-    let (mixed, duplicates): (Vec<&Problem>, Vec<&Problem>) =
-        scan.hints.iter().partition(|h| h.kind == ProblemKind::MixedPack);
+    let (mixed, duplicates): (Vec<&Problem>, Vec<&Problem>) = scan
+        .hints
+        .iter()
+        .partition(|h| h.kind == ProblemKind::MixedPack);
     for hint in &duplicates {
         printer.print(&hint.message);
         suggest_repair_index = true;
@@ -131,7 +135,12 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
         }
     }
     let walk = walk_trees(&repo, &scan.index, &roots, ctx.threads.max(2));
-    printer.print(&counter_line(start, snapshot_ids.len() as u64, snapshot_ids.len() as u64, "snapshots"));
+    printer.print(&counter_line(
+        start,
+        snapshot_ids.len() as u64,
+        snapshot_ids.len() as u64,
+        "snapshots",
+    ));
     if !printer.json {
         printer.print("");
     }
@@ -184,7 +193,9 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         let done = AtomicU64::new(0);
         let workers = repo.backend().connections().max(ctx.threads).max(2);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()?;
         let results: Vec<Vec<Problem>> = pool.install(|| {
             use rayon::prelude::*;
             chosen
@@ -197,7 +208,12 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
                 })
                 .collect()
         });
-        printer.print(&counter_line(start, done.load(Ordering::Relaxed), chosen.len() as u64, "packs"));
+        printer.print(&counter_line(
+            start,
+            done.load(Ordering::Relaxed),
+            chosen.len() as u64,
+            "packs",
+        ));
         if !printer.json {
             printer.print("");
         }
@@ -219,7 +235,8 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
         printer.json_line(&Summary {
             message_type: "summary",
             num_errors,
-            broken_packs: (!broken_packs.is_empty()).then(|| broken_packs.iter().map(Id::to_hex).collect()),
+            broken_packs: (!broken_packs.is_empty())
+                .then(|| broken_packs.iter().map(Id::to_hex).collect()),
             suggest_repair_index,
             suggest_prune,
         });
@@ -228,7 +245,9 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> anyhow::Result<()> {
         if !printer.json {
             printer.error("The repository is damaged and must be repaired. Please follow the troubleshooting guide at https://restic.readthedocs.io/en/stable/077_troubleshooting.html .");
         }
-        return Err(CliError::plain(exit_code::FAILURE, "Fatal: repository contains errors").into());
+        return Err(
+            CliError::plain(exit_code::FAILURE, "Fatal: repository contains errors").into(),
+        );
     }
     printer.print("no errors were found");
     Ok(())

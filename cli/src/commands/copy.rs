@@ -20,22 +20,43 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn source_location(args: &CopyArgs) -> anyhow::Result<String> {
-    if let Some(repo) = args.from_repo.clone().or_else(|| env("RESTIC_FROM_REPOSITORY")) {
+    if let Some(repo) = args
+        .from_repo
+        .clone()
+        .or_else(|| env("RESTIC_FROM_REPOSITORY"))
+    {
         return Ok(repo);
     }
-    if let Some(file) = args.from_repository_file.clone().or_else(|| env("RESTIC_FROM_REPOSITORY_FILE")) {
-        let bytes = std::fs::read(&file).map_err(|e| fatal(format!("unable to read repository file: {e}")))?;
+    if let Some(file) = args
+        .from_repository_file
+        .clone()
+        .or_else(|| env("RESTIC_FROM_REPOSITORY_FILE"))
+    {
+        let bytes = std::fs::read(&file)
+            .map_err(|e| fatal(format!("unable to read repository file: {e}")))?;
         return Ok(decode_text_file(&bytes).trim().to_string());
     }
-    Err(fatal("Please specify a source repository location (--from-repo or --from-repository-file)").into())
+    Err(fatal(
+        "Please specify a source repository location (--from-repo or --from-repository-file)",
+    )
+    .into())
 }
 
 fn source_password(ctx: &Context, args: &CopyArgs) -> anyhow::Result<String> {
-    if let Some(file) = args.from_password_file.clone().or_else(|| env("RESTIC_FROM_PASSWORD_FILE")) {
-        let bytes = std::fs::read(&file).map_err(|e| fatal(format!("Resolving password failed: {e}")))?;
+    if let Some(file) = args
+        .from_password_file
+        .clone()
+        .or_else(|| env("RESTIC_FROM_PASSWORD_FILE"))
+    {
+        let bytes =
+            std::fs::read(&file).map_err(|e| fatal(format!("Resolving password failed: {e}")))?;
         return Ok(decode_text_file(&bytes).trim().to_string());
     }
-    if let Some(command) = args.from_password_command.clone().or_else(|| env("RESTIC_FROM_PASSWORD_COMMAND")) {
+    if let Some(command) = args
+        .from_password_command
+        .clone()
+        .or_else(|| env("RESTIC_FROM_PASSWORD_COMMAND"))
+    {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&command)
@@ -52,10 +73,19 @@ fn source_password(ctx: &Context, args: &CopyArgs) -> anyhow::Result<String> {
 pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
     let location = source_location(args)?;
     let password = source_password(ctx, args)?;
-    let backend = open_backend(&location, &ctx.extended, ctx.global.limit_upload, ctx.global.limit_download)?;
-    let hint = args.from_key_hint.clone().or_else(|| env("RESTIC_FROM_KEY_HINT"));
+    let backend = open_backend(
+        &location,
+        &ctx.extended,
+        ctx.global.limit_upload,
+        ctx.global.limit_download,
+    )?;
+    let hint = args
+        .from_key_hint
+        .clone()
+        .or_else(|| env("RESTIC_FROM_KEY_HINT"));
     let src = Arc::new(
-        Repository::open(backend, password.as_bytes(), hint.as_deref()).map_err(|e| map_open_error(e, &location))?,
+        Repository::open(backend, password.as_bytes(), hint.as_deref())
+            .map_err(|e| map_open_error(e, &location))?,
     );
     let src_lock = if ctx.global.no_lock {
         None
@@ -87,8 +117,10 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
             snapshot.username,
             snapshot.hostname
         ));
-        ctx.printer.print("  copy started, this may take a while...");
-        let new_id = copy_snapshot(&src, &dst.repo, id, snapshot, &mut state).map_err(|e| fatal(e.to_string()))?;
+        ctx.printer
+            .print("  copy started, this may take a while...");
+        let new_id = copy_snapshot(&src, &dst.repo, id, snapshot, &mut state)
+            .map_err(|e| fatal(e.to_string()))?;
         ctx.printer.print(&format!(
             "snapshot {} saved, copied from source snapshot {}",
             new_id.short(),

@@ -58,20 +58,30 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> anyhow::Result<()> {
     let (id1, _, tree1) = select_single(ctx, &opened, first, &none)?;
     let (id2, _, tree2) = select_single(ctx, &opened, second, &none)?;
     if !ctx.printer.json {
-        ctx.printer.print(&format!("comparing snapshot {} to {}:\n\n", id1.short(), id2.short()));
+        ctx.printer.print(&format!(
+            "comparing snapshot {} to {}:\n\n",
+            id1.short(),
+            id2.short()
+        ));
     }
     let printer = ctx.printer.clone();
-    let result = diff_trees(&opened.repo, &tree1, &tree2, args.metadata, &mut |path, modifier| {
-        if printer.json {
-            printer.json_line(&ChangeJson {
-                message_type: "change",
-                path,
-                modifier,
-            });
-        } else {
-            printer.important(&format!("{modifier:<5}{path}"));
-        }
-    })?;
+    let result = diff_trees(
+        &opened.repo,
+        &tree1,
+        &tree2,
+        args.metadata,
+        &mut |path, modifier| {
+            if printer.json {
+                printer.json_line(&ChangeJson {
+                    message_type: "change",
+                    path,
+                    modifier,
+                });
+            } else {
+                printer.important(&format!("{modifier:<5}{path}"));
+            }
+        },
+    )?;
     opened.unlock();
     if ctx.printer.json {
         ctx.printer.json_line(&StatisticsJson {
@@ -86,11 +96,26 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> anyhow::Result<()> {
     }
     let (a, r) = (result.added, result.removed);
     let mut out = String::from("\n");
-    out.push_str(&format!("Files:       {:>5} new, {:>5} removed, {:>5} changed\n", a.files, r.files, result.changed_files));
-    out.push_str(&format!("Dirs:        {:>5} new, {:>5} removed\n", a.dirs, r.dirs));
-    out.push_str(&format!("Others:      {:>5} new, {:>5} removed\n", a.others, r.others));
-    out.push_str(&format!("Data Blobs:  {:>5} new, {:>5} removed\n", a.data_blobs, r.data_blobs));
-    out.push_str(&format!("Tree Blobs:  {:>5} new, {:>5} removed\n", a.tree_blobs, r.tree_blobs));
+    out.push_str(&format!(
+        "Files:       {:>5} new, {:>5} removed, {:>5} changed\n",
+        a.files, r.files, result.changed_files
+    ));
+    out.push_str(&format!(
+        "Dirs:        {:>5} new, {:>5} removed\n",
+        a.dirs, r.dirs
+    ));
+    out.push_str(&format!(
+        "Others:      {:>5} new, {:>5} removed\n",
+        a.others, r.others
+    ));
+    out.push_str(&format!(
+        "Data Blobs:  {:>5} new, {:>5} removed\n",
+        a.data_blobs, r.data_blobs
+    ));
+    out.push_str(&format!(
+        "Tree Blobs:  {:>5} new, {:>5} removed\n",
+        a.tree_blobs, r.tree_blobs
+    ));
     out.push_str(&format!("  Added:   {:<5}\n", format_bytes(a.bytes)));
     out.push_str(&format!("  Removed: {:<5}", format_bytes(r.bytes)));
     ctx.printer.print(&out);

@@ -15,6 +15,9 @@ use crate::errors::{fatal, not_implemented};
 const OUTPUT_BUFFER: usize = 4 << 20;
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
+    if let Some(format) = &args.image.format {
+        return super::image::run_dump(ctx, args, format);
+    }
     let [snapshot_arg, path] = args.args.as_slice() else {
         return Err(fatal("no file and no snapshot ID specified").into());
     };

@@ -93,7 +93,11 @@ fn match_json(hit: &FindHit) -> MatchJson {
 
 fn long_line(hit: &FindHit, human: bool) -> String {
     let n = &hit.node;
-    let size = if human { format_bytes(n.size) } else { n.size.to_string() };
+    let size = if human {
+        format_bytes(n.size)
+    } else {
+        n.size.to_string()
+    };
     let mut line = format!(
         "{} {:>5} {:>5} {:>6} {} {}",
         go_file_mode_string(n.mode),
@@ -137,7 +141,11 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
         let packs: Vec<Id> = repo.list_files(FileType::Pack)?;
         let wanted: Vec<Id> = packs
             .into_iter()
-            .filter(|p| object_ids.iter().any(|w| p.to_hex().starts_with(w.as_str())))
+            .filter(|p| {
+                object_ids
+                    .iter()
+                    .any(|w| p.to_hex().starts_with(w.as_str()))
+            })
             .collect();
         repo.with_index(|idx| {
             idx.for_each(|t, id, loc| {
@@ -175,7 +183,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
         find_in_tree(&repo, &root, &target, &mut hits)?;
         hits.retain(|h| {
             let t = h.node.mtime.unix_seconds;
-            oldest.map_or(true, |o| t >= o) && newest.map_or(true, |n| t <= n)
+            oldest.is_none_or(|o| t >= o) && newest.is_none_or(|n| t <= n)
         });
         if hits.is_empty() {
             continue;

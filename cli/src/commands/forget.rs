@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use restix_engine::backend::FileType;
 use restix_engine::forget::{
-    apply_policy, group_snapshots, parse_keep_count, CalendarDuration, GroupBy, KeepPolicy, PolicyResult,
+    apply_policy, group_snapshots, parse_keep_count, CalendarDuration, GroupBy, KeepPolicy,
+    PolicyResult,
 };
 use restix_engine::selection::SnapshotFilter;
 use restix_repo_format::{Id, Snapshot};
@@ -31,16 +32,26 @@ pub(crate) fn counter_line(start: Instant, done: u64, total: u64, what: &str) ->
 fn count_flag(value: &Option<String>, flag: &str) -> anyhow::Result<i64> {
     match value {
         None => Ok(0),
-        Some(text) => parse_keep_count(text)
-            .map_err(|e| CliError::plain(exit_code::FAILURE, format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}")).into()),
+        Some(text) => parse_keep_count(text).map_err(|e| {
+            CliError::plain(
+                exit_code::FAILURE,
+                format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}"),
+            )
+            .into()
+        }),
     }
 }
 
 fn duration_flag(value: &Option<String>, flag: &str) -> anyhow::Result<CalendarDuration> {
     match value {
         None => Ok(CalendarDuration::default()),
-        Some(text) => CalendarDuration::parse(text)
-            .map_err(|e| CliError::plain(exit_code::FAILURE, format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}")).into()),
+        Some(text) => CalendarDuration::parse(text).map_err(|e| {
+            CliError::plain(
+                exit_code::FAILURE,
+                format!("invalid argument \"{text}\" for \"--{flag}\" flag: {e}"),
+            )
+            .into()
+        }),
     }
 }
 
@@ -101,7 +112,11 @@ fn forget_table(list: &[(&Id, &Snapshot, Option<&[String]>)], compact: bool) -> 
     let mut table = Table::new(&headers);
     let mut multi_line = false;
     for (id, snapshot, reasons) in list {
-        let mut row = vec![vec![id.short()], vec![local_time_text(snapshot.time)], vec![snapshot.hostname.clone()]];
+        let mut row = vec![
+            vec![id.short()],
+            vec![local_time_text(snapshot.time)],
+            vec![snapshot.hostname.clone()],
+        ];
         if compact {
             row.push(snapshot.tags.clone());
         } else {
@@ -139,9 +154,13 @@ fn id_set_text(ids: &[Id]) -> String {
 
 pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
     let policy = policy_from_args(args)?;
-    let group_by = GroupBy::parse(args.group_by.as_deref().unwrap_or("host,paths")).map_err(fatal)?;
+    let group_by =
+        GroupBy::parse(args.group_by.as_deref().unwrap_or("host,paths")).map_err(fatal)?;
     if ctx.global.no_lock && !args.dry_run {
-        return Err(fatal("--no-lock is only applicable in combination with --dry-run for forget command").into());
+        return Err(fatal(
+            "--no-lock is only applicable in combination with --dry-run for forget command",
+        )
+        .into());
     }
     if args.unsafe_allow_remove_all {
         let no_filter = args.host.is_empty() && args.tag.is_empty() && args.path.is_empty();
@@ -173,12 +192,13 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
         let mut results = Vec::new();
         for (key, list) in groups {
             if ctx.printer.verbosity >= 2 && !ctx.printer.json {
-                ctx.printer.important(&format!("snapshots for ({}):", key.header()));
+                ctx.printer
+                    .important(&format!("snapshots for ({}):", key.header()));
             }
             let result = if policy.is_empty() {
                 // --unsafe-allow-remove-all without a policy: everything goes.
                 let mut list = list;
-                list.sort_by(|a, b| b.1.time.unix_nanos().cmp(&a.1.time.unix_nanos()));
+                list.sort_by_key(|e| std::cmp::Reverse(e.1.time.unix_nanos()));
                 PolicyResult {
                     keep: Vec::new(),
                     remove: list,
@@ -189,19 +209,28 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
             if result.keep.is_empty() && !args.unsafe_allow_remove_all {
                 return Err(CliError::plain(
                     exit_code::FAILURE,
-                    format!("refusing to delete last snapshot of snapshot group \"{}\"", key.describe()),
+                    format!(
+                        "refusing to delete last snapshot of snapshot group \"{}\"",
+                        key.describe()
+                    ),
                 )
                 .into());
             }
             if !ctx.printer.json && ctx.printer.verbosity >= 1 {
                 if !result.keep.is_empty() {
-                    ctx.printer.print(&format!("keep {} snapshots:", result.keep.len()));
-                    let rows: Vec<_> = result.keep.iter().map(|(id, s, r)| (id, s, Some(r.as_slice()))).collect();
+                    ctx.printer
+                        .print(&format!("keep {} snapshots:", result.keep.len()));
+                    let rows: Vec<_> = result
+                        .keep
+                        .iter()
+                        .map(|(id, s, r)| (id, s, Some(r.as_slice())))
+                        .collect();
                     ctx.printer.print(&forget_table(&rows, args.compact));
                     ctx.printer.print("");
                 }
                 if !result.remove.is_empty() {
-                    ctx.printer.print(&format!("remove {} snapshots:", result.remove.len()));
+                    ctx.printer
+                        .print(&format!("remove {} snapshots:", result.remove.len()));
                     let rows: Vec<_> = result.remove.iter().map(|(id, s)| (id, s, None)).collect();
                     ctx.printer.print(&forget_table(&rows, args.compact));
                     ctx.printer.print("");
@@ -214,8 +243,16 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
             let groups: Vec<ForgetGroupJson> = results
                 .iter()
                 .map(|(key, r)| {
-                    let keep: Vec<SnapshotJson> = r.keep.iter().map(|(id, s, _)| SnapshotJson::new(id, s)).collect();
-                    let remove: Vec<SnapshotJson> = r.remove.iter().map(|(id, s)| SnapshotJson::new(id, s)).collect();
+                    let keep: Vec<SnapshotJson> = r
+                        .keep
+                        .iter()
+                        .map(|(id, s, _)| SnapshotJson::new(id, s))
+                        .collect();
+                    let remove: Vec<SnapshotJson> = r
+                        .remove
+                        .iter()
+                        .map(|(id, s)| SnapshotJson::new(id, s))
+                        .collect();
                     let reasons: Vec<KeepReasonJson> = r
                         .keep
                         .iter()
@@ -241,8 +278,10 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
     if !to_remove.is_empty() {
         if args.dry_run {
             if !ctx.printer.json {
-                ctx.printer
-                    .print(&format!("Would have removed the following snapshots:\n{}\n", id_set_text(&to_remove)));
+                ctx.printer.print(&format!(
+                    "Would have removed the following snapshots:\n{}\n",
+                    id_set_text(&to_remove)
+                ));
             }
         } else {
             let start = Instant::now();
@@ -251,17 +290,24 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
                 match opened.repo.remove_file(FileType::Snapshot, id) {
                     Ok(()) => {
                         done += 1;
-                        ctx.printer.very_verbose(&format!("removed snapshot/{}", id.to_hex()));
+                        ctx.printer
+                            .very_verbose(&format!("removed snapshot/{}", id.to_hex()));
                     }
                     Err(e) => {
-                        ctx.printer
-                            .error(&format!("unable to remove snapshot/{} from the repository: {e}", id.to_hex()));
+                        ctx.printer.error(&format!(
+                            "unable to remove snapshot/{} from the repository: {e}",
+                            id.to_hex()
+                        ));
                     }
                 }
             }
             if !ctx.printer.json {
-                ctx.printer
-                    .print(&counter_line(start, done, to_remove.len() as u64, "files deleted"));
+                ctx.printer.print(&counter_line(
+                    start,
+                    done,
+                    to_remove.len() as u64,
+                    "files deleted",
+                ));
             }
             if done < to_remove.len() as u64 {
                 return Err(CliError::plain(exit_code::PARTIAL_BACKUP, "").into());
@@ -271,11 +317,15 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
 
     if !to_remove.is_empty() && args.prune {
         if args.dry_run {
-            ctx.printer
-                .print(&format!("{} snapshots would be removed, running prune dry run", to_remove.len()));
+            ctx.printer.print(&format!(
+                "{} snapshots would be removed, running prune dry run",
+                to_remove.len()
+            ));
         } else {
-            ctx.printer
-                .print(&format!("{} snapshots have been removed, running prune", to_remove.len()));
+            ctx.printer.print(&format!(
+                "{} snapshots have been removed, running prune",
+                to_remove.len()
+            ));
         }
         super::prune::run_with_repo(ctx, &opened, &args.prune_options, args.dry_run)?;
     }

@@ -62,7 +62,10 @@ fn local_username() -> String {
 fn new_password(ctx: &Context, args: &KeyArgs) -> anyhow::Result<String> {
     if args.new_insecure_no_password {
         if args.new_password_file.is_some() {
-            return Err(fatal("only either --new-password-file or --new-insecure-no-password may be specified").into());
+            return Err(fatal(
+                "only either --new-password-file or --new-insecure-no-password may be specified",
+            )
+            .into());
         }
         return Ok(String::new());
     }
@@ -86,12 +89,24 @@ fn new_password(ctx: &Context, args: &KeyArgs) -> anyhow::Result<String> {
     Ok(first)
 }
 
-fn store_new_key(ctx: &Context, opened: &OpenedRepository, args: &KeyArgs) -> anyhow::Result<(restix_repo_format::Id, String, String, GoTime)> {
+fn store_new_key(
+    ctx: &Context,
+    opened: &OpenedRepository,
+    args: &KeyArgs,
+) -> anyhow::Result<(restix_repo_format::Id, String, String, GoTime)> {
     let password = new_password(ctx, args)?;
     let user = args.user.clone().unwrap_or_else(local_username);
     let host = args.host.clone().unwrap_or_else(local_hostname);
     let created = GoTime::now_local();
-    let id = add_key(&opened.repo, password.as_bytes(), &user, &host, created, ScryptParams::default()).map_err(key_error)?;
+    let id = add_key(
+        &opened.repo,
+        password.as_bytes(),
+        &user,
+        &host,
+        created,
+        ScryptParams::default(),
+    )
+    .map_err(key_error)?;
     Ok((id, user, host, created))
 }
 
@@ -140,7 +155,8 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
             let mut opened = open_repository(ctx, LockMode::Shared)?;
             let (id, _, _, _) = store_new_key(ctx, &opened, args)?;
             opened.unlock();
-            ctx.printer.print(&format!("saved new key with ID {}", id.to_hex()));
+            ctx.printer
+                .print(&format!("saved new key with ID {}", id.to_hex()));
             Ok(())
         }
         "remove" => {
@@ -167,8 +183,10 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
                 .remove(restix_engine::backend::FileType::Key, &old.to_hex())
                 .map_err(|e| fatal(e.to_string()))?;
             opened.unlock();
-            ctx.printer
-                .print(&format!("saved new key as <Key of {user}@{host}, created on {}>", go_time_string(created)));
+            ctx.printer.print(&format!(
+                "saved new key as <Key of {user}@{host}, created on {}>",
+                go_time_string(created)
+            ));
             Ok(())
         }
         other => Err(fatal(format!("unknown subcommand {other:?}")).into()),

@@ -8,6 +8,7 @@ mod diff;
 mod dump;
 mod find;
 mod forget;
+pub(crate) mod image;
 mod init;
 mod key;
 mod list;
@@ -125,6 +126,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup(args) => backup::run(&ctx, args)?,
         Command::Snapshots(args) => snapshots::run(&ctx, args)?,
         Command::Restore(args) => restore::run(&ctx, args)?,
+        Command::RestoreChain(args) => image::run_restore_chain(&ctx, args)?,
         Command::Dump(args) => dump::run(&ctx, args)?,
         Command::Ls(args) => ls::run(&ctx, args)?,
         Command::Cat(args) => cat::run(&ctx, args)?,

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use restix_engine::check::parse_size;
-use restix_engine::prune::{execute_prune, plan_prune, MaxUnused, PruneError, PruneOptions, PruneStep, PruneStats};
+use restix_engine::prune::{
+    execute_prune, plan_prune, MaxUnused, PruneError, PruneOptions, PruneStats, PruneStep,
+};
 
 use super::forget::counter_line;
 use super::Context;
@@ -19,13 +21,18 @@ pub fn prune_options(flags: &PruneFlags) -> anyhow::Result<PruneOptions> {
         opts.max_unused = MaxUnused::parse(text).map_err(fatal)?;
     }
     if let Some(text) = &flags.max_repack_size {
-        opts.max_repack_bytes =
-            Some(parse_size(text).ok_or_else(|| fatal(format!("invalid number of bytes \"{text}\" for --max-repack-size")))?);
+        opts.max_repack_bytes = Some(parse_size(text).ok_or_else(|| {
+            fatal(format!(
+                "invalid number of bytes \"{text}\" for --max-repack-size"
+            ))
+        })?);
     }
     if let Some(text) = &flags.repack_smaller_than {
-        opts.repack_smaller_than = Some(
-            parse_size(text).ok_or_else(|| fatal(format!("invalid number of bytes \"{text}\" for --repack-smaller-than")))?,
-        );
+        opts.repack_smaller_than = Some(parse_size(text).ok_or_else(|| {
+            fatal(format!(
+                "invalid number of bytes \"{text}\" for --repack-smaller-than"
+            ))
+        })?);
     }
     opts.repack_cacheable_only = flags.repack_cacheable_only;
     opts.repack_small = flags.repack_small;
@@ -38,7 +45,10 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> anyhow::Result<()> {
         return Err(fatal("this command does not accept additional arguments").into());
     }
     if ctx.global.no_lock && !args.dry_run {
-        return Err(fatal("--no-lock is only applicable in combination with --dry-run for prune command").into());
+        return Err(fatal(
+            "--no-lock is only applicable in combination with --dry-run for prune command",
+        )
+        .into());
     }
     // Validate the options before touching the repository.
     prune_options(&args.prune)?;
@@ -66,19 +76,35 @@ fn print_stats(ctx: &Context, s: &PruneStats) {
             format_bytes(s.unused.bytes)
         ));
         if s.unreferenced_packs > 0 {
-            ctx.printer.print(&format!("unreferenced:                    {}", format_bytes(s.unreferenced_bytes)));
+            ctx.printer.print(&format!(
+                "unreferenced:                    {}",
+                format_bytes(s.unreferenced_bytes)
+            ));
         }
     }
     ctx.printer.print("");
-    ctx.printer.print(&stat_line("to repack:", s.repack.blobs, s.repack.bytes));
-    ctx.printer.print(&stat_line("this removes:", s.repack_remove.blobs, s.repack_remove.bytes));
-    ctx.printer.print(&stat_line("to delete:", s.remove.blobs, s.remove.bytes + s.unreferenced_bytes));
+    ctx.printer
+        .print(&stat_line("to repack:", s.repack.blobs, s.repack.bytes));
+    ctx.printer.print(&stat_line(
+        "this removes:",
+        s.repack_remove.blobs,
+        s.repack_remove.bytes,
+    ));
+    ctx.printer.print(&stat_line(
+        "to delete:",
+        s.remove.blobs,
+        s.remove.bytes + s.unreferenced_bytes,
+    ));
     ctx.printer.print(&stat_line(
         "total prune:",
         s.remove.blobs + s.repack_remove.blobs,
         s.remove.bytes + s.repack_remove.bytes + s.unreferenced_bytes,
     ));
-    ctx.printer.print(&stat_line("remaining:", s.remaining.blobs, s.remaining.bytes));
+    ctx.printer.print(&stat_line(
+        "remaining:",
+        s.remaining.blobs,
+        s.remaining.bytes,
+    ));
     let percent = if s.remaining.bytes == 0 {
         0.0
     } else {
@@ -92,27 +118,44 @@ fn print_stats(ctx: &Context, s: &PruneStats) {
 }
 
 /// Prune an opened repository (also used by `forget --prune`).
-pub fn run_with_repo(ctx: &Context, opened: &OpenedRepository, flags: &PruneFlags, dry_run: bool) -> anyhow::Result<()> {
+pub fn run_with_repo(
+    ctx: &Context,
+    opened: &OpenedRepository,
+    flags: &PruneFlags,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let opts = prune_options(flags)?;
     let repo = &opened.repo;
     ctx.printer.print("loading indexes...");
-    let snapshots = repo.list_files(restix_engine::backend::FileType::Snapshot)?.len();
+    let snapshots = repo
+        .list_files(restix_engine::backend::FileType::Snapshot)?
+        .len();
     ctx.printer.print("loading all snapshots...");
-    ctx.printer.print(&format!("finding data that is still in use for {snapshots} snapshots"));
+    ctx.printer.print(&format!(
+        "finding data that is still in use for {snapshots} snapshots"
+    ));
     let start = Instant::now();
     let plan = plan_prune(repo, &opts, ctx.threads.max(2)).map_err(|e| match e {
         PruneError::InvalidOption(m) | PruneError::Damaged(m) => anyhow::Error::from(fatal(m)),
         PruneError::Repo(e) => anyhow::Error::from(e),
     })?;
-    ctx.printer.print(&counter_line(start, snapshots as u64, snapshots as u64, "snapshots"));
+    ctx.printer.print(&counter_line(
+        start,
+        snapshots as u64,
+        snapshots as u64,
+        "snapshots",
+    ));
     ctx.printer.print("");
     ctx.printer.print("searching used packs...");
-    ctx.printer.print("collecting packs for deletion and repacking");
+    ctx.printer
+        .print("collecting packs for deletion and repacking");
     let packs = plan.scan.packs.len() as u64;
-    ctx.printer.print(&counter_line(start, packs, packs, "packs processed"));
+    ctx.printer
+        .print(&counter_line(start, packs, packs, "packs processed"));
     ctx.printer.print("");
     if dry_run {
-        ctx.printer.print("\nWould have made the following changes:");
+        ctx.printer
+            .print("\nWould have made the following changes:");
     }
     print_stats(ctx, &plan.stats);
     if dry_run {
@@ -141,7 +184,12 @@ pub fn run_with_repo(ctx: &Context, opened: &OpenedRepository, flags: &PruneFlag
         PruneStep::PackRepacked => {
             repacked += 1;
             if repacked == repack_total {
-                printer.print(&counter_line(step_start, repacked, repack_total, "packs repacked"));
+                printer.print(&counter_line(
+                    step_start,
+                    repacked,
+                    repack_total,
+                    "packs repacked",
+                ));
             }
         }
         PruneStep::RebuildingIndex(n) => {

@@ -38,15 +38,19 @@ pub fn run_index(ctx: &Context, read_all_packs: bool) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| fatal(e.to_string()))?;
-    ctx.printer.print(&counter_line(start, reading, reading, "files deleted"));
+    ctx.printer
+        .print(&counter_line(start, reading, reading, "files deleted"));
     for id in &report.added {
-        ctx.printer.verbose(&format!("adding pack file to index {}", id.to_hex()));
+        ctx.printer
+            .verbose(&format!("adding pack file to index {}", id.to_hex()));
     }
     for id in &report.removed {
-        ctx.printer.error(&format!("removing not found pack file {}", id.to_hex()));
+        ctx.printer
+            .error(&format!("removing not found pack file {}", id.to_hex()));
     }
     for (id, e) in &report.unreadable {
-        ctx.printer.error(&format!("error reading pack {}: {e}", id.to_hex()));
+        ctx.printer
+            .error(&format!("error reading pack {}: {e}", id.to_hex()));
     }
     opened.unlock();
     ctx.printer.print("done");
@@ -62,11 +66,20 @@ pub fn run_snapshots(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
         match a.as_str() {
             "--forget" => forget = true,
             "--dry-run" | "-n" => dry_run = true,
-            other if other.starts_with('-') => return Err(fatal(format!("unknown flag: {other}")).into()),
+            other if other.starts_with('-') => {
+                return Err(fatal(format!("unknown flag: {other}")).into())
+            }
             other => ids.push(other.to_string()),
         }
     }
-    let mut opened = open_repository(ctx, if dry_run { LockMode::None } else { LockMode::Exclusive })?;
+    let mut opened = open_repository(
+        ctx,
+        if dry_run {
+            LockMode::None
+        } else {
+            LockMode::Exclusive
+        },
+    )?;
     let all = opened.list_snapshots()?;
     let selected = select_snapshots(ctx, &all, &ids, &SnapshotFilter::default());
     opened.load_index()?;
@@ -74,10 +87,17 @@ pub fn run_snapshots(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
     let mut repairer = SnapshotRepairer::new(&repo);
     let mut changed = 0u64;
     for (id, snapshot) in selected {
-        ctx.printer.print(&format!("\nsnapshot {} of {:?} at {})", id.short(), snapshot.paths, crate::timefmt::go_time_string(snapshot.time)));
+        ctx.printer.print(&format!(
+            "\nsnapshot {} of {:?} at {})",
+            id.short(),
+            snapshot.paths,
+            crate::timefmt::go_time_string(snapshot.time)
+        ));
         let Some(root) = snapshot.tree else { continue };
         repairer.messages.clear();
-        let new_root = repairer.repair_tree(&root, "/", dry_run).map_err(|e| fatal(e.to_string()))?;
+        let new_root = repairer
+            .repair_tree(&root, "/", dry_run)
+            .map_err(|e| fatal(e.to_string()))?;
         for m in &repairer.messages {
             ctx.printer.print(m);
         }
@@ -100,19 +120,23 @@ pub fn run_snapshots(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
             s.tags.push("repaired".to_string());
         }
         let new_id = repo.save_snapshot(&s)?;
-        ctx.printer.print(&format!("saved new snapshot {}", new_id.short()));
+        ctx.printer
+            .print(&format!("saved new snapshot {}", new_id.short()));
         if forget {
             repo.remove_file(FileType::Snapshot, &id)?;
-            ctx.printer.print(&format!("removed old snapshot {}", id.short()));
+            ctx.printer
+                .print(&format!("removed old snapshot {}", id.short()));
         }
     }
     opened.unlock();
     if changed == 0 {
         ctx.printer.print("\nno snapshots were modified");
     } else if dry_run {
-        ctx.printer.print(&format!("\nwould have modified {changed} snapshots"));
+        ctx.printer
+            .print(&format!("\nwould have modified {changed} snapshots"));
     } else {
-        ctx.printer.print(&format!("\nmodified {changed} snapshots"));
+        ctx.printer
+            .print(&format!("\nmodified {changed} snapshots"));
     }
     Ok(())
 }
@@ -125,7 +149,9 @@ pub fn run(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
             run_index(ctx, read_all)
         }
         Some((what, rest)) if what == "snapshots" => run_snapshots(ctx, rest),
-        Some((what, _)) if what == "packs" => Err(fatal("repair packs is not implemented yet in restix").into()),
+        Some((what, _)) if what == "packs" => {
+            Err(fatal("repair packs is not implemented yet in restix").into())
+        }
         _ => Err(fatal("specify what to repair: index or snapshots").into()),
     }
 }

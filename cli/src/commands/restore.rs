@@ -202,6 +202,9 @@ fn spawn_reporter(
 }
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
+    if let Some(format) = &args.image.format {
+        return super::image::run_restore(ctx, args, format);
+    }
     let snapshot_arg = match args.args.as_slice() {
         [] => return Err(fatal("no snapshot ID specified").into()),
         [one] => one,

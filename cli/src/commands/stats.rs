@@ -70,25 +70,49 @@ pub fn run(ctx: &Context, args: &StatsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut out = format!("Stats in {} mode:\n", mode.as_str());
-    out.push_str(&format!("     Snapshots processed:  {}\n", s.snapshots_count));
+    out.push_str(&format!(
+        "     Snapshots processed:  {}\n",
+        s.snapshots_count
+    ));
     if s.total_blob_count > 0 {
-        out.push_str(&format!("        Total Blob Count:  {}\n", s.total_blob_count));
+        out.push_str(&format!(
+            "        Total Blob Count:  {}\n",
+            s.total_blob_count
+        ));
     }
     if s.total_file_count > 0 {
-        out.push_str(&format!("        Total File Count:  {}\n", s.total_file_count));
+        out.push_str(&format!(
+            "        Total File Count:  {}\n",
+            s.total_file_count
+        ));
     }
     if s.total_uncompressed_size > 0 {
-        out.push_str(&format!(" Total Uncompressed Size:  {:<5}\n", format_bytes(s.total_uncompressed_size)));
+        out.push_str(&format!(
+            " Total Uncompressed Size:  {:<5}\n",
+            format_bytes(s.total_uncompressed_size)
+        ));
     }
-    out.push_str(&format!("              Total Size:  {:<5}\n", format_bytes(s.total_size)));
+    out.push_str(&format!(
+        "              Total Size:  {:<5}\n",
+        format_bytes(s.total_size)
+    ));
     if s.compression_progress > 0.0 {
-        out.push_str(&format!("    Compression Progress:  {:.2}%\n", s.compression_progress));
+        out.push_str(&format!(
+            "    Compression Progress:  {:.2}%\n",
+            s.compression_progress
+        ));
     }
     if s.compression_ratio > 0.0 {
-        out.push_str(&format!("       Compression Ratio:  {:.2}x\n", s.compression_ratio));
+        out.push_str(&format!(
+            "       Compression Ratio:  {:.2}x\n",
+            s.compression_ratio
+        ));
     }
     if s.compression_space_saving > 0.0 {
-        out.push_str(&format!("Compression Space Saving:  {:.2}%\n", s.compression_space_saving));
+        out.push_str(&format!(
+            "Compression Space Saving:  {:.2}%\n",
+            s.compression_space_saving
+        ));
     }
     ctx.printer.important(out.trim_end_matches('\n'));
     Ok(())

@@ -35,7 +35,12 @@ fn split_tags(lists: &[String]) -> Vec<String> {
 /// Apply the tag change; true when the snapshot changed (restic's rules:
 /// `--set` always changes, `--add` skips present tags, `--remove` drops
 /// every copy).
-pub fn change_tags(s: &mut Snapshot, set: Option<&[String]>, add: &[String], remove: &[String]) -> bool {
+pub fn change_tags(
+    s: &mut Snapshot,
+    set: Option<&[String]>,
+    add: &[String],
+    remove: &[String],
+) -> bool {
     if let Some(set) = set {
         s.tags = set.to_vec();
         return true;
@@ -88,8 +93,11 @@ pub fn run(ctx: &Context, args: &TagArgs) -> anyhow::Result<()> {
                 new_snapshot_id: new_id.to_hex(),
             });
         } else {
-            ctx.printer
-                .verbose(&format!("old snapshot ID: {} -> new snapshot ID: {}", id.to_hex(), new_id.to_hex()));
+            ctx.printer.verbose(&format!(
+                "old snapshot ID: {} -> new snapshot ID: {}",
+                id.to_hex(),
+                new_id.to_hex()
+            ));
         }
     }
     opened.unlock();
