@@ -137,10 +137,10 @@ run_targets() {
             -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -max_len=262144 \
             -print_final_stats=1 > "$log" 2>&1 || rc=$?
         local execs speed cov ft
-        execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-        speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
-        cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
-        ft="$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
+        execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)"
+        speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)"
+        cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)"
+        ft="$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)"
         local result=ok
         if [ "$rc" -ne 0 ]; then
             result="CRASH rc=$rc (see fuzz/$log; input in fuzz/artifacts/$t/)"

@@ -187,7 +187,7 @@ pub enum Command {
     /// Recover data from the repository not referenced by snapshots
     Recover(PassthroughArgs),
     /// Repair the repository
-    Repair(PassthroughArgs),
+    Repair(RepairArgs),
     /// Extract the data from a snapshot
     Restore(RestoreArgs),
     /// Rewrite snapshots to exclude unwanted files
@@ -760,6 +760,23 @@ pub struct CopyArgs {
     pub filter: SnapshotFilterOptions,
     /// Snapshot IDs
     pub ids: Vec<String>,
+}
+
+/// `repair index|snapshots|packs [flags] [IDs]`: the flags of every repair
+/// subcommand, so they may appear anywhere on the line like restic's.
+#[derive(Args, Debug, Default)]
+pub struct RepairArgs {
+    /// Read all pack files to generate new index from scratch (`repair index`)
+    #[arg(long = "read-all-packs")]
+    pub read_all_packs: bool,
+    /// Remove files with missing data, or snapshots that cannot be repaired (`repair snapshots`)
+    #[arg(long = "forget")]
+    pub forget: bool,
+    /// Do not do anything, just print what would be done (`repair snapshots`)
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+    /// What to repair (`index`, `snapshots`, `packs`), then snapshot or pack IDs
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -118,8 +118,14 @@ pub fn pack_header(data: &[u8]) {
 pub fn index(data: &[u8]) {
     if let Ok(idx) = IndexFile::parse(data) {
         let _ = idx.blob_count();
+        // `to_json` writes no `supersedes` (restix never supersedes index
+        // files), so only the packs must survive the round trip.
         let again = IndexFile::parse(&idx.to_json());
-        assert_eq!(again.ok().as_ref(), Some(&idx), "index JSON round trip");
+        assert_eq!(
+            again.ok().map(|i| i.packs).as_ref(),
+            Some(&idx.packs),
+            "index JSON round trip"
+        );
     }
 }
 

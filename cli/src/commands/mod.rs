@@ -141,7 +141,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => diff::run(&ctx, args)?,
         Command::Find(args) => find::run(&ctx, args)?,
         Command::Copy(args) => copy::run(&ctx, args)?,
-        Command::Repair(args) => repair::run(&ctx, &args.args)?,
+        Command::Repair(args) => {
+            // Re-assemble the line for the subcommand parser: the subcommand
+            // first, then its flags, then the IDs.
+            let mut line: Vec<String> = args.args.iter().take(1).cloned().collect();
+            if args.read_all_packs {
+                line.push("--read-all-packs".into());
+            }
+            if args.forget {
+                line.push("--forget".into());
+            }
+            if args.dry_run {
+                line.push("--dry-run".into());
+            }
+            line.extend(args.args.iter().skip(1).cloned());
+            repair::run(&ctx, &line)?
+        }
         Command::RebuildIndex(args) => repair::run_index(&ctx, args.read_all_packs)?,
         other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
