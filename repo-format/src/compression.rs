@@ -188,6 +188,16 @@ pub fn decompress(
             Ok(out)
         }
         None => {
+            // A frame that declares its content size (restic's always do) is
+            // decoded one-shot against that size, so a corrupt frame cannot
+            // pass as a shorter output (found by the `decompress` fuzz target).
+            if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(data) {
+                let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+                if declared > limit {
+                    return Err(CompressionError::TooLarge { limit });
+                }
+                return decompress(data, Some(declared), limit);
+            }
             let mut out = Vec::new();
             let dec = zstd::stream::read::Decoder::with_buffer(data)?;
             dec.take(limit as u64 + 1).read_to_end(&mut out)?;
@@ -202,6 +212,13 @@ pub fn decompress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corrupt_frame_with_declared_size_is_refused() {
+        // fuzz finding: stream-accepts-corrupt-frame
+        let data = [0x28, 0xb5, 0x2f, 0xfd, 0x31, 0x00, 0x58, 0x01, 0x00, 0x00];
+        assert!(decompress(&data, None, 1 << 20).is_err());
+    }
 
     #[test]
     fn modes() {
