@@ -8,16 +8,16 @@ use restix_engine::forget::{
     PolicyResult,
 };
 use restix_engine::selection::SnapshotFilter;
-use restix_repo_format::{Id, Snapshot};
+use restix_repo_format::Id;
 use serde::Serialize;
 
+use super::snapshots::snapshot_table_with_reasons;
 use super::snapshots::{select_snapshots, SnapshotJson};
 use super::Context;
 use crate::args::ForgetArgs;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
-use crate::output::{format_bytes, format_duration, format_percent, Table};
-use crate::timefmt::local_time_text;
+use crate::output::{format_duration, format_percent};
 
 /// The final counter line restic prints when stdout is not a terminal
 /// (spec: cli §1.1): `[0:00] 100.00%  2 / 2 files deleted`.
@@ -93,56 +93,6 @@ struct ForgetGroupJson<'a> {
     keep: Option<Vec<SnapshotJson<'a>>>,
     remove: Option<Vec<SnapshotJson<'a>>>,
     reasons: Option<Vec<KeepReasonJson<'a>>>,
-}
-
-/// restic's `PrintSnapshots` table, with a Reasons column for kept snapshots.
-fn forget_table(list: &[(&Id, &Snapshot, Option<&[String]>)], compact: bool) -> String {
-    let with_reasons = list.iter().any(|(_, _, r)| r.is_some());
-    let with_size = list.iter().any(|(_, s, _)| s.summary.is_some());
-    let mut headers = vec!["ID", "Time", "Host      ", "Tags      "];
-    if with_reasons {
-        headers.push("Reasons");
-    }
-    if !compact {
-        headers.push("Paths");
-    }
-    if with_size {
-        headers.push("Size");
-    }
-    let mut table = Table::new(&headers);
-    let mut multi_line = false;
-    for (id, snapshot, reasons) in list {
-        let mut row = vec![
-            vec![id.short()],
-            vec![local_time_text(snapshot.time)],
-            vec![snapshot.hostname.clone()],
-        ];
-        if compact {
-            row.push(snapshot.tags.clone());
-        } else {
-            row.push(vec![snapshot.tags.join(",")]);
-        }
-        if with_reasons {
-            row.push(reasons.map(|r| r.to_vec()).unwrap_or_default());
-        }
-        if !compact {
-            row.push(snapshot.paths.clone());
-            if snapshot.paths.len() > 1 {
-                multi_line = true;
-            }
-        }
-        if with_size {
-            row.push(vec![snapshot
-                .summary
-                .as_ref()
-                .map(|s| format_bytes(s.total_bytes_processed))
-                .unwrap_or_default()]);
-        }
-        table.add_row(row);
-    }
-    table.blank_between_rows = multi_line;
-    table.add_footer(format!("{} snapshots", list.len()));
-    table.render().trim_end_matches('\n').to_string()
 }
 
 /// Go's `%v` of an `IDSet`: `{id8 id8}` sorted.
@@ -225,14 +175,16 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
                         .iter()
                         .map(|(id, s, r)| (id, s, Some(r.as_slice())))
                         .collect();
-                    ctx.printer.print(&forget_table(&rows, args.compact));
+                    ctx.printer
+                        .print(&snapshot_table_with_reasons(&rows, args.compact));
                     ctx.printer.print("");
                 }
                 if !result.remove.is_empty() {
                     ctx.printer
                         .print(&format!("remove {} snapshots:", result.remove.len()));
                     let rows: Vec<_> = result.remove.iter().map(|(id, s)| (id, s, None)).collect();
-                    ctx.printer.print(&forget_table(&rows, args.compact));
+                    ctx.printer
+                        .print(&snapshot_table_with_reasons(&rows, args.compact));
                     ctx.printer.print("");
                 }
             }

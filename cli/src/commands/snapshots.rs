@@ -236,8 +236,22 @@ pub fn run(ctx: &Context, args: &SnapshotsArgs) -> anyhow::Result<()> {
 
 /// The snapshot table (spec: cli §10.3 "Table rules").
 pub fn snapshot_table(list: &[(Id, Snapshot)], compact: bool) -> String {
-    let with_size = list.iter().any(|(_, s)| s.summary.is_some());
+    let rows: Vec<(&Id, &Snapshot, Option<&[String]>)> =
+        list.iter().map(|(id, s)| (id, s, None)).collect();
+    snapshot_table_with_reasons(&rows, compact)
+}
+
+/// restic's `PrintSnapshots` table, with a Reasons column for kept snapshots.
+pub fn snapshot_table_with_reasons(
+    list: &[(&Id, &Snapshot, Option<&[String]>)],
+    compact: bool,
+) -> String {
+    let with_reasons = list.iter().any(|(_, _, r)| r.is_some());
+    let with_size = list.iter().any(|(_, s, _)| s.summary.is_some());
     let mut headers = vec!["ID", "Time", "Host      ", "Tags      "];
+    if with_reasons {
+        headers.push("Reasons");
+    }
     if !compact {
         headers.push("Paths");
     }
@@ -246,7 +260,7 @@ pub fn snapshot_table(list: &[(Id, Snapshot)], compact: bool) -> String {
     }
     let mut table = Table::new(&headers);
     let mut multi_line = false;
-    for (id, snapshot) in list {
+    for (id, snapshot, reasons) in list {
         let mut row = vec![
             vec![id.short()],
             vec![local_time_text(snapshot.time)],
@@ -256,6 +270,11 @@ pub fn snapshot_table(list: &[(Id, Snapshot)], compact: bool) -> String {
             row.push(snapshot.tags.clone());
         } else {
             row.push(vec![snapshot.tags.join(",")]);
+        }
+        if with_reasons {
+            row.push(reasons.map(|r| r.to_vec()).unwrap_or_default());
+        }
+        if !compact {
             row.push(snapshot.paths.clone());
             if snapshot.paths.len() > 1 {
                 multi_line = true;
