@@ -9,6 +9,15 @@
 //!   rewritten in place with random data through `qemu-io -c "write -s FILE
 //!   OFF 64k"`, the way a running VM changes its disk: clusters already
 //!   allocated are overwritten where they are, new ones are appended.
+//! * **increment**: an OpenNebula-style increment of the image: a qcow2
+//!   overlay (`qemu-img create -f qcow2 -b image.qcow2 -F qcow2`) into which
+//!   the same 1 % of 64 KiB guest blocks, with the same bytes, are written
+//!   with `qemu-io` as in **changed** (so its guest view equals changed's).
+//!   The overlay also carries a persistent dirty bitmap, added before the
+//!   writes and disabled after them, for the dirty-bitmap incremental.
+//! * **sparse**: a sparse image: ~90 % of the image size of the same kind
+//!   of files (1.8 GB at 2 GiB) in an ext4 of three times the image size
+//!   (6 GiB), converted to qcow2 (only written clusters allocated).
 //! * **small**: a tree of small files (0–16 KiB) in nested folders; 50 000
 //!   files at the default 2 GiB size, scaled with `--size`.
 //! * **prune**: two folders for the prune scenario: `prune-a` (1000 files,
@@ -62,6 +71,37 @@ pub struct ChangedSet {
     /// 64 KiB guest blocks rewritten.
     pub blocks_written: u64,
 }
+
+/// The increment overlay on top of the image.
+#[derive(Debug, Clone)]
+pub struct IncrementSet {
+    /// The overlay (its backing file is the image, named relatively).
+    pub qcow2: PathBuf,
+    /// Size of the overlay file in bytes.
+    pub file_bytes: u64,
+    /// 64 KiB guest blocks written (the same as in the changed set).
+    pub blocks_written: u64,
+    /// Name of the persistent dirty bitmap that tracked the writes.
+    pub bitmap: String,
+}
+
+/// The sparse image.
+#[derive(Debug, Clone)]
+pub struct SparseSet {
+    /// The qcow2 file.
+    pub qcow2: PathBuf,
+    /// Size of the qcow2 file in bytes.
+    pub file_bytes: u64,
+    /// Virtual disk size.
+    pub virtual_bytes: u64,
+    /// Bytes of file content inside the file system.
+    pub content_bytes: u64,
+    /// Files inside the file system.
+    pub files: u64,
+}
+
+/// Name of the dirty bitmap in the increment overlay.
+pub const INCREMENT_BITMAP: &str = "restix-bench";
 
 /// The small-files tree.
 #[derive(Debug, Clone)]
@@ -203,6 +243,118 @@ pub fn warm_page_cache(path: &Path) {
     }
 }
 
+/// Fills `tree` with about `target` bytes of files: half copies of
+/// `/usr/{bin,lib,share}`, half synthetic documents, photo-like random data,
+/// logs and archives (deterministic for a given `target`).
+fn build_tree(tree: &Path, target: u64) -> Result<(), BenchError> {
+    remove_if_exists(tree)?;
+    // Half real system files, a third of that from each of the three roots.
+    let system_budget = target / 2;
+    for root in ["bin", "lib", "share"] {
+        copy_system_files(
+            &Path::new("/usr").join(root),
+            &tree.join("usr").join(root),
+            system_budget / 3,
+        )?;
+    }
+    let (system_bytes, _, _) = tree_stats(tree);
+    let rest = target.saturating_sub(system_bytes);
+    let mut rng = SplitMix64::new(0x1ace_0f1a);
+    let home = tree.join("home/user");
+    for (sub, kind, share_pct, min, max) in [
+        ("documents", Kind::Text, 30u64, 4096u64, 2 * MIB),
+        ("photos", Kind::Random, 20, MIB, 8 * MIB),
+        ("logs", Kind::Records, 25, MIB, 32 * MIB),
+        ("archives", Kind::Random, 25, 64 * MIB, 256 * MIB),
+    ] {
+        let dir = home.join(sub);
+        fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
+        let mut left = rest * share_pct / 100;
+        let mut n = 0u32;
+        while left > 0 {
+            let len = (min + rng.below(max - min + 1)).min(left);
+            write_file(&dir.join(format!("{sub}-{n:05}.dat")), kind, len, &mut rng)?;
+            left -= len;
+            n += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Packs `tree` into an ext4 file system of `fs_bytes` (`mkfs.ext4 -d` into
+/// a sparse raw file) and converts it to `qcow2` (zero clusters left
+/// unallocated); the raw file is removed.
+fn make_ext4_qcow2(tree: &Path, raw: &Path, fs_bytes: u64, qcow2: &Path) -> Result<(), BenchError> {
+    remove_if_exists(raw)?;
+    remove_if_exists(qcow2)?;
+    let raw_file = File::create(raw).ctx(|| format!("create {}", raw.display()))?;
+    raw_file
+        .set_len(fs_bytes)
+        .ctx(|| format!("size {}", raw.display()))?;
+    drop(raw_file);
+    run_helper(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-L", "restixbench"])
+            .args(["-U", "6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b001"])
+            .args(["-E", "hash_seed=6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b002"])
+            .arg("-d")
+            .arg(tree)
+            .arg(raw),
+    )?;
+    run_helper(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(raw)
+            .arg(qcow2),
+    )?;
+    remove_if_exists(raw)
+}
+
+/// The 64 KiB guest blocks the changed and increment sets rewrite: 1 % of
+/// the disk's blocks at random aligned offsets, sorted; and the generator
+/// positioned to produce their new bytes.
+fn changed_blocks(virtual_bytes: u64) -> (Vec<u64>, SplitMix64) {
+    let blocks = virtual_bytes / CHANGE_BLOCK;
+    let count = (blocks / 100).max(1);
+    let mut rng = SplitMix64::new(0xc4a9_6ed0);
+    let mut offsets = BTreeSet::new();
+    while (offsets.len() as u64) < count.min(blocks) {
+        offsets.insert(rng.below(blocks) * CHANGE_BLOCK);
+    }
+    (offsets.into_iter().collect(), rng)
+}
+
+/// Writes random 64 KiB blocks at `offsets` into `qcow2` with `qemu-io
+/// write -s` (pattern files in `patterns`), taking the bytes from `rng` in
+/// order: the same offsets and generator give the same guest bytes.
+fn write_blocks(
+    qcow2: &Path,
+    offsets: &[u64],
+    rng: &mut SplitMix64,
+    patterns: &Path,
+) -> Result<(), BenchError> {
+    remove_if_exists(patterns)?;
+    fs::create_dir_all(patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
+    let mut buf = vec![0u8; CHANGE_BLOCK as usize];
+    // Batches keep each qemu-io command line short.
+    for (batch_no, batch) in offsets.chunks(256).enumerate() {
+        let mut cmd = Command::new("qemu-io");
+        cmd.args(["-f", "qcow2"]);
+        for (i, off) in batch.iter().enumerate() {
+            let pattern = patterns.join(format!("{batch_no}-{i}"));
+            rng.fill(&mut buf);
+            fs::write(&pattern, &buf).ctx(|| format!("write {}", pattern.display()))?;
+            cmd.arg("-c")
+                .arg(format!("write -q -s {} {off} 64k", pattern.display()));
+        }
+        cmd.arg(qcow2);
+        run_helper(&mut cmd)?;
+        remove_if_exists(patterns)?;
+        fs::create_dir_all(patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
+    }
+    remove_if_exists(patterns)
+}
+
 impl DataSets {
     /// The cache folder for data sets of `size` bytes below `base`.
     pub fn new(base: &Path, size: u64) -> Result<Self, BenchError> {
@@ -238,64 +390,12 @@ impl DataSets {
         eprintln!("building the image data set in {} ...", self.dir.display());
         let tree = self.dir.join("image-tree");
         let raw = self.dir.join("image.raw");
-        remove_if_exists(&tree)?;
-        remove_if_exists(&raw)?;
         remove_if_exists(&qcow2)?;
-        let target = self.size;
-        // Half real system files, a third of that from each of the three roots.
-        let system_budget = target / 2;
-        for root in ["bin", "lib", "share"] {
-            copy_system_files(
-                &Path::new("/usr").join(root),
-                &tree.join("usr").join(root),
-                system_budget / 3,
-            )?;
-        }
-        let (system_bytes, _, _) = tree_stats(&tree);
-        let rest = target.saturating_sub(system_bytes);
-        let mut rng = SplitMix64::new(0x1ace_0f1a);
-        let home = tree.join("home/user");
-        for (sub, kind, share_pct, min, max) in [
-            ("documents", Kind::Text, 30u64, 4096u64, 2 * MIB),
-            ("photos", Kind::Random, 20, MIB, 8 * MIB),
-            ("logs", Kind::Records, 25, MIB, 32 * MIB),
-            ("archives", Kind::Random, 25, 64 * MIB, 256 * MIB),
-        ] {
-            let dir = home.join(sub);
-            fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
-            let mut left = rest * share_pct / 100;
-            let mut n = 0u32;
-            while left > 0 {
-                let len = (min + rng.below(max - min + 1)).min(left);
-                write_file(&dir.join(format!("{sub}-{n:05}.dat")), kind, len, &mut rng)?;
-                left -= len;
-                n += 1;
-            }
-        }
+        build_tree(&tree, self.size)?;
         let (content_bytes, files, blocks) = tree_stats(&tree);
         // File data + 25 % for ext4 metadata, inode tables and free space.
         let fs_bytes = ((blocks * 4096) * 5 / 4 + 64 * MIB).div_ceil(MIB) * MIB;
-        let raw_file = File::create(&raw).ctx(|| format!("create {}", raw.display()))?;
-        raw_file
-            .set_len(fs_bytes)
-            .ctx(|| format!("size {}", raw.display()))?;
-        drop(raw_file);
-        run_helper(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-b", "4096", "-L", "restixbench"])
-                .args(["-U", "6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b001"])
-                .args(["-E", "hash_seed=6b0c2f57-5a8e-4a53-9d3c-2f1ad0c0b002"])
-                .arg("-d")
-                .arg(&tree)
-                .arg(&raw),
-        )?;
-        run_helper(
-            Command::new("qemu-img")
-                .args(["convert", "-f", "raw", "-O", "qcow2"])
-                .arg(&raw)
-                .arg(&qcow2),
-        )?;
-        remove_if_exists(&raw)?;
+        make_ext4_qcow2(&tree, &raw, fs_bytes, &qcow2)?;
         remove_if_exists(&tree)?;
         let v = json!({"virtual_bytes": fs_bytes, "content_bytes": content_bytes, "files": files});
         self.mark_done("image", &v)?;
@@ -323,41 +423,96 @@ impl DataSets {
         eprintln!("building the changed image ...");
         remove_if_exists(&qcow2)?;
         fs::copy(&image.qcow2, &qcow2).ctx(|| format!("copy to {}", qcow2.display()))?;
-        let blocks = image.virtual_bytes / CHANGE_BLOCK;
-        let count = (blocks / 100).max(1);
-        let mut rng = SplitMix64::new(0xc4a9_6ed0);
-        let mut offsets = BTreeSet::new();
-        while (offsets.len() as u64) < count.min(blocks) {
-            offsets.insert(rng.below(blocks) * CHANGE_BLOCK);
-        }
-        let patterns = self.dir.join("patterns");
-        remove_if_exists(&patterns)?;
-        fs::create_dir_all(&patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
-        let offsets: Vec<u64> = offsets.into_iter().collect();
-        let mut buf = vec![0u8; CHANGE_BLOCK as usize];
-        // Batches keep each qemu-io command line short.
-        for (batch_no, batch) in offsets.chunks(256).enumerate() {
-            let mut cmd = Command::new("qemu-io");
-            cmd.args(["-f", "qcow2"]);
-            for (i, off) in batch.iter().enumerate() {
-                let pattern = patterns.join(format!("{batch_no}-{i}"));
-                rng.fill(&mut buf);
-                fs::write(&pattern, &buf).ctx(|| format!("write {}", pattern.display()))?;
-                cmd.arg("-c")
-                    .arg(format!("write -q -s {} {off} 64k", pattern.display()));
-            }
-            cmd.arg(&qcow2);
-            run_helper(&mut cmd)?;
-            remove_if_exists(&patterns)?;
-            fs::create_dir_all(&patterns).ctx(|| format!("mkdir {}", patterns.display()))?;
-        }
-        remove_if_exists(&patterns)?;
+        let (offsets, mut rng) = changed_blocks(image.virtual_bytes);
+        write_blocks(&qcow2, &offsets, &mut rng, &self.dir.join("patterns"))?;
         let v = json!({"blocks_written": offsets.len()});
         self.mark_done("changed", &v)?;
         Ok(ChangedSet {
             file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
             qcow2,
             blocks_written: offsets.len() as u64,
+        })
+    }
+
+    /// The increment overlay on top of the image, built if missing.
+    pub fn increment(&self, image: &ImageSet) -> Result<IncrementSet, BenchError> {
+        let qcow2 = self.dir.join("increment.qcow2");
+        let done = |file_bytes, blocks_written| IncrementSet {
+            qcow2: qcow2.clone(),
+            file_bytes,
+            blocks_written,
+            bitmap: INCREMENT_BITMAP.to_string(),
+        };
+        if let Some(v) = self.done("increment") {
+            if qcow2.is_file() {
+                let bytes = fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0);
+                return Ok(done(bytes, u(&v, "blocks_written")));
+            }
+        }
+        eprintln!("building the increment overlay ...");
+        remove_if_exists(&qcow2)?;
+        // The backing file is named relatively (same folder), as OpenNebula's
+        // increments name theirs.
+        let base = image
+            .qcow2
+            .file_name()
+            .ok_or_else(|| BenchError::Usage("image has no file name".into()))?;
+        run_helper(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(base)
+                .arg(&qcow2),
+        )?;
+        run_helper(
+            Command::new("qemu-img")
+                .args(["bitmap", "--add", "-g", "64K"])
+                .arg(&qcow2)
+                .arg(INCREMENT_BITMAP),
+        )?;
+        let (offsets, mut rng) = changed_blocks(image.virtual_bytes);
+        write_blocks(&qcow2, &offsets, &mut rng, &self.dir.join("patterns"))?;
+        run_helper(
+            Command::new("qemu-img")
+                .args(["bitmap", "--disable"])
+                .arg(&qcow2)
+                .arg(INCREMENT_BITMAP),
+        )?;
+        self.mark_done("increment", &json!({"blocks_written": offsets.len()}))?;
+        let bytes = fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0);
+        Ok(done(bytes, offsets.len() as u64))
+    }
+
+    /// The sparse image, built if missing: ~90 % of the size in files in an
+    /// ext4 of three times the size.
+    pub fn sparse(&self) -> Result<SparseSet, BenchError> {
+        let qcow2 = self.dir.join("sparse.qcow2");
+        if let Some(v) = self.done("sparse") {
+            if qcow2.is_file() {
+                return Ok(SparseSet {
+                    file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+                    qcow2,
+                    virtual_bytes: u(&v, "virtual_bytes"),
+                    content_bytes: u(&v, "content_bytes"),
+                    files: u(&v, "files"),
+                });
+            }
+        }
+        eprintln!("building the sparse image in {} ...", self.dir.display());
+        let tree = self.dir.join("sparse-tree");
+        build_tree(&tree, self.size / 10 * 9)?;
+        let (content_bytes, files, _) = tree_stats(&tree);
+        let virtual_bytes = (self.size * 3).div_ceil(MIB) * MIB;
+        make_ext4_qcow2(&tree, &self.dir.join("sparse.raw"), virtual_bytes, &qcow2)?;
+        remove_if_exists(&tree)?;
+        let v =
+            json!({"virtual_bytes": virtual_bytes, "content_bytes": content_bytes, "files": files});
+        self.mark_done("sparse", &v)?;
+        Ok(SparseSet {
+            file_bytes: fs::metadata(&qcow2).map(|m| m.len()).unwrap_or(0),
+            qcow2,
+            virtual_bytes,
+            content_bytes,
+            files,
         })
     }
 
@@ -518,6 +673,26 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(same.code(), Some(1), "images should differ");
+        // The increment overlay shows the same guest view as the changed copy
+        // and its dirty bitmap is persistent and disabled.
+        let inc = ds.increment(&image).unwrap();
+        assert_eq!(inc.blocks_written, changed.blocks_written);
+        run_helper(Command::new("qemu-img").arg("check").arg(&inc.qcow2)).unwrap();
+        let same = Command::new("qemu-img")
+            .arg("compare")
+            .arg(&changed.qcow2)
+            .arg(&inc.qcow2)
+            .status()
+            .unwrap();
+        assert_eq!(same.code(), Some(0), "increment differs from changed");
+        let info = Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&inc.qcow2)
+            .output()
+            .unwrap();
+        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+        let bitmaps = &info["format-specific"]["data"]["bitmaps"];
+        assert_eq!(bitmaps[0]["name"], INCREMENT_BITMAP, "{info}");
         // A second call reuses the cached set.
         assert_eq!(ds.image().unwrap().virtual_bytes, image.virtual_bytes);
         fs::remove_dir_all(&base).unwrap();

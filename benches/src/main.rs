@@ -39,9 +39,10 @@ restix-benches: compare restix with restic (and rustic) on the same data
 usage: restix-benches [options]
   --quick              small data sets (~200 MiB image) instead of ~2 GiB
   --size SIZE          image content size, e.g. 500M, 2G, 10G (default 2G)
-  --only LIST          scenarios: image,changed,restore,dump,small,prune,sftp
-                       (default: image,changed,restore,dump,small, plus prune
-                       with --prune and sftp with --sftp)
+  --only LIST          scenarios: image,imagemode,changed,incremental,
+                       incremental-bitmap,restore,dump,small,prune,sftp,sparse
+                       (default: all but prune and sftp, which come with
+                       --prune and --sftp; imagemode, incremental*: restix only)
   --prepare            only build the data sets (for the selected scenarios)
   --prune              add the prune scenario (heavy)
   --sftp               add the SFTP scenario (needs the `sftp` feature)
@@ -347,6 +348,23 @@ fn header(opts: &Options, tools: &[Tool], inputs: &Inputs) -> String {
             mib(c.file_bytes)
         ));
     }
+    if let Some(c) = &inputs.increment {
+        h.push_str(&format!(
+            "- Increment: qcow2 overlay on the image (`qemu-img create -b image.qcow2 -F qcow2`) holding the same {} blocks, same bytes (`qemu-io`), tracked by the persistent dirty bitmap `{}`; overlay file {}\n",
+            c.blocks_written,
+            c.bitmap,
+            mib(c.file_bytes)
+        ));
+    }
+    if let Some(sp) = &inputs.sparse {
+        h.push_str(&format!(
+            "- Sparse image: {} of files ({} files, same generator) in an ext4 of virtual {}, qcow2 file {}\n",
+            mib(sp.content_bytes),
+            sp.files,
+            mib(sp.virtual_bytes),
+            mib(sp.file_bytes)
+        ));
+    }
     if let Some(s) = &inputs.small {
         h.push_str(&format!(
             "- Small files: {} files of 0–16 KiB in nested folders, {}\n",
@@ -377,8 +395,16 @@ fn header(opts: &Options, tools: &[Tool], inputs: &Inputs) -> String {
 fn input_bytes(inputs: &Inputs, s: Scenario) -> u64 {
     let image = inputs.image.as_ref().map(|i| i.file_bytes).unwrap_or(0);
     match s {
-        Scenario::Image | Scenario::Restore | Scenario::Dump | Scenario::Sftp => image,
-        Scenario::Changed => inputs.changed.as_ref().map(|c| c.file_bytes).unwrap_or(0),
+        Scenario::Image
+        | Scenario::ImageMode
+        | Scenario::Restore
+        | Scenario::Dump
+        | Scenario::Sftp => image,
+        // The data restic reads for the same result (the changed image).
+        Scenario::Changed | Scenario::Incremental | Scenario::IncrementalBitmap => {
+            inputs.changed.as_ref().map(|c| c.file_bytes).unwrap_or(0)
+        }
+        Scenario::Sparse => inputs.sparse.as_ref().map(|s| s.file_bytes).unwrap_or(0),
         Scenario::Small => inputs.small.as_ref().map(|s| s.bytes).unwrap_or(0),
         // Prune reads and rewrites part of the repository, not an input.
         Scenario::Prune => 0,
@@ -391,17 +417,28 @@ fn build_inputs(opts: &Options) -> Result<Inputs, BenchError> {
     let mut inputs = Inputs::default();
     let image_users = [
         Scenario::Image,
+        Scenario::ImageMode,
         Scenario::Changed,
+        Scenario::Incremental,
+        Scenario::IncrementalBitmap,
         Scenario::Restore,
         Scenario::Dump,
         Scenario::Sftp,
     ];
+    let incrementals = [Scenario::Incremental, Scenario::IncrementalBitmap];
     if image_users.iter().any(|s| wants(*s)) {
         let image = sets.image()?;
-        if wants(Scenario::Changed) {
+        // The incrementals' rates and ratios refer to the changed image.
+        if wants(Scenario::Changed) || incrementals.iter().any(|s| wants(*s)) {
             inputs.changed = Some(sets.changed(&image)?);
         }
+        if incrementals.iter().any(|s| wants(*s)) {
+            inputs.increment = Some(sets.increment(&image)?);
+        }
         inputs.image = Some(image);
+    }
+    if wants(Scenario::Sparse) {
+        inputs.sparse = Some(sets.sparse()?);
     }
     if wants(Scenario::Small) {
         inputs.small = Some(sets.small()?);

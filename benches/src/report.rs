@@ -36,7 +36,7 @@ const MIB: f64 = 1048576.0;
 
 fn cell_text(s: &str) -> String {
     // Keep a stderr line from breaking the table.
-    let s: String = s.replace('|', "/").chars().take(160).collect();
+    let s: String = s.replace('|', "/").chars().take(320).collect();
     s
 }
 
@@ -57,7 +57,9 @@ pub fn table(
         let baseline = cells.iter().find_map(|c| {
             let tool = tools.get(c.tool)?;
             match (&c.outcome, tool.family) {
-                (Outcome::Ran { measurement, .. }, Family::Restic) if c.scenario == s => {
+                (Outcome::Ran { measurement, .. }, Family::Restic)
+                    if c.scenario == s.baseline() =>
+                {
                     Some(measurement.clone())
                 }
                 _ => None,
@@ -90,13 +92,18 @@ pub fn table(
                         ),
                         _ => ("–".into(), "–".into()),
                     };
+                    let note = if s.restix_only() && baseline.is_some() {
+                        format!("ratios vs restic `{}` row; {note}", s.baseline().name())
+                    } else {
+                        note.clone()
+                    };
                     let _ = writeln!(
                         out,
                         "| {} | {} | {wall:.2} | {:.2} | {rss:.0} | {repo} | {rate} | {speedup} | {rss_ratio} | {} |",
                         s.title(),
                         tool.label,
                         m.cpu().as_secs_f64(),
-                        cell_text(note)
+                        cell_text(&note)
                     );
                 }
                 Outcome::Failed(why) => {

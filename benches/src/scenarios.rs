@@ -13,18 +13,31 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::datasets::{warm_page_cache, ChangedSet, ImageSet, PruneSet, SmallSet};
+use crate::datasets::{
+    warm_page_cache, ChangedSet, ImageSet, IncrementSet, PruneSet, SmallSet, SparseSet,
+};
 use crate::error::{BenchError, IoContext};
 use crate::measure::{last_line, run_measured, Measurement};
-use crate::tools::{snapshot_id_for, Tool};
+use crate::tools::{snapshot_id_for, Family, Tool};
 
 /// One measured operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scenario {
     /// First backup of the qcow2 image (as a plain file) into a fresh repo.
     Image,
+    /// `restix backup --image image.qcow2` into a fresh repo (restix only;
+    /// compared with restic's `Image` row).
+    ImageMode,
     /// Backup of the changed image, a new path with no parent, same repo.
     Changed,
+    /// `restix backup --image increment.qcow2 --parent <ImageMode snapshot>
+    /// --changes layer`: a changed-block incremental from an OpenNebula-style
+    /// overlay (restix only; compared with restic's `Changed` row).
+    Incremental,
+    /// The same incremental with the changes taken from the overlay's
+    /// persistent dirty bitmap (`--changes bitmap`), in a repository of its
+    /// own so that it stores the new chunks too.
+    IncrementalBitmap,
     /// Restore of the first image snapshot into an empty folder.
     Restore,
     /// `dump` of the image file to /dev/null.
@@ -35,37 +48,42 @@ pub enum Scenario {
     Prune,
     /// The first image backup over SFTP to a loopback sshd.
     Sftp,
-    // ---- PLANNED (qcow2 image mode) -------------------------------------
-    // Add here, with a chain in `run_chain` and a data set in datasets.rs:
-    //   ImageMode:        `restix backup --image image.qcow2` (restix only;
-    //                     compare with the Image row of restic),
-    //   ImageIncremental: `restix backup --image changed.qcow2` with the
-    //                     first image snapshot as parent (changed-block
-    //                     incremental; compare with the Changed row).
+    /// First backup of the sparse image (6 GiB virtual, ~1.8 GB allocated
+    /// at 2 GiB) into a fresh repo: restic backs up the qcow2 file, restix
+    /// its guest view (`--image`), reading only allocated data.
+    Sparse,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Image,
+        Scenario::ImageMode,
         Scenario::Changed,
+        Scenario::Incremental,
+        Scenario::IncrementalBitmap,
         Scenario::Restore,
         Scenario::Dump,
         Scenario::Small,
         Scenario::Prune,
         Scenario::Sftp,
+        Scenario::Sparse,
     ];
 
     /// The `--only` name.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Image => "image",
+            Scenario::ImageMode => "imagemode",
             Scenario::Changed => "changed",
+            Scenario::Incremental => "incremental",
+            Scenario::IncrementalBitmap => "incremental-bitmap",
             Scenario::Restore => "restore",
             Scenario::Dump => "dump",
             Scenario::Small => "small",
             Scenario::Prune => "prune",
             Scenario::Sftp => "sftp",
+            Scenario::Sparse => "sparse",
         }
     }
 
@@ -73,13 +91,36 @@ impl Scenario {
     pub fn title(self) -> &'static str {
         match self {
             Scenario::Image => "backup qcow2 image (first, fresh repo)",
+            Scenario::ImageMode => "image mode: backup --image qcow2 (first, fresh repo)",
             Scenario::Changed => "backup changed image (1% blocks, new path, no parent)",
+            Scenario::Incremental => {
+                "image mode: incremental, 1% blocks in a qcow2 overlay (--changes layer)"
+            }
+            Scenario::IncrementalBitmap => {
+                "image mode: incremental, 1% blocks, dirty bitmap (--changes bitmap)"
+            }
             Scenario::Restore => "restore image snapshot",
             Scenario::Dump => "dump image file to /dev/null",
             Scenario::Small => "backup small files (fresh repo)",
             Scenario::Prune => "prune --max-unused 0 (~30% unused)",
             Scenario::Sftp => "backup qcow2 image over SFTP (loopback sshd)",
+            Scenario::Sparse => "backup sparse qcow2 (3x virtual, first, fresh repo)",
         }
+    }
+
+    /// The scenario whose restic row the ratios compare with: restix-only
+    /// image-mode rows compare with restic doing the same job its way.
+    pub fn baseline(self) -> Scenario {
+        match self {
+            Scenario::ImageMode => Scenario::Image,
+            Scenario::Incremental | Scenario::IncrementalBitmap => Scenario::Changed,
+            other => other,
+        }
+    }
+
+    /// Whether only restix runs it (restic has no image mode).
+    pub fn restix_only(self) -> bool {
+        self.baseline() != self
     }
 
     /// Parse an `--only` name.
@@ -111,6 +152,10 @@ pub struct Inputs {
     pub image: Option<ImageSet>,
     /// The changed image.
     pub changed: Option<ChangedSet>,
+    /// The increment overlay.
+    pub increment: Option<IncrementSet>,
+    /// The sparse image.
+    pub sparse: Option<SparseSet>,
     /// The small-files tree.
     pub small: Option<SmallSet>,
     /// The prune folders.
@@ -361,6 +406,17 @@ impl Runner {
         if image_chain.iter().any(|s| self.wants(*s)) {
             self.image_chain(tool, &dir, inputs, record);
         }
+        if tool.family == Family::Restix {
+            if self.wants(Scenario::ImageMode) || self.wants(Scenario::Incremental) {
+                self.image_mode_chain(tool, &dir, inputs, record);
+            }
+            if self.wants(Scenario::IncrementalBitmap) {
+                self.bitmap_chain(tool, &dir, inputs, record);
+            }
+        }
+        if self.wants(Scenario::Sparse) {
+            self.sparse_chain(tool, &dir, inputs, record);
+        }
         if self.wants(Scenario::Small) {
             self.small_chain(tool, &dir, inputs, record);
         }
@@ -536,6 +592,201 @@ impl Runner {
         }
     }
 
+    /// Image mode (restix): first `backup --image` into a fresh repo, then the
+    /// changed-block incremental from the increment overlay with it as parent.
+    fn image_mode_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let chain: Vec<Scenario> = [Scenario::ImageMode, Scenario::Incremental]
+            .into_iter()
+            .filter(|s| self.wants(*s))
+            .collect();
+        let fail_all = |record: &mut Record<'_>, why: &str| {
+            for s in &chain {
+                record(*s, Outcome::Failed(why.to_string()));
+            }
+        };
+        let Some(image) = &inputs.image else {
+            return fail_all(record, "image data set missing");
+        };
+        let (setup, repo) = match self.fresh_repo(tool, dir, "imagemode-repo") {
+            Ok(v) => v,
+            Err(e) => return fail_all(record, &e),
+        };
+        warm_page_cache(&image.qcow2);
+        let args = tool.image_backup_args(&image.qcow2, &[]);
+        let (first, summary) = match self.measure_image(&setup, "imagemode", &args) {
+            Ok(v) => v,
+            Err(e) => {
+                for s in &chain {
+                    let why = if *s == Scenario::ImageMode {
+                        e.clone()
+                    } else {
+                        format!("first image-mode backup {e}")
+                    };
+                    record(*s, Outcome::Failed(why));
+                }
+                return;
+            }
+        };
+        if self.wants(Scenario::ImageMode) {
+            let note = Self::join_notes(
+                image_note(&summary),
+                if self.wants(Scenario::Incremental) {
+                    String::new()
+                } else {
+                    self.oracle_check(&repo)
+                },
+            );
+            record(
+                Scenario::ImageMode,
+                Outcome::Ran {
+                    measurement: first,
+                    repo_bytes: Some(disk_usage(&repo)),
+                    note,
+                },
+            );
+        }
+        if self.wants(Scenario::Incremental) {
+            let outcome = match (&inputs.increment, summary.snapshot_id.as_deref()) {
+                (None, _) => Outcome::Failed("increment data set missing".into()),
+                (_, None) => Outcome::Failed("no snapshot id in the --json summary".into()),
+                (Some(inc), Some(parent)) => {
+                    self.incremental(&setup, &repo, image, inc, parent, "layer")
+                }
+            };
+            record(Scenario::Incremental, outcome);
+        }
+        remove_all(&repo);
+    }
+
+    /// The dirty-bitmap incremental in a repository of its own (so that it
+    /// stores its new chunks rather than finding them from the layer run):
+    /// an unmeasured first `backup --image`, then the measured incremental.
+    fn bitmap_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let steps = || -> Result<Outcome, String> {
+            let image = inputs.image.as_ref().ok_or("image data set missing")?;
+            let inc = inputs
+                .increment
+                .as_ref()
+                .ok_or("increment data set missing")?;
+            let (setup, repo) = self.fresh_repo(tool, dir, "bitmap-repo")?;
+            let out = setup.run(
+                "first backup --image",
+                &tool.image_backup_args(&image.qcow2, &[]),
+            )?;
+            let parent = ImageSummary::parse(&out)
+                .snapshot_id
+                .ok_or("no snapshot id in the --json summary")?;
+            Ok(self.incremental(&setup, &repo, image, inc, &parent, "bitmap"))
+        };
+        let outcome = steps().unwrap_or_else(Outcome::Failed);
+        remove_all(&dir.join("bitmap-repo"));
+        record(Scenario::IncrementalBitmap, outcome);
+    }
+
+    /// One measured changed-block incremental of the increment overlay with
+    /// the changes from `source` (`layer` or `bitmap`).
+    fn incremental(
+        &self,
+        setup: &Setup<'_>,
+        repo: &Path,
+        image: &ImageSet,
+        inc: &IncrementSet,
+        parent: &str,
+        source: &str,
+    ) -> Outcome {
+        warm_page_cache(&inc.qcow2);
+        warm_page_cache(&image.qcow2);
+        // The guest disk keeps its name across the chain, as in OpenNebula.
+        let name = image
+            .qcow2
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut extra = vec![
+            "--image-name",
+            &name,
+            "--parent",
+            parent,
+            "--changes",
+            source,
+        ];
+        if source == "bitmap" {
+            extra.extend(["--bitmap", inc.bitmap.as_str()]);
+        }
+        let before = disk_usage(repo);
+        let args = setup.tool.image_backup_args(&inc.qcow2, &extra);
+        let tag = format!("incremental-{source}");
+        match self.measure_image(setup, &tag, &args) {
+            Ok((m, summary)) => {
+                let after = disk_usage(repo);
+                let mut note = format!(
+                    "repo grew {:.1} MiB; {}",
+                    after.saturating_sub(before) as f64 / 1048576.0,
+                    image_note(&summary)
+                );
+                if !summary.incremental {
+                    note = format!("NOT INCREMENTAL; {note}");
+                }
+                Outcome::Ran {
+                    measurement: m,
+                    repo_bytes: Some(after),
+                    note: Self::join_notes(note, self.oracle_check(repo)),
+                }
+            }
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// The sparse image into a fresh repo: restic backs up the qcow2 file,
+    /// restix its guest view.
+    fn sparse_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
+        let steps = || -> Result<Outcome, String> {
+            let sparse = inputs.sparse.as_ref().ok_or("sparse data set missing")?;
+            let (setup, repo) = self.fresh_repo(tool, dir, "sparse-repo")?;
+            warm_page_cache(&sparse.qcow2);
+            if tool.family == Family::Restix {
+                let args = tool.image_backup_args(&sparse.qcow2, &[]);
+                let (m, summary) = self.measure_image(&setup, "sparse", &args)?;
+                Ok(Outcome::Ran {
+                    measurement: m,
+                    repo_bytes: Some(disk_usage(&repo)),
+                    note: Self::join_notes(image_note(&summary), self.oracle_check(&repo)),
+                })
+            } else {
+                let m =
+                    self.measure(&setup, "sparse", &tool.backup_args(&[&sparse.qcow2]), false)?;
+                Ok(Outcome::Ran {
+                    measurement: m,
+                    repo_bytes: Some(disk_usage(&repo)),
+                    note: format!(
+                        "reads the {:.1} MiB qcow2 file; {}",
+                        sparse.file_bytes as f64 / 1048576.0,
+                        self.oracle_check(&repo)
+                    ),
+                })
+            }
+        };
+        let outcome = steps().unwrap_or_else(Outcome::Failed);
+        remove_all(&dir.join("sparse-repo"));
+        record(Scenario::Sparse, outcome);
+    }
+
+    /// A measured `backup --image --json`, with its summary line parsed.
+    fn measure_image(
+        &self,
+        setup: &Setup<'_>,
+        tag: &str,
+        args: &[OsString],
+    ) -> Result<(Measurement, ImageSummary), String> {
+        let m = self.measure(setup, tag, args, false)?;
+        let log = self
+            .work
+            .join("logs")
+            .join(format!("{tag}-{}.stdout", setup.tool.slug()));
+        let out = fs::read_to_string(&log).unwrap_or_default();
+        Ok((m, ImageSummary::parse(&out)))
+    }
+
     fn small_chain(&self, tool: &Tool, dir: &Path, inputs: &Inputs, record: &mut Record<'_>) {
         let Some(small) = &inputs.small else {
             return record(
@@ -648,6 +899,93 @@ impl Runner {
     }
 }
 
+/// What restix's `backup --image --json` summary line reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageSummary {
+    /// The new snapshot.
+    pub snapshot_id: Option<String>,
+    /// Guest disk size.
+    pub virtual_size: u64,
+    /// Bytes in allocated data extents.
+    pub allocated_bytes: u64,
+    /// Bytes read from the image.
+    pub bytes_read: u64,
+    /// Whether the parent's chunks were reused.
+    pub incremental: bool,
+    /// Guest bytes reported changed.
+    pub changed_bytes: u64,
+    /// Guest bytes of parent chunks reused without reading.
+    pub bytes_reused: u64,
+    /// Guest bytes chunked anew around the changes.
+    pub bytes_rechunked: u64,
+    /// Bytes added to the repository (before compression).
+    pub data_added: u64,
+    /// Bytes added to the repository (stored, compressed).
+    pub data_added_packed: u64,
+}
+
+impl ImageSummary {
+    /// From the last `"message_type":"summary"` line of `stdout`.
+    pub fn parse(stdout: &str) -> ImageSummary {
+        let Some(v) = stdout
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("message_type").and_then(|t| t.as_str()) == Some("summary"))
+        else {
+            return ImageSummary::default();
+        };
+        let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        let image = v.get("image").cloned().unwrap_or_default();
+        ImageSummary {
+            snapshot_id: v
+                .get("snapshot_id")
+                .and_then(|x| x.as_str())
+                .map(String::from),
+            virtual_size: n(&image, "virtual_size"),
+            allocated_bytes: n(&image, "allocated_bytes"),
+            bytes_read: n(&image, "bytes_read"),
+            incremental: image
+                .get("incremental")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
+            changed_bytes: n(&image, "changed_bytes"),
+            bytes_reused: n(&image, "bytes_reused"),
+            bytes_rechunked: n(&image, "bytes_rechunked"),
+            data_added: n(&v, "data_added"),
+            data_added_packed: n(&v, "data_added_packed"),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+/// The table note of an image-mode run: what it read and stored.
+fn image_note(s: &ImageSummary) -> String {
+    let mut parts = vec![format!(
+        "read {} of {} allocated ({} virtual)",
+        mib(s.bytes_read),
+        mib(s.allocated_bytes),
+        mib(s.virtual_size)
+    )];
+    if s.incremental {
+        parts.push(format!(
+            "changed {}, re-chunked {}, reused {} unread",
+            mib(s.changed_bytes),
+            mib(s.bytes_rechunked),
+            mib(s.bytes_reused)
+        ));
+    }
+    parts.push(format!(
+        "added {} ({} stored)",
+        mib(s.data_added),
+        mib(s.data_added_packed)
+    ));
+    parts.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +996,30 @@ mod tests {
             assert_eq!(Scenario::parse(s.name()), Some(s));
         }
         assert_eq!(Scenario::parse("nope"), None);
+    }
+
+    #[test]
+    fn parses_the_image_summary_line() {
+        let out = "{\"message_type\":\"status\"}\nnoise\n{\"message_type\":\"summary\",\"data_added\":5,\"data_added_packed\":3,\"snapshot_id\":\"abc\",\"image\":{\"virtual_size\":10,\"allocated_bytes\":8,\"bytes_read\":7,\"incremental\":true,\"changed_bytes\":2,\"bytes_reused\":6,\"bytes_rechunked\":4}}\n";
+        let s = ImageSummary::parse(out);
+        assert_eq!(s.snapshot_id.as_deref(), Some("abc"));
+        assert_eq!(
+            (
+                s.virtual_size,
+                s.allocated_bytes,
+                s.bytes_read,
+                s.changed_bytes
+            ),
+            (10, 8, 7, 2)
+        );
+        assert!(s.incremental);
+        assert_eq!((s.bytes_reused, s.bytes_rechunked), (6, 4));
+        assert_eq!((s.data_added, s.data_added_packed), (5, 3));
+        assert!(image_note(&s).contains("re-chunked 0.0 MiB"));
+        assert_eq!(ImageSummary::parse("not json"), ImageSummary::default());
+        assert_eq!(Scenario::Incremental.baseline(), Scenario::Changed);
+        assert!(Scenario::ImageMode.restix_only());
+        assert!(!Scenario::Sparse.restix_only());
     }
 
     #[test]

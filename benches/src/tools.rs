@@ -127,6 +127,15 @@ impl Tool {
         v
     }
 
+    /// restix image mode: `backup --json --image IMAGE EXTRA...` (the JSON
+    /// summary reports the bytes read from the image).
+    pub fn image_backup_args(&self, image: &Path, extra: &[&str]) -> Vec<OsString> {
+        let mut v = os(&["backup", "--json", "--image"]);
+        v.push(image.as_os_str().to_owned());
+        v.extend(extra.iter().map(OsString::from));
+        v
+    }
+
     /// Restore snapshot `id` into `target`.
     pub fn restore_args(&self, id: &str, target: &Path) -> Vec<OsString> {
         match self.family {

@@ -58,7 +58,9 @@ mod go_rng_cooked;
 mod vector_tests;
 
 pub use crate::chunker::{ChunkBoundary, Chunker, ChunkerConfig, MAX_SIZE, MIN_SIZE, SPLIT_MASK};
-pub use crate::parallel::{ParallelChunkStream, ParallelChunker, DEFAULT_PARALLEL_WINDOW};
+pub use crate::parallel::{
+    OwnedWindow, ParallelChunkStream, ParallelChunker, WindowStream, DEFAULT_PARALLEL_WINDOW,
+};
 pub use crate::polynomial::{Polynomial, PolynomialError, RANDOM_POLYNOMIAL_MAX_TRIES};
 pub use crate::stream::{Chunk, ChunkBatch, OwnedChunk, StreamChunker};
 pub use crate::tables::{ChunkerTables, WINDOW_SIZE};

@@ -14,7 +14,7 @@ use restix_repo_format::{CompressionMode, Id, Snapshot};
 use crate::commands::Context;
 use crate::engine_errors::{map_lock_error, map_open_error};
 use crate::errors::{fatal, CliError};
-use crate::location::open_backend;
+use crate::location::{open_backend_tls, tls_options};
 use crate::options::{self, PasswordSource, ProcessEnv};
 
 /// Wrap `backend` in the engine's bandwidth limiter (spec: cli §6.1); values
@@ -86,11 +86,12 @@ impl Drop for OpenedRepository {
 /// Resolve the repository location and open its backend.
 pub fn open_location(ctx: &Context) -> anyhow::Result<(String, Arc<dyn Backend>)> {
     let location = options::resolve_repository(&ctx.global, &ProcessEnv)?;
-    let backend = open_backend(
+    let backend = open_backend_tls(
         &location,
         &ctx.extended,
         ctx.global.limit_upload,
         ctx.global.limit_download,
+        &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
     )?;
     Ok((location, backend))
 }

@@ -302,34 +302,12 @@ pub fn options_for_scheme(
 
 /// Parse a Go `strconv.ParseUint(s, 0, ...)` number (decimal, `0x`, `0o`, `0b`, leading `0` octal).
 pub fn parse_go_uint(value: &str) -> Result<u64, CliError> {
-    let invalid = || {
+    restix_engine::backend::options::parse_go_uint(value).ok_or_else(|| {
         CliError::plain(
             1,
-            format!("strconv.ParseUint: parsing \"{value}\": invalid syntax"),
+            restix_engine::backend::options::go_uint_syntax_error(value),
         )
-    };
-    let digits = value.replace('_', "");
-    let parsed = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        u64::from_str_radix(hex, 16)
-    } else if let Some(bin) = digits
-        .strip_prefix("0b")
-        .or_else(|| digits.strip_prefix("0B"))
-    {
-        u64::from_str_radix(bin, 2)
-    } else if let Some(oct) = digits
-        .strip_prefix("0o")
-        .or_else(|| digits.strip_prefix("0O"))
-    {
-        u64::from_str_radix(oct, 8)
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        u64::from_str_radix(&digits[1..], 8)
-    } else {
-        digits.parse()
-    };
-    parsed.map_err(|_| invalid())
+    })
 }
 
 /// Number of CPU worker threads: `--threads`, else `$GOMAXPROCS` (spec: cli

@@ -362,6 +362,16 @@ impl TreeWalk {
             BlobType::Data => self.data.contains(id),
         }
     }
+
+    /// Take a used blob out of the sets: true the first time for a used
+    /// blob, false for unused blobs and for every later copy (prune counts
+    /// only one copy of each blob as used).
+    pub fn claim(&mut self, blob_type: BlobType, id: &Id) -> bool {
+        match blob_type {
+            BlobType::Tree => self.trees.remove(id),
+            BlobType::Data => self.data.remove(id),
+        }
+    }
 }
 
 /// Walk all trees below `roots` breadth first, loading each distinct tree
@@ -384,56 +394,70 @@ pub fn walk_trees(
         .num_threads(workers.max(1))
         .build();
     while !frontier.is_empty() {
-        let load = |id: &Id| (*id, load_tree(repo, index, id));
-        let loaded: Vec<(Id, Result<Tree, Problem>)> = match &pool {
-            Ok(pool) => pool.install(|| frontier.par_iter().map(load).collect()),
-            Err(_) => frontier.iter().map(load).collect(),
-        };
         let mut next = Vec::new();
-        for (tree_id, tree) in loaded {
-            let tree = match tree {
-                Ok(t) => t,
-                Err(p) => {
-                    walk.errors.push(p);
-                    continue;
-                }
+        // A level can be very wide: decode it a batch at a time so only a
+        // bounded number of decoded trees is held at once.
+        for batch in frontier.chunks(WALK_BATCH) {
+            let load = |id: &Id| (*id, load_tree(repo, index, id));
+            let loaded: Vec<(Id, Result<Tree, Problem>)> = match &pool {
+                Ok(pool) => pool.install(|| batch.par_iter().map(load).collect()),
+                Err(_) => batch.iter().map(load).collect(),
             };
-            for node in &tree.nodes {
-                match node.node_type {
-                    NodeType::Dir => match node.subtree {
-                        Some(sub) => {
-                            if walk.trees.insert(sub) {
-                                next.push(sub);
-                            }
-                        }
-                        None => walk.errors.push(problem(
-                            ProblemKind::TreeDamaged,
-                            tree_id,
-                            format!(
-                                "tree {}: dir {:?} subtree id is null",
-                                tree_id.short(),
-                                node.name_lossy()
-                            ),
-                        )),
-                    },
-                    NodeType::File => {
-                        for blob in node.content.iter().flatten() {
-                            if walk.data.insert(*blob) && !index.has(BlobType::Data, blob) {
-                                // Reported under the tree that references it.
-                                walk.errors.push(problem(
-                                    ProblemKind::BlobMissing,
-                                    tree_id,
-                                    format!(
-                                        "tree {}: file {:?} blob {} not found in index",
-                                        tree_id.to_hex(),
-                                        node.name_lossy(),
-                                        blob.to_hex()
-                                    ),
-                                ));
-                            }
-                        }
+            for (tree_id, tree) in loaded {
+                let tree = match tree {
+                    Ok(t) => t,
+                    Err(p) => {
+                        walk.errors.push(p);
+                        continue;
                     }
-                    _ => {}
+                };
+                // Names that could escape a restore target ("..", "a/b", NUL,
+                // duplicates) make the tree unusable; report it like restic's
+                // "tree ... is damaged" rather than leaving it to restore.
+                if let Err(e) = crate::walker::check_tree_names(&tree, b"") {
+                    walk.errors.push(problem(
+                        ProblemKind::TreeDamaged,
+                        tree_id,
+                        format!("tree {}: {e}", tree_id.short()),
+                    ));
+                }
+                for node in &tree.nodes {
+                    match node.node_type {
+                        NodeType::Dir => match node.subtree {
+                            Some(sub) => {
+                                if walk.trees.insert(sub) {
+                                    next.push(sub);
+                                }
+                            }
+                            None => walk.errors.push(problem(
+                                ProblemKind::TreeDamaged,
+                                tree_id,
+                                format!(
+                                    "tree {}: dir {:?} subtree id is null",
+                                    tree_id.short(),
+                                    node.name_lossy()
+                                ),
+                            )),
+                        },
+                        NodeType::File => {
+                            for blob in node.content.iter().flatten() {
+                                if walk.data.insert(*blob) && !index.has(BlobType::Data, blob) {
+                                    // Reported under the tree that references it.
+                                    walk.errors.push(problem(
+                                        ProblemKind::BlobMissing,
+                                        tree_id,
+                                        format!(
+                                            "tree {}: file {:?} blob {} not found in index",
+                                            tree_id.to_hex(),
+                                            node.name_lossy(),
+                                            blob.to_hex()
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
@@ -441,6 +465,9 @@ pub fn walk_trees(
     }
     walk
 }
+
+/// Trees decoded at once by [`walk_trees`].
+const WALK_BATCH: usize = 256;
 
 /// Index blobs that no walked tree uses (`--check-unused`), sorted.
 pub fn unused_blobs(index: &MemoryIndex, walk: &TreeWalk) -> Vec<Problem> {

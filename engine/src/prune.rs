@@ -23,6 +23,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Condvar, Mutex};
 
 use rayon::prelude::*;
 use restix_repo_format::pack::{self, PackBlob};
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::FileType;
 use crate::check::{check_packs, scan_index, walk_trees, IndexScan};
-use crate::repository::{decode_blob, RepoError, Repository};
+use crate::repository::{decode_blob, MemoryIndex, RepoError, Repository};
 
 /// Errors that stop a prune before it changes anything (or while it runs).
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +162,7 @@ pub struct PruneStats {
     pub used: BlobStat,
     /// Unused blobs in total.
     pub unused: BlobStat,
-    /// Used blobs that are copied to new packs.
+    /// Blobs in packs that are repacked (used and unused, like restic).
     pub repack: BlobStat,
     /// Unused blobs dropped by repacking.
     pub repack_remove: BlobStat,
@@ -192,9 +193,12 @@ pub struct PrunePlan {
     pub remove_packs: Vec<Id>,
     /// Packs that stay as they are.
     pub keep_packs: Vec<Id>,
-    /// Used blobs `(type, id)` and the one pack whose copy counts as used.
-    pub used: HashMap<(BlobType, Id), Id>,
-    /// Index state the plan was made from.
+    /// For each pack in `repack_packs`: the blobs copied out of it (its
+    /// used blobs whose copy counts as *the* used one), sorted by offset.
+    pub repack_blobs: HashMap<Id, Vec<PackBlob>>,
+    /// Index state the plan was made from. Its in-memory index
+    /// (`scan.index`) is emptied once the trees are walked, to free memory
+    /// before repacking; `scan.packs` stays complete.
     pub scan: IndexScan,
     /// The statistics.
     pub stats: PruneStats,
@@ -226,7 +230,7 @@ pub fn plan_prune(
     opts: &PruneOptions,
     workers: usize,
 ) -> Result<PrunePlan, PruneError> {
-    let scan = scan_index(repo);
+    let mut scan = scan_index(repo);
     if let Some(e) = scan.errors.first() {
         return Err(PruneError::Damaged(format!(
             "{e}; run `restix repair index` first"
@@ -237,12 +241,15 @@ pub fn plan_prune(
         .iter()
         .filter_map(|(_, s)| s.tree)
         .collect();
-    let walk = walk_trees(repo, &scan.index, &roots, workers);
+    let mut walk = walk_trees(repo, &scan.index, &roots, workers);
     if let Some(e) = walk.errors.first() {
         return Err(PruneError::Damaged(format!(
             "{e}\nThe repository is damaged: run `restix check` and `restix repair` before prune"
         )));
     }
+    // The blob lookup index served the tree walk; from here on the plan
+    // works from the per-pack lists, so free it before repacking.
+    scan.index = MemoryIndex::new();
     let packs = check_packs(repo, &scan)?;
     let mut missing: Vec<String> = packs
         .errors
@@ -259,18 +266,23 @@ pub fn plan_prune(
     }
 
     // Each used blob counts as used in the first pack (sorted by ID) that
-    // holds it; further copies are unused duplicates.
+    // holds it; further copies are unused duplicates. Claiming a blob takes
+    // it out of the walk's sets, so no second map of used blobs is needed.
     let mut pack_ids: Vec<Id> = scan.packs.keys().copied().collect();
     pack_ids.sort();
-    let mut info: HashMap<Id, PackInfo> = HashMap::new();
-    let mut used: HashMap<(BlobType, Id), Id> = HashMap::new();
+    let mut info: HashMap<Id, PackInfo> = HashMap::with_capacity(pack_ids.len());
+    // Positions (in `scan.packs`) of the claimed blobs of packs that also
+    // hold unused ones; packs without an entry have every blob claimed.
+    let mut claimed_at: HashMap<Id, Vec<u32>> = HashMap::new();
     let mut stats = PruneStats::default();
     for id in &pack_ids {
         let mut p = PackInfo {
             file_size: packs.sizes.get(id).copied().unwrap_or(0),
             ..Default::default()
         };
-        for b in scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+        let blobs = scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut claimed: Vec<u32> = Vec::new();
+        for (pos, b) in blobs.iter().enumerate() {
             let len = u64::from(b.length);
             match b.blob_type {
                 BlobType::Tree => p.has_tree = true,
@@ -279,20 +291,27 @@ pub fn plan_prune(
             if b.uncompressed_length.is_none() {
                 p.uncompressed = true;
             }
-            let key = (b.blob_type, b.id);
-            if walk.uses(b.blob_type, &b.id) && !used.contains_key(&key) {
+            if walk.claim(b.blob_type, &b.id) {
                 p.used_blobs += 1;
                 p.used_bytes += len;
-                used.insert(key, *id);
+                let pos = u32::try_from(pos).map_err(|_| {
+                    PruneError::Damaged(format!("pack {}: too many index entries", id.short()))
+                })?;
+                claimed.push(pos);
             } else {
                 p.unused_blobs += 1;
                 p.unused_bytes += len;
             }
         }
+        if p.used_blobs > 0 && p.unused_blobs > 0 {
+            claimed.shrink_to_fit();
+            claimed_at.insert(*id, claimed);
+        }
         stats.used.add(p.used_blobs, p.used_bytes);
         stats.unused.add(p.unused_blobs, p.unused_bytes);
         info.insert(*id, p);
     }
+    drop(walk);
 
     let target = repo.pack_size();
     let mut plan = PrunePlan::default();
@@ -360,7 +379,11 @@ pub fn plan_prune(
             plan.repack_packs.push(id);
             repack_bytes += total;
             unused_after -= p.unused_bytes;
-            stats.repack.add(p.used_blobs, p.used_bytes);
+            // restic counts every blob of a repacked pack here, the
+            // dropped ones included ("this removes" is the subset).
+            stats
+                .repack
+                .add(p.used_blobs + p.unused_blobs, p.used_bytes + p.unused_bytes);
             stats.repack_remove.add(p.unused_blobs, p.unused_bytes);
         } else {
             plan.keep_packs.push(id);
@@ -391,7 +414,18 @@ pub fn plan_prune(
             - stats.repack_remove.bytes,
     };
     stats.remaining_unused_bytes = unused_after;
-    plan.used = used;
+    for id in &plan.repack_packs {
+        let blobs = scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut copy: Vec<PackBlob> = match claimed_at.get(id) {
+            Some(positions) => positions
+                .iter()
+                .filter_map(|&pos| blobs.get(pos as usize).copied())
+                .collect(),
+            None => blobs.to_vec(),
+        };
+        copy.sort_by_key(|b| b.offset);
+        plan.repack_blobs.insert(*id, copy);
+    }
     plan.stats = stats;
     plan.scan = scan;
     Ok(plan)
@@ -412,8 +446,13 @@ pub enum PruneStep {
     DeletingPacks(u64),
 }
 
-/// Packs written by one repack job, with their blobs.
-type StoredPacks = Vec<(Id, Vec<PackBlob>)>;
+/// Longest byte run read from an old pack at once: neighbouring wanted
+/// blobs are read together up to this size (a single larger blob is read
+/// on its own), so repacking never holds a whole old pack.
+const MAX_READ_RUN: u64 = 1 << 20;
+
+/// Largest gap of unwanted bytes read through to join two wanted blobs.
+const MAX_READ_GAP: u64 = 64 << 10;
 
 /// A pack being assembled from copied blobs.
 struct NewPack {
@@ -430,88 +469,237 @@ impl NewPack {
     }
 }
 
-fn store_pack(repo: &Repository, pack: NewPack) -> Result<(Id, Vec<PackBlob>), PruneError> {
-    let NewPack { mut bytes, blobs } = pack;
-    let header = pack::encode_header(&blobs);
-    pack::append_encrypted_header(repo.key(), &header, &mut bytes);
-    let id = Id(Sha256::digest(&bytes).into());
-    repo.backend()
-        .write(FileType::Pack, &id.to_hex(), &bytes)
-        .map_err(RepoError::from)?;
-    Ok((id, blobs))
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Copy the used blobs of `pack_id` (verifying each) into `out`, flushing
-/// full packs. Returns the stored packs.
+/// Pack buffers of data packs in existence at once (the one being filled
+/// and the one being stored): the bound on repack memory.
+const DATA_PACK_BUFFERS: usize = 2;
+
+/// Recycled pack buffers, at most `max` of them: a worker that needs a new
+/// one while all are in use (filled or being stored) waits until a store
+/// hands one back. Recycling also spares the allocator a fresh 16 MiB
+/// block per pack.
+struct BufferPool {
+    /// Free buffers and the number created so far.
+    state: Mutex<(Vec<Vec<u8>>, usize)>,
+    returned: Condvar,
+    max: usize,
+    capacity: usize,
+}
+
+impl BufferPool {
+    fn new(max: usize, capacity: usize) -> Self {
+        BufferPool {
+            state: Mutex::new((Vec::new(), 0)),
+            returned: Condvar::new(),
+            max: max.max(1),
+            capacity,
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(buffer) = state.0.pop() {
+                return buffer;
+            }
+            if state.1 < self.max {
+                state.1 += 1;
+                return Vec::with_capacity(self.capacity);
+            }
+            state = self.returned.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn give(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        lock(&self.state).0.push(buffer);
+        self.returned.notify_one();
+    }
+}
+
+/// The packs written by a repack, shared by all repack workers: one open
+/// pack per blob type (trees and data apart, like restic), so new packs
+/// come out full instead of one partial pack per old pack. Data pack
+/// buffers come from a [`BufferPool`], so memory stays bounded however
+/// many workers copy and however slow the backend stores.
+struct RepackWriter<'r> {
+    repo: &'r Repository,
+    target: usize,
+    /// Open packs: 0 data, 1 tree.
+    open: Mutex<[NewPack; 2]>,
+    data_buffers: BufferPool,
+    stored: Mutex<Vec<(Id, Vec<PackBlob>)>>,
+}
+
+impl<'r> RepackWriter<'r> {
+    fn new(repo: &'r Repository) -> Self {
+        let target = usize::try_from(repo.pack_size()).unwrap_or(usize::MAX);
+        // Room for a full pack and most headers, so a buffer rarely grows.
+        let capacity = target.saturating_add(target / 32).min(1 << 30);
+        RepackWriter {
+            repo,
+            target,
+            open: Mutex::new([NewPack::new(), NewPack::new()]),
+            data_buffers: BufferPool::new(DATA_PACK_BUFFERS, capacity),
+            stored: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Append one verified blob (its stored, encrypted bytes); stores the
+    /// pack once it is full.
+    fn add(&self, blob: &PackBlob, ciphertext: &[u8]) -> Result<(), PruneError> {
+        let slot = match blob.blob_type {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        };
+        let full = {
+            let mut open = lock(&self.open);
+            let Some(p) = open.get_mut(slot) else {
+                return Ok(());
+            };
+            if slot == 0 && p.bytes.capacity() == 0 {
+                // May wait for a store to hand a buffer back; the storing
+                // worker does not need `open`, so this cannot deadlock.
+                p.bytes = self.data_buffers.take();
+            }
+            p.blobs.push(PackBlob {
+                offset: p.bytes.len() as u64,
+                ..*blob
+            });
+            p.bytes.extend_from_slice(ciphertext);
+            let header_full = p.blobs.len() + 1 >= pack::MAX_HEADER_ENTRIES;
+            if p.bytes.len() >= self.target || header_full {
+                Some((slot, std::mem::replace(p, NewPack::new())))
+            } else {
+                None
+            }
+        };
+        // Stored outside the lock: the other workers go on filling the
+        // next pack meanwhile.
+        if let Some((slot, pack)) = full {
+            self.store(slot, pack)?;
+        }
+        Ok(())
+    }
+
+    /// Store one pack and hand its buffer back (also on failure, so no
+    /// worker waits for it forever).
+    fn store(&self, slot: usize, pack: NewPack) -> Result<(), PruneError> {
+        let NewPack { mut bytes, blobs } = pack;
+        let result = store_pack(self.repo, &mut bytes, &blobs);
+        if slot == 0 {
+            self.data_buffers.give(bytes);
+        }
+        let id = result?;
+        lock(&self.stored).push((id, blobs));
+        Ok(())
+    }
+
+    /// Store the partly filled packs; returns every pack written.
+    fn finish(self) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
+        let open = std::mem::replace(&mut *lock(&self.open), [NewPack::new(), NewPack::new()]);
+        for (slot, p) in open.into_iter().enumerate() {
+            if !p.blobs.is_empty() {
+                self.store(slot, p)?;
+            }
+        }
+        Ok(self.stored.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Append the encrypted header to `bytes` (the pack's blobs) and store the
+/// pack under the SHA-256 of its content (spec: restic-format §7).
+fn store_pack(
+    repo: &Repository,
+    bytes: &mut Vec<u8>,
+    blobs: &[PackBlob],
+) -> Result<Id, PruneError> {
+    let header = pack::encode_header(blobs);
+    pack::append_encrypted_header(repo.key(), &header, bytes);
+    let id = Id(Sha256::digest(&bytes[..]).into());
+    repo.backend()
+        .write(FileType::Pack, &id.to_hex(), bytes)
+        .map_err(RepoError::from)?;
+    Ok(id)
+}
+
+/// Group blobs (sorted by offset) into runs read with one range request.
+fn read_runs(blobs: &[PackBlob]) -> Vec<&[PackBlob]> {
+    let mut runs = Vec::new();
+    let mut start = 0usize;
+    for i in 1..=blobs.len() {
+        let split = match (blobs.get(start), blobs.get(i - 1), blobs.get(i)) {
+            (Some(first), Some(prev), Some(next)) => {
+                let prev_end = prev.offset.saturating_add(u64::from(prev.length));
+                let next_end = next.offset.saturating_add(u64::from(next.length));
+                next.offset < prev_end
+                    || next.offset - prev_end > MAX_READ_GAP
+                    || next_end.saturating_sub(first.offset) > MAX_READ_RUN
+            }
+            _ => true,
+        };
+        if split {
+            if let Some(run) = blobs.get(start..i) {
+                if !run.is_empty() {
+                    runs.push(run);
+                }
+            }
+            start = i;
+        }
+    }
+    runs
+}
+
+/// Copy `blobs` (the used ones of `pack_id`, sorted by offset) into the
+/// writer, verifying each on the way (MAC, decompression, hash).
 fn repack_one(
     repo: &Repository,
     pack_id: &Id,
     blobs: &[PackBlob],
-    wanted: &HashMap<(BlobType, Id), Id>,
-    copied: &std::sync::Mutex<HashSet<(BlobType, Id)>>,
-) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
-    let data = repo
-        .backend()
-        .read(FileType::Pack, &pack_id.to_hex())
-        .map_err(RepoError::from)?;
-    let target = usize::try_from(repo.pack_size()).unwrap_or(usize::MAX);
-    let mut stored = Vec::new();
-    // Trees and data go into separate packs, like restic.
-    let mut open: [NewPack; 2] = [NewPack::new(), NewPack::new()];
-    let mut sorted = blobs.to_vec();
-    sorted.sort_by_key(|b| b.offset);
-    for b in sorted {
-        let key = (b.blob_type, b.id);
-        // Only the copy that counts as used is carried over.
-        if wanted.get(&key) != Some(pack_id) {
+    writer: &RepackWriter<'_>,
+) -> Result<(), PruneError> {
+    let damaged = |b: &PackBlob, what: String| {
+        PruneError::Damaged(format!(
+            "pack {}: blob {}: {what}",
+            pack_id.short(),
+            b.id.short()
+        ))
+    };
+    // A blob listed twice in one pack is copied once.
+    let mut done: HashSet<(BlobType, Id)> = HashSet::new();
+    for run in read_runs(blobs) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
             continue;
-        }
-        {
-            let mut done = copied.lock().unwrap_or_else(|e| e.into_inner());
-            if !done.insert(key) {
+        };
+        let start = first.offset;
+        let end = last.offset.saturating_add(u64::from(last.length));
+        let data = repo
+            .backend()
+            .read_range(
+                FileType::Pack,
+                &pack_id.to_hex(),
+                start,
+                end.saturating_sub(start),
+            )
+            .map_err(RepoError::from)?;
+        for b in run {
+            if !done.insert((b.blob_type, b.id)) {
                 continue;
             }
-        }
-        let start = usize::try_from(b.offset).unwrap_or(usize::MAX);
-        let end = start.saturating_add(b.length as usize);
-        let ct = data.get(start..end).ok_or_else(|| {
-            PruneError::Damaged(format!(
-                "pack {}: blob {} out of range",
-                pack_id.short(),
-                b.id.short()
-            ))
-        })?;
-        decode_blob(repo.key(), &b.id, ct, b.uncompressed_length).map_err(|e| {
-            PruneError::Damaged(format!(
-                "pack {}: blob {}: {e}",
-                pack_id.short(),
-                b.id.short()
-            ))
-        })?;
-        let slot = match b.blob_type {
-            BlobType::Data => 0,
-            BlobType::Tree => 1,
-        };
-        let Some(p) = open.get_mut(slot) else {
-            continue;
-        };
-        p.blobs.push(PackBlob {
-            offset: p.bytes.len() as u64,
-            ..b
-        });
-        p.bytes.extend_from_slice(ct);
-        let header_full = p.blobs.len() + 1 >= pack::MAX_HEADER_ENTRIES;
-        if p.bytes.len() >= target || header_full {
-            let full = std::mem::replace(p, NewPack::new());
-            stored.push(store_pack(repo, full)?);
+            let from = usize::try_from(b.offset.saturating_sub(start)).unwrap_or(usize::MAX);
+            let to = from.saturating_add(b.length as usize);
+            let ct = data
+                .get(from..to)
+                .ok_or_else(|| damaged(b, "out of range".into()))?;
+            decode_blob(repo.key(), &b.id, ct, b.uncompressed_length)
+                .map_err(|e| damaged(b, e.to_string()))?;
+            writer.add(b, ct)?;
         }
     }
-    for p in open {
-        if !p.blobs.is_empty() {
-            stored.push(store_pack(repo, p)?);
-        }
-    }
-    Ok(stored)
+    Ok(())
 }
 
 /// Carry out a plan (spec: restic-format §16 ordering). `progress` is called
@@ -529,24 +717,25 @@ pub fn execute_prune(
     let mut new_packs: Vec<(Id, Vec<PackBlob>)> = Vec::new();
     if !plan.repack_packs.is_empty() {
         progress(PruneStep::Repacking(plan.repack_packs.len() as u64));
-        let copied = std::sync::Mutex::new(HashSet::new());
+        let writer = RepackWriter::new(repo);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .build()
             .map_err(|e| PruneError::Damaged(format!("starting worker threads: {e}")))?;
-        let results: Vec<Result<StoredPacks, PruneError>> = pool.install(|| {
+        let results: Vec<Result<(), PruneError>> = pool.install(|| {
             plan.repack_packs
                 .par_iter()
                 .map(|id| {
-                    let blobs = plan.scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]);
-                    repack_one(repo, id, blobs, &plan.used, &copied)
+                    let blobs = plan.repack_blobs.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                    repack_one(repo, id, blobs, &writer)
                 })
                 .collect()
         });
         for r in results {
-            new_packs.extend(r?);
+            r?;
             progress(PruneStep::PackRepacked);
         }
+        new_packs = writer.finish()?;
     }
     // 2. New index: kept packs (all their entries) + new packs.
     let removed: HashSet<Id> = plan
@@ -643,5 +832,46 @@ mod tests {
         assert!(MaxUnused::parse("").is_err());
         assert!(MaxUnused::parse("x%").is_err());
         assert_eq!(MaxUnused::Percent(50.0).limit(100), 100);
+    }
+
+    fn blob(n: u8, offset: u64, length: u32) -> PackBlob {
+        PackBlob {
+            blob_type: BlobType::Data,
+            id: Id([n; 32]),
+            offset,
+            length,
+            uncompressed_length: None,
+        }
+    }
+
+    #[test]
+    fn read_runs_join_neighbours_and_stay_bounded() {
+        const MIB: u64 = 1 << 20;
+        const QUARTER: u64 = MIB / 4;
+        let blobs = vec![
+            blob(1, 0, 100),
+            blob(2, 100, 100),
+            // small gap: read through
+            blob(3, 300, 100),
+            // large gap: a new run
+            blob(4, MIB, 10),
+            // contiguous 256 KiB blobs: cut where the run would pass 1 MiB
+            blob(5, 2 * MIB, QUARTER as u32),
+            blob(6, 2 * MIB + QUARTER, QUARTER as u32),
+            blob(7, 2 * MIB + 2 * QUARTER, QUARTER as u32),
+            blob(8, 2 * MIB + 3 * QUARTER, QUARTER as u32),
+            blob(9, 3 * MIB, QUARTER as u32),
+            // larger than a run on its own
+            blob(10, 3 * MIB + QUARTER, 3 * MIB as u32),
+        ];
+        let runs: Vec<Vec<u8>> = read_runs(&blobs)
+            .iter()
+            .map(|r| r.iter().map(|b| b.id.0[0]).collect())
+            .collect();
+        assert_eq!(
+            runs,
+            vec![vec![1, 2, 3], vec![4], vec![5, 6, 7, 8], vec![9], vec![10]]
+        );
+        assert!(read_runs(&[]).is_empty());
     }
 }

@@ -171,6 +171,20 @@ pub fn decompress(
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
     match expected_len {
+        // zstd's one-shot decoder refuses a zero-sized destination even for a
+        // valid empty frame (fuzz finding), so an empty output is decoded as
+        // a stream and must stay empty.
+        Some(0) => {
+            let out = decode_stream(data, 1)?;
+            if out.is_empty() {
+                Ok(out)
+            } else {
+                Err(CompressionError::LengthMismatch {
+                    expected: 0,
+                    actual: out.len(),
+                })
+            }
+        }
         Some(expected) => {
             if expected > limit {
                 return Err(CompressionError::TooLarge { limit });
@@ -198,15 +212,52 @@ pub fn decompress(
                 }
                 return decompress(data, Some(declared), limit);
             }
-            let mut out = Vec::new();
-            let dec = zstd::stream::read::Decoder::with_buffer(data)?;
-            dec.take(limit as u64 + 1).read_to_end(&mut out)?;
-            if out.len() > limit {
-                return Err(CompressionError::TooLarge { limit });
+            let out = decode_stream(data, limit)?;
+            if out.is_empty() {
+                return Ok(out);
             }
-            Ok(out)
+            // Cross-check with the one-shot decoder, which bounds every match
+            // by the output written so far: the streaming decoder turned a
+            // hostile frame into bytes no exact decode gives (fuzz finding).
+            let exact = decompress(data, Some(out.len()), limit)?;
+            if exact != out {
+                return Err(CompressionError::Zstd(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "corrupt frame: streaming and exact decodes differ",
+                )));
+            }
+            Ok(exact)
         }
     }
+}
+
+/// Streaming decode of whole frames only, output growing up to `limit`.
+fn decode_stream(data: &[u8], limit: usize) -> Result<Vec<u8>, CompressionError> {
+    // Every frame must be complete by zstd's own frame walk, so input cut
+    // inside a frame cannot pass as a shorter output.
+    let mut rest = data;
+    while !rest.is_empty() {
+        let whole = zstd::zstd_safe::find_frame_compressed_size(rest)
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| rest.get(n..));
+        match whole {
+            Some(after) => rest = after,
+            None => {
+                return Err(CompressionError::Zstd(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "truncated or corrupt frame",
+                )))
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let dec = zstd::stream::read::Decoder::with_buffer(data)?;
+    dec.take(limit as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > limit {
+        return Err(CompressionError::TooLarge { limit });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -271,5 +322,27 @@ mod tests {
         );
         assert!(decompress(b"garbage", None, 100).is_err());
         assert!(decompress(&[], Some(0), 100).is_ok() || decompress(&[], Some(0), 100).is_err());
+    }
+
+    #[test]
+    fn empty_frame_decodes_the_same_with_and_without_a_length() {
+        // Fuzz finding: a frame without content size holding one RLE block
+        // of length 0 is a whole, empty frame for zstd; the one-shot decoder
+        // refused it with a zero-sized destination while the stream gave [].
+        let empty = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0x05, 0x00, 0x00];
+        assert_eq!(decompress(&empty, None, 1 << 20).unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            decompress(&empty, Some(0), 1 << 20).unwrap(),
+            Vec::<u8>::new()
+        );
+        let real_empty = compress(3, &[]).unwrap();
+        assert_eq!(
+            decompress(&real_empty, Some(0), 16).unwrap(),
+            Vec::<u8>::new()
+        );
+        // Cut inside a frame: an error, never a shorter output.
+        assert!(decompress(&empty[..8], None, 1 << 20).is_err());
+        let whole = compress(3, b"some bytes to compress").unwrap();
+        assert!(decompress(&whole[..whole.len() - 2], None, 1 << 20).is_err());
     }
 }

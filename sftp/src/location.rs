@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use restix_engine::backend::options::parse_go_uint;
+
 use crate::SftpError;
 
 /// A parsed `sftp:` repository location.
@@ -260,27 +262,6 @@ impl SftpOptions {
         }
         Ok(())
     }
-}
-
-/// Go's `strconv.ParseUint(s, 0, 64)`: `0x`, `0o`, `0b` prefixes, a leading
-/// `0` means octal, `_` separators allowed only with a prefix.
-fn parse_go_uint(s: &str) -> Option<u64> {
-    let lower = s.to_ascii_lowercase();
-    let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
-        (h.replace('_', ""), 16)
-    } else if let Some(o) = lower.strip_prefix("0o") {
-        (o.replace('_', ""), 8)
-    } else if let Some(b) = lower.strip_prefix("0b") {
-        (b.replace('_', ""), 2)
-    } else if lower.len() > 1 && lower.starts_with('0') {
-        (lower.replace('_', ""), 8)
-    } else {
-        (lower.clone(), 10)
-    };
-    if digits.is_empty() || digits.starts_with('+') {
-        return None;
-    }
-    u64::from_str_radix(&digits, radix).ok()
 }
 
 #[cfg(test)]

@@ -1195,6 +1195,63 @@ pub fn total_file_bytes(root: &Path) -> u64 {
     total
 }
 
+/// `cp -a from to`: a copy of a repository or tree with modes and times kept.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// Every non-folder below `dir` (files, links, fifos), as full paths.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .map(|rel| dir.join(rel))
+        .filter(|p| !fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false))
+        .collect()
+}
+
+/// Replaces the only key file of the local repository at `repo` by one that
+/// wraps the same master key with cheap scrypt parameters (N=128, r=1, as
+/// restic's own tests use), so tests that run restic and restix hundreds of
+/// times do not spend their time deriving keys.
+pub fn use_cheap_key(repo: &Path) {
+    use restix_engine::backend::local::LocalBackend;
+    use restix_engine::backend::{Backend, FileType};
+    use restix_engine::repository::Repository;
+    use restix_repo_format::{GoTime, Id, KeyFile, ScryptParams};
+    use std::sync::Arc;
+
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(repo));
+    let opened = Repository::open(Arc::clone(&backend), PASSWORD.as_bytes(), None).unwrap();
+    let key = KeyFile::create(
+        opened.key(),
+        PASSWORD.as_bytes(),
+        ScryptParams::fast_for_tests(),
+        "test",
+        "test",
+        GoTime::from_unix_utc(1_700_000_000, 0),
+    )
+    .unwrap()
+    .to_json()
+    .unwrap();
+    let old = opened.key_id().to_hex();
+    drop(opened);
+    backend
+        .write(FileType::Key, &Id::hash(&key).to_hex(), &key)
+        .unwrap();
+    backend.remove(FileType::Key, &old).unwrap();
+}
+
 /// Every path below `root`, relative, sorted by bytes, pre-order (`root`
 /// itself not included).
 pub fn walk(root: &Path) -> Vec<PathBuf> {

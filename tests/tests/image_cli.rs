@@ -122,6 +122,24 @@ fn cli_image_backup_restore_and_chain() {
         ])
         .ok();
     let inc_id = snapshot_id(&inc);
+    // The summary line carries what image mode read: only the parent chunks
+    // around the two changed clusters, not the 24 MiB disk.
+    let summary = inc
+        .json_lines()
+        .into_iter()
+        .find(|v| v["message_type"] == "summary")
+        .unwrap();
+    let image = &summary["image"];
+    assert_eq!(image["incremental"], true, "{summary}");
+    assert_eq!(image["changed_bytes"], 128 * 1024, "{summary}");
+    let read = image["bytes_read"].as_u64().unwrap();
+    let rechunked = image["bytes_rechunked"].as_u64().unwrap();
+    assert!(read > 0 && read < 2 * rechunked + (1 << 20), "{summary}");
+    assert_eq!(
+        image["bytes_reused"].as_u64().unwrap() + rechunked,
+        image["virtual_size"].as_u64().unwrap(),
+        "{summary}"
+    );
     let out = sb.join("restored");
     sb.restix([
         "-r",

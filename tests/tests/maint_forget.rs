@@ -335,3 +335,119 @@ fn forget_explicit_ids_and_text() {
         .iter()
         .all(|s| s["id"] != first.as_str()));
 }
+
+/// Must-show 1 literally: 210 snapshots made by `restix backup --time`,
+/// spread over three years (two hosts, some tagged), and the keep
+/// policies decide exactly as the real restic does.
+#[test]
+fn forget_on_backups_with_time_matches_restic() {
+    require_restic!();
+    let sb = Sandbox::new();
+    let repo = sb.join("repo");
+    sb.init(Tool::Restix, &repo, 2).ok();
+    let src = sb.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file.txt"), b"forget me not\n").unwrap();
+    let mut rng = Lcg(7);
+    // 2022-03-01T00:00:00Z
+    let mut t: i64 = 1_646_092_800;
+    let mut backups: Vec<Vec<String>> = Vec::new();
+    for _ in 0..210 {
+        t += match rng.next(4) {
+            0 => 60 * (1 + rng.next(90)) as i64,
+            1 => 3600 * (1 + rng.next(20)) as i64,
+            _ => 86_400 * (1 + rng.next(9)) as i64,
+        };
+        let host = if rng.next(3) == 0 { "other" } else { "main" };
+        let mut args: Vec<String> = [
+            "-r",
+            s(&repo),
+            "backup",
+            "-q",
+            "--time",
+            &chrono_like(t),
+            "--host",
+            host,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if rng.next(4) == 0 {
+            args.push("--tag".into());
+            args.push("monthly".into());
+        }
+        args.push(s(&src).to_string());
+        backups.push(args);
+    }
+    // Four at a time (backups share the repository; most of a run is
+    // waiting for fsync and the lock re-check, not CPU).
+    std::thread::scope(|scope| {
+        for part in backups.chunks(backups.len().div_ceil(4)) {
+            let sb = &sb;
+            scope.spawn(move || {
+                for args in part {
+                    sb.restix(args).ok();
+                }
+            });
+        }
+    });
+    let count = sb
+        .restic(["-r", s(&repo), "snapshots", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(count, 210);
+    let policies: &[&[&str]] = &[
+        &["--keep-last", "20"],
+        &["--keep-hourly", "30"],
+        &["--keep-daily", "14"],
+        &["--keep-weekly", "8"],
+        &["--keep-monthly", "18"],
+        &["--keep-yearly", "5"],
+        &["--keep-within", "6m"],
+        &["--keep-within-weekly", "1y", "--keep-last", "3"],
+        &["--keep-tag", "monthly", "--keep-daily", "5"],
+        &[
+            "--keep-daily",
+            "7",
+            "--keep-weekly",
+            "5",
+            "--keep-monthly",
+            "12",
+            "--keep-yearly",
+            "10",
+        ],
+    ];
+    for policy in policies {
+        let mut args = vec!["-r", s(&repo), "forget", "--dry-run", "--json"];
+        args.extend_from_slice(policy);
+        let expected = outcome(&sb.restic(&args).ok().json());
+        let mut actual = outcome(&sb.restix(&args).ok().json());
+        without_oldest_rule(&mut actual);
+        assert_eq!(expected, actual, "decisions differ for {policy:?}");
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC; the tests run with TZ=UTC) for `--time`.
+fn chrono_like(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}

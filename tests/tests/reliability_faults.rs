@@ -115,24 +115,9 @@ fn template_repo(sb: &Sandbox) -> PathBuf {
     repo
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        from.display(),
-        to.display()
-    );
-}
-
 fn run_case(sb: &Sandbox, template: &Path, source: &Path, case: &Case, with_parent: bool) {
     let repo = sb.join(format!("repo-{}", case.name));
-    copy_dir(template, &repo);
+    harness::copy_dir(template, &repo);
     if with_parent {
         // A first snapshot makes the faulted run a parent-based backup that
         // reads trees and index files.
@@ -280,7 +265,7 @@ fn full_disk_gives_a_clear_error() {
     let template = template_repo(&sb);
     for cap in [0u64, 1_000, 150_000] {
         let repo = sb.join(format!("repo-full-{cap}"));
-        copy_dir(&template, &repo);
+        harness::copy_dir(&template, &repo);
         let faulty = Arc::new(FaultyBackend::new(
             LocalBackend::new(&repo),
             FaultPlan::new().no_space_after(cap),

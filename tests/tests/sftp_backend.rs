@@ -7,11 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_sftp::{open_with_env, SftpBackend, SftpLocation, SftpOptions, SshEnv};
+use restix_tests::harness;
 use restix_tests::sshd::{Sshd, TestHome};
 
 fn env_of(home: &TestHome) -> SshEnv {
@@ -45,22 +46,6 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -205,7 +190,7 @@ fn conformance() {
     assert!(b.list(FileType::Key).unwrap().is_empty());
 
     // No temporary files left behind by our writes.
-    let tmp: Vec<PathBuf> = files_under(&repo)
+    let tmp: Vec<PathBuf> = harness::files_below(&repo)
         .into_iter()
         .filter(|p| {
             p.to_string_lossy().contains("-tmp-") && !p.to_string_lossy().contains("-tmp-abc")

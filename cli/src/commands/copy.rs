@@ -11,7 +11,7 @@ use crate::args::CopyArgs;
 use crate::engine_errors::{map_lock_error, map_open_error};
 use crate::engine_glue::{open_repository, read_password, LockMode};
 use crate::errors::fatal;
-use crate::location::open_backend;
+use crate::location::{open_backend_tls, tls_options};
 use crate::options::decode_text_file;
 use crate::timefmt::go_time_string;
 
@@ -73,11 +73,12 @@ fn source_password(ctx: &Context, args: &CopyArgs) -> anyhow::Result<String> {
 pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
     let location = source_location(args)?;
     let password = source_password(ctx, args)?;
-    let backend = open_backend(
+    let backend = open_backend_tls(
         &location,
         &ctx.extended,
         ctx.global.limit_upload,
         ctx.global.limit_download,
+        &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
     )?;
     let hint = args
         .from_key_hint

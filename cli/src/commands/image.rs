@@ -82,6 +82,52 @@ pub struct RestoreChainArgs {
     pub snapshots: Vec<String>,
 }
 
+/// The `summary` line of `backup --image --json`: restic's fields, then an
+/// `image` object with what image mode did (bytes read from the image, reuse
+/// of the parent). Callers that know restic's summary ignore the extra key.
+#[derive(serde::Serialize)]
+struct ImageSummaryJson {
+    #[serde(flatten)]
+    summary: SummaryJson,
+    image: ImageStatsJson,
+}
+
+/// [`ImageStats`](restix_engine::image::ImageStats) in the JSON summary.
+#[derive(serde::Serialize)]
+struct ImageStatsJson {
+    virtual_size: u64,
+    allocated_bytes: u64,
+    /// Bytes read from the image: chunking plus block hashing.
+    bytes_read: u64,
+    hash_bytes_read: u64,
+    incremental: bool,
+    changed_bytes: u64,
+    chunks: u64,
+    chunks_reused: u64,
+    bytes_reused: u64,
+    bytes_rechunked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_reason: Option<String>,
+}
+
+impl From<&restix_engine::image::ImageStats> for ImageStatsJson {
+    fn from(s: &restix_engine::image::ImageStats) -> Self {
+        ImageStatsJson {
+            virtual_size: s.virtual_size,
+            allocated_bytes: s.allocated_bytes,
+            bytes_read: s.bytes_read + s.hash_bytes_read,
+            hash_bytes_read: s.hash_bytes_read,
+            incremental: s.incremental,
+            changed_bytes: s.changed_bytes,
+            chunks: s.chunks,
+            chunks_reused: s.chunks_reused,
+            bytes_reused: s.bytes_reused,
+            bytes_rechunked: s.bytes_rechunked,
+            fallback_reason: s.fallback_reason.clone(),
+        }
+    }
+}
+
 fn image_error(e: ImageError) -> anyhow::Error {
     match e {
         ImageError::Repo(repo) => anyhow::Error::from(repo),
@@ -285,16 +331,19 @@ pub fn run_backup(
     let summary = &done.summary;
     let stats = &done.stats;
     if ctx.printer.json {
-        ctx.printer
-            .json_line(&SummaryJson::from_summary(summary, false));
+        ctx.printer.json_line(&ImageSummaryJson {
+            summary: SummaryJson::from_summary(summary, false),
+            image: ImageStatsJson::from(stats),
+        });
         return Ok(());
     }
     let p = &ctx.printer;
     match (summary.parent, stats.incremental) {
         (Some(parent), true) => p.print(&format!(
-            "using parent snapshot {} ({} changed, {} reused)",
+            "using parent snapshot {} ({} changed, {} re-chunked, {} reused unread)",
             parent.short(),
             format_bytes(stats.changed_bytes),
+            format_bytes(stats.bytes_rechunked),
             format_bytes(stats.bytes_reused)
         )),
         (Some(parent), false) => p.print(&format!(

@@ -1,5 +1,7 @@
 //! `key list|add|remove|passwd` (spec: cli §10.13, JSON §11.8).
 
+use std::io::IsTerminal;
+
 use restix_engine::keys::{add_key, find_key, list_keys, remove_key, KeyError};
 use restix_repo_format::{GoTime, ScryptParams};
 use serde::Serialize;
@@ -79,9 +81,12 @@ fn new_password(ctx: &Context, args: &KeyArgs) -> anyhow::Result<String> {
         return Ok(password);
     }
     let first = read_password(ctx, "enter new password: ")?;
-    let second = read_password(ctx, "enter password again: ")?;
-    if first != second {
-        return Err(fatal("passwords do not match").into());
+    // spec: cli §4 step 6: a terminal is asked twice, piped stdin read once.
+    if std::io::stdin().is_terminal() {
+        let second = read_password(ctx, "enter password again: ")?;
+        if first != second {
+            return Err(fatal("passwords do not match").into());
+        }
     }
     if first.is_empty() {
         return Err(fatal("an empty password is not allowed by default. Pass the flag `--new-insecure-no-password` to restic to disable this check").into());

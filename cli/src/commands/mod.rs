@@ -8,6 +8,7 @@ mod diff;
 mod dump;
 mod find;
 mod forget;
+mod generate;
 pub(crate) mod image;
 mod init;
 mod key;
@@ -122,6 +123,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let ctx = Context::new(cli.global)?;
     match &command {
         Command::Version(_) => version::run(&ctx)?,
+        Command::Generate(args) => generate::run(&ctx, args)?,
         Command::Init(args) => init::run(&ctx, args)?,
         Command::Backup(args) => backup::run(&ctx, args)?,
         Command::Snapshots(args) => snapshots::run(&ctx, args)?,

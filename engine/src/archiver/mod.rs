@@ -6,8 +6,9 @@
 //! spec: restic-format §11.5), flushes the repository and writes the
 //! snapshot. All CPU work runs on one thread pool of `threads` threads;
 //! at most `read_concurrency` files are read at once; one large file at a
-//! time is chunked with the parallel chunker over big read windows, its
-//! chunks hashed and stored by the pool.
+//! time goes through the pipeline of `pipeline`: windows read and chunked
+//! while the pool hashes and stores the chunks of earlier windows, with the
+//! windows in memory capped by bytes.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -21,13 +22,13 @@
 
 pub mod exclude;
 pub mod node;
-mod read_ahead;
+mod pipeline;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -37,7 +38,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use restix_chunker::{Chunker, ParallelChunker};
+use restix_chunker::Chunker;
 use restix_repo_format::{BlobType, GoTime, Id, Node, NodeType, Snapshot, SnapshotSummary, Tree};
 use sha2::{Digest, Sha256};
 
@@ -47,8 +48,6 @@ pub use exclude::ExcludeMatcher;
 
 /// Files at least this large are chunked with the parallel chunker.
 const LARGE_FILE: u64 = 32 << 20;
-/// Read window of the parallel chunker for large files.
-const LARGE_FILE_WINDOW: usize = 64 << 20;
 
 /// Data read from stdin instead of files (`--stdin`).
 pub struct StdinSource {
@@ -101,9 +100,9 @@ pub struct ArchiveOptions {
     pub no_scan: bool,
     /// `program_version` of the snapshot.
     pub program_version: String,
-    /// Files at least this large are chunked by the parallel chunker with
-    /// read-ahead (default 32 MiB); smaller ones are read `read_concurrency`
-    /// at a time, each on one thread.
+    /// Files at least this large go through the windowed pipeline that
+    /// spreads one file over all threads (default 32 MiB); smaller ones are
+    /// read `read_concurrency` at a time, each on one thread.
     pub large_file_threshold: u64,
     /// Wall-clock start of the command (summary `backup_start`); default:
     /// when `backup` is called.
@@ -1027,7 +1026,10 @@ impl Run<'_> {
         }
         let result = if node.size >= self.options.large_file_threshold && self.threads > 1 {
             match self.large_file.try_lock() {
-                Ok(_guard) => self.save_content_parallel(file),
+                Ok(_guard) => self.save_content_parallel(pipeline::ParallelFileReader::new(
+                    file,
+                    pipeline::chunking_threads(self.threads),
+                )),
                 Err(_) => self.save_content_sequential(file),
             }
         } else {
@@ -1097,29 +1099,19 @@ impl Run<'_> {
         Ok((ids, size, added, stored))
     }
 
-    fn save_content_parallel(&self, file: File) -> Result<(Vec<Id>, u64, u64, u64), FileError> {
-        let chunker = ParallelChunker::new(self.chunker.clone(), self.threads);
-        // Read the next window while the workers process this one.
-        let reader = read_ahead::ReadAhead::new(file, 8 << 20, LARGE_FILE_WINDOW / (8 << 20))
-            .map_err(FileError::Io)?;
-        let mut stream = chunker.chunk_reader(reader, LARGE_FILE_WINDOW);
-        let (mut ids, mut size, mut added, mut stored) = (Vec::new(), 0u64, 0u64, 0u64);
-        while let Some(batch) = stream.next_batch().map_err(FileError::Io)? {
-            let chunks: Vec<&[u8]> = batch.iter().map(|c| c.data).collect();
-            let results: Vec<Result<(Id, u64, u64), RepoError>> = chunks
-                .par_iter()
-                .map(|data| self.save_chunk(data))
-                .collect();
-            for (r, data) in results.into_iter().zip(&chunks) {
-                let (id, a, s) = r.map_err(FileError::Repo)?;
-                ids.push(id);
-                size += data.len() as u64;
-                added += a;
-                stored += s;
-            }
-            self.progress.bytes_done(batch.byte_len() as u64);
+    /// The large-file path (see `pipeline`): read and chunk in windows,
+    /// hash and store the chunks on all pool threads.
+    fn save_content_parallel(
+        &self,
+        reader: impl Read,
+    ) -> Result<(Vec<Id>, u64, u64, u64), FileError> {
+        let save = |data: &[u8]| self.save_chunk(data);
+        let done = |bytes: u64| self.progress.bytes_done(bytes);
+        match pipeline::store_stream(&self.chunker, self.threads, reader, &save, &done) {
+            Ok(out) => Ok((out.ids, out.size, out.added, out.stored)),
+            Err(pipeline::PipelineError::Io(e)) => Err(FileError::Io(e)),
+            Err(pipeline::PipelineError::Repo(e)) => Err(FileError::Repo(e)),
         }
-        Ok((ids, size, added, stored))
     }
 
     /// `--stdin`: one file node at the root.
@@ -1133,7 +1125,14 @@ impl Run<'_> {
         let path = PathBuf::from(&snap_path);
         self.progress.file_started(&path, snap_path.as_bytes());
         let started = Instant::now();
-        let (content, size, added, stored) = match self.save_content_sequential(stdin.reader) {
+        // stdin may be a whole disk image: use the pipeline when there are
+        // threads to share the work.
+        let result = if self.threads > 1 {
+            self.save_content_parallel(stdin.reader)
+        } else {
+            self.save_content_sequential(stdin.reader)
+        };
+        let (content, size, added, stored) = match result {
             Ok(r) => r,
             Err(FileError::Io(e)) => {
                 return Err(ArchiveError::Stdin {

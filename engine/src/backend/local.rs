@@ -180,6 +180,17 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Creates a new upload file readable and writable by the owner only
+/// (0600, never an existing file): it holds repository data until it is
+/// renamed into place and made read-only.
+fn create_temp_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         Self::display(&self.root)
@@ -241,6 +252,21 @@ impl Backend for LocalBackend {
         let wanted = usize::try_from(length).map_err(|_| {
             BackendError::Other(format!("{}: read of {length} bytes is too large", p()))
         })?;
+        // A hostile index can ask for up to 4 GiB past the end of a small
+        // pack: never reserve more than the file holds after `offset`.
+        let size = file
+            .metadata()
+            .map_err(|e| BackendError::from_io("stat", p(), e))?
+            .len();
+        let available = size.saturating_sub(offset);
+        if available < length {
+            return Err(BackendError::ShortRead {
+                path: p(),
+                offset,
+                wanted: length,
+                got: available,
+            });
+        }
         let mut buf = Vec::new();
         buf.try_reserve_exact(wanted)
             .map_err(|_| BackendError::Other(format!("{}: cannot allocate {length} bytes", p())))?;
@@ -271,11 +297,7 @@ impl Backend for LocalBackend {
             if dir_retry {
                 fs::create_dir_all(&dir)?;
             }
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+            create_temp_file(&tmp)
         };
         // The pack's subfolder may be missing in repositories made by other
         // tools; create it on demand like restic does.
@@ -407,6 +429,38 @@ mod tests {
             be.create(),
             Err(BackendError::AlreadyExists { .. })
         ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temporary_files_are_private_and_never_reused() {
+        let dir = tempdir();
+        let tmp = dir.join("upload-tmp-1");
+        let file = create_temp_file(&tmp).unwrap();
+        let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "temporary file has mode {mode:o}");
+        drop(file);
+        // An existing file (or a planted symlink) is never opened.
+        assert!(create_temp_file(&tmp).is_err());
+        std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join("link-tmp")).unwrap();
+        assert!(create_temp_file(&dir.join("link-tmp")).is_err());
+        assert!(!dir.join("elsewhere").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reads_past_the_end_fail_without_allocating_the_claimed_length() {
+        let dir = tempdir();
+        let be = LocalBackend::new(dir.join("repo"));
+        be.create().unwrap();
+        let pack = id('3');
+        be.write(FileType::Pack, &pack, b"0123456789").unwrap();
+        for (offset, length, got) in [(0, u64::from(u32::MAX), 10), (1 << 40, 1, 0), (8, 3, 2)] {
+            match be.read_range(FileType::Pack, &pack, offset, length) {
+                Err(BackendError::ShortRead { got: g, .. }) => assert_eq!(g, got),
+                other => panic!("{offset}+{length}: {other:?}"),
+            }
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 

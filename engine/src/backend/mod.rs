@@ -12,6 +12,7 @@
 pub mod fault;
 pub mod limited;
 pub mod local;
+pub mod options;
 pub mod retry;
 
 use std::fmt;

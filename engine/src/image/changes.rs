@@ -64,17 +64,21 @@ pub fn block_hash_cache_path(cache_dir: &Path, repo_id: &str, image_path: &Path)
         .join(key.to_hex())
 }
 
-const MAGIC: &[u8; 8] = b"RXBLKH01";
-/// Stored bytes per block hash (a truncated SHA-256).
-const HASH_LEN: usize = 16;
+/// File magic and format version. Version 01 held truncated SHA-256 block
+/// hashes; 02 holds BLAKE3. A file with any other magic (an older or newer
+/// version) is ignored, never misread: the next backup re-chunks in full.
+const MAGIC: &[u8; 8] = b"RXBLKH02";
+/// Stored bytes per block hash (BLAKE3, 256 bits).
+const HASH_LEN: usize = 32;
 /// Bytes hashed per batch (bounded memory).
 const HASH_WINDOW: u64 = 16 << 20;
 
 /// Hashes of every 64 KiB guest block, and the snapshot they describe.
 ///
-/// Hashing (SHA-256 truncated to 128 bits, the hasher the engine already
-/// carries) is cheaper than chunking plus hashing chunks; zero and unallocated
-/// blocks are not read.
+/// Hashing with BLAKE3 (several times faster than SHA-256 and, at 256 bits,
+/// collision-resistant, so an equal hash means an unchanged block) is cheaper
+/// than chunking plus hashing chunks; zero and unallocated blocks are not
+/// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHashes {
     /// The snapshot whose content these hashes describe.
@@ -92,10 +96,7 @@ impl BlockHashes {
     pub const BLOCK_SIZE: u64 = 64 * 1024;
 
     fn hash(block: &[u8]) -> [u8; HASH_LEN] {
-        let digest = Sha256::digest(block);
-        let mut out = [0u8; HASH_LEN];
-        out.copy_from_slice(digest.get(..HASH_LEN).unwrap_or(&[0u8; HASH_LEN]));
-        out
+        *blake3::hash(block).as_bytes()
     }
 
     /// Hashes the guest view of `image`; returns the hashes and the bytes read.
@@ -151,6 +152,14 @@ impl BlockHashes {
         ))
     }
 
+    /// Whether these hashes describe a disk of `virtual_size` bytes in blocks
+    /// of [`BlockHashes::BLOCK_SIZE`] (else they cannot be compared).
+    pub fn comparable(&self, virtual_size: u64) -> bool {
+        self.virtual_size == virtual_size
+            && self.block_size == Self::BLOCK_SIZE
+            && self.hashes.len() as u64 == virtual_size.div_ceil(Self::BLOCK_SIZE)
+    }
+
     /// The blocks that differ from `newer`, as merged guest ranges; `None` when
     /// the two are not comparable (size or block size differ).
     pub fn changed_ranges(&self, newer: &BlockHashes) -> Option<Vec<Range<u64>>> {
@@ -180,7 +189,7 @@ impl BlockHashes {
     pub fn load(path: &Path) -> Option<BlockHashes> {
         let bytes = fs::read(path).ok()?;
         let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-        if Sha256::digest(body).as_slice() != check {
+        if blake3::hash(body).as_bytes().as_slice() != check {
             return None;
         }
         let magic = body.get(..8)?;
@@ -232,8 +241,8 @@ impl BlockHashes {
         for h in &self.hashes {
             body.extend_from_slice(h);
         }
-        let check = Sha256::digest(&body);
-        body.extend_from_slice(&check);
+        let check = blake3::hash(&body);
+        body.extend_from_slice(check.as_bytes());
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
@@ -245,5 +254,114 @@ impl BlockHashes {
             let _ = fs::remove_file(&tmp);
             ImageError::io(path, e)
         })
+    }
+}
+
+/// Computes [`BlockHashes`] from the guest bytes a full backup reads anyway,
+/// fed in order, so that the first backup does not read the image twice.
+/// Ranges never fed (long zero runs the backup does not read) are zeros.
+pub(crate) struct BlockHasher {
+    size: u64,
+    /// Guest offset up to which blocks are hashed or held in `partial`.
+    cursor: u64,
+    /// The bytes of the current, incomplete block (`cursor % BLOCK_SIZE`).
+    partial: Vec<u8>,
+    hashes: Vec<[u8; HASH_LEN]>,
+    zero_hash: [u8; HASH_LEN],
+}
+
+impl BlockHasher {
+    pub(crate) fn new(size: u64) -> Self {
+        let block = BlockHashes::BLOCK_SIZE;
+        BlockHasher {
+            size,
+            cursor: 0,
+            partial: Vec::with_capacity(block as usize),
+            hashes: Vec::with_capacity(size.div_ceil(block) as usize),
+            zero_hash: BlockHashes::hash(&vec![0u8; block as usize]),
+        }
+    }
+
+    fn push_block(&mut self, block: &[u8]) {
+        let full = block.len() as u64 == BlockHashes::BLOCK_SIZE;
+        self.hashes
+            .push(if full && restix_chunker::is_all_zero(block) {
+                self.zero_hash
+            } else {
+                BlockHashes::hash(block)
+            });
+    }
+
+    /// Appends `bytes` (at most up to the end of the current block) to the
+    /// partial block; returns how many were taken.
+    fn fill_partial(&mut self, bytes: &[u8]) -> usize {
+        let block = BlockHashes::BLOCK_SIZE as usize;
+        let take = (block - self.partial.len()).min(bytes.len());
+        self.partial
+            .extend_from_slice(bytes.get(..take).unwrap_or_default());
+        if self.partial.len() == block {
+            let partial = std::mem::take(&mut self.partial);
+            self.push_block(&partial);
+            self.partial = partial;
+            self.partial.clear();
+        }
+        take
+    }
+
+    /// Zeros up to guest offset `until`.
+    pub(crate) fn zeros(&mut self, until: u64) {
+        let block = BlockHashes::BLOCK_SIZE;
+        let until = until.min(self.size);
+        while self.cursor < until {
+            if self.partial.is_empty() && until - self.cursor >= block {
+                let n = (until - self.cursor) / block;
+                self.hashes
+                    .extend(std::iter::repeat_n(self.zero_hash, n as usize));
+                self.cursor += n * block;
+            } else {
+                let want = (block - self.partial.len() as u64).min(until - self.cursor);
+                self.cursor += self.fill_partial(&vec![0u8; want as usize]) as u64;
+            }
+        }
+    }
+
+    /// The guest bytes at `offset` (bytes before the cursor are skipped, a
+    /// gap before `offset` is zeros).
+    pub(crate) fn feed(&mut self, offset: u64, bytes: &[u8]) {
+        if offset > self.cursor {
+            self.zeros(offset);
+        }
+        let skip = usize::try_from(self.cursor.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let Some(mut bytes) = bytes.get(skip..) else {
+            return;
+        };
+        let block = BlockHashes::BLOCK_SIZE as usize;
+        if !self.partial.is_empty() {
+            let taken = self.fill_partial(bytes);
+            self.cursor += taken as u64;
+            bytes = bytes.get(taken..).unwrap_or_default();
+        }
+        let mut blocks = bytes.chunks_exact(block);
+        for b in &mut blocks {
+            self.push_block(b);
+            self.cursor += block as u64;
+        }
+        let rest = blocks.remainder();
+        self.cursor += self.fill_partial(rest) as u64;
+    }
+
+    /// The hashes of the whole disk (anything not fed is zeros).
+    pub(crate) fn finish(mut self) -> BlockHashes {
+        self.zeros(self.size);
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.push_block(&partial);
+        }
+        BlockHashes {
+            snapshot: None,
+            virtual_size: self.size,
+            block_size: BlockHashes::BLOCK_SIZE,
+            hashes: self.hashes,
+        }
     }
 }

@@ -13,8 +13,13 @@ use super::ImageError;
 /// ones are materialised as zeros (never read). Must be at least the window.
 pub const LONG_ZERO_RUN: u64 = 4096;
 
-/// Bytes read ahead beyond what the chunker asked for, inside data regions.
+/// Bytes read ahead beyond what the chunker asked for, inside data regions
+/// (full backups, which read everything anyway).
 const READ_AHEAD: u64 = 4 << 20;
+
+/// Candidate positions searched per read while cutting: small enough that a
+/// re-chunk around a change reads little beyond the cut it finds.
+const SCAN_STEP: u64 = 128 << 10;
 
 /// Extents and long zero runs of one image, covering `[0, size)`.
 pub(crate) struct GuestLayout {
@@ -111,14 +116,14 @@ impl GuestLayout {
 
     /// End of the read-ahead when the chunker needs bytes up to `end`: more
     /// data, but never into a long zero run.
-    fn read_ahead_end(&self, end: u64) -> u64 {
-        if end == 0 || self.zero_run_at(end - 1).is_some() {
+    fn read_ahead_end(&self, end: u64, read_ahead: u64) -> u64 {
+        if end == 0 || read_ahead == 0 || self.zero_run_at(end - 1).is_some() {
             return end;
         }
         let limit = self
             .zero_run_after(end - 1)
             .map_or(self.size, |run| run.start);
-        (end + READ_AHEAD).min(limit).min(self.size).max(end)
+        (end + read_ahead).min(limit).min(self.size).max(end)
     }
 }
 
@@ -130,18 +135,32 @@ pub(crate) struct GuestBuffer<'a> {
     start: u64,
     data: Vec<u8>,
     consumed: usize,
+    /// Bytes read beyond what was asked for.
+    read_ahead: u64,
     /// Bytes read from the image so far.
     pub(crate) bytes_read: u64,
 }
 
 impl<'a> GuestBuffer<'a> {
+    /// A buffer that reads ahead (for a sequential walk of the whole disk).
     pub(crate) fn new(image: &'a dyn DiskImage, layout: &'a GuestLayout) -> Self {
+        Self::with_read_ahead(image, layout, READ_AHEAD)
+    }
+
+    /// A buffer that reads exactly what is asked for (for re-chunking around
+    /// changes, where bytes past the resynchronising cut are not needed).
+    pub(crate) fn exact(image: &'a dyn DiskImage, layout: &'a GuestLayout) -> Self {
+        Self::with_read_ahead(image, layout, 0)
+    }
+
+    fn with_read_ahead(image: &'a dyn DiskImage, layout: &'a GuestLayout, read_ahead: u64) -> Self {
         GuestBuffer {
             image,
             layout,
             start: 0,
             data: Vec::new(),
             consumed: 0,
+            read_ahead,
             bytes_read: 0,
         }
     }
@@ -152,9 +171,21 @@ impl<'a> GuestBuffer<'a> {
 
     /// Guest bytes `[a, b)`, materialising what is missing.
     pub(crate) fn range(&mut self, a: u64, b: u64) -> Result<&[u8], ImageError> {
-        if a > self.end() || (a < self.start && b <= self.start) || self.data.len() == self.consumed
+        // An exact buffer (re-chunking around changes) never reads a gap: it
+        // needs only the windows it searches.
+        let gap_limit = if self.read_ahead == 0 {
+            0
+        } else {
+            MAX_SIZE as u64
+        };
+        if a > self.end().saturating_add(gap_limit)
+            || (a < self.start && b <= self.start)
+            || self.data.len() == self.consumed
         {
-            // Jump: nothing buffered is useful.
+            // Jump: nothing buffered is useful. (When reading ahead, a short
+            // gap after the buffered bytes is read below instead: the chunk
+            // holding the buffered bytes is read up to `a` later anyway, and
+            // dropping them now would read them twice.)
             self.data.clear();
             self.consumed = 0;
             self.start = a;
@@ -169,7 +200,7 @@ impl<'a> GuestBuffer<'a> {
             self.start = a;
         }
         if b > self.end() {
-            let target = self.layout.read_ahead_end(b);
+            let target = self.layout.read_ahead_end(b, self.read_ahead);
             let from = self.end();
             let old = self.data.len();
             self.data.resize(old + (target - from) as usize, 0);
@@ -245,12 +276,27 @@ impl ChunkCutter {
         buffer: &mut GuestBuffer<'_>,
         start: u64,
     ) -> Result<u64, ImageError> {
+        self.cut_searching_from(layout, buffer, start, 0)
+    }
+
+    /// [`cut`](Self::cut) for a caller that knows that no position below
+    /// `search_from` ends this chunk: the window before a position that lies
+    /// before a change holds the parent's bytes, and the parent did not cut
+    /// there, so the fingerprint need not be computed (and the bytes before
+    /// `search_from - 64` need not be read) there.
+    pub(crate) fn cut_searching_from(
+        &self,
+        layout: &GuestLayout,
+        buffer: &mut GuestBuffer<'_>,
+        start: u64,
+        search_from: u64,
+    ) -> Result<u64, ImageError> {
         let size = layout.size;
         let window = WINDOW_SIZE as u64;
         let lo = start + self.min_size;
         let max_end = start + self.max_size;
         let hi = max_end.min(size);
-        let mut p = lo;
+        let mut p = lo.max(search_from);
         while p <= hi {
             let w = p - window;
             if let Some(run) = layout.zero_run_at(w) {
@@ -263,7 +309,8 @@ impl ChunkCutter {
             // whose window lies wholly in the next long zero run.
             let q = layout
                 .zero_run_after(w)
-                .map_or(hi, |run| hi.min(run.start + window - 1));
+                .map_or(hi, |run| hi.min(run.start + window - 1))
+                .min(p + SCAN_STEP);
             let bytes = buffer.range(w, q)?;
             if let Some(boundary) = self.window.next_boundary(bytes, false) {
                 return Ok(w + boundary.end() as u64);

@@ -76,6 +76,7 @@ pub use restore::{
     RestoreFormat,
 };
 
+use changes::BlockHasher;
 use layout::{ChunkCutter, GuestBuffer, GuestLayout};
 
 /// Errors of image backups and restores.
@@ -199,6 +200,10 @@ pub struct ImageStats {
     pub chunks_reused: u64,
     /// Guest bytes covered by copied parent chunks.
     pub bytes_reused: u64,
+    /// Guest bytes of the chunks chunked anew in an incremental (from the
+    /// parent boundary before each change to the cut where the boundaries
+    /// resynchronise): what was hashed, compressed and stored at most.
+    pub bytes_rechunked: u64,
     /// Whether the parent's content was reused (changed-block incremental).
     pub incremental: bool,
     /// Guest bytes reported as changed.
@@ -287,33 +292,37 @@ pub fn backup_image(
         ChangedBlocks::Unknown => None,
         ChangedBlocks::Ranges(ranges) => Some(merge_ranges(ranges.clone())),
         ChangedBlocks::BlockHashCache(path) => {
-            let (hashes, read) = BlockHashes::compute(image, &layout, threads)?;
-            stats.hash_bytes_read = read;
             let old = BlockHashes::load(path);
-            let ranges = match old {
-                Some(old) if old.snapshot.is_some() => {
-                    if parent.is_none()
-                        && old
-                            .snapshot
-                            .is_some_and(|id| repo.load_snapshot(&id).is_ok())
-                    {
-                        parent = old.snapshot;
-                    }
-                    if parent == old.snapshot {
-                        old.changed_ranges(&hashes)
-                    } else {
-                        stats.fallback_reason =
-                            Some("the block-hash cache belongs to another snapshot".into());
-                        None
-                    }
+            let cached = old.as_ref().and_then(|o| o.snapshot);
+            if parent.is_none() && cached.is_some_and(|id| repo.load_snapshot(&id).is_ok()) {
+                parent = cached;
+            }
+            match old {
+                Some(old)
+                    if cached.is_some() && parent == cached && old.comparable(layout.size) =>
+                {
+                    // Hash every block now to learn what changed.
+                    let (hashes, read) = BlockHashes::compute(image, &layout, threads)?;
+                    stats.hash_bytes_read = read;
+                    let ranges = old.changed_ranges(&hashes);
+                    new_hashes = Some(hashes);
+                    ranges
                 }
-                _ => {
-                    stats.fallback_reason = Some("no block-hash cache yet".into());
+                old => {
+                    stats.fallback_reason = Some(
+                        match old {
+                            None => "no block-hash cache yet",
+                            Some(o) if !o.comparable(layout.size) => {
+                                "the block-hash cache is for another disk size"
+                            }
+                            Some(_) => "the block-hash cache belongs to another snapshot",
+                        }
+                        .into(),
+                    );
+                    // The full pass hashes the blocks from what it reads.
                     None
                 }
-            };
-            new_hashes = Some(hashes);
-            ranges
+            }
         }
     };
     stats.changed_bytes = changed
@@ -345,16 +354,33 @@ pub fn backup_image(
     }
 
     let counters = Counters::default();
-    let content = produce_content(
-        repo,
-        image,
-        &layout,
-        &chunker,
-        plan.as_ref(),
-        threads,
-        &counters,
-        &mut stats,
-    )?;
+    let content = match &plan {
+        Some(plan) => incremental_content(
+            repo, image, &layout, &chunker, plan, threads, &counters, &mut stats,
+        )?,
+        None => {
+            // A block-hash cache still to be computed is computed from the
+            // bytes this pass reads anyway.
+            let mut hasher = match (&options.changes, &new_hashes) {
+                (ChangedBlocks::BlockHashCache(_), None) => Some(BlockHasher::new(layout.size)),
+                _ => None,
+            };
+            let content = produce_content(
+                repo,
+                image,
+                &layout,
+                &chunker,
+                threads,
+                &counters,
+                &mut stats,
+                hasher.as_mut(),
+            )?;
+            if let Some(hasher) = hasher {
+                new_hashes = Some(hasher.finish());
+            }
+            content
+        }
+    };
 
     // The snapshot: one file node at the root (like `--stdin`).
     let (uid, gid) = os_identity::uid_gid();
@@ -509,18 +535,18 @@ fn parent_plan(
 /// A chunk handed to a worker: its index in the content list and its bytes.
 type Job = (usize, Vec<u8>);
 
-/// Chunks the guest view (or only its changed regions) and stores the blobs on
-/// worker threads; returns the content list.
+/// Chunks the whole guest view and stores the blobs on worker threads
+/// (feeding `hasher` the guest bytes in order); returns the content list.
 #[allow(clippy::too_many_arguments)]
 fn produce_content(
     repo: &Repository,
     image: &dyn DiskImage,
     layout: &GuestLayout,
     chunker: &Chunker,
-    plan: Option<&ParentPlan>,
     threads: usize,
     counters: &Counters,
     stats: &mut ImageStats,
+    hasher: Option<&mut BlockHasher>,
 ) -> Result<Vec<Id>, ImageError> {
     let cutter = ChunkCutter::new(chunker)?;
     let mut content: Vec<Option<Id>> = Vec::new();
@@ -572,9 +598,9 @@ fn produce_content(
             image,
             layout,
             &cutter,
-            plan,
             counters,
             stats,
+            hasher,
             &mut content,
             &failed,
             &job_tx,
@@ -598,17 +624,16 @@ fn produce_content(
         .collect()
 }
 
-/// The producer: walks the guest view chunk by chunk (copying parent chunks
-/// where nothing changed) and feeds the workers.
+/// The producer: walks the guest view chunk by chunk and feeds the workers.
 #[allow(clippy::too_many_arguments)]
 fn chunk_guest(
     repo: &Repository,
     image: &dyn DiskImage,
     layout: &GuestLayout,
     cutter: &ChunkCutter,
-    plan: Option<&ParentPlan>,
     counters: &Counters,
     stats: &mut ImageStats,
+    mut hasher: Option<&mut BlockHasher>,
     content: &mut Vec<Option<Id>>,
     failed: &AtomicBool,
     jobs: &std::sync::mpsc::SyncSender<Job>,
@@ -617,31 +642,9 @@ fn chunk_guest(
     let mut buffer = GuestBuffer::new(image, layout);
     let mut zero_ids: HashMap<u64, Id> = HashMap::new();
     let mut pos = 0u64;
-    // Index of the next parent chunk while positions coincide; `None` while
-    // re-chunking.
-    let mut synced: Option<usize> = plan.map(|_| 0);
     while pos < size {
         if failed.load(Ordering::Acquire) {
             return Ok(());
-        }
-        if let (Some(plan), Some(mut next)) = (plan, synced) {
-            // Copy parent chunks that end before the next change: their bytes,
-            // and so their cuts, are the parent's.
-            let change = plan.next_change(pos);
-            while let (Some(&end), Some(id)) = (plan.ends.get(next), plan.ids.get(next)) {
-                if end > change {
-                    break;
-                }
-                content.push(Some(*id));
-                stats.chunks_reused += 1;
-                stats.bytes_reused += end - pos;
-                pos = end;
-                next += 1;
-            }
-            synced = None;
-            if pos >= size {
-                break;
-            }
         }
         let end = cutter.cut(layout, &mut buffer, pos)?;
         if end <= pos {
@@ -652,25 +655,20 @@ fn chunk_guest(
             let id = match zero_ids.get(&length) {
                 Some(id) => *id,
                 None => {
-                    let zeros = vec![0u8; length as usize];
-                    let id = if length == MIN_SIZE as u64 {
-                        Id(ZERO_CHUNK_ID)
-                    } else {
-                        Id(Sha256::digest(&zeros).into())
-                    };
-                    let (id, new, stored) = repo.save_blob(BlobType::Data, &zeros, Some(id))?;
-                    if new {
-                        add(&counters.data_blobs, 1);
-                        add(&counters.data_added, length);
-                        add(&counters.data_added_packed, stored);
-                    }
+                    let id = save_zero_chunk(repo, length, counters)?;
                     zero_ids.insert(length, id);
                     id
                 }
             };
             content.push(Some(id));
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.zeros(end);
+            }
         } else {
             let data = buffer.range(pos, end)?.to_vec();
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.feed(pos, &data);
+            }
             let index = content.len();
             content.push(None);
             if jobs.send((index, data)).is_err() {
@@ -679,15 +677,247 @@ fn chunk_guest(
         }
         buffer.drop_before(end);
         pos = end;
-        if let Some(plan) = plan {
-            if let Ok(k) = plan.ends.binary_search(&pos) {
-                if !plan.inside_change(pos) {
-                    synced = Some(k + 1);
-                }
-            }
-        }
     }
     stats.chunks = content.len() as u64;
     stats.bytes_read = buffer.bytes_read;
     Ok(())
+}
+
+/// Stores the all-zero chunk of `length` bytes (never read from the image).
+fn save_zero_chunk(repo: &Repository, length: u64, counters: &Counters) -> Result<Id, ImageError> {
+    let zeros = vec![0u8; length as usize];
+    let id = if length == MIN_SIZE as u64 {
+        Id(ZERO_CHUNK_ID)
+    } else {
+        Id(Sha256::digest(&zeros).into())
+    };
+    let (id, new, stored) = repo.save_blob(BlobType::Data, &zeros, Some(id))?;
+    if new {
+        add(&counters.data_blobs, 1);
+        add(&counters.data_added, length);
+        add(&counters.data_added_packed, stored);
+    }
+    Ok(id)
+}
+
+/// The new chunk cuts from a true chunk start up to the cut where the
+/// boundaries resynchronise with the parent's.
+struct RegionCuts {
+    /// Chunk ends, in order; the last one is the resynchronising cut (a
+    /// parent boundary outside every change) or the end of the disk.
+    cuts: Vec<u64>,
+    /// Bytes read from the image to find them.
+    bytes_read: u64,
+}
+
+/// One entry of an incremental's content list.
+enum Piece {
+    /// A parent chunk, reused without reading.
+    Parent(Id),
+    /// A new chunk `[start, end)` of the guest view.
+    New(u64, u64),
+}
+
+/// Re-chunks from `start` (a parent boundary that is a true chunk start of
+/// the new content: the start of the parent chunk holding the first change at
+/// or after it) until a cut coincides with a parent boundary that is
+/// not inside a change (spec: restic-format §15: from there on the cuts are
+/// the parent's, as they depend only on the bytes since the last cut).
+fn rechunk_region(
+    image: &dyn DiskImage,
+    layout: &GuestLayout,
+    cutter: &ChunkCutter,
+    plan: &ParentPlan,
+    start: u64,
+) -> Result<RegionCuts, ImageError> {
+    let size = layout.size;
+    // The first changed byte at or after `start`.
+    let change = plan.next_change(start).max(start);
+    let mut buffer = GuestBuffer::exact(image, layout);
+    let mut cuts = Vec::new();
+    let mut pos = start;
+    // Positions up to `change` see the parent's bytes in their window, and the
+    // parent chunk from `start` did not end before `change`: no cut there.
+    let mut search_from = change.saturating_add(1);
+    while pos < size {
+        let end = cutter.cut_searching_from(layout, &mut buffer, pos, search_from)?;
+        if end <= pos {
+            return Err(ImageError::Chunker(format!("no progress at offset {pos}")));
+        }
+        cuts.push(end);
+        buffer.drop_before(end);
+        pos = end;
+        search_from = 0;
+        if plan.ends.binary_search(&pos).is_ok() && !plan.inside_change(pos) {
+            break;
+        }
+    }
+    Ok(RegionCuts {
+        cuts,
+        bytes_read: buffer.bytes_read,
+    })
+}
+
+/// The parent boundary at or before `change`: the start of the parent chunk
+/// holding byte `change`, and that chunk's index.
+fn parent_chunk_start(plan: &ParentPlan, change: u64) -> (u64, usize) {
+    let k = plan.ends.partition_point(|&end| end <= change);
+    let start = match k.checked_sub(1) {
+        Some(i) => plan.ends.get(i).copied().unwrap_or(0),
+        None => 0,
+    };
+    (start, k)
+}
+
+/// A changed-block incremental: reuses the parent's chunks where nothing
+/// changed (without reading them), re-chunks only from the parent boundary
+/// before each change until the boundaries resynchronise, and hashes and
+/// stores the new chunks; all of it on `threads` threads. The content list
+/// equals that of a full backup of the same guest view.
+///
+/// 1. For each changed region (in parallel) find the new cuts, reading only
+///    from the first position after the change that could be a cut.
+/// 2. Stitch the content list in order: parent chunks up to each region,
+///    then the region's new chunks. A region that a previous one ran past
+///    (rare: a new cut inside a change that does not resynchronise before the
+///    next change's parent chunk) is re-chunked there and then.
+/// 3. Read, hash and store the new chunks (in parallel).
+#[allow(clippy::too_many_arguments)]
+fn incremental_content(
+    repo: &Repository,
+    image: &dyn DiskImage,
+    layout: &GuestLayout,
+    chunker: &Chunker,
+    plan: &ParentPlan,
+    threads: usize,
+    counters: &Counters,
+    stats: &mut ImageStats,
+) -> Result<Vec<Id>, ImageError> {
+    use rayon::prelude::*;
+
+    let cutter = ChunkCutter::new(chunker)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| ImageError::Chunker(format!("threads: {e}")))?;
+
+    // 1. Speculative re-chunk of every region, keyed by its start.
+    let mut starts: Vec<u64> = Vec::new();
+    for range in &plan.changed {
+        let (start, _) = parent_chunk_start(plan, range.start);
+        // A start inside a change is run past by the region before it.
+        if starts.last() != Some(&start) && !plan.inside_change(start) {
+            starts.push(start);
+        }
+    }
+    let regions: Vec<Result<RegionCuts, ImageError>> = pool.install(|| {
+        starts
+            .par_iter()
+            .map(|&start| rechunk_region(image, layout, &cutter, plan, start))
+            .collect()
+    });
+    let mut by_start: HashMap<u64, RegionCuts> = HashMap::with_capacity(regions.len());
+    for (&start, region) in starts.iter().zip(regions) {
+        by_start.insert(start, region?);
+    }
+
+    // 2. Stitch.
+    let size = layout.size;
+    let mut pieces: Vec<Piece> = Vec::with_capacity(plan.ids.len() + starts.len());
+    let mut pos = 0u64;
+    let mut next = 0usize; // index of the parent chunk starting at `pos`
+    let mut bytes_read = 0u64;
+    while pos < size {
+        let change = plan.next_change(pos);
+        let (start, k) = if change >= size {
+            (size, plan.ids.len())
+        } else {
+            parent_chunk_start(plan, change)
+        };
+        for i in next..k {
+            let (Some(&id), Some(&end)) = (plan.ids.get(i), plan.ends.get(i)) else {
+                break;
+            };
+            pieces.push(Piece::Parent(id));
+            stats.chunks_reused += 1;
+            stats.bytes_reused += end - pos;
+            pos = end;
+        }
+        if start >= size {
+            break;
+        }
+        if pos != start {
+            return Err(ImageError::Chunker(format!(
+                "parent boundaries out of step at offset {pos} (expected {start})"
+            )));
+        }
+        let region = match by_start.remove(&start) {
+            Some(region) => region,
+            None => rechunk_region(image, layout, &cutter, plan, start)?,
+        };
+        bytes_read += region.bytes_read;
+        for &end in &region.cuts {
+            pieces.push(Piece::New(pos, end));
+            stats.bytes_rechunked += end - pos;
+            pos = end;
+        }
+        next = match plan.ends.binary_search(&pos) {
+            Ok(i) => i + 1,
+            Err(_) if pos >= size => plan.ids.len(),
+            Err(_) => {
+                return Err(ImageError::Chunker(format!(
+                    "re-chunking stopped off a parent boundary at offset {pos}"
+                )))
+            }
+        };
+    }
+    // Regions left in `by_start` were run past by an earlier one (step 2
+    // re-chunked from where that one resynchronised); their work is dropped.
+    for region in by_start.values() {
+        bytes_read += region.bytes_read;
+    }
+
+    // 3. Hash and store the new chunks.
+    let new_chunks: Vec<(usize, u64, u64)> = pieces
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Piece::New(a, b) => Some((i, *a, *b)),
+            Piece::Parent(_) => None,
+        })
+        .collect();
+    let stored: Vec<Result<(usize, Id, u64), ImageError>> = pool.install(|| {
+        new_chunks
+            .par_iter()
+            .map(|&(index, start, end)| {
+                let mut data = vec![0u8; (end - start) as usize];
+                let read = layout.materialise(image, start, &mut data)?;
+                let id = Id(known_chunk_id(&data).unwrap_or_else(|| Sha256::digest(&data).into()));
+                let (id, new, packed) = repo.save_blob(BlobType::Data, &data, Some(id))?;
+                if new {
+                    add(&counters.data_blobs, 1);
+                    add(&counters.data_added, data.len() as u64);
+                    add(&counters.data_added_packed, packed);
+                }
+                Ok((index, id, read))
+            })
+            .collect()
+    });
+    let mut content: Vec<Id> = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Parent(id) => *id,
+            Piece::New(..) => Id([0; 32]),
+        })
+        .collect();
+    for result in stored {
+        let (index, id, read) = result?;
+        bytes_read += read;
+        if let Some(slot) = content.get_mut(index) {
+            *slot = id;
+        }
+    }
+    stats.chunks = content.len() as u64;
+    stats.bytes_read = bytes_read;
+    Ok(content)
 }

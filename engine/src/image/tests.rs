@@ -350,6 +350,47 @@ fn block_hash_cache_finds_changes() {
 }
 
 #[test]
+fn block_hash_cache_is_blake3_and_ignores_old_versions() {
+    let t = TempDir::new("image-hash-version");
+    let path = t.0.join("cache");
+    let hashes = BlockHashes {
+        snapshot: Some(Id([7; 32])),
+        virtual_size: 3 * BlockHashes::BLOCK_SIZE - 5,
+        block_size: BlockHashes::BLOCK_SIZE,
+        hashes: vec![*blake3::hash(b"a").as_bytes(); 3],
+    };
+    hashes.save(&path).unwrap();
+    assert_eq!(BlockHashes::load(&path), Some(hashes.clone()));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"RXBLKH02");
+    // 64-byte header, three 32-byte hashes, a 32-byte BLAKE3 check.
+    assert_eq!(bytes.len(), 64 + 3 * 32 + 32);
+    assert_eq!(
+        &bytes[bytes.len() - 32..],
+        blake3::hash(&bytes[..bytes.len() - 32]).as_bytes()
+    );
+
+    // A version-01 file (truncated SHA-256 hashes, SHA-256 check) is ignored.
+    let mut old = Vec::new();
+    old.extend_from_slice(b"RXBLKH01");
+    old.extend_from_slice(&[7; 32]);
+    old.extend_from_slice(&hashes.virtual_size.to_le_bytes());
+    old.extend_from_slice(&hashes.block_size.to_le_bytes());
+    old.extend_from_slice(&3u64.to_le_bytes());
+    old.extend_from_slice(&[1; 3 * 16]);
+    let check = Sha256::digest(&old);
+    old.extend_from_slice(&check);
+    std::fs::write(&path, &old).unwrap();
+    assert_eq!(BlockHashes::load(&path), None);
+
+    // So is a damaged current one.
+    let mut damaged = bytes.clone();
+    damaged[70] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    assert_eq!(BlockHashes::load(&path), None);
+}
+
+#[test]
 fn merge_ranges_merges() {
     assert_eq!(
         merge_ranges(vec![5..7, 0..2, 2..3, 6..9, 4..4]),
@@ -421,5 +462,83 @@ fn incremental_equals_full_backup_random() {
             })
             .collect();
         incremental_case(&layout, &writes);
+    }
+}
+
+#[test]
+fn incremental_with_many_scattered_changes_reads_only_around_them() {
+    // 40 MiB of data with a hole, 64 KiB-block writes that are scattered,
+    // adjacent, in the hole and right at the end (regions that run into one
+    // another, as with 1 % of random blocks rewritten).
+    let layout = [(24 * M, Data), (6 * M, Unallocated), (10 * M, Data)];
+    let size = 40 * M;
+    let t = TempDir::new("image-inc-many");
+    let repo = new_repo(&t.0, 2);
+    let chunker = Chunker::new(repo.polynomial()).unwrap();
+    let mut disk = MemDisk::new(11, &layout);
+    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let mut state = 77u64;
+    let mut blocks: Vec<u64> = (0..24)
+        .map(|_| next(&mut state) % (size / (64 * K)))
+        .collect();
+    blocks.extend([3, 4, 5, 100, 101, size / (64 * K) - 1]);
+    let mut changed = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let offset = block * 64 * K;
+        disk.write(offset, &pseudo_random(500 + i as u32, 64 * K as usize));
+        changed.push(offset..offset + 64 * K);
+    }
+    disk.read.store(0, Ordering::Relaxed);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(changed);
+    options.threads = 3;
+    let inc = backup_image(&repo, &disk, options).unwrap();
+    assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+    assert_eq!(
+        content_of(&repo, &inc.summary.snapshot_id),
+        reference_content(&chunker, &disk.bytes)
+    );
+    let stats = &inc.stats;
+    assert_eq!(stats.bytes_reused + stats.bytes_rechunked, size);
+    assert!(stats.bytes_rechunked < size, "{stats:?}");
+    // Each new chunk is read once to be stored, and the part of it after the
+    // first change once more to find its cut (in steps of at most 128 KiB
+    // per region): under twice what was re-chunked, plus a step per region.
+    let read = disk.read.load(Ordering::Relaxed);
+    assert_eq!(read, stats.bytes_read);
+    assert!(
+        read < 2 * stats.bytes_rechunked + blocks.len() as u64 * 128 * K,
+        "{read} {stats:?}"
+    );
+}
+
+#[test]
+fn first_backup_hashes_blocks_from_what_it_reads() {
+    // The first backup with a block-hash cache reads every data byte once
+    // (chunking and block hashes from the same bytes) and stores the same
+    // hashes as a separate hashing pass.
+    for seed in [3u64, 8, 21] {
+        let layout = random_layout(seed + 200);
+        let t = TempDir::new("image-hash-fused");
+        let repo = new_repo(&t.0, 2);
+        let disk = MemDisk::new(seed as u32, &layout);
+        let cache = t.0.join("cache");
+        let mut options = ImageBackupOptions::new("disk");
+        options.changes = ChangedBlocks::BlockHashCache(cache.clone());
+        let done = backup_image(&repo, &disk, options).unwrap();
+        assert_eq!(done.stats.hash_bytes_read, 0);
+        let data: u64 = disk
+            .extents
+            .iter()
+            .filter(|e| e.kind == Data)
+            .map(|e| e.length)
+            .sum();
+        assert!(done.stats.bytes_read <= data + 1024 * K, "seed {seed}");
+        let stored = BlockHashes::load(&cache).unwrap();
+        let layout_of = GuestLayout::new(&disk).unwrap();
+        let (separate, _) = BlockHashes::compute(&disk, &layout_of, 2).unwrap();
+        assert_eq!(stored.hashes, separate.hashes, "seed {seed}");
+        assert_eq!(stored.snapshot, Some(done.summary.snapshot_id));
     }
 }

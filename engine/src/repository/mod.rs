@@ -212,6 +212,9 @@ pub(crate) struct Shared {
     has_upload_error: AtomicBool,
     verify_blobs: AtomicBool,
     packs_bytes_stored: AtomicU64,
+    /// Buffers of stored packs, reused for new packs (so the allocator does
+    /// not keep growing; at most [`packer::SPARE_PACK_BUFFERS`]).
+    pack_buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock_mutex<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,6 +246,21 @@ impl Shared {
 
     pub(crate) fn verify_blobs(&self) -> bool {
         self.verify_blobs.load(Ordering::Relaxed)
+    }
+
+    /// A cleared buffer for a new pack (a stored pack's, when one is spare).
+    pub(crate) fn take_pack_buffer(&self) -> Vec<u8> {
+        let mut buffer = lock_mutex(&self.pack_buffers).pop().unwrap_or_default();
+        buffer.clear();
+        buffer
+    }
+
+    /// Keep a stored pack's buffer for the next pack.
+    pub(crate) fn give_back_pack_buffer(&self, buffer: Vec<u8>) {
+        let mut spare = lock_mutex(&self.pack_buffers);
+        if spare.len() < packer::SPARE_PACK_BUFFERS {
+            spare.push(buffer);
+        }
     }
 
     /// A pack is stored: index its blobs, queue them for the next index file
@@ -376,17 +394,40 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress_with_level(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
+thread_local! {
+    /// Per-thread output buffer of the compressor: reused for every blob, so
+    /// compressing allocates nothing (a fresh multi-MiB buffer per blob
+    /// makes the allocator hold on to freed memory in every thread's arena).
+    static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest compression buffer a thread keeps between blobs: the average
+/// chunk is 1 MiB; a rare 8 MiB chunk's buffer is given back.
+const KEPT_COMPRESS_BUFFER: usize = 2 << 20;
+
+/// Compress `data` at `level`, then encrypt the frame with `key`.
+fn compress_and_encrypt(key: &Key, level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let reuse = matches!(&*slot, Some((l, _)) if *l == level);
         if !reuse {
             *slot = Some((level, Compressor::new(level).map_err(|e| e.to_string())?));
         }
-        match slot.as_mut() {
-            Some((_, c)) => c.compress(data).map_err(|e| e.to_string()),
-            None => Err("no compressor".to_string()),
-        }
+        let Some((_, compressor)) = slot.as_mut() else {
+            return Err("no compressor".to_string());
+        };
+        COMPRESSED.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            let result = compressor
+                .compress_into(data, &mut buffer)
+                .map_err(|e| e.to_string())
+                .map(|()| key.encrypt(&buffer));
+            if buffer.capacity() > KEPT_COMPRESS_BUFFER {
+                *buffer = Vec::new();
+            }
+            result
+        })
     })
 }
 
@@ -402,6 +443,30 @@ pub(crate) fn decode_blob(
         Some(n) => compression::decompress(&plain, Some(n as usize), MAX_BLOB_SIZE)
             .map_err(|e| e.to_string())?,
         None => plain,
+    };
+    let actual = Id(Sha256::digest(&plain).into());
+    if actual != *id {
+        return Err(format!("hash mismatch: content has ID {actual}"));
+    }
+    Ok(plain)
+}
+
+/// [`decode_blob`] on a ciphertext the caller may overwrite: decrypted in
+/// place, so a compressed blob costs one allocation (its plaintext).
+fn decode_blob_in_place(
+    key: &Key,
+    id: &Id,
+    ciphertext: &mut [u8],
+    uncompressed_length: Option<u32>,
+) -> Result<Vec<u8>, String> {
+    let range = key
+        .decrypt_slice_in_place(ciphertext)
+        .map_err(|e| e.to_string())?;
+    let decrypted = ciphertext.get(range).unwrap_or_default();
+    let plain = match uncompressed_length {
+        Some(n) => compression::decompress(decrypted, Some(n as usize), MAX_BLOB_SIZE)
+            .map_err(|e| e.to_string())?,
+        None => decrypted.to_vec(),
     };
     let actual = Id(Sha256::digest(&plain).into());
     if actual != *id {
@@ -530,6 +595,7 @@ impl Repository {
                 has_upload_error: AtomicBool::new(false),
                 verify_blobs: AtomicBool::new(false),
                 packs_bytes_stored: AtomicU64::new(0),
+                pack_buffers: Mutex::new(Vec::new()),
             }),
             config,
             key_id,
@@ -945,6 +1011,50 @@ impl Repository {
             .collect())
     }
 
+    /// Like [`Repository::load_blobs_from_pack`], but hands each blob to
+    /// `deliver` (with its index in `blobs`) as soon as it is decoded, so
+    /// at most one decoded blob is held at a time besides the read range.
+    /// Fails only if the range cannot be read (then nothing was delivered).
+    pub fn load_blobs_from_pack_each(
+        &self,
+        pack: &Id,
+        blobs: &[(BlobType, Id, BlobLocation)],
+        mut deliver: impl FnMut(usize, RepoResult<Vec<u8>>),
+    ) -> RepoResult<()> {
+        let Some(start) = blobs.iter().map(|(_, _, l)| u64::from(l.offset)).min() else {
+            return Ok(());
+        };
+        let end = blobs
+            .iter()
+            .map(|(_, _, l)| u64::from(l.offset) + u64::from(l.length))
+            .max()
+            .unwrap_or(start);
+        let mut data =
+            self.shared
+                .backend
+                .read_range(FileType::Pack, &pack.to_hex(), start, end - start)?;
+        for (index, (t, id, l)) in blobs.iter().enumerate() {
+            let from = usize::try_from(u64::from(l.offset) - start).unwrap_or(usize::MAX);
+            // Blobs of one request do not overlap (pack layout), so each
+            // ciphertext is decrypted in place exactly once.
+            let ct = data
+                .get_mut(from..from.saturating_add(l.length as usize))
+                .ok_or_else(|| "blob outside the read range".to_string());
+            let result = ct
+                .and_then(|ct| {
+                    decode_blob_in_place(&self.shared.key, id, ct, l.uncompressed_length)
+                })
+                .map_err(|reason| RepoError::BlobCorrupt {
+                    blob_type: *t,
+                    blob: *id,
+                    pack: *pack,
+                    reason,
+                });
+            deliver(index, result);
+        }
+        Ok(())
+    }
+
     /// Load and decode a tree blob.
     pub fn load_tree(&self, id: &Id) -> RepoResult<Tree> {
         let data = self.load_blob(BlobType::Tree, id)?;
@@ -1051,17 +1161,16 @@ impl Repository {
         };
         let (ciphertext, uncompressed_length) = match level {
             Some(level) => {
-                let compressed =
-                    compress_with_level(level, data).map_err(|reason| RepoError::BlobCorrupt {
-                        blob_type,
-                        blob: id,
-                        pack: Id::NULL,
-                        reason: format!("compressing: {reason}"),
+                let ciphertext =
+                    compress_and_encrypt(&self.shared.key, level, data).map_err(|reason| {
+                        RepoError::BlobCorrupt {
+                            blob_type,
+                            blob: id,
+                            pack: Id::NULL,
+                            reason: format!("compressing: {reason}"),
+                        }
                     })?;
-                (
-                    self.shared.key.encrypt(&compressed),
-                    Some(data.len() as u32),
-                )
+                (ciphertext, Some(data.len() as u32))
             }
             None => (self.shared.key.encrypt(data), None),
         };
@@ -1069,7 +1178,13 @@ impl Repository {
         let full = {
             let mut slot = lock_mutex(&self.packers[packer_slot(blob_type)]);
             let open = slot.get_or_insert_with(|| {
-                packer::OpenPack::new((pack_size as usize).saturating_add(1 << 20))
+                // Tree packs fill slowly; a fresh (untouched) allocation
+                // costs no memory until used, a reused one costs it all.
+                let buffer = match blob_type {
+                    BlobType::Data => self.shared.take_pack_buffer(),
+                    BlobType::Tree => Vec::new(),
+                };
+                packer::OpenPack::with_buffer(buffer, (pack_size as usize).saturating_add(1 << 20))
             });
             open.add(blob_type, id, &ciphertext, uncompressed_length)?;
             if open.is_full(pack_size) {
@@ -1088,7 +1203,10 @@ impl Repository {
         let sender = {
             let mut pool = lock_mutex(&self.uploads);
             let pool = pool.get_or_insert_with(|| {
-                packer::UploadPool::start(&self.shared, self.shared.backend.connections())
+                packer::UploadPool::start(
+                    &self.shared,
+                    packer::upload_threads(self.shared.backend.connections(), cpu_count()),
+                )
             });
             pool.sender()
         };

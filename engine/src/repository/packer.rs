@@ -24,10 +24,32 @@ pub(crate) struct OpenPack {
     pub(crate) header_size: usize,
 }
 
+/// Stored packs' buffers kept for reuse.
+pub(crate) const SPARE_PACK_BUFFERS: usize = 2;
+
+/// Uploader threads for a backend with `connections` parallel operations
+/// on `cpus` CPUs: every finished pack waiting or uploading is held in
+/// memory (up to a pack size each), and two or so uploads at once already
+/// keep up with what the CPUs produce, so more than the CPU count (at
+/// least 2) only costs memory.
+pub(crate) fn upload_threads(connections: usize, cpus: usize) -> usize {
+    connections.clamp(1, cpus.max(2))
+}
+
+/// Finished packs waiting for a free uploader (beyond those uploading):
+/// none, a full pack is handed over directly (memory: one pack per
+/// uploader, like restic's few packs in flight).
+const QUEUED_PACKS: usize = 0;
+
 impl OpenPack {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A pack filling `buffer` (cleared), grown to `capacity` at once.
+    pub(crate) fn with_buffer(mut buffer: Vec<u8>, capacity: usize) -> Self {
+        buffer.clear();
+        if buffer.capacity() < capacity {
+            buffer.reserve_exact(capacity);
+        }
         OpenPack {
-            bytes: Vec::with_capacity(capacity),
+            bytes: buffer,
             blobs: Vec::new(),
             header_size: 0,
         }
@@ -74,11 +96,11 @@ pub(crate) struct UploadPool {
 }
 
 impl UploadPool {
-    /// Start `threads` uploaders; the queue holds at most `threads` packs, so
-    /// at most 2 × threads finished packs are in memory.
+    /// Start `threads` uploaders; the queue holds [`QUEUED_PACKS`], so at
+    /// most `threads + QUEUED_PACKS` finished packs are in memory.
     pub(crate) fn start(shared: &Arc<Shared>, threads: usize) -> Self {
         let threads = threads.max(1);
-        let (sender, receiver) = sync_channel::<OpenPack>(threads);
+        let (sender, receiver) = sync_channel::<OpenPack>(QUEUED_PACKS);
         let receiver = Arc::new(Mutex::new(receiver));
         let handles = (0..threads)
             .map(|i| {
@@ -139,7 +161,9 @@ pub(crate) fn store_pack(shared: &Shared, open: OpenPack) -> Result<(), RepoErro
         .backend
         .write(FileType::Pack, &id.to_hex(), &bytes)
         .map_err(|source| RepoError::Backend { source })?;
-    shared.pack_stored(id, bytes.len() as u64, blobs)
+    let size = bytes.len() as u64;
+    shared.give_back_pack_buffer(bytes);
+    shared.pack_stored(id, size, blobs)
 }
 
 /// Check that the header we wrote decodes to the blobs we meant to write

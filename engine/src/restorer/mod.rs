@@ -62,8 +62,16 @@ use crate::walker::{self, WalkAction, WalkError};
 /// opened for each write (bounded file descriptor use).
 const MAX_CACHED_HANDLES: usize = 256;
 
-/// Largest single pack range read (bounds memory: one per worker).
-const MAX_READ_SIZE: u64 = 16 << 20;
+/// Largest single pack range read (bounds memory: one per worker, plus one
+/// decoded blob).
+const MAX_READ_SIZE: u64 = 8 << 20;
+
+/// Bytes of pack ranges all workers together read at once at most: with
+/// many workers each reads less (but at least [`MIN_READ_SIZE`]).
+const READ_BUDGET: u64 = 32 << 20;
+
+/// Smallest range limit per worker.
+const MIN_READ_SIZE: u64 = 1 << 20;
 
 /// Unneeded bytes between two blobs still read in one request.
 const MAX_READ_GAP: u64 = 256 << 10;
@@ -439,8 +447,17 @@ impl Restorer {
                 (pack, jobs)
             })
             .collect();
-        // Work on the biggest packs first for a balanced finish.
-        out.sort_by_key(|(pack, jobs)| (std::cmp::Reverse(jobs.len()), *pack));
+        // Workers pop from the end: take packs in the order of the file
+        // positions they fill, so the files are written front to back
+        // (contiguous allocation, no scattered writes into sparse files).
+        out.sort_by_key(|(pack, jobs)| {
+            let first = jobs
+                .iter()
+                .filter_map(|j| j.targets.first().copied())
+                .min()
+                .unwrap_or((usize::MAX, u64::MAX));
+            (std::cmp::Reverse(first), *pack)
+        });
         out
     }
 
@@ -473,6 +490,8 @@ impl Restorer {
                     .is_some_and(|file| !file.failed.load(Ordering::Relaxed))
             })
         };
+        let max_read =
+            (READ_BUDGET / self.options.threads.max(1) as u64).clamp(MIN_READ_SIZE, MAX_READ_SIZE);
         let mut skipped: Vec<&BlobJob> = Vec::new();
         let mut start = 0;
         while start < jobs.len() {
@@ -483,8 +502,7 @@ impl Restorer {
                 let prev_end = u64::from(prev.location.offset) + u64::from(prev.location.length);
                 let next_start = u64::from(next.location.offset);
                 let next_end = next_start + u64::from(next.location.length);
-                if next_start.saturating_sub(prev_end) > MAX_READ_GAP
-                    || next_end - first > MAX_READ_SIZE
+                if next_start.saturating_sub(prev_end) > MAX_READ_GAP || next_end - first > max_read
                 {
                     break;
                 }
@@ -503,31 +521,41 @@ impl Restorer {
                 .iter()
                 .map(|j| (BlobType::Data, j.id, j.location))
                 .collect();
-            let results: Vec<Result<Vec<u8>, String>> =
-                match self.repo.load_blobs_from_pack(pack, &request) {
-                    Ok(results) if results.len() == group.len() => results
-                        .into_iter()
-                        .zip(&group)
-                        .map(|(r, job)| match r {
-                            Ok(data) => Ok(data),
-                            // Another copy of the blob may be intact.
-                            Err(first) => self
-                                .repo
-                                .load_blob(BlobType::Data, &job.id)
-                                .map_err(|_| first.to_string()),
-                        })
-                        .collect(),
-                    _ => group
-                        .iter()
-                        .map(|job| {
-                            self.repo
-                                .load_blob(BlobType::Data, &job.id)
-                                .map_err(|e| e.to_string())
-                        })
-                        .collect(),
-                };
-            for (job, data) in group.iter().zip(results) {
-                self.deliver(pack, job, data, files, run);
+            // Each blob is written as soon as it is decoded: a worker holds
+            // the read range and one decoded blob, never a whole range of
+            // decoded blobs.
+            let mut delivered = vec![false; group.len()];
+            let streamed = self
+                .repo
+                .load_blobs_from_pack_each(pack, &request, |index, result| {
+                    let Some(job) = group.get(index) else {
+                        return;
+                    };
+                    let data = match result {
+                        Ok(data) => Ok(data),
+                        // Another copy of the blob may be intact.
+                        Err(first) => self
+                            .repo
+                            .load_blob(BlobType::Data, &job.id)
+                            .map_err(|_| first.to_string()),
+                    };
+                    if let Some(flag) = delivered.get_mut(index) {
+                        *flag = true;
+                    }
+                    self.deliver(pack, job, data, files, run);
+                });
+            if streamed.is_err() {
+                // The range could not be read: fetch each blob on its own
+                // (other copies may be readable).
+                for (job, done) in group.iter().zip(&delivered) {
+                    if !done {
+                        let data = self
+                            .repo
+                            .load_blob(BlobType::Data, &job.id)
+                            .map_err(|e| e.to_string());
+                        self.deliver(pack, job, data, files, run);
+                    }
+                }
             }
         }
         // Blobs skipped because all their files failed still count down.
