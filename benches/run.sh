@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 features=""
 for arg in "$@"; do
     case "$arg" in
-        --sftp|*sftp*) features="--features sftp" ;;
+        --sftp|*sftp*) features="$features,sftp" ;;
+    esac
+    case "$arg" in
+        --s3|*s3*) features="$features,s3" ;;
     esac
 done
+[ -n "$features" ] && features="--features ${features#,}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release -p restix-cli ||
     echo "run.sh: restix did not build; its runs will show FAILED" >&2

@@ -18,7 +18,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS="keyfile config decrypt pack_header index snapshot tree lock unpacked decompress qcow2 sftp_location ssh_config"
+ALL_TARGETS="keyfile config decrypt pack_header index snapshot tree lock unpacked decompress qcow2 sftp_location ssh_config s3_location cli_args"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 SANITIZER="${SANITIZER:-none}"
 
@@ -98,6 +98,18 @@ make_seeds() {
     printf '%s' 'sftp://backup@[::1]:2222//srv/repo/' > "$s/sftp_location/url"
     printf '%s' 'sftp:host:relative/./repo/../r' > "$s/sftp_location/relative"
     printf '%s' 'sftp://h:22/%7Erepo' > "$s/sftp_location/escaped"
+    printf '%s' 's3:s3.amazonaws.com/bucket/prefix/sub' > "$s/s3_location/aws"
+    printf '%s' 's3:http://127.0.0.1:3900/restix/repo' > "$s/s3_location/http"
+    printf '%s' 's3://minio.example:9000/b/./x/../y' > "$s/s3_location/url"
+    # cli_args: NUL-separated argv as OpenNebula and Velero write it (spec: callers).
+    printf '%s\0' --force --json --tag=one-42 --limit-upload=-1 --option=sftp.connections=8 \
+        --compression=max --repo=sftp:oneadmin@backup:/var/lib/one/datastores/100/42 \
+        backup /var/lib/one/datastores/0/42/backup/disk.0.0 --host=one-42 > "$s/cli_args/opennebula"
+    printf '%s\0' snapshots --repo=s3:http://minio:9000/velero/restic/ns --password-file=/tmp/p \
+        --cacert=/tmp/ca.pem --cache-dir=/scratch/.cache/restic --json --latest=1 \
+        --tag=a=b,c=d --insecure-tls=true > "$s/cli_args/velero"
+    printf '%s\0' -r /srv/repo forget --keep-daily 7 --keep-within-weekly 1y2m --prune \
+        --max-unused 5% -o s3.connections=3 --group-by host,paths > "$s/cli_args/forget"
     cat > "$s/ssh_config/config" <<'CFG'
 # global
 ServerAliveInterval 30

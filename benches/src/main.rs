@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! benches/run.sh --quick                       # ~200 MB data, all tools
-//! benches/run.sh --size 2G --prune --sftp      # everything
+//! benches/run.sh --size 2G --prune --sftp --s3 # everything
 //! cargo run --release -p restix-benches -- --quick --tools restic --only image,small
 //! ```
 
@@ -40,12 +40,14 @@ usage: restix-benches [options]
   --quick              small data sets (~200 MiB image) instead of ~2 GiB
   --size SIZE          image content size, e.g. 500M, 2G, 10G (default 2G)
   --only LIST          scenarios: image,imagemode,changed,incremental,
-                       incremental-bitmap,restore,dump,small,prune,sftp,sparse
-                       (default: all but prune and sftp, which come with
-                       --prune and --sftp; imagemode, incremental*: restix only)
+                       incremental-bitmap,restore,dump,small,prune,sftp,s3,sparse
+                       (default: all but prune, sftp and s3, which come with
+                       --prune, --sftp and --s3; imagemode, incremental*: restix only)
   --prepare            only build the data sets (for the selected scenarios)
   --prune              add the prune scenario (heavy)
   --sftp               add the SFTP scenario (needs the `sftp` feature)
+  --s3                 add the S3 scenario: a 3-node Garage cluster on 127.0.0.1
+                       (needs the `s3` feature and `garage`)
   --tools LIST         restic,rustic,restix (default: those available)
   --threads LIST       restix GOMAXPROCS variants, `all` = no limit (default all,1)
   --repeat N           best of N runs by wall time (default 1)
@@ -95,7 +97,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let usage = |m: String| BenchError::Usage(format!("{m}\n\n{USAGE}"));
     let mut size = 2 << 30;
     let mut only: Option<Vec<Scenario>> = None;
-    let (mut prune, mut sftp, mut prepare_only) = (false, false, false);
+    let (mut prune, mut sftp, mut s3, mut prepare_only) = (false, false, false, false);
     let mut tools = None;
     let mut threads = vec![None, Some(1)];
     let mut repeat = 1;
@@ -120,6 +122,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--prune" => prune = true,
             "--prepare" => prepare_only = true,
             "--sftp" => sftp = true,
+            "--s3" => s3 = true,
             "--size" => {
                 let v = value("--size")?;
                 size = parse_size(&v).ok_or_else(|| usage(format!("bad size {v:?}")))?;
@@ -197,6 +200,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             .filter(|s| match s {
                 Scenario::Prune => prune,
                 Scenario::Sftp => sftp,
+                Scenario::S3 => s3,
                 _ => true,
             })
             .collect(),
@@ -399,7 +403,8 @@ fn input_bytes(inputs: &Inputs, s: Scenario) -> u64 {
         | Scenario::ImageMode
         | Scenario::Restore
         | Scenario::Dump
-        | Scenario::Sftp => image,
+        | Scenario::Sftp
+        | Scenario::S3 => image,
         // The data restic reads for the same result (the changed image).
         Scenario::Changed | Scenario::Incremental | Scenario::IncrementalBitmap => {
             inputs.changed.as_ref().map(|c| c.file_bytes).unwrap_or(0)
@@ -424,6 +429,7 @@ fn build_inputs(opts: &Options) -> Result<Inputs, BenchError> {
         Scenario::Restore,
         Scenario::Dump,
         Scenario::Sftp,
+        Scenario::S3,
     ];
     let incrementals = [Scenario::Incremental, Scenario::IncrementalBitmap];
     if image_users.iter().any(|s| wants(*s)) {
@@ -472,6 +478,12 @@ fn run(opts: Options) -> Result<(), BenchError> {
         #[cfg(feature = "sftp")]
         sshd: if opts.scenarios.contains(&Scenario::Sftp) {
             restix_tests::sshd::Sshd::start_if_available()
+        } else {
+            None
+        },
+        #[cfg(feature = "s3")]
+        garage: if opts.scenarios.contains(&Scenario::S3) {
+            restix_tests::garage::GarageCluster::start_if_available()
         } else {
             None
         },
@@ -583,6 +595,7 @@ mod tests {
         assert_eq!(o.size, 200 * MIB);
         assert!(!o.scenarios.contains(&Scenario::Prune));
         assert!(!o.scenarios.contains(&Scenario::Sftp));
+        assert!(!o.scenarios.contains(&Scenario::S3));
         let o = parse_args(&args(&[
             "--prune",
             "--only",

@@ -48,6 +48,9 @@ pub enum Scenario {
     Prune,
     /// The first image backup over SFTP to a loopback sshd.
     Sftp,
+    /// The first image backup to S3: a private 3-node Garage cluster on
+    /// 127.0.0.1 (replication factor 3).
+    S3,
     /// First backup of the sparse image (6 GiB virtual, ~1.8 GB allocated
     /// at 2 GiB) into a fresh repo: restic backs up the qcow2 file, restix
     /// its guest view (`--image`), reading only allocated data.
@@ -56,7 +59,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Image,
         Scenario::ImageMode,
         Scenario::Changed,
@@ -67,6 +70,7 @@ impl Scenario {
         Scenario::Small,
         Scenario::Prune,
         Scenario::Sftp,
+        Scenario::S3,
         Scenario::Sparse,
     ];
 
@@ -83,6 +87,7 @@ impl Scenario {
             Scenario::Small => "small",
             Scenario::Prune => "prune",
             Scenario::Sftp => "sftp",
+            Scenario::S3 => "s3",
             Scenario::Sparse => "sparse",
         }
     }
@@ -104,6 +109,7 @@ impl Scenario {
             Scenario::Small => "backup small files (fresh repo)",
             Scenario::Prune => "prune --max-unused 0 (~30% unused)",
             Scenario::Sftp => "backup qcow2 image over SFTP (loopback sshd)",
+            Scenario::S3 => "backup qcow2 image to S3 (3-node Garage, loopback)",
             Scenario::Sparse => "backup sparse qcow2 (3x virtual, first, fresh repo)",
         }
     }
@@ -176,6 +182,9 @@ pub struct Runner {
     #[cfg(feature = "sftp")]
     /// The loopback server of the SFTP scenario.
     pub sshd: Option<restix_tests::sshd::Sshd>,
+    #[cfg(feature = "s3")]
+    /// The Garage cluster of the S3 scenario.
+    pub garage: Option<restix_tests::garage::GarageCluster>,
 }
 
 /// `du`-style size: allocated bytes of everything below `path`.
@@ -259,6 +268,8 @@ struct Setup<'a> {
     repo: String,
     cache: PathBuf,
     home: Option<HomeEnv>,
+    /// Extra environment (the S3 scenario's credentials and region).
+    env: Vec<(&'static str, String)>,
 }
 
 /// `HOME`/`PATH` of the SFTP scenario's ssh client set-up.
@@ -275,6 +286,9 @@ impl Setup<'_> {
             cmd.env("HOME", &h.home)
                 .env("PATH", &h.path)
                 .env_remove("SSH_AUTH_SOCK");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         cmd
     }
@@ -426,6 +440,9 @@ impl Runner {
         if self.wants(Scenario::Sftp) {
             self.sftp_chain(tool, &dir, inputs, record);
         }
+        if self.wants(Scenario::S3) {
+            self.s3_chain(tool, inputs, record);
+        }
         remove_all(&dir);
     }
 
@@ -444,6 +461,7 @@ impl Runner {
             repo: repo.to_string_lossy().into_owned(),
             cache,
             home: None,
+            env: Vec::new(),
         };
         setup.run("init", &tool.init_args())?;
         Ok((setup, repo))
@@ -870,6 +888,7 @@ impl Runner {
                 home: home.path().to_path_buf(),
                 path: home.path_var(),
             }),
+            env: Vec::new(),
         };
         let outcome = match setup.run("init", &tool.init_args()) {
             Err(e) => Outcome::Failed(e),
@@ -895,6 +914,59 @@ impl Runner {
         record(
             Scenario::Sftp,
             Outcome::Failed("built without the `sftp` feature (use benches/run.sh --sftp)".into()),
+        );
+    }
+
+    /// First image backup into a fresh prefix of the Garage bucket. The
+    /// repository size is the sum of the object sizes, listed by the tool
+    /// itself (`list packs` would miss keys and config; Garage's data folders
+    /// hold three replicas plus metadata, so `du` of them would mislead).
+    #[cfg(feature = "s3")]
+    fn s3_chain(&self, tool: &Tool, inputs: &Inputs, record: &mut Record<'_>) {
+        let Some(garage) = &self.garage else {
+            return record(
+                Scenario::S3,
+                Outcome::Failed("garage not found (cargo install garage)".into()),
+            );
+        };
+        let Some(image) = &inputs.image else {
+            return record(
+                Scenario::S3,
+                Outcome::Failed("image data set missing".into()),
+            );
+        };
+        let cache = self.work.join(format!("{}-s3-cache", tool.slug()));
+        remove_all(&cache);
+        let setup = Setup {
+            tool,
+            repo: garage.repo_url(&format!("bench-{}", tool.slug())),
+            cache: cache.clone(),
+            home: None,
+            env: garage.env(),
+        };
+        let outcome = match setup.run("init", &tool.init_args()) {
+            Err(e) => Outcome::Failed(e),
+            Ok(_) => {
+                warm_page_cache(&image.qcow2);
+                match self.measure(&setup, "s3", &tool.backup_args(&[&image.qcow2]), false) {
+                    Ok(m) => Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: None,
+                        note: String::new(),
+                    },
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+        };
+        remove_all(&cache);
+        record(Scenario::S3, outcome);
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3_chain(&self, _tool: &Tool, _inputs: &Inputs, record: &mut Record<'_>) {
+        record(
+            Scenario::S3,
+            Outcome::Failed("built without the `s3` feature (use benches/run.sh --s3)".into()),
         );
     }
 }

@@ -273,3 +273,46 @@ pub fn ssh_config(data: &[u8]) {
     let _ = restix_sftp::ssh_config::HostConfig::parse(&text, "backup-host", home);
     let _ = restix_sftp::ssh_config::HostConfig::parse(&text, "*", home);
 }
+
+/// `s3:` repository locations: parse; a parsed location names a bucket and
+/// never leaves `..` or empty segments in its object-key prefix.
+pub fn s3_location(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(loc) = restix_s3::S3Location::parse(s) {
+        assert!(!loc.bucket.is_empty(), "{s:?} parsed with an empty bucket");
+        assert!(
+            !loc.prefix.split('/').any(|seg| seg == ".."),
+            "{s:?} left `..` in the prefix {:?}",
+            loc.prefix
+        );
+    }
+}
+
+/// The command line as callers write it: NUL-separated arguments after
+/// `restic`, through restic-style normalisation (flags before the command,
+/// `--flag=true`), clap, then the repository location, the `-o key=value`
+/// options and the size and shell-string parsers the flags feed.
+pub fn cli_args(data: &[u8]) {
+    use restix_cli::args::{normalize_args, Cli};
+    use restix_cli::clap::Parser as _;
+
+    let text = String::from_utf8_lossy(data);
+    let text = text.strip_suffix('\0').unwrap_or(&text);
+    let mut argv = vec!["restic".to_string()];
+    argv.extend(text.split('\0').take(64).map(str::to_string));
+    let Ok(normalized) = normalize_args(&argv) else {
+        return;
+    };
+    if let Ok(cli) = Cli::try_parse_from(&normalized) {
+        if let Some(repo) = &cli.global.repo {
+            let _ = restix_cli::location::parse_location(repo);
+        }
+        let _ = restix_cli::options::parse_extended_options(&cli.global.option);
+    }
+    for arg in &argv {
+        let _ = restix_cli::options::parse_size(arg);
+        let _ = restix_cli::options::split_shell_strings(arg);
+    }
+}

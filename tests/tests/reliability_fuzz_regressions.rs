@@ -31,6 +31,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("qcow2", targets::qcow2),
     ("sftp_location", targets::sftp_location),
     ("ssh_config", targets::ssh_config),
+    ("s3_location", targets::s3_location),
+    ("cli_args", targets::cli_args),
 ];
 
 fn replay(folder: &str) -> usize {
