@@ -275,19 +275,33 @@ pub fn ssh_config(data: &[u8]) {
 }
 
 /// `s3:` repository locations: parse; a parsed location names a bucket and
-/// never leaves `..` or empty segments in its object-key prefix.
+/// its object-key prefix is clean in the sense of Go's `path.Clean`, which
+/// restic applies (no empty or `.` segment, `..` only leading: restic keeps
+/// `s3://h/b/../x` as prefix `../x` too, and S3 keys are opaque strings).
 pub fn s3_location(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(loc) = restix_s3::S3Location::parse(s) {
-        assert!(!loc.bucket.is_empty(), "{s:?} parsed with an empty bucket");
+    let Ok(loc) = restix_s3::S3Location::parse(s) else {
+        return;
+    };
+    assert!(!loc.bucket.is_empty(), "{s:?} parsed with an empty bucket");
+    if !matches!(loc.prefix.as_str(), "" | "." | "/") {
+        let body = loc.prefix.strip_prefix('/').unwrap_or(&loc.prefix);
+        let segments: Vec<&str> = body.split('/').collect();
         assert!(
-            !loc.prefix.split('/').any(|seg| seg == ".."),
-            "{s:?} left `..` in the prefix {:?}",
+            segments.iter().all(|seg| !seg.is_empty() && *seg != "."),
+            "{s:?} gave an unclean prefix {:?}",
+            loc.prefix
+        );
+        let leading = segments.iter().take_while(|seg| **seg == "..").count();
+        assert!(
+            segments.iter().skip(leading).all(|seg| *seg != ".."),
+            "{s:?} left an inner `..` in the prefix {:?}",
             loc.prefix
         );
     }
+    assert!(loc.key("config").ends_with("config"));
 }
 
 /// The command line as callers write it: NUL-separated arguments after
