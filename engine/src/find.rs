@@ -27,38 +27,13 @@ fn split(p: &str) -> Vec<&str> {
     parts
 }
 
-/// Go's `path.Clean` for patterns.
-fn clean(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
-
 /// True if `path` (absolute, `/`-separated) matches `pattern` like restic's
 /// `filter.Match`.
 pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     if pattern.is_empty() {
         return true;
     }
-    let pattern = clean(pattern);
+    let pattern = crate::go_path::clean(pattern);
     let parts = split(&pattern);
     let strs = split(path);
     match_parts(&parts, &strs)

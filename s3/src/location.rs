@@ -80,7 +80,7 @@ impl S3Location {
         let prefix = if prefix.is_empty() {
             String::new()
         } else {
-            clean_path(&prefix)
+            restix_engine::go_path::clean(&prefix)
         };
         Ok(S3Location {
             endpoint,
@@ -112,32 +112,6 @@ pub(crate) fn join_key(prefix: &str, relative: &str) -> String {
         format!("/{relative}")
     } else {
         format!("{prefix}/{relative}")
-    }
-}
-
-/// Go's `path.Clean`: collapse `//`, drop `.` elements, resolve `..`, no
-/// trailing slash; an empty result is `.`.
-pub(crate) fn clean_path(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for element in path.split('/') {
-        match element {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
     }
 }
 
@@ -193,7 +167,7 @@ mod tests {
         assert_eq!(l.key("config"), "pre/config");
         let root = S3Location::parse("s3:h/b").unwrap();
         assert_eq!(root.key("keys/ab"), "keys/ab");
-        assert_eq!(clean_path("./"), ".");
+        assert_eq!(restix_engine::go_path::clean("./"), ".");
         assert_eq!(root.endpoint_url(), "https://h");
         let dot = S3Location::parse("s3:h/b/.").unwrap();
         assert_eq!(dot.key("config"), "config");

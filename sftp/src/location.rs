@@ -43,7 +43,7 @@ impl SftpLocation {
                 "sftp: invalid format, hostname or path not found".to_string(),
             ));
         }
-        let path = clean_path(&dir);
+        let path = restix_engine::go_path::clean(&dir);
         if path.starts_with('~') {
             return Err(SftpError::InvalidLocation(
                 "sftp path starts with the tilde (~) character, that fails for most sftp servers.\n\
@@ -161,32 +161,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Go's `path.Clean`: collapse `//`, drop `.`, resolve `..` lexically;
-/// an empty result is `.`.
-pub(crate) fn clean_path(p: &str) -> String {
-    let absolute = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in p.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|last| *last != "..") {
-                    parts.pop();
-                } else if !absolute {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// The `-o sftp.*` extended options (spec: cli §5.4).
