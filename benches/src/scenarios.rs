@@ -206,6 +206,13 @@ pub fn disk_usage(path: &Path) -> u64 {
     total
 }
 
+/// Record the same failure for every scenario of a chain that cannot start.
+fn fail_chain(chain: &[Scenario], record: &mut Record<'_>, why: &str) {
+    for s in chain {
+        record(*s, Outcome::Failed(why.to_string()));
+    }
+}
+
 fn remove_all(path: &Path) {
     if path.is_dir() {
         let _ = fs::remove_dir_all(path);
@@ -477,11 +484,7 @@ impl Runner {
         .into_iter()
         .filter(|s| self.wants(*s))
         .collect();
-        let fail_all = |record: &mut Record<'_>, why: &str| {
-            for s in &chain {
-                record(*s, Outcome::Failed(why.to_string()));
-            }
-        };
+        let fail_all = |record: &mut Record<'_>, why: &str| fail_chain(&chain, record, why);
         let Some(image) = &inputs.image else {
             return fail_all(record, "image data set missing");
         };
@@ -617,11 +620,7 @@ impl Runner {
             .into_iter()
             .filter(|s| self.wants(*s))
             .collect();
-        let fail_all = |record: &mut Record<'_>, why: &str| {
-            for s in &chain {
-                record(*s, Outcome::Failed(why.to_string()));
-            }
-        };
+        let fail_all = |record: &mut Record<'_>, why: &str| fail_chain(&chain, record, why);
         let Some(image) = &inputs.image else {
             return fail_all(record, "image data set missing");
         };

@@ -1882,6 +1882,54 @@ impl Sandbox {
     }
 }
 
+/// Numbered steps of a caller replay (OpenNebula, Velero): `begin` logs
+/// `[tool] step N: what` to stderr, `context` names the step in assertion
+/// messages, so a failure says which caller step broke with which program.
+pub struct ReplaySteps {
+    replay: &'static str,
+    tool: Tool,
+    step: std::cell::Cell<usize>,
+}
+
+impl ReplaySteps {
+    /// Steps of `replay` ("OpenNebula", "Velero") run with `tool`.
+    pub fn new(replay: &'static str, tool: Tool) -> ReplaySteps {
+        ReplaySteps {
+            replay,
+            tool,
+            step: std::cell::Cell::new(0),
+        }
+    }
+
+    /// How the replay names the program as `restic`.
+    pub fn tool_name(tool: Tool) -> &'static str {
+        match tool {
+            Tool::Restix => "restix",
+            Tool::Restic => "restic-0.14",
+        }
+    }
+
+    /// Start the next step.
+    pub fn begin(&self, what: &str) {
+        self.step.set(self.step.get() + 1);
+        eprintln!(
+            "[{}] step {}: {what}",
+            Self::tool_name(self.tool),
+            self.step.get()
+        );
+    }
+
+    /// `"<replay> replay with <tool>: step N"` for assertion messages.
+    pub fn context(&self) -> String {
+        format!(
+            "{} replay with {}: step {}",
+            self.replay,
+            Self::tool_name(self.tool),
+            self.step.get()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,6 @@
 //! which proves the replay itself is honest. A failing step is named in the
 //! panic message (`step N <name>`).
 
-use std::cell::Cell;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +34,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use restix_tests::harness::{pseudo_random_bytes, s, wait_for_files, Run, Sandbox, Tool, PASSWORD};
+use restix_tests::harness::{
+    pseudo_random_bytes, s, wait_for_files, ReplaySteps, Run, Sandbox, Tool, PASSWORD,
+};
 use restix_tests::sshd::{Sshd, TestHome};
 
 const VM_ID: u32 = 42;
@@ -45,13 +46,6 @@ const LOCK_RETRIES: usize = 60;
 const LOCK_PAUSE: Duration = Duration::from_millis(300);
 /// `RESTIC_MAXPROC` of the datastore.
 const MAXPROC: &str = "2";
-
-fn tool_name(tool: Tool) -> &'static str {
-    match tool {
-        Tool::Restix => "restix",
-        Tool::Restic => "restic-0.14",
-    }
-}
 
 /// `'word'` for the shell, as `opts_to_str` writes it (quotes removed).
 fn quote(word: &str) -> String {
@@ -69,25 +63,16 @@ struct Driver<'a> {
     repo: String,
     /// `RESTIC_BWLIMIT` (the string the attribute holds).
     bwlimit: String,
-    step: Cell<usize>,
+    steps: ReplaySteps,
 }
 
 impl Driver<'_> {
     fn begin(&self, what: &str) {
-        self.step.set(self.step.get() + 1);
-        eprintln!(
-            "[{}] step {}: {what}",
-            tool_name(self.tool),
-            self.step.get()
-        );
+        self.steps.begin(what);
     }
 
     fn context(&self) -> String {
-        format!(
-            "OpenNebula replay with {}: step {}",
-            tool_name(self.tool),
-            self.step.get()
-        )
+        self.steps.context()
     }
 
     /// `restic.rb#restic(cmd, opts)`: `"$RESTIC_BIN"`, the caller's
@@ -554,7 +539,7 @@ fn run_replay(tool: Tool) {
         restic_bin,
         repo: repo.clone(),
         bwlimit: "-1".into(),
-        step: Cell::new(0),
+        steps: ReplaySteps::new("OpenNebula", tool),
     };
 
     // (a) stats || init, on a repository whose parents do not exist yet.

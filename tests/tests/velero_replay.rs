@@ -21,7 +21,6 @@
 //! 0.14 as `restic`, which proves the replay itself is honest; steps whose
 //! flags 0.14 lacks (`restore --sparse`) are left out there with a note.
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
@@ -33,18 +32,11 @@ use std::time::Duration;
 
 use restix_tests::harness::{
     assert_trees_equal, make_varied_tree, modify_tree, s, wait_for_files, walk, CompareOptions,
-    Run, Sandbox, Tool, TreeSpec, PASSWORD,
+    ReplaySteps, Run, Sandbox, Tool, TreeSpec, PASSWORD,
 };
 
 /// The text Velero's `PrepareRepo` looks for before it runs `init`.
 const NO_REPO_TEXT: &str = "Is there a repository at the following location?";
-
-fn tool_name(tool: Tool) -> &'static str {
-    match tool {
-        Tool::Restix => "restix",
-        Tool::Restic => "restic-0.14",
-    }
-}
 
 /// The Velero node agent: its `restic` on `PATH`, the repository identifier
 /// (a `resticRepoPrefix` pointing at a local folder), the credentials file
@@ -60,25 +52,16 @@ struct VeleroAgent<'a> {
     cacert: Option<PathBuf>,
     /// `$VELERO_SCRATCH_DIR`.
     scratch: PathBuf,
-    step: Cell<usize>,
+    steps: ReplaySteps,
 }
 
 impl VeleroAgent<'_> {
     fn begin(&self, what: &str) {
-        self.step.set(self.step.get() + 1);
-        eprintln!(
-            "[{}] step {}: {what}",
-            tool_name(self.tool),
-            self.step.get()
-        );
+        self.steps.begin(what);
     }
 
     fn context(&self) -> String {
-        format!(
-            "Velero replay with {}: step {}",
-            tool_name(self.tool),
-            self.step.get()
-        )
+        self.steps.context()
     }
 
     /// `command.go StringSlice`: command, repo, password file, cacert,
@@ -412,7 +395,7 @@ fn velero_replay(tool: Tool) {
         password_file,
         cacert,
         scratch: sb.join("scratch"),
-        step: Cell::new(0),
+        steps: ReplaySteps::new("Velero", tool),
     };
 
     // PrepareRepo on a missing repository: the text, then init.
