@@ -76,19 +76,44 @@ impl Id {
             return Err(IdError::InvalidLength(b.len()));
         }
         let mut out = [0u8; 32];
+        // Table lookups, one validity check for the whole ID: IDs are parsed
+        // by the tens of thousands from index files and trees.
+        let mut invalid = 0u8;
         for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-            match (hex_val(pair[0]), hex_val(pair[1])) {
-                (Some(h), Some(l)) => *o = (h << 4) | l,
-                _ => return Err(IdError::InvalidHex(s.to_owned())),
-            }
+            let (h, l) = (
+                HEX_VALUE[usize::from(pair[0])],
+                HEX_VALUE[usize::from(pair[1])],
+            );
+            invalid |= (h | l) & INVALID;
+            *o = (h << 4) | (l & 0x0f);
+        }
+        if invalid != 0 {
+            return Err(IdError::InvalidHex(s.to_owned()));
         }
         Ok(Id(out))
     }
 }
 
+/// Marks a byte that is not a hex digit in [`HEX_VALUE`].
+const INVALID: u8 = 0x80;
+
+/// Value of each byte as a hex digit, [`INVALID`] for other bytes.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = match hex_val(i as u8) {
+            Some(v) => v,
+            None => INVALID,
+        };
+        i += 1;
+    }
+    table
+};
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn hex_val(c: u8) -> Option<u8> {
+const fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),

@@ -757,6 +757,11 @@ impl Backend for SftpBackend {
     fn connections(&self) -> usize {
         self.connections
     }
+    /// The server renames into place before it answers; later listings (on
+    /// any connection) read the same file system.
+    fn list_after_write_consistent(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for SftpBackend {

@@ -5,6 +5,7 @@
 //! restix backup --image disk.qcow2 [--image-name NAME] [--image-format auto|qcow2|raw]
 //!               [--image-backing BASE]... [--parent SNAP]
 //!               [--changes auto|layer|bitmap|hash-cache|none] [--bitmap NAME]
+//!               [--image-chunks auto|SIZE|restic]
 //! restix restore SNAP[:DIR] --target DIR --format raw|qcow2 [--include /disk.qcow2]
 //! restix dump --format raw|qcow2 --target FILE SNAP /disk.qcow2
 //! restix restore-chain --target OUT.qcow2|OUT.raw [--format raw|qcow2]
@@ -23,7 +24,7 @@ use anyhow::Context as _;
 use clap::Args;
 use restix_engine::image::{
     self, block_hash_cache_path, ChainLayer, ChangedBlocks, DiskImage, ImageBackupOptions,
-    ImageError, ImageFormat, Qcow2Image, RawImage, RestoreFormat,
+    ImageChunking, ImageError, ImageFormat, Qcow2Image, RawImage, RestoreFormat,
 };
 use restix_engine::selection::split_snapshot_arg;
 use restix_repo_format::{GoTime, Id};
@@ -56,6 +57,9 @@ pub struct ImageBackupFlags {
     /// Take changed blocks from this persistent dirty bitmap of the qcow2 image
     #[arg(long = "bitmap", value_name = "NAME")]
     pub bitmap: Option<String>,
+    /// Blobs of the image: auto (the parent's; else blocks of 64K, more for disks over 8 GiB), a block size (64K to 8M), or restic (content-defined chunks)
+    #[arg(long = "image-chunks", value_name = "SIZE", default_value = "auto")]
+    pub image_chunks: String,
 }
 
 /// `restore`/`dump` flag of image mode.
@@ -102,6 +106,8 @@ struct ImageStatsJson {
     hash_bytes_read: u64,
     incremental: bool,
     changed_bytes: u64,
+    /// Bytes per block; 0 for restic's content-defined chunks.
+    block_size: u64,
     chunks: u64,
     chunks_reused: u64,
     bytes_reused: u64,
@@ -119,6 +125,7 @@ impl From<&restix_engine::image::ImageStats> for ImageStatsJson {
             hash_bytes_read: s.hash_bytes_read,
             incremental: s.incremental,
             changed_bytes: s.changed_bytes,
+            block_size: s.block_size,
             chunks: s.chunks,
             chunks_reused: s.chunks_reused,
             bytes_reused: s.bytes_reused,
@@ -322,6 +329,7 @@ pub fn run_backup(
     options.mtime = mtime;
     options.parent = parent;
     options.changes = changes;
+    options.chunking = flags.image_chunks.parse::<ImageChunking>().map_err(fatal)?;
     options.hostname = host;
     options.tags = tags;
     options.time = Some(time.unwrap_or(backup_start));

@@ -209,6 +209,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn connections(&self) -> usize {
         self.inner.connections()
     }
+    fn list_after_write_consistent(&self) -> bool {
+        self.inner.list_after_write_consistent()
+    }
 }
 
 #[cfg(test)]

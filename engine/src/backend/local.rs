@@ -361,6 +361,10 @@ impl Backend for LocalBackend {
     fn connections(&self) -> usize {
         self.connections
     }
+    /// One file system: a renamed file is in every later directory listing.
+    fn list_after_write_consistent(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -197,6 +197,17 @@ pub trait Backend: Send + Sync {
     fn connections(&self) -> usize {
         2
     }
+
+    /// Whether a file, once `write` has returned, shows up in every later
+    /// `list` by any client (list-after-write consistency): true for a local
+    /// folder and for an SFTP server's file system, not assumed for object
+    /// stores. Locking then re-checks for conflicting locks right after
+    /// writing its own, instead of waiting restic's 200 ms first (spec §14):
+    /// with such a backend, of two lockers that each write and then list, the
+    /// one that lists last always sees the other's lock.
+    fn list_after_write_consistent(&self) -> bool {
+        false
+    }
 }
 
 /// True when `name` is a 64-character lowercase hex ID (restic ignores other
@@ -242,6 +253,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn connections(&self) -> usize {
         (**self).connections()
     }
+    fn list_after_write_consistent(&self) -> bool {
+        (**self).list_after_write_consistent()
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -277,5 +291,8 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn connections(&self) -> usize {
         (**self).connections()
+    }
+    fn list_after_write_consistent(&self) -> bool {
+        (**self).list_after_write_consistent()
     }
 }

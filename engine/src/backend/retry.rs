@@ -138,6 +138,9 @@ impl<B: Backend> Backend for Retrying<B> {
     fn connections(&self) -> usize {
         self.inner.connections()
     }
+    fn list_after_write_consistent(&self) -> bool {
+        self.inner.list_after_write_consistent()
+    }
 }
 
 #[cfg(test)]

@@ -152,6 +152,17 @@ impl BlockHashes {
         ))
     }
 
+    /// Hashes of every [`BlockHashes::BLOCK_SIZE`] block of a disk of
+    /// `virtual_size` bytes, in order (a zero block hashed like any other).
+    pub(crate) fn from_hashes(virtual_size: u64, hashes: Vec<[u8; HASH_LEN]>) -> Self {
+        BlockHashes {
+            snapshot: None,
+            virtual_size,
+            block_size: Self::BLOCK_SIZE,
+            hashes,
+        }
+    }
+
     /// Whether these hashes describe a disk of `virtual_size` bytes in blocks
     /// of [`BlockHashes::BLOCK_SIZE`] (else they cannot be compared).
     pub fn comparable(&self, virtual_size: u64) -> bool {

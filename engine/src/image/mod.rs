@@ -42,6 +42,7 @@
 //! ```
 
 mod changes;
+mod fixed;
 mod layout;
 mod restore;
 
@@ -66,6 +67,10 @@ use crate::repository::{os_identity, RepoError, Repository};
 pub use changes::{
     block_hash_cache_path, changed_ranges_from_bitmap, changed_ranges_in_top_layer, merge_ranges,
     BlockHashes,
+};
+pub use fixed::{
+    default_block_size, valid_block_size, zero_block_id, ImageChunking, MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE,
 };
 pub use layout::LONG_ZERO_RUN;
 pub use restix_qcow2::{
@@ -149,6 +154,8 @@ pub struct ImageBackupOptions {
     pub parent: Option<Id>,
     /// How changes since the parent are found.
     pub changes: ChangedBlocks,
+    /// How the guest view is cut into blobs (blocks by default).
+    pub chunking: ImageChunking,
     /// Host name for the snapshot ("" = this host's name).
     pub hostname: String,
     /// Snapshot tags.
@@ -172,6 +179,7 @@ impl ImageBackupOptions {
             paths: Vec::new(),
             parent: None,
             changes: ChangedBlocks::Unknown,
+            chunking: ImageChunking::Auto,
             hostname: String::new(),
             tags: Vec::new(),
             time: None,
@@ -194,6 +202,9 @@ pub struct ImageStats {
     pub bytes_read: u64,
     /// Bytes read to compute block hashes.
     pub hash_bytes_read: u64,
+    /// Bytes per blob with block-aligned chunks; 0 with restic's
+    /// content-defined chunks.
+    pub block_size: u64,
     /// Chunks in the content list.
     pub chunks: u64,
     /// Chunks copied from the parent without reading.
@@ -329,57 +340,75 @@ pub fn backup_image(
         .as_ref()
         .map_or(layout.size, |r| r.iter().map(|r| r.end - r.start).sum());
 
-    let mut parent_content = None;
-    let plan = match (parent, changed) {
-        (Some(parent_id), Some(changed)) => {
-            match parent_plan(repo, &parent_id, &options.file_name, layout.size, changed)? {
-                Ok(plan) => Some(plan),
-                Err(reason) => {
-                    stats.fallback_reason = Some(reason);
+    // Blocks or restic's chunks (see `fixed`): an incremental follows its
+    // parent unless told otherwise.
+    let parent_blobs = parent.and_then(|id| parent_blobs(repo, &id, &options.file_name));
+    let block = match options.chunking {
+        ImageChunking::ContentDefined => None,
+        ImageChunking::Fixed(block) => Some(block),
+        ImageChunking::Auto => match &parent_blobs {
+            Some(p) => fixed::block_size_of(&p.lengths, default_block_size(layout.size)),
+            None => Some(default_block_size(layout.size)),
+        },
+    };
+    let counters = Counters::default();
+    let (content, parent_content) = match block {
+        Some(block) => {
+            stats.block_size = block;
+            let reuse = match (&parent_blobs, &changed) {
+                (Some(p), Some(changed))
+                    if fixed::block_size_of(&p.lengths, block) == Some(block) =>
+                {
+                    Some(fixed::FixedParent {
+                        ids: &p.ids,
+                        size: p.size,
+                        changed,
+                    })
+                }
+                (Some(_), Some(_)) => {
+                    stats.fallback_reason =
+                        Some(format!("the parent's blobs are not {block}-byte blocks"));
                     None
                 }
-            }
-        }
-        (Some(parent_id), None) => {
-            parent_content = parent_node(repo, &parent_id, &options.file_name)
-                .ok()
-                .and_then(|n| n.content);
-            None
-        }
-        _ => None,
-    };
-    stats.incremental = plan.is_some();
-    if let Some(plan) = &plan {
-        parent_content = Some(plan.ids.clone());
-    }
-
-    let counters = Counters::default();
-    let content = match &plan {
-        Some(plan) => incremental_content(
-            repo, image, &layout, &chunker, plan, threads, &counters, &mut stats,
-        )?,
-        None => {
-            // A block-hash cache still to be computed is computed from the
-            // bytes this pass reads anyway.
-            let mut hasher = match (&options.changes, &new_hashes) {
-                (ChangedBlocks::BlockHashCache(_), None) => Some(BlockHasher::new(layout.size)),
+                (None, Some(_)) if parent.is_some() => {
+                    stats.fallback_reason =
+                        Some("the parent snapshot has no readable image file".into());
+                    None
+                }
                 _ => None,
             };
-            let content = produce_content(
+            stats.incremental = reuse.is_some();
+            let cache_hashes =
+                matches!(options.changes, ChangedBlocks::BlockHashCache(_)) && new_hashes.is_none();
+            let (content, cache) = fixed::fixed_content(
                 repo,
                 image,
                 &layout,
-                &chunker,
+                block,
+                reuse,
                 threads,
                 &counters,
                 &mut stats,
-                hasher.as_mut(),
+                cache_hashes,
             )?;
-            if let Some(hasher) = hasher {
-                new_hashes = Some(hasher.finish());
+            if cache.is_some() {
+                new_hashes = cache;
             }
-            content
+            (content, parent_blobs.map(|p| p.ids))
         }
+        None => content_defined(
+            repo,
+            image,
+            &layout,
+            &chunker,
+            &options,
+            parent,
+            changed,
+            &mut new_hashes,
+            threads,
+            &counters,
+            &mut stats,
+        )?,
     };
 
     // The snapshot: one file node at the root (like `--stdin`).
@@ -486,13 +515,124 @@ pub fn backup_image(
     Ok(ImageBackupSummary { summary, stats })
 }
 
+/// An image backup in restic's content-defined chunks: a changed-block
+/// incremental when the parent and the changes are known, else a full
+/// re-chunk. Returns the content list and the parent's.
+#[allow(clippy::too_many_arguments)]
+fn content_defined(
+    repo: &Repository,
+    image: &dyn DiskImage,
+    layout: &GuestLayout,
+    chunker: &Chunker,
+    options: &ImageBackupOptions,
+    parent: Option<Id>,
+    changed: Option<Vec<Range<u64>>>,
+    new_hashes: &mut Option<BlockHashes>,
+    threads: usize,
+    counters: &Counters,
+    stats: &mut ImageStats,
+) -> Result<(Vec<Id>, Option<Vec<Id>>), ImageError> {
+    let mut parent_content = None;
+    let plan = match (parent, changed) {
+        (Some(parent_id), Some(changed)) => {
+            match parent_plan(repo, &parent_id, &options.file_name, layout.size, changed)? {
+                Ok(plan) => Some(plan),
+                Err(reason) => {
+                    stats.fallback_reason = Some(reason);
+                    None
+                }
+            }
+        }
+        (Some(parent_id), None) => {
+            parent_content = parent_node(repo, &parent_id, &options.file_name)
+                .ok()
+                .and_then(|n| n.content);
+            None
+        }
+        _ => None,
+    };
+    stats.incremental = plan.is_some();
+    if let Some(plan) = &plan {
+        parent_content = Some(plan.ids.clone());
+    }
+
+    let content = match &plan {
+        Some(plan) => {
+            incremental_content(repo, image, layout, chunker, plan, threads, counters, stats)?
+        }
+        None => {
+            // A block-hash cache still to be computed is computed from the
+            // bytes this pass reads anyway.
+            let mut hasher = match (&options.changes, &*new_hashes) {
+                (ChangedBlocks::BlockHashCache(_), None) => Some(BlockHasher::new(layout.size)),
+                _ => None,
+            };
+            let content = produce_content(
+                repo,
+                image,
+                layout,
+                chunker,
+                threads,
+                counters,
+                stats,
+                hasher.as_mut(),
+            )?;
+            if let Some(hasher) = hasher {
+                *new_hashes = Some(hasher.finish());
+            }
+            content
+        }
+    };
+
+    Ok((content, parent_content))
+}
+
 /// The file node an image snapshot stores: the one called `file_name`, else
 /// the only file of the snapshot.
 fn parent_node(repo: &Repository, parent: &Id, file_name: &str) -> Result<Node, ImageError> {
-    match find_file_node(repo, parent, Some(file_name)) {
-        Ok((_, node)) => Ok(node),
-        Err(_) => find_file_node(repo, parent, None).map(|(_, node)| node),
+    // The usual image snapshot (one file at the root) is resolved from one
+    // load of the root tree, which holds the whole content list.
+    let snapshot = repo.load_snapshot(parent)?;
+    if let Some(root) = snapshot.tree {
+        let tree = repo.load_tree(&root)?;
+        let named = tree
+            .find(file_name.as_bytes())
+            .filter(|n| n.node_type == NodeType::File);
+        let only = match tree.nodes.as_slice() {
+            [only] if only.node_type == NodeType::File => Some(only),
+            _ => None,
+        };
+        if let Some(node) = named.or(only) {
+            return Ok(node.clone());
+        }
     }
+    find_file_node(repo, parent, None).map(|(_, node)| node)
+}
+
+/// The parent image file's content list and blob lengths.
+struct ParentBlobs {
+    ids: Vec<Id>,
+    lengths: Vec<u64>,
+    size: u64,
+}
+
+/// [`ParentBlobs`] of the parent snapshot's image file; `None` when it has
+/// none, or its blobs are not all in the index or do not add up to its size.
+fn parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<ParentBlobs> {
+    let node = parent_node(repo, parent, file_name).ok()?;
+    let ids = node.content.unwrap_or_default();
+    let lengths = ids
+        .iter()
+        .map(|id| {
+            repo.lookup(BlobType::Data, id)
+                .map(|l| u64::from(l.plaintext_len()))
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    (lengths.iter().sum::<u64>() == node.size).then_some(ParentBlobs {
+        ids,
+        lengths,
+        size: node.size,
+    })
 }
 
 /// Builds the reuse plan, or says why the parent cannot be reused.

@@ -1,6 +1,7 @@
 //! Restoring image files: a sparse raw file or a fresh qcow2 image, and the
 //! flattening of an OpenNebula increment chain (spec: qcow2 §4).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -194,12 +195,21 @@ pub fn restore_node(
     // Offsets from the index (plaintext lengths).
     let mut offsets = Vec::with_capacity(content.len());
     let mut end = 0u64;
+    // Blobs known to be zeros without loading them: restic's zero chunk and
+    // the zero block of each block size the content uses (spec: image mode's
+    // fixed blocks).
+    let mut zero_ids: HashSet<Id> = HashSet::from([Id(ZERO_CHUNK_ID)]);
+    let mut block_sizes: HashSet<u64> = HashSet::new();
     for id in &content {
         let location = repo
             .lookup(BlobType::Data, id)
             .ok_or_else(|| ImageError::NotFound(format!("data blob {id} is not in the index")))?;
         offsets.push(end);
-        end += u64::from(location.plaintext_len());
+        let length = u64::from(location.plaintext_len());
+        if super::valid_block_size(length) && block_sizes.insert(length) {
+            zero_ids.insert(super::zero_block_id(length));
+        }
+        end += length;
     }
     if end != node.size {
         return Err(ImageError::InvalidArgument(format!(
@@ -213,9 +223,27 @@ pub fn restore_node(
         ..ImageRestoreStats::default()
     };
     let items: Vec<(u64, Id)> = offsets.into_iter().zip(content).collect();
-    for batch in items.chunks(threads * 2) {
+    // Batches of about 16 MiB per thread (block-sized blobs are small; one
+    // batch per few blobs would spend the time starting threads).
+    let batch_bytes = 16u64 << 20;
+    let mut batches: Vec<&[(u64, Id)]> = Vec::new();
+    let mut rest = items.as_slice();
+    while !rest.is_empty() {
+        let first = rest.first().map_or(0, |(offset, _)| *offset);
+        let limit = first.saturating_add(batch_bytes.saturating_mul(threads.max(1) as u64));
+        let n = rest
+            .iter()
+            .position(|(offset, _)| *offset >= limit)
+            .unwrap_or(rest.len())
+            .max(threads * 2)
+            .min(rest.len());
+        let (batch, tail) = rest.split_at(n);
+        batches.push(batch);
+        rest = tail;
+    }
+    for batch in batches {
         let loaded = parallel_map(batch, threads, |(offset, id)| {
-            if id.0 == ZERO_CHUNK_ID {
+            if zero_ids.contains(id) {
                 return Ok((*offset, None));
             }
             let data = repo.load_blob(BlobType::Data, id)?;

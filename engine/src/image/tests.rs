@@ -211,6 +211,14 @@ fn reference_content(chunker: &Chunker, bytes: &[u8]) -> Vec<Id> {
         .collect()
 }
 
+/// Options for restic's content-defined chunks (what most tests here check:
+/// cuts equal to restic's).
+fn cdc_options(name: &str) -> ImageBackupOptions {
+    let mut options = ImageBackupOptions::new(name);
+    options.chunking = ImageChunking::ContentDefined;
+    options
+}
+
 fn content_of(repo: &Repository, snapshot: &Id) -> Vec<Id> {
     let (_, node) = find_file_node(repo, snapshot, None).unwrap();
     node.content.unwrap()
@@ -237,7 +245,7 @@ fn backup_reads_only_data_and_matches_restic() {
         .filter(|e| e.kind == Data)
         .map(|e| e.length)
         .sum();
-    let done = backup_image(&repo, &disk, ImageBackupOptions::new("disk.raw")).unwrap();
+    let done = backup_image(&repo, &disk, cdc_options("disk.raw")).unwrap();
     assert_eq!(
         disk.read.load(Ordering::Relaxed),
         data_bytes,
@@ -276,14 +284,14 @@ fn incremental_case(layout: &[(u64, ExtentKind)], writes: &[(u64, Vec<u8>)]) {
     let repo = new_repo(&t.0, 2);
     let chunker = Chunker::new(repo.polynomial()).unwrap();
     let mut disk = MemDisk::new(3, layout);
-    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let full = backup_image(&repo, &disk, cdc_options("disk")).unwrap();
     let mut changed: Vec<Range<u64>> = Vec::new();
     for (offset, data) in writes {
         disk.write(*offset, data);
         changed.push(*offset..*offset + data.len() as u64);
     }
     disk.read.store(0, Ordering::Relaxed);
-    let mut options = ImageBackupOptions::new("disk");
+    let mut options = cdc_options("disk");
     options.parent = Some(full.summary.snapshot_id);
     options.changes = ChangedBlocks::Ranges(changed);
     let inc = backup_image(&repo, &disk, options).unwrap();
@@ -293,7 +301,7 @@ fn incremental_case(layout: &[(u64, ExtentKind)], writes: &[(u64, Vec<u8>)]) {
     let reference = reference_content(&chunker, &disk.bytes);
     assert_eq!(content_of(&repo, &inc.summary.snapshot_id), reference);
     // A full backup of the same view stores the same tree.
-    let again = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let again = backup_image(&repo, &disk, cdc_options("disk")).unwrap();
     assert_eq!(content_of(&repo, &again.summary.snapshot_id), reference);
     assert!(
         read < disk.read.load(Ordering::Relaxed),
@@ -327,7 +335,7 @@ fn block_hash_cache_finds_changes() {
     let chunker = Chunker::new(repo.polynomial()).unwrap();
     let cache = block_hash_cache_path(&t.0.join("cache"), "repo", std::path::Path::new("/d"));
     let mut disk = MemDisk::new(5, &[(5 * M, Data), (3 * M, Zero), (2 * M, Data)]);
-    let mut options = ImageBackupOptions::new("disk");
+    let mut options = cdc_options("disk");
     options.changes = ChangedBlocks::BlockHashCache(cache.clone());
     let first = backup_image(&repo, &disk, options.clone()).unwrap();
     assert!(!first.stats.incremental);
@@ -476,7 +484,7 @@ fn incremental_with_many_scattered_changes_reads_only_around_them() {
     let repo = new_repo(&t.0, 2);
     let chunker = Chunker::new(repo.polynomial()).unwrap();
     let mut disk = MemDisk::new(11, &layout);
-    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let full = backup_image(&repo, &disk, cdc_options("disk")).unwrap();
     let mut state = 77u64;
     let mut blocks: Vec<u64> = (0..24)
         .map(|_| next(&mut state) % (size / (64 * K)))
@@ -489,7 +497,7 @@ fn incremental_with_many_scattered_changes_reads_only_around_them() {
         changed.push(offset..offset + 64 * K);
     }
     disk.read.store(0, Ordering::Relaxed);
-    let mut options = ImageBackupOptions::new("disk");
+    let mut options = cdc_options("disk");
     options.parent = Some(full.summary.snapshot_id);
     options.changes = ChangedBlocks::Ranges(changed);
     options.threads = 3;
@@ -524,7 +532,7 @@ fn first_backup_hashes_blocks_from_what_it_reads() {
         let repo = new_repo(&t.0, 2);
         let disk = MemDisk::new(seed as u32, &layout);
         let cache = t.0.join("cache");
-        let mut options = ImageBackupOptions::new("disk");
+        let mut options = cdc_options("disk");
         options.changes = ChangedBlocks::BlockHashCache(cache.clone());
         let done = backup_image(&repo, &disk, options).unwrap();
         assert_eq!(done.stats.hash_bytes_read, 0);
@@ -540,5 +548,223 @@ fn first_backup_hashes_blocks_from_what_it_reads() {
         let (separate, _) = BlockHashes::compute(&disk, &layout_of, 2).unwrap();
         assert_eq!(stored.hashes, separate.hashes, "seed {seed}");
         assert_eq!(stored.snapshot, Some(done.summary.snapshot_id));
+    }
+}
+
+// ------------------------------------------------------------ fixed blocks
+
+/// The content list of `bytes` in blocks of `block` bytes.
+fn block_content(bytes: &[u8], block: usize) -> Vec<Id> {
+    bytes
+        .chunks(block)
+        .map(|b| Id(Sha256::digest(b).into()))
+        .collect()
+}
+
+#[test]
+fn default_backup_is_block_aligned_reads_only_data_and_restores() {
+    let t = TempDir::new("image-fixed");
+    let repo = new_repo(&t.0, 2);
+    let disk = MemDisk::new(
+        17,
+        &[
+            (2 * M, Data),
+            (6 * M, Unallocated),
+            (M + 5, Data),
+            (3 * M, Zero),
+            (700 * K + 3, Data),
+        ],
+    );
+    let data_bytes: u64 = disk
+        .extents
+        .iter()
+        .filter(|e| e.kind == Data)
+        .map(|e| e.length)
+        .sum();
+    let done = backup_image(&repo, &disk, ImageBackupOptions::new("disk.raw")).unwrap();
+    assert_eq!(done.stats.block_size, 64 * K);
+    assert_eq!(disk.read.load(Ordering::Relaxed), data_bytes);
+    let id = done.summary.snapshot_id;
+    assert_eq!(
+        content_of(&repo, &id),
+        block_content(&disk.bytes, 64 * K as usize)
+    );
+    assert!(repo.has_blob(BlobType::Data, &zero_block_id(64 * K)));
+    let (_, node) = find_file_node(&repo, &id, None).unwrap();
+    let raw = t.0.join("out.raw");
+    let stats = restore_node(&repo, &node, &raw, RestoreFormat::Raw, 2).unwrap();
+    // 96 blocks of the hole and 47 whole blocks of the unaligned zero extent.
+    assert_eq!(stats.zero_chunks, 143, "{stats:?}");
+    assert_eq!(std::fs::read(&raw).unwrap(), disk.bytes);
+    let qcow = t.0.join("out.qcow2");
+    restore_node(&repo, &node, &qcow, RestoreFormat::Qcow2, 3).unwrap();
+    let mut back = vec![0u8; disk.bytes.len()];
+    Qcow2Image::open(&qcow)
+        .unwrap()
+        .read_at(0, &mut back)
+        .unwrap();
+    assert_eq!(back, disk.bytes);
+
+    // An explicit block size.
+    let mut options = ImageBackupOptions::new("disk.raw");
+    options.chunking = ImageChunking::Fixed(M);
+    let big = backup_image(&repo, &disk, options).unwrap();
+    assert_eq!(
+        content_of(&repo, &big.summary.snapshot_id),
+        block_content(&disk.bytes, M as usize)
+    );
+}
+
+/// A block incremental after `writes` equals a full backup of the new view
+/// and reads only the blocks the writes touch.
+fn fixed_incremental_case(seed: u64, layout: &[(u64, ExtentKind)], writes: &[(u64, Vec<u8>)]) {
+    let t = TempDir::new("image-fixed-inc");
+    let repo = new_repo(&t.0, 2);
+    let mut disk = MemDisk::new(seed as u32, layout);
+    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    let block = full.stats.block_size;
+    let mut changed: Vec<Range<u64>> = Vec::new();
+    let mut touched = std::collections::BTreeSet::new();
+    for (offset, data) in writes {
+        disk.write(*offset, data);
+        changed.push(*offset..*offset + data.len() as u64);
+        for b in offset / block..(offset + data.len() as u64).div_ceil(block) {
+            touched.insert(b);
+        }
+    }
+    disk.read.store(0, Ordering::Relaxed);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(changed);
+    options.threads = 3;
+    let inc = backup_image(&repo, &disk, options).unwrap();
+    assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+    assert_eq!(inc.stats.block_size, block);
+    let expected = block_content(&disk.bytes, block as usize);
+    assert_eq!(content_of(&repo, &inc.summary.snapshot_id), expected);
+    assert_eq!(
+        inc.stats.chunks_reused as usize + touched.len(),
+        expected.len()
+    );
+    assert!(
+        disk.read.load(Ordering::Relaxed) <= touched.len() as u64 * block,
+        "read only touched blocks"
+    );
+    let again = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    assert_eq!(content_of(&repo, &again.summary.snapshot_id), expected);
+}
+
+#[test]
+fn block_incremental_equals_full_backup() {
+    let layout = [(6 * M, Data), (4 * M, Unallocated), (3 * M + 77, Data)];
+    let end = 13 * M + 77;
+    fixed_incremental_case(1, &layout, &[(3 * M + 5, vec![0xaa; 4096])]);
+    fixed_incremental_case(
+        2,
+        &layout,
+        &[
+            (0, vec![1; 100]),
+            (7 * M, pseudo_random(99, 300 * K as usize)),
+            (end - 10, vec![2; 10]),
+            (64 * K - 1, vec![3; 2]),
+        ],
+    );
+    // A discard: data zeroed.
+    fixed_incremental_case(3, &layout, &[(M, vec![0; 2 * M as usize])]);
+    for seed in 4..=6u64 {
+        let layout = random_layout(seed + 300);
+        let size: u64 = layout.iter().map(|(l, _)| l).sum();
+        let mut state = seed | 1;
+        let writes: Vec<(u64, Vec<u8>)> = (0..4)
+            .map(|i| {
+                let len = 1 + next(&mut state) % (200 * K);
+                let offset = next(&mut state) % (size - len);
+                (offset, pseudo_random(seed as u32 + i, len as usize))
+            })
+            .collect();
+        fixed_incremental_case(seed, &layout, &writes);
+    }
+}
+
+#[test]
+fn block_incremental_of_a_grown_disk_reuses_the_old_blocks() {
+    let t = TempDir::new("image-fixed-grow");
+    let repo = new_repo(&t.0, 2);
+    let small = MemDisk::new(8, &[(3 * M + 1000, Data)]);
+    let full = backup_image(&repo, &small, ImageBackupOptions::new("disk")).unwrap();
+    // The same bytes, then more: the old partial last block is new.
+    let mut grown = MemDisk::new(8, &[(3 * M + 1000, Data), (2 * M, Unallocated)]);
+    grown.write(4 * M, &[5; 100]);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(std::iter::once(4 * M..4 * M + 100).collect());
+    let inc = backup_image(&repo, &grown, options).unwrap();
+    assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+    assert_eq!(inc.stats.chunks_reused, 3 * M / (64 * K));
+    assert_eq!(
+        content_of(&repo, &inc.summary.snapshot_id),
+        block_content(&grown.bytes, 64 * K as usize)
+    );
+}
+
+#[test]
+fn auto_chunking_follows_a_content_defined_parent() {
+    let t = TempDir::new("image-auto-cdc");
+    let repo = new_repo(&t.0, 2);
+    let chunker = Chunker::new(repo.polynomial()).unwrap();
+    let mut disk = MemDisk::new(9, &[(5 * M, Data), (M, Zero), (2 * M, Data)]);
+    let full = backup_image(&repo, &disk, cdc_options("disk")).unwrap();
+    assert_eq!(full.stats.block_size, 0);
+    disk.write(2 * M, &[4; 3000]);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(std::iter::once(2 * M..2 * M + 3000).collect());
+    let inc = backup_image(&repo, &disk, options.clone()).unwrap();
+    assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+    assert_eq!(inc.stats.block_size, 0);
+    assert_eq!(
+        content_of(&repo, &inc.summary.snapshot_id),
+        reference_content(&chunker, &disk.bytes)
+    );
+    // Asked for blocks against that parent: a full backup in blocks.
+    options.chunking = ImageChunking::Fixed(64 * K);
+    let blocks = backup_image(&repo, &disk, options).unwrap();
+    assert!(!blocks.stats.incremental);
+    assert!(blocks.stats.fallback_reason.is_some());
+    assert_eq!(
+        content_of(&repo, &blocks.summary.snapshot_id),
+        block_content(&disk.bytes, 64 * K as usize)
+    );
+}
+
+#[test]
+fn block_backup_with_a_hash_cache() {
+    for seed in [31u64, 32] {
+        let t = TempDir::new("image-fixed-hash");
+        let repo = new_repo(&t.0, 2);
+        let mut disk = MemDisk::new(seed as u32, &random_layout(seed));
+        let cache = t.0.join("cache");
+        let mut options = ImageBackupOptions::new("disk");
+        options.changes = ChangedBlocks::BlockHashCache(cache.clone());
+        let first = backup_image(&repo, &disk, options.clone()).unwrap();
+        assert_eq!(first.stats.hash_bytes_read, 0);
+        let stored = BlockHashes::load(&cache).unwrap();
+        let layout_of = GuestLayout::new(&disk).unwrap();
+        let (separate, _) = BlockHashes::compute(&disk, &layout_of, 2).unwrap();
+        assert_eq!(stored.hashes, separate.hashes, "seed {seed}");
+        assert_eq!(stored.snapshot, Some(first.summary.snapshot_id));
+
+        disk.write(M + 7, &[1; 70_000]);
+        let second = backup_image(&repo, &disk, options).unwrap();
+        assert!(
+            second.stats.incremental,
+            "{:?}",
+            second.stats.fallback_reason
+        );
+        assert_eq!(second.summary.parent, Some(first.summary.snapshot_id));
+        assert_eq!(
+            content_of(&repo, &second.summary.snapshot_id),
+            block_content(&disk.bytes, 64 * K as usize)
+        );
     }
 }

@@ -64,6 +64,8 @@ struct TypeIndex {
     /// Recently added, not yet merged; keyed by blob ID.
     recent: HashMap<[u8; 32], Vec<IndexEntry>>,
     recent_len: usize,
+    /// Added by [`MemoryIndex::add_bulk`]: not visible until merged.
+    bulk: Vec<IndexEntry>,
 }
 
 impl TypeIndex {
@@ -105,10 +107,11 @@ impl TypeIndex {
     }
 
     fn merge(&mut self) {
-        if self.recent_len == 0 {
+        if self.recent_len == 0 && self.bulk.is_empty() {
             return;
         }
-        let mut tail: Vec<IndexEntry> = self.recent.drain().flat_map(|(_, v)| v).collect();
+        let mut tail: Vec<IndexEntry> = std::mem::take(&mut self.bulk);
+        tail.extend(self.recent.drain().flat_map(|(_, v)| v));
         self.recent_len = 0;
         tail.sort_unstable();
         let old = std::mem::take(&mut self.sorted);
@@ -137,7 +140,7 @@ impl TypeIndex {
     }
 
     fn len(&self) -> usize {
-        self.sorted.len() + self.recent_len
+        self.sorted.len() + self.recent_len + self.bulk.len()
     }
 }
 
@@ -234,8 +237,42 @@ impl MemoryIndex {
         Ok(())
     }
 
-    /// Sort everything added so far (call after bulk loading; lookups work
-    /// without it, but are faster after it).
+    /// Like [`MemoryIndex::add`], for loading many entries at once: no
+    /// duplicate check per entry (one sort and merge in
+    /// [`MemoryIndex::finish_bulk_load`] drops exact duplicates), and the
+    /// entries are not found until `finish_bulk_load` is called.
+    pub fn add_bulk(
+        &mut self,
+        blob_type: BlobType,
+        blob: Id,
+        pack: Id,
+        offset: u64,
+        length: u64,
+        uncompressed_length: Option<u64>,
+    ) -> Result<(), IndexOverflow> {
+        let overflow = || IndexOverflow {
+            blob,
+            pack,
+            offset,
+            length,
+        };
+        let offset32 = u32::try_from(offset).map_err(|_| overflow())?;
+        let length32 = u32::try_from(length).map_err(|_| overflow())?;
+        let ulen = u32::try_from(uncompressed_length.unwrap_or(0)).map_err(|_| overflow())?;
+        let pack_no = self.pack_number(pack);
+        self.of_mut(blob_type).bulk.push(IndexEntry {
+            id: blob.0,
+            pack: pack_no,
+            offset: offset32,
+            length: length32,
+            uncompressed_length: ulen,
+        });
+        Ok(())
+    }
+
+    /// Sort everything added so far (call after bulk loading: entries from
+    /// [`MemoryIndex::add_bulk`] are found only after it; those from `add`
+    /// are found anyway, faster after it).
     pub fn finish_bulk_load(&mut self) {
         self.data.merge();
         self.tree.merge();

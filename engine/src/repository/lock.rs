@@ -382,7 +382,12 @@ fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard, LockErro
     let id = repo.save_unpacked(FileType::Lock, &json)?;
     let token = next_token();
     register(token, repo.backend(), id.to_hex());
-    std::thread::sleep(RECHECK_DELAY);
+    // restic waits before re-checking so that a concurrent locker's file has
+    // time to show up in listings; where a written file is listed at once the
+    // re-check alone is enough (see `Backend::list_after_write_consistent`).
+    if !repo.backend().list_after_write_consistent() {
+        std::thread::sleep(RECHECK_DELAY);
+    }
     if let Err(e) = check_conflicts(repo, exclusive, Some(&id)) {
         unregister(token);
         let _ = repo.backend().remove(FileType::Lock, &id.to_hex());

@@ -884,7 +884,7 @@ impl Repository {
                         return Err(RepoError::IndexNeedsV2);
                     }
                     index
-                        .add(
+                        .add_bulk(
                             b.blob_type,
                             b.id,
                             p.id,
@@ -896,6 +896,7 @@ impl Repository {
                 }
             }
         }
+        index.finish_bulk_load();
         // Keep blobs stored by this process that are not in an index file yet.
         for (pack, blobs) in lock_mutex(&self.shared.pending_index).iter() {
             for b in blobs {

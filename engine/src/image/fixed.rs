@@ -1,0 +1,422 @@
+//! Fixed-size, block-aligned chunks of the guest view: image mode's default.
+//!
+//! restic's content-defined chunks (512 KiB to 8 MiB, ~1 MiB on average)
+//! are the right cut for files whose bytes move, but a disk image's bytes do
+//! not move: a guest rewrites blocks in place. With content-defined chunks one
+//! changed 64 KiB cluster forces its whole chunk, and the run up to the next
+//! boundary that resynchronises, to be read, hashed and stored again
+//! (measured: ~2 MiB per changed cluster). With blobs aligned to guest blocks
+//! a changed cluster costs one block, and an incremental reads nothing else.
+//!
+//! The blobs are ordinary data blobs and the content list an ordinary one, so
+//! restic restores, dumps and checks such snapshots like any other file. What
+//! is given up: deduplication against content-defined backups of the same
+//! bytes (restic's own backup of a raw image), which image mode never had for
+//! qcow2 files anyway (restic stores their host bytes, not the guest view).
+//!
+//! The block size is a power of two from 64 KiB (qcow2's default cluster and
+//! dirty-bitmap granularity) to 8 MiB (restic's largest chunk). By default it
+//! is 64 KiB, doubled until the disk has at most [`TARGET_MAX_BLOCKS`] blocks,
+//! which bounds the content list (the tree blob restic loads whole) to ~9 MB
+//! of JSON and the index to that many entries per disk. An incremental keeps
+//! its parent's block size, read off the parent's blob lengths.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use restix_chunker::is_all_zero;
+use restix_repo_format::{BlobType, Id};
+use sha2::{Digest, Sha256};
+
+use super::changes::BlockHashes;
+use super::layout::GuestLayout;
+use super::{add, Counters, DiskImage, ImageError, ImageStats};
+use crate::repository::Repository;
+
+/// Smallest block size: qcow2's default cluster size, and the granularity of
+/// the block-hash cache (every block is a whole number of cache blocks).
+pub const MIN_BLOCK_SIZE: u64 = 64 * 1024;
+/// Largest block size: restic's largest chunk.
+pub const MAX_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
+/// The default block size grows until a disk has at most this many blocks.
+pub const TARGET_MAX_BLOCKS: u64 = 1 << 17;
+/// Guest bytes read and stored per task: a few blocks of the smallest size,
+/// one block of the larger ones.
+const TASK_BYTES: u64 = 1024 * 1024;
+
+/// How image mode cuts the guest view into blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageChunking {
+    /// Follow the parent: its block size when its blobs are blocks, restic's
+    /// chunker when they are content-defined; without a parent, blocks of
+    /// [`default_block_size`].
+    #[default]
+    Auto,
+    /// Blocks of this many bytes (see [`valid_block_size`]).
+    Fixed(u64),
+    /// restic's content-defined chunks (spec: restic-format §15).
+    ContentDefined,
+}
+
+impl std::str::FromStr for ImageChunking {
+    type Err = ImageError;
+
+    /// `auto`, `restic` (content-defined) or a block size such as `64K`,
+    /// `1M`, `1MiB` or `65536`.
+    fn from_str(s: &str) -> Result<Self, ImageError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(ImageChunking::Auto),
+            "restic" | "cdc" | "content-defined" => Ok(ImageChunking::ContentDefined),
+            size => {
+                let bad = || {
+                    ImageError::InvalidArgument(format!(
+                        "invalid image chunking {s:?}: use auto, restic or a block size \
+                         that is a power of two from 64K to 8M"
+                    ))
+                };
+                let size = size.trim_end_matches("ib").trim_end_matches('b');
+                let (digits, unit) = match size.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                    Some((i, _)) => size.split_at(i),
+                    None => (size, ""),
+                };
+                let shift = match unit {
+                    "" => 0,
+                    "k" => 10,
+                    "m" => 20,
+                    _ => return Err(bad()),
+                };
+                let n: u64 = digits.parse().map_err(|_| bad())?;
+                let bytes = n
+                    .checked_shl(shift)
+                    .filter(|b| b >> shift == n)
+                    .ok_or_else(bad)?;
+                if valid_block_size(bytes) {
+                    Ok(ImageChunking::Fixed(bytes))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+/// Whether `size` can be a block size: a power of two from
+/// [`MIN_BLOCK_SIZE`] to [`MAX_BLOCK_SIZE`].
+pub fn valid_block_size(size: u64) -> bool {
+    size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&size)
+}
+
+/// The block size of a new image backup of a disk of `virtual_size` bytes.
+pub fn default_block_size(virtual_size: u64) -> u64 {
+    let mut block = MIN_BLOCK_SIZE;
+    while block < MAX_BLOCK_SIZE && virtual_size.div_ceil(block) > TARGET_MAX_BLOCKS {
+        block *= 2;
+    }
+    block
+}
+
+/// The block size `lengths` (a content list's blob lengths, in order) were
+/// cut with, if they are blocks: every blob but the last of one valid block
+/// size, the last no longer. A single blob is a block of any size at least
+/// its length; `preferred` is taken then if it fits.
+pub(crate) fn block_size_of(lengths: &[u64], preferred: u64) -> Option<u64> {
+    match lengths {
+        [] => Some(preferred),
+        [only] if *only <= preferred => Some(preferred),
+        [only] => valid_block_size(*only).then_some(*only),
+        [first, middle @ .., last] => (valid_block_size(*first)
+            && middle.iter().all(|l| l == first)
+            && (1..=*first).contains(last))
+        .then_some(*first),
+    }
+}
+
+/// The ID of a blob of `length` zero bytes.
+pub fn zero_block_id(length: u64) -> Id {
+    // One buffer of zeros hashed in slices: no allocation of `length` bytes.
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut hasher = Sha256::new();
+    let mut left = length;
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        left -= n as u64;
+    }
+    Id(hasher.finalize().into())
+}
+
+/// The parent's blocks an incremental may reuse.
+pub(crate) struct FixedParent<'a> {
+    /// The parent's content list (block `i` at `i * block`).
+    pub(crate) ids: &'a [Id],
+    /// The parent disk's size (its last block may be shorter).
+    pub(crate) size: u64,
+    /// Guest ranges changed since the parent, sorted and merged.
+    pub(crate) changed: &'a [Range<u64>],
+}
+
+/// What one task produced: a run of consecutive new blocks.
+struct TaskOutput {
+    first: usize,
+    ids: Vec<Id>,
+    /// BLAKE3 hashes of the task's 64 KiB cache blocks (when asked for).
+    hashes: Vec<[u8; 32]>,
+    read: u64,
+}
+
+/// The content list of the guest view in blocks of `block` bytes: blocks
+/// that no changed range touches are the parent's (not read); the others are
+/// read (zero and unallocated extents never are), hashed and stored on
+/// `threads` threads. With `cache_hashes`, also returns the block-hash cache
+/// of the whole disk (only meaningful without a parent: every block read).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fixed_content(
+    repo: &Repository,
+    image: &dyn DiskImage,
+    layout: &GuestLayout,
+    block: u64,
+    parent: Option<FixedParent<'_>>,
+    threads: usize,
+    counters: &Counters,
+    stats: &mut ImageStats,
+    cache_hashes: bool,
+) -> Result<(Vec<Id>, Option<BlockHashes>), ImageError> {
+    let size = layout.size;
+    let blocks = usize::try_from(size.div_ceil(block))
+        .map_err(|_| ImageError::InvalidArgument(format!("disk of {size} bytes too large")))?;
+    let block_range = |i: usize| {
+        let start = i as u64 * block;
+        start..(start + block).min(size)
+    };
+
+    // 1. Which blocks are the parent's.
+    let mut content: Vec<Option<Id>> = vec![None; blocks];
+    if let Some(parent) = &parent {
+        let mut changes = parent.changed.iter().peekable();
+        for (i, slot) in content.iter_mut().enumerate() {
+            let range = block_range(i);
+            while changes.peek().is_some_and(|c| c.end <= range.start) {
+                changes.next();
+            }
+            let touched = changes.peek().is_some_and(|c| c.start < range.end);
+            let parent_end = (range.start + block).min(parent.size);
+            if touched || parent_end != range.end {
+                continue;
+            }
+            if let Some(id) = parent.ids.get(i) {
+                *slot = Some(*id);
+                stats.chunks_reused += 1;
+                stats.bytes_reused += range.end - range.start;
+            }
+        }
+    }
+
+    // 2. Runs of new blocks, cut into tasks of about TASK_BYTES.
+    let per_task = (TASK_BYTES / block).max(1) as usize;
+    let mut tasks: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < blocks {
+        if content.get(i).is_some_and(Option::is_some) {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i < blocks && i - first < per_task && content.get(i).is_some_and(Option::is_none) {
+            i += 1;
+        }
+        tasks.push((first, i - first));
+    }
+
+    // 3. Read, hash and store them in parallel.
+    let zero_ids: Mutex<HashMap<u64, Id>> = Mutex::new(HashMap::new());
+    let zero_id = |length: u64| -> Result<Id, ImageError> {
+        let mut known = zero_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = known.get(&length) {
+            return Ok(*id);
+        }
+        let id = zero_block_id(length);
+        let zeros = vec![0u8; length as usize];
+        let (id, new, stored) = repo.save_blob(BlobType::Data, &zeros, Some(id))?;
+        if new {
+            add(&counters.data_blobs, 1);
+            add(&counters.data_added, length);
+            add(&counters.data_added_packed, stored);
+        }
+        known.insert(length, id);
+        Ok(id)
+    };
+    let cache_block = BlockHashes::BLOCK_SIZE as usize;
+    let zero_cache_hash = *blake3::hash(&vec![0u8; cache_block]).as_bytes();
+    let failed = AtomicBool::new(false);
+    let run_task = |&(first, count): &(usize, usize)| -> Result<TaskOutput, ImageError> {
+        let start = block_range(first).start;
+        let end = block_range(first + count - 1).end;
+        let mut out = TaskOutput {
+            first,
+            ids: Vec::with_capacity(count),
+            hashes: Vec::new(),
+            read: 0,
+        };
+        if failed.load(Ordering::Relaxed) {
+            return Err(ImageError::NotFound("stopped after an error".into()));
+        }
+        if layout.is_zero_run(start, end) {
+            for i in first..first + count {
+                let r = block_range(i);
+                out.ids.push(zero_id(r.end - r.start)?);
+            }
+            if cache_hashes {
+                let mut pos = start;
+                while pos < end {
+                    let n = (end - pos).min(cache_block as u64);
+                    out.hashes.push(if n == cache_block as u64 {
+                        zero_cache_hash
+                    } else {
+                        *blake3::hash(&vec![0u8; n as usize]).as_bytes()
+                    });
+                    pos += n;
+                }
+            }
+            return Ok(out);
+        }
+        let mut data = vec![0u8; (end - start) as usize];
+        out.read = layout.materialise(image, start, &mut data)?;
+        for piece in data.chunks(block as usize) {
+            let id = if is_all_zero(piece) {
+                zero_id(piece.len() as u64)?
+            } else {
+                let id = Id(Sha256::digest(piece).into());
+                let (id, new, stored) = repo.save_blob(BlobType::Data, piece, Some(id))?;
+                if new {
+                    add(&counters.data_blobs, 1);
+                    add(&counters.data_added, piece.len() as u64);
+                    add(&counters.data_added_packed, stored);
+                }
+                id
+            };
+            out.ids.push(id);
+        }
+        if cache_hashes {
+            out.hashes = data
+                .chunks(cache_block)
+                .map(|b| {
+                    if b.len() == cache_block && is_all_zero(b) {
+                        zero_cache_hash
+                    } else {
+                        *blake3::hash(b).as_bytes()
+                    }
+                })
+                .collect();
+        }
+        Ok(out)
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| ImageError::Chunker(format!("threads: {e}")))?;
+    let outputs: Vec<Result<TaskOutput, ImageError>> = pool.install(|| {
+        tasks
+            .par_iter()
+            .map(|task| {
+                let result = run_task(task);
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .collect()
+    });
+
+    // 4. Assemble, first error wins (in disk order).
+    let mut hashes: Vec<[u8; 32]> = Vec::new();
+    let mut read = 0;
+    for output in outputs {
+        let output = output?;
+        read += output.read;
+        stats.bytes_rechunked += output
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(k, _)| {
+                let r = block_range(output.first + k);
+                r.end - r.start
+            })
+            .sum::<u64>();
+        for (k, id) in output.ids.into_iter().enumerate() {
+            if let Some(slot) = content.get_mut(output.first + k) {
+                *slot = Some(id);
+            }
+        }
+        hashes.extend(output.hashes);
+    }
+    stats.chunks = blocks as u64;
+    stats.bytes_read = read;
+    let content = content
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| id.ok_or_else(|| ImageError::NotFound(format!("block {i} was not stored"))))
+        .collect::<Result<Vec<Id>, ImageError>>()?;
+    let cache = (cache_hashes && parent.is_none()).then(|| BlockHashes::from_hashes(size, hashes));
+    Ok((content, cache))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chunking() {
+        let parse = |s: &str| s.parse::<ImageChunking>();
+        assert_eq!(parse("auto").ok(), Some(ImageChunking::Auto));
+        assert_eq!(parse("restic").ok(), Some(ImageChunking::ContentDefined));
+        assert_eq!(parse("64K").ok(), Some(ImageChunking::Fixed(64 << 10)));
+        assert_eq!(parse("1MiB").ok(), Some(ImageChunking::Fixed(1 << 20)));
+        assert_eq!(parse("8m").ok(), Some(ImageChunking::Fixed(8 << 20)));
+        assert_eq!(parse("131072").ok(), Some(ImageChunking::Fixed(128 << 10)));
+        for bad in ["4K", "16M", "100K", "x", "1G", "99999999999999999999K", "K"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_block_size_bounds_the_block_count() {
+        assert_eq!(default_block_size(0), MIN_BLOCK_SIZE);
+        assert_eq!(default_block_size(8 << 30), MIN_BLOCK_SIZE);
+        assert_eq!(default_block_size((8 << 30) + 1), 128 << 10);
+        assert_eq!(default_block_size(100 << 30), 1 << 20);
+        assert_eq!(default_block_size(u64::MAX), MAX_BLOCK_SIZE);
+    }
+
+    #[test]
+    fn recognises_block_shaped_content() {
+        let k = 1024;
+        assert_eq!(block_size_of(&[64 * k, 64 * k, 10], 64 * k), Some(64 * k));
+        assert_eq!(
+            block_size_of(&[64 * k, 64 * k, 64 * k], 128 * k),
+            Some(64 * k)
+        );
+        assert_eq!(block_size_of(&[1000], 64 * k), Some(64 * k));
+        assert_eq!(block_size_of(&[1 << 20], 64 * k), Some(1 << 20));
+        // Content-defined chunks.
+        assert_eq!(block_size_of(&[600 * k, 1100 * k, 700 * k], 64 * k), None);
+        assert_eq!(block_size_of(&[64 * k, 32 * k, 64 * k], 64 * k), None);
+        assert_eq!(block_size_of(&[64 * k, 65 * k], 64 * k), None);
+        assert_eq!(block_size_of(&[64 * k, 0], 64 * k), None);
+    }
+
+    #[test]
+    fn zero_block_ids_are_sha256_of_zeros() {
+        for length in [0u64, 1, 65536, 65537, 512 << 10] {
+            let expected = Id(Sha256::digest(vec![0u8; length as usize]).into());
+            assert_eq!(zero_block_id(length), expected);
+        }
+        assert_eq!(
+            zero_block_id(512 << 10).0,
+            restix_chunker::ZERO_CHUNK_ID,
+            "restic's zero chunk"
+        );
+    }
+}
