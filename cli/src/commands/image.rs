@@ -27,13 +27,14 @@ use restix_engine::image::{
     ImageChunking, ImageError, ImageFormat, Qcow2Image, RawImage, RestoreFormat,
 };
 use restix_engine::selection::split_snapshot_arg;
-use restix_repo_format::{GoTime, Id};
+use restix_repo_format::{CompressionMode, GoTime, Id};
 
 use super::backup::SummaryJson;
 use super::Context;
 use crate::args::{BackupArgs, DumpArgs, RestoreArgs};
 use crate::engine_glue::{open_repository, open_repository_with, LockMode, OpenedRepository};
 use crate::errors::fatal;
+use crate::options::{self, ProcessEnv};
 use crate::output::format_bytes;
 
 /// `backup` flags of image mode.
@@ -221,6 +222,10 @@ fn open_image(path: &Path, flags: &ImageBackupFlags) -> anyhow::Result<Opened> {
     Ok(opened)
 }
 
+/// Changed blocks read ahead of opening the repository at most (beyond
+/// this the backup streams them in bounded memory).
+const PREFETCH_MAX_BYTES: u64 = 256 << 20;
+
 /// `backup --image`.
 pub fn run_backup(
     ctx: &Context,
@@ -255,21 +260,17 @@ pub fn run_backup(
         None => None,
     };
 
-    let opened = open_repository_with(ctx, LockMode::SharedAlways, false)?;
-    opened.load_index()?;
-    let parent = match (&args.parent, args.force) {
-        (Some(arg), false) => Some(find_snapshot(&opened, arg)?),
-        _ => None,
-    };
+    let chunking = flags.image_chunks.parse::<ImageChunking>().map_err(fatal)?;
     let qcow = match &image {
         Opened::Qcow2(q) => Some(q),
         Opened::Other(_) => None,
     };
+    let wants_parent = args.parent.is_some() && !args.force;
     let mode = match (flags.changes.as_str(), &flags.bitmap) {
         ("auto", Some(_)) | ("bitmap", _) => "bitmap",
         ("auto", None) => {
             let layered = qcow.is_some_and(|q| q.layer_paths().len() > 1);
-            if parent.is_some() && layered {
+            if wants_parent && layered {
                 "layer"
             } else if args.force {
                 "none"
@@ -285,19 +286,66 @@ pub fn run_backup(
             .into())
         }
     };
-    let changes = match mode {
+    // Changes known from the image itself are read before the repository is
+    // opened, so that reading, hashing and compressing the changed blocks
+    // overlaps with deriving the key and loading the index.
+    let ranges = match mode {
         "bitmap" => {
             let Some(name) = &flags.bitmap else {
                 return Err(fatal("--changes bitmap needs --bitmap NAME").into());
             };
             let q = qcow.ok_or_else(|| fatal("dirty bitmaps need a qcow2 image"))?;
-            ChangedBlocks::Ranges(image::changed_ranges_from_bitmap(q, name).map_err(image_error)?)
+            Some(image::changed_ranges_from_bitmap(q, name).map_err(image_error)?)
         }
         "layer" => {
             let q = qcow.ok_or_else(|| fatal("--changes layer needs a qcow2 image"))?;
-            ChangedBlocks::Ranges(image::changed_ranges_in_top_layer(q).map_err(image_error)?)
+            Some(image::changed_ranges_in_top_layer(q).map_err(image_error)?)
         }
-        "hash-cache" => match cache_dir(ctx) {
+        _ => None,
+    };
+    let prefetch_block = match chunking {
+        ImageChunking::Fixed(block) => Some(block),
+        ImageChunking::Auto => Some(image::default_block_size(image.disk().virtual_size())),
+        ImageChunking::ContentDefined => None,
+    };
+    let level = options::compression_mode(&ctx.global, &ProcessEnv)
+        .ok()
+        .and_then(|mode| mode.parse::<CompressionMode>().ok())
+        .and_then(CompressionMode::data_level);
+    let (opened, prefetched) = std::thread::scope(|scope| {
+        let prefetch = match (&ranges, prefetch_block) {
+            (Some(ranges), Some(block)) if wants_parent => {
+                let disk = image.disk();
+                Some(scope.spawn(move || {
+                    image::prefetch_blocks(
+                        disk,
+                        ranges,
+                        block,
+                        level,
+                        ctx.threads,
+                        PREFETCH_MAX_BYTES,
+                    )
+                }))
+            }
+            _ => None,
+        };
+        let opened = open_repository_with(ctx, LockMode::SharedAlways, false)
+            .and_then(|opened| opened.load_index().map(|()| opened));
+        // A failed prefetch only means the backup reads the blocks itself.
+        let prefetched = prefetch
+            .and_then(|handle| handle.join().ok())
+            .and_then(Result::ok)
+            .flatten();
+        (opened, prefetched)
+    });
+    let opened = opened?;
+    let parent = match (&args.parent, args.force) {
+        (Some(arg), false) => Some(find_snapshot(&opened, arg)?),
+        _ => None,
+    };
+    let changes = match (mode, ranges) {
+        (_, Some(ranges)) => ChangedBlocks::Ranges(ranges),
+        ("hash-cache", None) => match cache_dir(ctx) {
             Some(dir) => ChangedBlocks::BlockHashCache(block_hash_cache_path(
                 &dir,
                 &opened.repo.config().id,
@@ -329,7 +377,8 @@ pub fn run_backup(
     options.mtime = mtime;
     options.parent = parent;
     options.changes = changes;
-    options.chunking = flags.image_chunks.parse::<ImageChunking>().map_err(fatal)?;
+    options.chunking = chunking;
+    options.prefetched = prefetched.map(std::sync::Arc::new);
     options.hostname = host;
     options.tags = tags;
     options.time = Some(time.unwrap_or(backup_start));

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::changes::BlockHashes;
 use super::layout::GuestLayout;
 use super::{add, Counters, DiskImage, ImageError, ImageStats};
-use crate::repository::Repository;
+use crate::repository::{compress_blob, Repository};
 
 /// Smallest block size: qcow2's default cluster size, and the granularity of
 /// the block-hash cache (every block is a whole number of cache blocks).
@@ -148,6 +148,119 @@ pub fn zero_block_id(length: u64) -> Id {
     Id(hasher.finalize().into())
 }
 
+/// Changed blocks read, hashed and compressed ahead of the backup (see
+/// [`prefetch_blocks`]).
+pub struct PrefetchedBlocks {
+    block: u64,
+    /// zstd level of the compressed copies (`None`: none made).
+    level: Option<i32>,
+    blocks: HashMap<usize, Prefetched>,
+    bytes_read: u64,
+}
+
+impl std::fmt::Debug for PrefetchedBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefetchedBlocks")
+            .field("block", &self.block)
+            .field("level", &self.level)
+            .field("blocks", &self.blocks.len())
+            .field("bytes_read", &self.bytes_read)
+            .finish()
+    }
+}
+
+/// One prefetched block.
+enum Prefetched {
+    /// All zeros (not read, or read and found zero).
+    Zero,
+    /// Data: its blob ID, length, and its bytes compressed at the prefetch's
+    /// level, else plain (only one copy is kept).
+    Data { id: Id, len: usize, bytes: Vec<u8> },
+}
+
+/// Reads, hashes and (at zstd `level`) compresses the blocks of `block`
+/// bytes that `changed` touches, on `threads` threads, before the repository
+/// is open: an incremental's work then overlaps with deriving the key
+/// (~70 ms of scrypt) and loading the index, instead of following them.
+/// [`backup_image`](super::backup_image) uses them when its block size is
+/// `block` (else they are dropped). `None` when the blocks exceed `max_bytes`
+/// (the backup then reads them itself, in bounded memory).
+pub fn prefetch_blocks(
+    image: &dyn DiskImage,
+    changed: &[Range<u64>],
+    block: u64,
+    level: Option<i32>,
+    threads: usize,
+    max_bytes: u64,
+) -> Result<Option<PrefetchedBlocks>, ImageError> {
+    if !valid_block_size(block) {
+        return Ok(None);
+    }
+    let size = image.virtual_size();
+    let mut touched: Vec<usize> = Vec::new();
+    for range in changed {
+        let (start, end) = (range.start.min(size), range.end.min(size));
+        if start >= end {
+            continue;
+        }
+        for i in start / block..end.div_ceil(block) {
+            let i = usize::try_from(i).map_err(|_| {
+                ImageError::InvalidArgument(format!("disk of {size} bytes too large"))
+            })?;
+            if touched.last() != Some(&i) {
+                touched.push(i);
+            }
+        }
+        if (touched.len() as u64).saturating_mul(block) > max_bytes {
+            return Ok(None);
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    let layout = GuestLayout::new(image)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| ImageError::Chunker(format!("threads: {e}")))?;
+    let results: Vec<Result<(usize, Prefetched, u64), ImageError>> = pool.install(|| {
+        touched
+            .par_iter()
+            .map(|&i| {
+                let start = i as u64 * block;
+                let end = (start + block).min(size);
+                if layout.is_zero_run(start, end) {
+                    return Ok((i, Prefetched::Zero, 0));
+                }
+                let mut data = vec![0u8; (end - start) as usize];
+                let read = layout.materialise(image, start, &mut data)?;
+                if is_all_zero(&data) {
+                    return Ok((i, Prefetched::Zero, read));
+                }
+                let id = Id(Sha256::digest(&data).into());
+                let len = data.len();
+                let bytes = match level {
+                    Some(level) => compress_blob(level, &data)
+                        .map_err(|e| ImageError::Chunker(format!("compressing block {i}: {e}")))?,
+                    None => data,
+                };
+                Ok((i, Prefetched::Data { id, len, bytes }, read))
+            })
+            .collect()
+    });
+    let mut prefetched = PrefetchedBlocks {
+        block,
+        level,
+        blocks: HashMap::with_capacity(results.len()),
+        bytes_read: 0,
+    };
+    for result in results {
+        let (i, block, read) = result?;
+        prefetched.bytes_read += read;
+        prefetched.blocks.insert(i, block);
+    }
+    Ok(Some(prefetched))
+}
+
 /// The parent's blocks an incremental may reuse.
 pub(crate) struct FixedParent<'a> {
     /// The parent's content list (block `i` at `i * block`).
@@ -183,7 +296,11 @@ pub(crate) fn fixed_content(
     counters: &Counters,
     stats: &mut ImageStats,
     cache_hashes: bool,
+    prefetched: Option<&PrefetchedBlocks>,
 ) -> Result<(Vec<Id>, Option<BlockHashes>), ImageError> {
+    // Prefetched blocks stand in for reads only when they are this backup's
+    // blocks and no block-hash cache is to be fed from the reads.
+    let prefetched = prefetched.filter(|p| p.block == block && !cache_hashes);
     let size = layout.size;
     let blocks = usize::try_from(size.div_ceil(block))
         .map_err(|_| ImageError::InvalidArgument(format!("disk of {size} bytes too large")))?;
@@ -262,6 +379,52 @@ pub(crate) fn fixed_content(
         };
         if failed.load(Ordering::Relaxed) {
             return Err(ImageError::NotFound("stopped after an error".into()));
+        }
+        if let Some(ahead) =
+            prefetched.filter(|p| (first..first + count).all(|i| p.blocks.contains_key(&i)))
+        {
+            for i in first..first + count {
+                let r = block_range(i);
+                let length = r.end - r.start;
+                let id = match ahead.blocks.get(&i) {
+                    Some(Prefetched::Data { id, len, bytes }) if *len as u64 == length => {
+                        let saved = match ahead.level {
+                            Some(level) => repo.save_blob_precompressed(
+                                BlobType::Data,
+                                *id,
+                                *len,
+                                level,
+                                bytes,
+                            )?,
+                            None => Some(repo.save_blob(BlobType::Data, bytes, Some(*id))?),
+                        };
+                        let (id, new, stored) = match saved {
+                            Some(saved) => saved,
+                            // Compressed at a level this repository does not
+                            // use: read the block again.
+                            None => {
+                                let mut data = vec![0u8; length as usize];
+                                out.read += layout.materialise(image, r.start, &mut data)?;
+                                repo.save_blob(BlobType::Data, &data, None)?
+                            }
+                        };
+                        if new {
+                            add(&counters.data_blobs, 1);
+                            add(&counters.data_added, length);
+                            add(&counters.data_added_packed, stored);
+                        }
+                        id
+                    }
+                    Some(Prefetched::Zero) => zero_id(length)?,
+                    _ => {
+                        return Err(ImageError::Chunker(format!(
+                            "prefetched block {i} does not match the disk"
+                        )))
+                    }
+                };
+                out.ids.push(id);
+            }
+            return Ok(out);
         }
         if layout.is_zero_run(start, end) {
             for i in first..first + count {
@@ -353,7 +516,7 @@ pub(crate) fn fixed_content(
         hashes.extend(output.hashes);
     }
     stats.chunks = blocks as u64;
-    stats.bytes_read = read;
+    stats.bytes_read = read + prefetched.map_or(0, |p| p.bytes_read);
     let content = content
         .into_iter()
         .enumerate()

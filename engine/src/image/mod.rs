@@ -69,8 +69,8 @@ pub use changes::{
     BlockHashes,
 };
 pub use fixed::{
-    default_block_size, valid_block_size, zero_block_id, ImageChunking, MAX_BLOCK_SIZE,
-    MIN_BLOCK_SIZE,
+    default_block_size, prefetch_blocks, valid_block_size, zero_block_id, ImageChunking,
+    PrefetchedBlocks, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
 pub use layout::LONG_ZERO_RUN;
 pub use restix_qcow2::{
@@ -156,6 +156,8 @@ pub struct ImageBackupOptions {
     pub changes: ChangedBlocks,
     /// How the guest view is cut into blobs (blocks by default).
     pub chunking: ImageChunking,
+    /// Changed blocks read ahead ([`prefetch_blocks`]), used when they match.
+    pub prefetched: Option<std::sync::Arc<PrefetchedBlocks>>,
     /// Host name for the snapshot ("" = this host's name).
     pub hostname: String,
     /// Snapshot tags.
@@ -180,6 +182,7 @@ impl ImageBackupOptions {
             parent: None,
             changes: ChangedBlocks::Unknown,
             chunking: ImageChunking::Auto,
+            prefetched: None,
             hostname: String::new(),
             tags: Vec::new(),
             time: None,
@@ -390,6 +393,7 @@ pub fn backup_image(
                 &counters,
                 &mut stats,
                 cache_hashes,
+                options.prefetched.as_deref(),
             )?;
             if cache.is_some() {
                 new_hashes = cache;

@@ -768,3 +768,53 @@ fn block_backup_with_a_hash_cache() {
         );
     }
 }
+
+#[test]
+fn prefetched_blocks_stand_in_for_reads() {
+    let layout = [(5 * M, Data), (2 * M, Unallocated), (3 * M + 11, Data)];
+    // Level 3 is what the test repository stores data at; 19 is not, so
+    // those blocks are read again.
+    for level in [Some(3), None, Some(19)] {
+        let t = TempDir::new("image-prefetch");
+        let repo = new_repo(&t.0, 2);
+        let mut disk = MemDisk::new(41, &layout);
+        let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+        let writes = [
+            (M + 3, pseudo_random(7, 100_000)),
+            (6 * M, vec![0; 64 * K as usize]),
+            (10 * M, vec![9; 11]),
+        ];
+        let mut changed = Vec::new();
+        for (offset, data) in &writes {
+            disk.write(*offset, data);
+            changed.push(*offset..*offset + data.len() as u64);
+        }
+        let ahead = prefetch_blocks(&disk, &changed, 64 * K, level, 2, 1 << 30)
+            .unwrap()
+            .unwrap();
+        disk.read.store(0, Ordering::Relaxed);
+        let mut options = ImageBackupOptions::new("disk");
+        options.parent = Some(full.summary.snapshot_id);
+        options.changes = ChangedBlocks::Ranges(changed.clone());
+        options.prefetched = Some(std::sync::Arc::new(ahead));
+        let inc = backup_image(&repo, &disk, options).unwrap();
+        assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+        let reread = disk.read.load(Ordering::Relaxed);
+        if level == Some(19) {
+            assert!(reread > 0, "blocks at a foreign level are read again");
+        } else {
+            assert_eq!(reread, 0, "level {level:?}: no reads after the prefetch");
+        }
+        let expected = block_content(&disk.bytes, 64 * K as usize);
+        assert_eq!(content_of(&repo, &inc.summary.snapshot_id), expected);
+        // Every blob of the new snapshot reads back as its bytes.
+        let (_, node) = find_file_node(&repo, &inc.summary.snapshot_id, None).unwrap();
+        let raw = t.0.join("back.raw");
+        restore_node(&repo, &node, &raw, RestoreFormat::Raw, 2).unwrap();
+        assert_eq!(std::fs::read(&raw).unwrap(), disk.bytes, "level {level:?}");
+        // Too much to prefetch: none.
+        assert!(prefetch_blocks(&disk, &changed, 64 * K, level, 2, 64 * K)
+            .unwrap()
+            .is_none());
+    }
+}
