@@ -209,10 +209,11 @@ pub fn prefetch_blocks(
             })?;
             if touched.last() != Some(&i) {
                 touched.push(i);
+                // Checked per block: one range may cover the whole disk.
+                if (touched.len() as u64).saturating_mul(block) > max_bytes {
+                    return Ok(None);
+                }
             }
-        }
-        if (touched.len() as u64).saturating_mul(block) > max_bytes {
-            return Ok(None);
         }
     }
     touched.sort_unstable();
