@@ -15,68 +15,22 @@
 
 use restix_repo_format::{Id, Node, NodeType};
 
+use crate::path_pattern::{components, PathPattern};
 use crate::repository::{RepoError, Repository};
 
-fn split(p: &str) -> Vec<&str> {
-    let mut parts: Vec<&str> = p.split('/').collect();
-    if p.starts_with('/') {
-        if let Some(first) = parts.first_mut() {
-            *first = "/";
-        }
-    }
-    parts
-}
-
 /// True if `path` (absolute, `/`-separated) matches `pattern` like restic's
-/// `filter.Match`.
+/// `filter.Match` (the pattern cleaned like Go's `path.Clean` first; an
+/// empty pattern matches everything).
 pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     if pattern.is_empty() {
         return true;
     }
-    let pattern = crate::go_path::clean(pattern);
-    let parts = split(&pattern);
-    let strs = split(path);
-    match_parts(&parts, &strs)
-}
-
-fn match_parts(pattern: &[&str], strs: &[&str]) -> bool {
-    if let Some(pos) = pattern.iter().position(|p| *p == "**") {
-        // Expand `**` into 0..n single-component wildcards.
-        let max_extra = (strs.len() + 1).saturating_sub(pattern.len());
-        for i in 0..=max_extra {
-            let mut expanded: Vec<&str> = pattern.get(..pos).unwrap_or(&[]).to_vec();
-            expanded.resize(pos + i, "*");
-            expanded.extend_from_slice(pattern.get(pos + 1..).unwrap_or(&[]));
-            if match_parts(&expanded, strs) {
-                return true;
-            }
-        }
-        return false;
-    }
-    if pattern.is_empty() {
-        return strs.is_empty();
-    }
-    if pattern.len() > strs.len() {
-        return false;
-    }
-    let mut min_offset = 0;
-    let mut max_offset = strs.len() - pattern.len();
-    if pattern.first() == Some(&"/") {
-        max_offset = 0;
-    } else if strs.first() == Some(&"/") {
-        min_offset = 1;
-    }
-    (min_offset..=max_offset).rev().any(|offset| {
-        pattern.iter().enumerate().all(|(i, p)| {
-            strs.get(offset + i)
-                .is_some_and(|s| glob_match(p.as_bytes(), s.as_bytes()))
-        })
-    })
+    PathPattern::parse(&crate::go_path::clean(pattern)).matches(&components(path.as_bytes()))
 }
 
 /// Go's `filepath.Match` for one component: one implementation for
 /// excludes, restore filters and find.
-pub use crate::archiver::exclude::glob_match;
+pub use crate::path_pattern::glob_match;
 
 /// What to look for.
 #[derive(Debug, Clone)]
@@ -205,7 +159,7 @@ mod tests {
         assert!(!pattern_matches("[^a-c]x", "/bx"));
         assert!(pattern_matches("\\*", "/*"));
         assert!(!pattern_matches("\\*", "/a"));
-        assert!(glob_match(b"*a*b*", b"xxaxxbxx"));
-        assert!(!glob_match(b"*a*b", b"xxaxxbxx"));
+        // Cleaned like path.Clean: `..` and `.` resolve before matching.
+        assert!(pattern_matches("/x/../data/./a.txt", "/data/a.txt"));
     }
 }

@@ -17,6 +17,7 @@ pub mod forget;
 pub mod go_path;
 pub mod image;
 pub mod keys;
+pub mod path_pattern;
 pub mod prune;
 pub mod repair;
 pub mod repository;

@@ -1,24 +1,17 @@
 //! restic's include/exclude patterns (`restic restore --include/--exclude`,
-//! spec: cli.md §10.4), matched against absolute paths inside the snapshot.
-//!
-//! Semantics (facts from restic's `internal/filter`):
-//! * a pattern is split into `/`-separated parts; each part is a shell glob
-//!   (`*`, `?`, `[...]`, `\` escapes; `*` never crosses `/`), and a part `**`
-//!   matches any number (also zero) of path components;
-//! * a pattern starting with `/` is anchored at the snapshot root, any other
-//!   pattern may match at any depth;
-//! * a pattern matches a path when it matches a leading (anchored) or any
-//!   (unanchored) run of consecutive components, so a pattern naming a
-//!   directory also matches everything below it;
-//! * a pattern starting with `!` negates: a later negated pattern un-matches
-//!   what earlier patterns matched.
+//! spec: cli.md §10.4), matched against absolute paths inside the snapshot
+//! with [`crate::path_pattern`]'s semantics, plus what restore adds: a
+//! pattern starting with `!` negates (a later negated pattern un-matches what
+//! earlier patterns matched), and `--iinclude`/`--iexclude` compare
+//! lower-cased.
+
+use crate::path_pattern::{components, PathPattern};
 
 /// One parsed include/exclude pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterPattern {
     original: String,
-    anchored: bool,
-    parts: Vec<Vec<u8>>,
+    pattern: PathPattern,
     negated: bool,
     case_insensitive: bool,
 }
@@ -45,12 +38,9 @@ impl FilterPattern {
         } else {
             body.to_string()
         };
-        let anchored = body.starts_with('/');
-        let parts = clean_components(body.as_bytes());
         FilterPattern {
             original,
-            anchored,
-            parts,
+            pattern: PathPattern::parse(&body),
             negated,
             case_insensitive,
         }
@@ -63,33 +53,21 @@ impl FilterPattern {
 
     /// Whether this pattern matches `path` (absolute path inside the snapshot).
     pub fn matches(&self, path: &[u8]) -> bool {
-        let comps = self.path_components(path);
-        match_parts(&self.parts, self.anchored, &comps)
+        self.with_components(path, |comps| self.pattern.matches(comps))
     }
 
     /// Whether a descendant of the directory `path` could match this pattern.
     pub fn child_may_match(&self, path: &[u8]) -> bool {
-        if !self.anchored {
-            return true;
-        }
-        let mut comps = self.path_components(path);
-        if let Some(pos) = self.parts.iter().position(|p| p == b"**") {
-            comps.truncate(pos);
-        }
-        let n = comps.len().min(self.parts.len());
-        let prefix = self.parts.get(..n).unwrap_or(&[]);
-        if prefix.is_empty() {
-            return true;
-        }
-        match_parts(prefix, true, &comps)
+        self.with_components(path, |comps| self.pattern.may_match_below(comps))
     }
 
-    fn path_components(&self, path: &[u8]) -> Vec<Vec<u8>> {
+    /// Runs `f` on the components of `path` (lower-cased when the pattern is).
+    fn with_components<R>(&self, path: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
         if self.case_insensitive {
             let lowered = String::from_utf8_lossy(path).to_lowercase();
-            clean_components(lowered.as_bytes())
+            f(&components(lowered.as_bytes()))
         } else {
-            clean_components(path)
+            f(&components(path))
         }
     }
 }
@@ -134,62 +112,9 @@ impl PatternList {
     }
 }
 
-/// Split a path into components, dropping empty parts and `.` (like Go's
-/// `filepath.Clean` for the paths restic feeds in).
-fn clean_components(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(|c| c.to_vec())
-        .collect()
-}
-
-fn match_parts(parts: &[Vec<u8>], anchored: bool, comps: &[Vec<u8>]) -> bool {
-    if parts.is_empty() {
-        return false;
-    }
-    if anchored {
-        match_from(parts, comps, true)
-    } else {
-        (0..=comps.len()).any(|start| match_from(parts, comps.get(start..).unwrap_or(&[]), true))
-    }
-}
-
-/// Match `parts` against a prefix of `comps` (`prefix_ok`: trailing path
-/// components after the pattern are allowed).
-fn match_from(parts: &[Vec<u8>], comps: &[Vec<u8>], prefix_ok: bool) -> bool {
-    let Some((first, rest)) = parts.split_first() else {
-        return prefix_ok || comps.is_empty();
-    };
-    if first == b"**" {
-        // `**` eats zero or more components.
-        return (0..=comps.len())
-            .any(|n| match_from(rest, comps.get(n..).unwrap_or(&[]), prefix_ok));
-    }
-    match comps.split_first() {
-        Some((c, crest)) => glob_match(first, c) && match_from(rest, crest, prefix_ok),
-        None => false,
-    }
-}
-
-/// Shell glob on one path component (Go `filepath.Match`), shared with the
-/// archiver's excludes.
-pub(crate) use crate::archiver::exclude::glob_match;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_basics() {
-        assert!(glob_match(b"*.txt", b"a.txt"));
-        assert!(!glob_match(b"*.txt", b"a.txt.bak"));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(glob_match(b"[a-c]x", b"bx"));
-        assert!(!glob_match(b"[^a-c]x", b"bx"));
-        assert!(glob_match(b"\\*", b"*"));
-        assert!(glob_match(b"*", b""));
-        assert!(glob_match(b"a*b*c", b"aXbYbZc"));
-    }
 
     #[test]
     fn unanchored_matches_any_depth_and_contents() {
