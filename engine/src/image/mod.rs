@@ -6,20 +6,23 @@
 //! node (like `restic backup --stdin --stdin-filename NAME`), so `restic
 //! restore` and `restic dump` reproduce the raw guest disk byte for byte.
 //!
-//! - Chunking is restic's exact content-defined chunking of the guest view
-//!   (spec: restic-format §15), but zero and unallocated extents are never read
-//!   or hashed: an all-zero 64-byte window has fingerprint 0, so inside a long
-//!   zero run every position is a cut candidate and the cuts follow
-//!   arithmetically ([`layout`]). Chunks of exactly 512 KiB zeros get
-//!   [`restix_chunker::ZERO_CHUNK_ID`] without hashing.
+//! - Blobs are blocks aligned to guest offsets (64 KiB by default,
+//!   more for disks over 8 GiB, [`ImageChunking`]): a guest rewrites blocks in
+//!   place, so a changed cluster changes one blob. Zero and unallocated
+//!   extents are never read or hashed; all zero blocks share one blob whose
+//!   ID is computed once. [`ImageChunking::ContentDefined`] keeps restic's exact
+//!   content-defined chunks of the guest view instead (spec: restic-format
+//!   §15): inside a long zero run every position is a cut candidate, so the
+//!   cuts follow arithmetically.
 //! - Incrementals ([`ChangedBlocks`]) take the changed guest ranges from a
 //!   qcow2 overlay's own clusters ([`changed_ranges_in_top_layer`]), a
 //!   persistent dirty bitmap ([`changed_ranges_from_bitmap`]) or a local
-//!   block-hash cache ([`BlockHashes`]). Unchanged ranges reuse the parent
-//!   snapshot's blobs; only from the last parent boundary before a change to
-//!   the first new boundary after it that coincides with a parent boundary is
-//!   re-chunked. The content list equals that of a full backup, so every
-//!   snapshot restores on its own.
+//!   block-hash cache ([`BlockHashes`]). Unchanged blocks are the parent
+//!   snapshot's blobs, never read; with content-defined chunks only from the
+//!   last parent boundary before a change to the first new boundary that
+//!   coincides with a parent boundary is re-chunked. Either way the content
+//!   list equals that of a full backup, so every snapshot restores on its own.
+//!   [`prefetch_blocks`] reads the changed blocks while the repository opens.
 //! - [`restore_node`] writes a sparse raw file or a qcow2 image;
 //!   [`restore_chain`] flattens an OpenNebula chain (full + qcow2 increments,
 //!   one snapshot each) without qemu-img.
@@ -406,7 +409,7 @@ pub fn backup_image(
             &layout,
             &chunker,
             &options,
-            parent,
+            parent.map(|_| parent_blobs),
             changed,
             &mut new_hashes,
             threads,
@@ -529,7 +532,7 @@ fn content_defined(
     layout: &GuestLayout,
     chunker: &Chunker,
     options: &ImageBackupOptions,
-    parent: Option<Id>,
+    parent: Option<Option<ParentBlobs>>,
     changed: Option<Vec<Range<u64>>>,
     new_hashes: &mut Option<BlockHashes>,
     threads: usize,
@@ -538,19 +541,19 @@ fn content_defined(
 ) -> Result<(Vec<Id>, Option<Vec<Id>>), ImageError> {
     let mut parent_content = None;
     let plan = match (parent, changed) {
-        (Some(parent_id), Some(changed)) => {
-            match parent_plan(repo, &parent_id, &options.file_name, layout.size, changed)? {
-                Ok(plan) => Some(plan),
-                Err(reason) => {
-                    stats.fallback_reason = Some(reason);
-                    None
-                }
+        (Some(Some(blobs)), Some(changed)) => match parent_plan(blobs, layout.size, changed) {
+            Ok(plan) => Some(plan),
+            Err(reason) => {
+                stats.fallback_reason = Some(reason);
+                None
             }
+        },
+        (Some(None), Some(_)) => {
+            stats.fallback_reason = Some("the parent snapshot has no readable image file".into());
+            None
         }
-        (Some(parent_id), None) => {
-            parent_content = parent_node(repo, &parent_id, &options.file_name)
-                .ok()
-                .and_then(|n| n.content);
+        (Some(blobs), None) => {
+            parent_content = blobs.map(|b| b.ids);
             None
         }
         _ => None,
@@ -639,41 +642,33 @@ fn parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<Paren
     })
 }
 
-/// Builds the reuse plan, or says why the parent cannot be reused.
+/// Builds the reuse plan from the parent's blobs, or says why they cannot
+/// be reused.
 fn parent_plan(
-    repo: &Repository,
-    parent: &Id,
-    file_name: &str,
+    parent: ParentBlobs,
     size: u64,
     changed: Vec<Range<u64>>,
-) -> Result<Result<ParentPlan, String>, ImageError> {
-    let node = match parent_node(repo, parent, file_name) {
-        Ok(node) => node,
-        Err(e) => return Ok(Err(format!("parent snapshot has no image file: {e}"))),
-    };
-    if node.size != size {
+) -> Result<ParentPlan, String> {
+    if parent.size != size {
         // The last parent chunk ended at the old end of file, not at a cut.
-        return Ok(Err(format!(
+        return Err(format!(
             "disk size changed ({} -> {size} bytes)",
-            node.size
-        )));
+            parent.size
+        ));
     }
-    let ids = node.content.unwrap_or_default();
-    let mut ends = Vec::with_capacity(ids.len());
-    let mut end = 0u64;
-    for id in &ids {
-        let Some(location) = repo.lookup(BlobType::Data, id) else {
-            return Ok(Err(format!("parent blob {id} is not in the index")));
-        };
-        end += u64::from(location.plaintext_len());
-        ends.push(end);
-    }
-    if end != size {
-        return Ok(Err(format!(
-            "parent content covers {end} bytes, not {size}"
-        )));
-    }
-    Ok(Ok(ParentPlan { ends, ids, changed }))
+    let ends = parent
+        .lengths
+        .iter()
+        .scan(0u64, |end, length| {
+            *end += length;
+            Some(*end)
+        })
+        .collect();
+    Ok(ParentPlan {
+        ends,
+        ids: parent.ids,
+        changed,
+    })
 }
 
 /// A chunk handed to a worker: its index in the content list and its bytes.

@@ -217,23 +217,8 @@ impl MemoryIndex {
         length: u64,
         uncompressed_length: Option<u64>,
     ) -> Result<(), IndexOverflow> {
-        let overflow = || IndexOverflow {
-            blob,
-            pack,
-            offset,
-            length,
-        };
-        let offset32 = u32::try_from(offset).map_err(|_| overflow())?;
-        let length32 = u32::try_from(length).map_err(|_| overflow())?;
-        let ulen = u32::try_from(uncompressed_length.unwrap_or(0)).map_err(|_| overflow())?;
-        let pack_no = self.pack_number(pack);
-        self.of_mut(blob_type).add(IndexEntry {
-            id: blob.0,
-            pack: pack_no,
-            offset: offset32,
-            length: length32,
-            uncompressed_length: ulen,
-        });
+        let e = self.entry(blob, pack, offset, length, uncompressed_length)?;
+        self.of_mut(blob_type).add(e);
         Ok(())
     }
 
@@ -250,6 +235,20 @@ impl MemoryIndex {
         length: u64,
         uncompressed_length: Option<u64>,
     ) -> Result<(), IndexOverflow> {
+        let e = self.entry(blob, pack, offset, length, uncompressed_length)?;
+        self.of_mut(blob_type).bulk.push(e);
+        Ok(())
+    }
+
+    /// The compact entry of one blob copy (its pack numbered).
+    fn entry(
+        &mut self,
+        blob: Id,
+        pack: Id,
+        offset: u64,
+        length: u64,
+        uncompressed_length: Option<u64>,
+    ) -> Result<IndexEntry, IndexOverflow> {
         let overflow = || IndexOverflow {
             blob,
             pack,
@@ -259,15 +258,13 @@ impl MemoryIndex {
         let offset32 = u32::try_from(offset).map_err(|_| overflow())?;
         let length32 = u32::try_from(length).map_err(|_| overflow())?;
         let ulen = u32::try_from(uncompressed_length.unwrap_or(0)).map_err(|_| overflow())?;
-        let pack_no = self.pack_number(pack);
-        self.of_mut(blob_type).bulk.push(IndexEntry {
+        Ok(IndexEntry {
             id: blob.0,
-            pack: pack_no,
+            pack: self.pack_number(pack),
             offset: offset32,
             length: length32,
             uncompressed_length: ulen,
-        });
-        Ok(())
+        })
     }
 
     /// Sort everything added so far (call after bulk loading: entries from

@@ -405,10 +405,10 @@ thread_local! {
 /// chunk is 1 MiB; a rare 8 MiB chunk's buffer is given back.
 const KEPT_COMPRESS_BUFFER: usize = 2 << 20;
 
-/// Compress `data` at `level`, then encrypt the frame with `key`.
 /// Tree blobs above this size are compressed at zstd level 1 by default.
 const LARGE_TREE: usize = 1 << 20;
 
+/// Compress `data` at `level`, then encrypt the frame with `key`.
 fn compress_and_encrypt(key: &Key, level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     with_compressed(level, data, |compressed| key.encrypt(compressed))
 }
