@@ -28,8 +28,7 @@ pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     PathPattern::parse(&crate::go_path::clean(pattern)).matches(&components(path.as_bytes()))
 }
 
-/// Go's `filepath.Match` for one component: one implementation for
-/// excludes, restore filters and find.
+/// Go's `filepath.Match` for one component (see [`crate::path_pattern`]).
 pub use crate::path_pattern::glob_match;
 
 /// What to look for.

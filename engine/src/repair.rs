@@ -5,7 +5,7 @@
 //! header of every other pack in `data/`, drops packs that no longer exist,
 //! writes a fresh index and only then deletes the old index files.
 //!
-//! [`repair_snapshot`] rewrites one snapshot's trees: an unreadable subtree
+//! [`SnapshotRepairer::repair_tree`] rewrites a snapshot's trees: an unreadable subtree
 //! becomes an empty directory, data blobs missing from the index are dropped
 //! from files. The caller stores the new snapshot (tagged `repaired`).
 //!

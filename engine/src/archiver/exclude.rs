@@ -4,10 +4,6 @@
 
 use crate::path_pattern::{components, PathPattern};
 
-/// Shell glob of one component (Go `filepath.Match`), kept here for callers
-/// of the archiver's API.
-pub use crate::path_pattern::glob_match;
-
 /// A compiled list of exclude patterns.
 #[derive(Debug, Clone, Default)]
 pub struct ExcludeMatcher {
@@ -57,6 +53,5 @@ mod tests {
         assert!(!m.is_excluded(b"/src/node_modules_not"));
         assert!(!m.is_excluded(b"/plain/file"));
         assert!(!ExcludeMatcher::new::<&str>(&[]).is_excluded(b"/a"));
-        assert!(glob_match(b"*.tmp", b"a.tmp"));
     }
 }

@@ -451,24 +451,35 @@ fn virtual_cuts_equal_restic_chunking_random_layouts() {
     }
 }
 
+/// `count` writes of up to 200 KiB at random offsets of a disk with
+/// `layout`; write number `zeros` (if any) writes zeros (a discard).
+fn random_writes(
+    seed: u64,
+    layout: &[(u64, ExtentKind)],
+    count: u32,
+    zeros: Option<u32>,
+) -> Vec<(u64, Vec<u8>)> {
+    let size: u64 = layout.iter().map(|(l, _)| l).sum();
+    let mut state = seed | 1;
+    (0..count)
+        .map(|i| {
+            let len = 1 + next(&mut state) % (200 * K);
+            let offset = next(&mut state) % (size - len);
+            let data = if zeros == Some(i) {
+                vec![0; len as usize]
+            } else {
+                pseudo_random(seed as u32 + i, len as usize)
+            };
+            (offset, data)
+        })
+        .collect()
+}
+
 #[test]
 fn incremental_equals_full_backup_random() {
     for seed in 1..=3u64 {
         let layout = random_layout(seed + 100);
-        let size: u64 = layout.iter().map(|(l, _)| l).sum();
-        let mut state = seed | 1;
-        let writes: Vec<(u64, Vec<u8>)> = (0..3)
-            .map(|i| {
-                let len = 1 + next(&mut state) % (200 * K);
-                let offset = next(&mut state) % (size - len);
-                let data = if i == 1 {
-                    vec![0; len as usize]
-                } else {
-                    pseudo_random(seed as u32 + i, len as usize)
-                };
-                (offset, data)
-            })
-            .collect();
+        let writes = random_writes(seed, &layout, 3, Some(1));
         incremental_case(&layout, &writes);
     }
 }
@@ -521,6 +532,16 @@ fn incremental_with_many_scattered_changes_reads_only_around_them() {
     );
 }
 
+/// The block-hash cache at `cache` belongs to `snapshot` and holds the
+/// hashes a separate hashing pass over `disk` computes.
+fn assert_cache_is_fresh(cache: &std::path::Path, disk: &MemDisk, snapshot: &Id) {
+    let stored = BlockHashes::load(cache).unwrap();
+    let layout = GuestLayout::new(disk).unwrap();
+    let (separate, _) = BlockHashes::compute(disk, &layout, 2).unwrap();
+    assert_eq!(stored.hashes, separate.hashes);
+    assert_eq!(stored.snapshot, Some(*snapshot));
+}
+
 #[test]
 fn first_backup_hashes_blocks_from_what_it_reads() {
     // The first backup with a block-hash cache reads every data byte once
@@ -543,11 +564,7 @@ fn first_backup_hashes_blocks_from_what_it_reads() {
             .map(|e| e.length)
             .sum();
         assert!(done.stats.bytes_read <= data + 1024 * K, "seed {seed}");
-        let stored = BlockHashes::load(&cache).unwrap();
-        let layout_of = GuestLayout::new(&disk).unwrap();
-        let (separate, _) = BlockHashes::compute(&disk, &layout_of, 2).unwrap();
-        assert_eq!(stored.hashes, separate.hashes, "seed {seed}");
-        assert_eq!(stored.snapshot, Some(done.summary.snapshot_id));
+        assert_cache_is_fresh(&cache, &disk, &done.summary.snapshot_id);
     }
 }
 
@@ -673,15 +690,7 @@ fn block_incremental_equals_full_backup() {
     fixed_incremental_case(3, &layout, &[(M, vec![0; 2 * M as usize])]);
     for seed in 4..=6u64 {
         let layout = random_layout(seed + 300);
-        let size: u64 = layout.iter().map(|(l, _)| l).sum();
-        let mut state = seed | 1;
-        let writes: Vec<(u64, Vec<u8>)> = (0..4)
-            .map(|i| {
-                let len = 1 + next(&mut state) % (200 * K);
-                let offset = next(&mut state) % (size - len);
-                (offset, pseudo_random(seed as u32 + i, len as usize))
-            })
-            .collect();
+        let writes = random_writes(seed, &layout, 4, None);
         fixed_incremental_case(seed, &layout, &writes);
     }
 }
@@ -748,11 +757,7 @@ fn block_backup_with_a_hash_cache() {
         options.changes = ChangedBlocks::BlockHashCache(cache.clone());
         let first = backup_image(&repo, &disk, options.clone()).unwrap();
         assert_eq!(first.stats.hash_bytes_read, 0);
-        let stored = BlockHashes::load(&cache).unwrap();
-        let layout_of = GuestLayout::new(&disk).unwrap();
-        let (separate, _) = BlockHashes::compute(&disk, &layout_of, 2).unwrap();
-        assert_eq!(stored.hashes, separate.hashes, "seed {seed}");
-        assert_eq!(stored.snapshot, Some(first.summary.snapshot_id));
+        assert_cache_is_fresh(&cache, &disk, &first.summary.snapshot_id);
 
         disk.write(M + 7, &[1; 70_000]);
         let second = backup_image(&repo, &disk, options).unwrap();
