@@ -54,12 +54,21 @@ impl Id {
 
     /// 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 15)] as char);
+        let mut hex = Vec::with_capacity(64);
+        self.write_hex(&mut hex);
+        // Only ASCII hex digits were written.
+        String::from_utf8(hex).unwrap_or_default()
+    }
+
+    /// Appends the 64 lowercase hex characters to `out` (no `String` per ID:
+    /// a large file's content list encodes hundreds of thousands).
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 15)];
         }
-        s
+        out.extend_from_slice(&hex);
     }
 
     /// The first 8 hex characters, as restic prints IDs.
@@ -71,7 +80,12 @@ impl Id {
 
     /// Parses exactly 64 hex characters (upper or lower case).
     pub fn from_hex(s: &str) -> Result<Id, IdError> {
-        let b = s.as_bytes();
+        Id::from_hex_bytes(s.as_bytes())
+    }
+
+    /// [`Id::from_hex`] of raw bytes (no UTF-8 check needed: only ASCII hex
+    /// digits are accepted).
+    pub fn from_hex_bytes(b: &[u8]) -> Result<Id, IdError> {
         if b.len() != 64 {
             return Err(IdError::InvalidLength(b.len()));
         }
@@ -88,7 +102,7 @@ impl Id {
             *o = (h << 4) | (l & 0x0f);
         }
         if invalid != 0 {
-            return Err(IdError::InvalidHex(s.to_owned()));
+            return Err(IdError::InvalidHex(String::from_utf8_lossy(b).into_owned()));
         }
         Ok(Id(out))
     }
@@ -163,11 +177,18 @@ impl Visitor<'_> for IdVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
         Id::from_hex(v).map_err(E::custom)
     }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Id, E> {
+        Id::from_hex_bytes(v).map_err(E::custom)
+    }
 }
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-        d.deserialize_str(IdVisitor)
+        // As bytes: serde_json then hands over the string's raw bytes
+        // without validating them as UTF-8 (IDs are parsed by the tens of
+        // thousands from index files and content lists; only hex digits
+        // pass `from_hex_bytes` anyway).
+        d.deserialize_bytes(IdVisitor)
     }
 }
 
@@ -223,6 +244,13 @@ mod tests {
         assert_eq!(id.short(), "c3ab8ff1");
         assert_eq!(Id::from_hex(&id.to_hex().to_uppercase()).unwrap(), id);
         assert_eq!(format!("{id}"), id.to_hex());
+        let quoted = format!("\"{id}\"");
+        assert_eq!(serde_json::from_str::<Id>(&quoted).unwrap(), id);
+        assert!(serde_json::from_str::<Id>("[1,2]").is_err());
+        assert!(serde_json::from_str::<Id>("\"zz\"").is_err());
+        let mut out = b"x".to_vec();
+        id.write_hex(&mut out);
+        assert_eq!(&out[1..], id.to_hex().as_bytes());
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl ScryptParams {
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Key, KeyFileError> {
         self.validate()?;
         let log_n = self.n.trailing_zeros() as u8;
-        let params = scrypt::Params::new(log_n, self.r, self.p, 64).map_err(|_| {
+        let params = scrypt::Params::new(log_n, self.r, self.p).map_err(|_| {
             KeyFileError::InvalidParams {
                 n: self.n,
                 r: u64::from(self.r),

@@ -313,37 +313,64 @@ pub fn run_backup(
         .ok()
         .and_then(|mode| mode.parse::<CompressionMode>().ok())
         .and_then(CompressionMode::data_level);
+    let pack_size = options::pack_size_bytes(&ctx.global, &ProcessEnv)
+        .ok()
+        .flatten()
+        .unwrap_or(restix_engine::repository::DEFAULT_PACK_SIZE);
     let (opened, prefetched) = std::thread::scope(|scope| {
         let prefetch = match (&ranges, prefetch_block) {
             (Some(ranges), Some(block)) if wants_parent => {
                 let disk = image.disk();
+                // scrypt holds one core meanwhile; sharing it slows the key.
+                let threads = ctx.threads.saturating_sub(1).max(1);
                 Some(scope.spawn(move || {
-                    image::prefetch_blocks(
+                    let mut blocks = image::prefetch_blocks(
                         disk,
                         ranges,
                         block,
                         level,
-                        ctx.threads,
+                        threads,
                         PREFETCH_MAX_BYTES,
-                    )
+                    )?;
+                    if let Some(blocks) = &mut blocks {
+                        blocks.prefault_pack_buffers(pack_size);
+                    }
+                    Ok::<_, image::ImageError>(blocks)
                 }))
             }
             _ => None,
         };
-        let opened = open_repository_with(ctx, LockMode::SharedAlways, false)
-            .and_then(|opened| opened.load_index().map(|()| opened));
-        // A failed prefetch only means the backup reads the blocks itself.
-        let prefetched = prefetch
-            .and_then(|handle| handle.join().ok())
-            .and_then(Result::ok)
-            .flatten();
-        (opened, prefetched)
+        let opened = match open_repository_with(ctx, LockMode::SharedAlways, false) {
+            Ok(opened) => opened,
+            Err(e) => return (Err(e), None),
+        };
+        // With the key known, the prefetched blocks are encrypted on this
+        // thread's neighbour while the index and then the parent's blobs
+        // load. A failed prefetch (or sealing) only means the backup reads
+        // the blocks itself.
+        let (ready, prefetched) = std::thread::scope(|inner| {
+            let sealed = prefetch.map(|handle| {
+                inner.spawn(|| {
+                    let mut blocks = handle.join().ok()?.ok()??;
+                    blocks.seal(&opened.repo).ok()?;
+                    Some(blocks)
+                })
+            });
+            let ready = opened.load_index().and_then(|()| {
+                let parent = match (&args.parent, args.force) {
+                    (Some(arg), false) => Some(find_snapshot(&opened, arg)?),
+                    _ => None,
+                };
+                let blobs =
+                    parent.and_then(|id| image::load_parent_blobs(&opened.repo, &id, &name));
+                Ok((parent, blobs))
+            });
+            let prefetched = sealed.and_then(|handle| handle.join().ok()).flatten();
+            (ready, prefetched)
+        });
+        (ready.map(|ready| (opened, ready)), prefetched)
     });
-    let opened = opened?;
-    let parent = match (&args.parent, args.force) {
-        (Some(arg), false) => Some(find_snapshot(&opened, arg)?),
-        _ => None,
-    };
+    let (opened, (parent, parent_blobs)) = opened?;
     let changes = match (mode, ranges) {
         (_, Some(ranges)) => ChangedBlocks::Ranges(ranges),
         ("hash-cache", None) => match cache_dir(ctx) {
@@ -380,6 +407,7 @@ pub fn run_backup(
     options.changes = changes;
     options.chunking = chunking;
     options.prefetched = prefetched.map(std::sync::Arc::new);
+    options.parent_blobs = parent_blobs;
     options.hostname = host;
     options.tags = tags;
     options.time = Some(time.unwrap_or(backup_start));

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use super::changes::BlockHashes;
 use super::layout::GuestLayout;
 use super::{add, Counters, DiskImage, ImageError, ImageStats};
-use crate::repository::{compress_blob, Repository};
+use crate::repository::{compress_blob, prefaulted_pack_buffer, Repository, SealedPacks};
 
 /// Smallest block size: qcow2's default cluster size, and the granularity of
 /// the block-hash cache (every block is a whole number of cache blocks).
@@ -156,6 +156,10 @@ pub struct PrefetchedBlocks {
     level: Option<i32>,
     blocks: HashMap<usize, Prefetched>,
     bytes_read: u64,
+    /// The `Packed` blocks' packs, until stored.
+    sealed: Mutex<Option<SealedPacks>>,
+    /// Pack buffers mapped ahead for [`PrefetchedBlocks::seal`].
+    buffers: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PrefetchedBlocks {
@@ -176,6 +180,84 @@ enum Prefetched {
     /// Data: its blob ID, length, and its bytes compressed at the prefetch's
     /// level, else plain (only one copy is kept).
     Data { id: Id, len: usize, bytes: Vec<u8> },
+    /// Data encrypted into one of [`PrefetchedBlocks::sealed`]'s packs, as
+    /// its `slot`th blob ([`PrefetchedBlocks::seal`]).
+    Packed { id: Id, len: usize, slot: usize },
+}
+
+impl PrefetchedBlocks {
+    /// Encrypts the compressed blocks for `repo` into pack buffers on the
+    /// calling thread, so that this runs while the index loads (it needs
+    /// only the key); the backup then only stores the packs. Left as they
+    /// are when `repo` does not store data at the prefetch's level (the
+    /// backup reads those blocks again).
+    pub fn seal(&mut self, repo: &Repository) -> Result<(), ImageError> {
+        let Some(level) = self.level else {
+            return Ok(());
+        };
+        // The last buffer given is used first: the largest, for the first pack.
+        self.buffers.sort_by_key(Vec::capacity);
+        repo.give_pack_buffers(std::mem::take(&mut self.buffers));
+        let mut order: Vec<usize> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| matches!(b, Prefetched::Data { .. }))
+            .map(|(i, _)| *i)
+            .collect();
+        order.sort_unstable();
+        let frames = order.iter().filter_map(|i| match self.blocks.get(i) {
+            Some(Prefetched::Data { id, len, bytes }) => Some((*id, *len, bytes.as_slice())),
+            _ => None,
+        });
+        let Some(packs) = repo.seal_packs(level, frames)? else {
+            return Ok(());
+        };
+        for (slot, i) in order.into_iter().enumerate() {
+            if let Some(block) = self.blocks.get_mut(&i) {
+                if let Prefetched::Data { id, len, .. } = block {
+                    *block = Prefetched::Packed {
+                        id: *id,
+                        len: *len,
+                        slot,
+                    };
+                }
+            }
+        }
+        *self.sealed.lock().unwrap_or_else(|p| p.into_inner()) = Some(packs);
+        Ok(())
+    }
+
+    /// Maps the memory of the pack buffers that [`PrefetchedBlocks::seal`]
+    /// will fill (packs of `pack_size` bytes; two at most, as many as the
+    /// repository keeps spare), for a thread that would otherwise wait for
+    /// the key: first touching fresh memory is a page fault per 4 KiB.
+    pub fn prefault_pack_buffers(&mut self, pack_size: u64) {
+        let bytes: u64 = self
+            .blocks
+            .values()
+            .map(|b| match b {
+                Prefetched::Data { bytes, .. } => bytes.len() as u64 + 32,
+                _ => 0,
+            })
+            .sum();
+        // A pack ends with the blob that reaches `pack_size`; the header is
+        // written behind the blobs. The last pack only needs what is left.
+        let full = pack_size.saturating_add(1 << 20);
+        let mut left = bytes;
+        self.buffers.clear();
+        while left > 0 && self.buffers.len() < 2 {
+            let capacity = left.saturating_add(1 << 20).min(full);
+            self.buffers.push(prefaulted_pack_buffer(
+                usize::try_from(capacity).unwrap_or(usize::MAX),
+            ));
+            left = left.saturating_sub(pack_size.max(1));
+        }
+    }
+
+    /// The sealed packs, once.
+    fn take_sealed(&self) -> Option<SealedPacks> {
+        self.sealed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Reads, hashes and (at zstd `level`) compresses the blocks of `block`
@@ -253,6 +335,8 @@ pub fn prefetch_blocks(
         level,
         blocks: HashMap::with_capacity(results.len()),
         bytes_read: 0,
+        sealed: Mutex::new(None),
+        buffers: Vec::new(),
     };
     for result in results {
         let (i, block, read) = result?;
@@ -332,8 +416,10 @@ pub(crate) fn fixed_content(
         }
     }
 
-    // 2. Runs of new blocks, cut into tasks of about TASK_BYTES.
+    // 2. Runs of new blocks, cut into tasks of about TASK_BYTES (and where
+    // prefetched blocks start or end: a task is prefetched or read whole).
     let per_task = (TASK_BYTES / block).max(1) as usize;
+    let ahead = |i: usize| prefetched.is_some_and(|p| p.blocks.contains_key(&i));
     let mut tasks: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < blocks {
@@ -342,11 +428,20 @@ pub(crate) fn fixed_content(
             continue;
         }
         let first = i;
-        while i < blocks && i - first < per_task && content.get(i).is_some_and(Option::is_none) {
+        while i < blocks
+            && i - first < per_task
+            && content.get(i).is_some_and(Option::is_none)
+            && ahead(i) == ahead(first)
+        {
             i += 1;
         }
         tasks.push((first, i - first));
     }
+    // Blocks sealed into packs ahead are stored first, as whole packs.
+    let packed = match prefetched.and_then(PrefetchedBlocks::take_sealed) {
+        Some(packs) => repo.save_sealed_packs(packs)?,
+        None => Vec::new(),
+    };
 
     // 3. Read, hash and store them in parallel.
     let zero_ids: Mutex<HashMap<u64, Id>> = Mutex::new(HashMap::new());
@@ -415,6 +510,14 @@ pub(crate) fn fixed_content(
                             add(&counters.data_added_packed, stored);
                         }
                         id
+                    }
+                    Some(Prefetched::Packed { id, len, slot }) if *len as u64 == length => {
+                        if let Some((_, true, stored)) = packed.get(*slot) {
+                            add(&counters.data_blobs, 1);
+                            add(&counters.data_added, length);
+                            add(&counters.data_added_packed, *stored);
+                        }
+                        *id
                     }
                     Some(Prefetched::Zero) => zero_id(length)?,
                     _ => {

@@ -22,7 +22,11 @@
 //!   last parent boundary before a change to the first new boundary that
 //!   coincides with a parent boundary is re-chunked. Either way the content
 //!   list equals that of a full backup, so every snapshot restores on its own.
-//!   [`prefetch_blocks`] reads the changed blocks while the repository opens.
+//!   An incremental's own work overlaps with opening the repository:
+//!   [`prefetch_blocks`] reads, hashes and compresses the changed blocks
+//!   while the key is derived (scrypt, ~70 ms), [`PrefetchedBlocks::seal`]
+//!   encrypts them into hashed packs while the index and then the parent's
+//!   blobs ([`load_parent_blobs`]) load; the backup then only stores them.
 //! - [`restore_node`] writes a sparse raw file or a qcow2 image;
 //!   [`restore_chain`] flattens an OpenNebula chain (full + qcow2 increments,
 //!   one snapshot each) without qemu-img.
@@ -65,7 +69,7 @@ use restix_repo_format::{BlobType, GoTime, Id, Node, NodeType, Snapshot, Snapsho
 use sha2::{Digest, Sha256};
 
 use crate::archiver::BackupSummary;
-use crate::repository::{os_identity, RepoError, Repository};
+use crate::repository::{compress_blob, os_identity, RepoError, Repository};
 
 pub use changes::{
     block_hash_cache_path, changed_ranges_from_bitmap, changed_ranges_in_top_layer, merge_ranges,
@@ -161,6 +165,9 @@ pub struct ImageBackupOptions {
     pub chunking: ImageChunking,
     /// Changed blocks read ahead ([`prefetch_blocks`]), used when they match.
     pub prefetched: Option<std::sync::Arc<PrefetchedBlocks>>,
+    /// The parent's blobs loaded ahead ([`load_parent_blobs`]), used when
+    /// they are `parent`'s and `file_name`'s.
+    pub parent_blobs: Option<ParentBlobs>,
     /// Host name for the snapshot ("" = this host's name).
     pub hostname: String,
     /// Snapshot tags.
@@ -186,6 +193,7 @@ impl ImageBackupOptions {
             changes: ChangedBlocks::Unknown,
             chunking: ImageChunking::Auto,
             prefetched: None,
+            parent_blobs: None,
             hostname: String::new(),
             tags: Vec::new(),
             time: None,
@@ -277,7 +285,7 @@ fn add(counter: &AtomicU64, n: u64) {
 pub fn backup_image(
     repo: &Repository,
     image: &dyn DiskImage,
-    options: ImageBackupOptions,
+    mut options: ImageBackupOptions,
 ) -> Result<ImageBackupSummary, ImageError> {
     let started = Instant::now();
     let backup_start = options.backup_start.unwrap_or_else(GoTime::now_local);
@@ -293,8 +301,6 @@ pub fn backup_image(
             options.file_name
         )));
     }
-    let chunker =
-        Chunker::new(repo.polynomial()).map_err(|e| ImageError::Chunker(e.to_string()))?;
     let layout = GuestLayout::new(image)?;
     let mut stats = ImageStats {
         virtual_size: layout.size,
@@ -348,7 +354,14 @@ pub fn backup_image(
 
     // Blocks or restic's chunks (see `fixed`): an incremental follows its
     // parent unless told otherwise.
-    let parent_blobs = parent.and_then(|id| parent_blobs(repo, &id, &options.file_name));
+    let parent_blobs = match options
+        .parent_blobs
+        .take()
+        .filter(|p| Some(p.snapshot) == parent && p.file_name == options.file_name)
+    {
+        Some(loaded) => Some(loaded),
+        None => parent.and_then(|id| load_parent_blobs(repo, &id, &options.file_name)),
+    };
     let block = match options.chunking {
         ImageChunking::ContentDefined => None,
         ImageChunking::Fixed(block) => Some(block),
@@ -407,7 +420,7 @@ pub fn backup_image(
             repo,
             image,
             &layout,
-            &chunker,
+            &Chunker::new(repo.polynomial()).map_err(|e| ImageError::Chunker(e.to_string()))?,
             &options,
             parent.map(|_| parent_blobs),
             changed,
@@ -418,6 +431,9 @@ pub fn backup_image(
         )?,
     };
 
+    // No more data blobs: their last pack is stored while the content list
+    // is encoded and saved.
+    repo.finish_open_pack(BlobType::Data)?;
     // The snapshot: one file node at the root (like `--stdin`).
     let (uid, gid) = os_identity::uid_gid();
     let time = options.time.unwrap_or_else(GoTime::now_local);
@@ -434,7 +450,7 @@ pub fn backup_image(
     node.content = Some(content);
     let tree = Tree { nodes: vec![node] };
     let tree_bytes = tree.encode().map_err(|e| ImageError::Tree(e.to_string()))?;
-    let (tree_id, tree_new, tree_stored) = repo.save_blob(BlobType::Tree, &tree_bytes, None)?;
+    let (tree_id, tree_new, tree_stored) = save_content_tree(repo, &tree_bytes)?;
     if tree_new {
         add(&counters.data_added, tree_bytes.len() as u64);
         add(&counters.data_added_packed, tree_stored);
@@ -616,16 +632,56 @@ fn parent_node(repo: &Repository, parent: &Id, file_name: &str) -> Result<Node, 
     find_file_node(repo, parent, None).map(|(_, node)| node)
 }
 
-/// The parent image file's content list and blob lengths.
-struct ParentBlobs {
+/// Saves the snapshot's tree, which holds the whole content list (megabytes
+/// of hex IDs for a large disk): hashed on one thread while compressed on
+/// another, as it is on the critical path of a fast incremental.
+fn save_content_tree(repo: &Repository, tree: &[u8]) -> Result<(Id, bool, u64), ImageError> {
+    let Some(level) = repo.blob_level(BlobType::Tree, tree.len()) else {
+        return Ok(repo.save_blob(BlobType::Tree, tree, None)?);
+    };
+    let (id, compressed) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| Id(Sha256::digest(tree).into()));
+        let compressed = compress_blob(level, tree);
+        (hashing.join(), compressed)
+    });
+    let id = id.map_err(|_| ImageError::Tree("hashing the tree failed".into()))?;
+    let saved = match compressed {
+        Ok(frame) => repo.save_blob_precompressed(BlobType::Tree, id, tree.len(), level, &frame)?,
+        Err(_) => None,
+    };
+    match saved {
+        Some(saved) => Ok(saved),
+        None => Ok(repo.save_blob(BlobType::Tree, tree, Some(id))?),
+    }
+}
+
+/// The parent image file's content list and blob lengths
+/// ([`load_parent_blobs`]).
+#[derive(Clone)]
+pub struct ParentBlobs {
+    snapshot: Id,
+    file_name: String,
     ids: Vec<Id>,
     lengths: Vec<u64>,
     size: u64,
 }
 
-/// [`ParentBlobs`] of the parent snapshot's image file; `None` when it has
-/// none, or its blobs are not all in the index or do not add up to its size.
-fn parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<ParentBlobs> {
+impl std::fmt::Debug for ParentBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentBlobs")
+            .field("snapshot", &self.snapshot)
+            .field("file_name", &self.file_name)
+            .field("blobs", &self.ids.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// The blobs of the image file `file_name` in snapshot `parent` (needs the
+/// index), for [`ImageBackupOptions::parent_blobs`]; `None` when it has no
+/// such file, or its blobs are not all in the index or do not add up to its
+/// size.
+pub fn load_parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<ParentBlobs> {
     let node = parent_node(repo, parent, file_name).ok()?;
     let ids = node.content.unwrap_or_default();
     let lengths = ids
@@ -636,6 +692,8 @@ fn parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<Paren
         })
         .collect::<Option<Vec<u64>>>()?;
     (lengths.iter().sum::<u64>() == node.size).then_some(ParentBlobs {
+        snapshot: *parent,
+        file_name: file_name.to_string(),
         ids,
         lengths,
         size: node.size,

@@ -779,7 +779,15 @@ fn prefetched_blocks_stand_in_for_reads() {
     let layout = [(5 * M, Data), (2 * M, Unallocated), (3 * M + 11, Data)];
     // Level 3 is what the test repository stores data at; 19 is not, so
     // those blocks are read again.
-    for level in [Some(3), None, Some(19)] {
+    let mut added = std::collections::HashMap::new();
+    for (level, seal) in [
+        (Some(3), false),
+        (Some(3), true),
+        (None, false),
+        (None, true),
+        (Some(19), false),
+        (Some(19), true),
+    ] {
         let t = TempDir::new("image-prefetch");
         let repo = new_repo(&t.0, 2);
         let mut disk = MemDisk::new(41, &layout);
@@ -794,16 +802,38 @@ fn prefetched_blocks_stand_in_for_reads() {
             disk.write(*offset, data);
             changed.push(*offset..*offset + data.len() as u64);
         }
-        let ahead = prefetch_blocks(&disk, &changed, 64 * K, level, 2, 1 << 30)
+        let mut ahead = prefetch_blocks(&disk, &changed, 64 * K, level, 2, 1 << 30)
             .unwrap()
             .unwrap();
-        disk.read.store(0, Ordering::Relaxed);
         let mut options = ImageBackupOptions::new("disk");
         options.parent = Some(full.summary.snapshot_id);
+        if seal {
+            // What the CLI does while the key is derived and the index loads.
+            ahead.prefault_pack_buffers(repo.pack_size());
+            ahead.seal(&repo).unwrap();
+            options.parent_blobs = load_parent_blobs(&repo, &full.summary.snapshot_id, "disk");
+            assert!(options.parent_blobs.is_some());
+        } else {
+            // Blobs loaded for another snapshot are not used.
+            options.parent_blobs =
+                load_parent_blobs(&repo, &full.summary.snapshot_id, "disk").map(|mut p| {
+                    p.snapshot = Id::hash(b"another snapshot");
+                    p.ids.clear();
+                    p
+                });
+        }
+        disk.read.store(0, Ordering::Relaxed);
         options.changes = ChangedBlocks::Ranges(changed.clone());
         options.prefetched = Some(std::sync::Arc::new(ahead));
         let inc = backup_image(&repo, &disk, options).unwrap();
         assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+        // Sealed ahead or not, the same blobs are counted as added.
+        let counted = (inc.summary.data_blobs, inc.summary.data_added);
+        assert_eq!(
+            *added.entry(level).or_insert(counted),
+            counted,
+            "level {level:?}"
+        );
         let reread = disk.read.load(Ordering::Relaxed);
         if level == Some(19) {
             assert!(reread > 0, "blocks at a foreign level are read again");

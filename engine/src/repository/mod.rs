@@ -408,6 +408,36 @@ const KEPT_COMPRESS_BUFFER: usize = 2 << 20;
 /// Tree blobs above this size are compressed at zstd level 1 by default.
 const LARGE_TREE: usize = 1 << 20;
 
+/// A blob compressed and encrypted, not in a pack yet.
+struct SealedBlob {
+    blob_type: BlobType,
+    id: Id,
+    ciphertext: Vec<u8>,
+    uncompressed_length: Option<u32>,
+}
+
+/// Data blobs encrypted into packs ahead of the index (see
+/// [`Repository::seal_packs`]); dropped unsaved, nothing is stored.
+pub struct SealedPacks {
+    packs: Vec<packer::OpenPack>,
+}
+
+impl SealedPacks {
+    /// Number of blobs sealed.
+    pub fn blob_count(&self) -> usize {
+        self.packs.iter().map(|p| p.blobs.len()).sum()
+    }
+}
+
+impl std::fmt::Debug for SealedPacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedPacks")
+            .field("packs", &self.packs.len())
+            .field("blobs", &self.blob_count())
+            .finish()
+    }
+}
+
 /// Compress `data` at `level`, then encrypt the frame with `key`.
 fn compress_and_encrypt(key: &Key, level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     with_compressed(level, data, |compressed| key.encrypt(compressed))
@@ -418,6 +448,17 @@ fn compress_and_encrypt(key: &Key, level: i32, data: &[u8]) -> Result<Vec<u8>, S
 /// repository (see [`Repository::save_blob_precompressed`]).
 pub fn compress_blob(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
     with_compressed(level, data, <[u8]>::to_vec)
+}
+
+/// An empty buffer of `capacity` bytes whose memory is already mapped:
+/// touching fresh memory costs a page fault per 4 KiB (~1 ms per 4 MiB on a
+/// VM), which a caller with an idle thread can pay ahead of time (see
+/// [`Repository::give_pack_buffers`]).
+pub fn prefaulted_pack_buffer(capacity: usize) -> Vec<u8> {
+    // Not zeros: a zeroed allocation comes from calloc as untouched pages.
+    let mut buffer = vec![1u8; capacity];
+    buffer.clear();
+    buffer
 }
 
 /// Runs `f` on `data` compressed at `level` with this thread's compressor.
@@ -1150,9 +1191,104 @@ impl Repository {
         .map(Some)
     }
 
+    /// Encrypts data blobs that the caller hashed and compressed at zstd
+    /// `level` with [`compress_blob`] (`(id, uncompressed length, frame)`)
+    /// straight into pack buffers, without storing them: for work that runs
+    /// while the index loads (encryption needs only the key).
+    /// [`Repository::save_sealed_packs`] stores them. `None` when this
+    /// repository does not store data blobs at that level.
+    pub fn seal_packs<'a>(
+        &self,
+        level: i32,
+        blobs: impl IntoIterator<Item = (Id, usize, &'a [u8])>,
+    ) -> RepoResult<Option<SealedPacks>> {
+        let pack_size = self.pack_size();
+        let mut packs = Vec::new();
+        let mut open: Option<packer::OpenPack> = None;
+        for (id, len, compressed) in blobs {
+            if self.blob_level(BlobType::Data, len) != Some(level) {
+                return Ok(None);
+            }
+            let uncompressed = u32::try_from(len)
+                .ok()
+                .filter(|&n| n < u32::MAX - 64)
+                .ok_or(RepoError::BlobTooLarge {
+                    blob: id,
+                    size: len as u64,
+                })?;
+            let pack = open.get_or_insert_with(|| {
+                packer::OpenPack::with_buffer(
+                    self.shared.take_pack_buffer(),
+                    (pack_size as usize).saturating_add(1 << 20),
+                )
+                .hashed()
+            });
+            pack.add_encrypted(
+                &self.shared.key,
+                BlobType::Data,
+                id,
+                compressed,
+                Some(uncompressed),
+            )?;
+            if pack.is_full(pack_size) {
+                packs.extend(open.take());
+            }
+        }
+        packs.extend(open);
+        Ok(Some(SealedPacks { packs }))
+    }
+
+    /// Adds buffers for new packs, e.g. from [`prefaulted_pack_buffer`]
+    /// (kept up to the spare-buffer limit; the last one given is used first).
+    pub fn give_pack_buffers(&self, buffers: Vec<Vec<u8>>) {
+        for buffer in buffers {
+            self.shared.give_back_pack_buffer(buffer);
+        }
+    }
+
+    /// Stores packs from [`Repository::seal_packs`]. Blobs already indexed,
+    /// pending in an open pack, or sealed twice are left out (their pack is
+    /// rebuilt without them). Returns `(id, newly_stored, stored_size)` per
+    /// sealed blob, in the order they were sealed.
+    pub fn save_sealed_packs(&self, sealed: SealedPacks) -> RepoResult<Vec<(Id, bool, u64)>> {
+        self.check_upload_error()?;
+        let mut saved = Vec::new();
+        for pack in sealed.packs {
+            let keep: Vec<bool> = pack
+                .blobs
+                .iter()
+                .map(|b| self.claim_blob(b.blob_type, b.id))
+                .collect();
+            saved.extend(
+                pack.blobs
+                    .iter()
+                    .zip(&keep)
+                    .map(|(b, &new)| (b.id, new, if new { u64::from(b.length) } else { 0 })),
+            );
+            let pack = if keep.iter().all(|&k| k) {
+                pack
+            } else {
+                pack.retain(&keep)
+            };
+            if pack.blobs.is_empty() {
+                continue;
+            }
+            let claimed: Vec<(BlobType, Id)> =
+                pack.blobs.iter().map(|b| (b.blob_type, b.id)).collect();
+            if let Err(e) = self.send_pack(pack) {
+                let mut pending = lock_mutex(&self.shared.pending_blobs);
+                for c in &claimed {
+                    pending.remove(c);
+                }
+                return Err(e);
+            }
+        }
+        Ok(saved)
+    }
+
     /// The zstd level a blob of `len` bytes is stored at (spec §8: v2
     /// compresses trees always, data unless Off; never empty blobs).
-    fn blob_level(&self, blob_type: BlobType, len: usize) -> Option<i32> {
+    pub fn blob_level(&self, blob_type: BlobType, len: usize) -> Option<i32> {
         if self.config.version < 2 || len == 0 {
             return None;
         }
@@ -1183,26 +1319,50 @@ impl Repository {
         id: Id,
         precompressed: Option<(i32, usize, &[u8])>,
     ) -> RepoResult<(Id, bool, u64)> {
+        self.save_with(blob_type, id, || {
+            self.seal(blob_type, id, data, precompressed)
+                .and_then(|sealed| self.append_sealed(&sealed))
+        })
+    }
+
+    /// Runs `store` (which returns the bytes it added to a pack) unless the
+    /// blob is already indexed or pending: the duplicate check comes before
+    /// any compressing and encrypting.
+    fn save_with(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        store: impl FnOnce() -> RepoResult<u64>,
+    ) -> RepoResult<(Id, bool, u64)> {
         self.check_upload_error()?;
-        if self.shared.index_read().has(blob_type, &id) {
+        if !self.claim_blob(blob_type, id) {
             return Ok((id, false, 0));
         }
-        if !lock_mutex(&self.shared.pending_blobs).insert((blob_type, id)) {
-            return Ok((id, false, 0));
-        }
-        // The index may have gained it between the two checks (a pack
-        // finished); then it is stored already.
-        if self.shared.index_read().has(blob_type, &id) {
-            lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
-            return Ok((id, false, 0));
-        }
-        match self.add_to_pack(blob_type, id, data, precompressed) {
+        match store() {
             Ok(size) => Ok((id, true, size)),
             Err(e) => {
                 lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
                 Err(e)
             }
         }
+    }
+
+    /// Marks a blob pending (about to be stored by the caller) unless it is
+    /// indexed or pending already; true when the caller is to store it.
+    fn claim_blob(&self, blob_type: BlobType, id: Id) -> bool {
+        if self.shared.index_read().has(blob_type, &id) {
+            return false;
+        }
+        if !lock_mutex(&self.shared.pending_blobs).insert((blob_type, id)) {
+            return false;
+        }
+        // The index may have gained it between the two checks (a pack
+        // finished); then it is stored already.
+        if self.shared.index_read().has(blob_type, &id) {
+            lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
+            return false;
+        }
+        true
     }
 
     fn check_upload_error(&self) -> RepoResult<()> {
@@ -1216,13 +1376,15 @@ impl Repository {
         Ok(())
     }
 
-    fn add_to_pack(
+    /// Compresses (at the repository's level for the blob) and encrypts a
+    /// blob, or encrypts the `precompressed` frame.
+    fn seal(
         &self,
         blob_type: BlobType,
         id: Id,
         data: &[u8],
         precompressed: Option<(i32, usize, &[u8])>,
-    ) -> RepoResult<u64> {
+    ) -> RepoResult<SealedBlob> {
         let plain_len = precompressed.map_or(data.len(), |(_, len, _)| len);
         if plain_len as u64 >= u64::from(u32::MAX) - 64 {
             return Err(RepoError::BlobTooLarge {
@@ -1230,11 +1392,6 @@ impl Repository {
                 size: plain_len as u64,
             });
         }
-        let pack_size = self
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .pack_size;
         let level = self.blob_level(blob_type, plain_len);
         let (ciphertext, uncompressed_length) = match (level, precompressed) {
             (Some(level), Some((l, len, compressed))) if l == level => {
@@ -1259,7 +1416,23 @@ impl Repository {
             }
             (None, None) => (self.shared.key.encrypt(data), None),
         };
-        let stored = ciphertext.len() as u64;
+        Ok(SealedBlob {
+            blob_type,
+            id,
+            ciphertext,
+            uncompressed_length,
+        })
+    }
+
+    /// Appends a sealed blob to its type's open pack, handing the pack to
+    /// the uploaders when full. Returns the bytes added to the pack.
+    fn append_sealed(&self, sealed: &SealedBlob) -> RepoResult<u64> {
+        let blob_type = sealed.blob_type;
+        let pack_size = self
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pack_size;
         let full = {
             let mut slot = lock_mutex(&self.packers[packer_slot(blob_type)]);
             let open = slot.get_or_insert_with(|| {
@@ -1271,7 +1444,12 @@ impl Repository {
                 };
                 packer::OpenPack::with_buffer(buffer, (pack_size as usize).saturating_add(1 << 20))
             });
-            open.add(blob_type, id, &ciphertext, uncompressed_length)?;
+            open.add(
+                blob_type,
+                sealed.id,
+                &sealed.ciphertext,
+                sealed.uncompressed_length,
+            )?;
             if open.is_full(pack_size) {
                 slot.take()
             } else {
@@ -1281,7 +1459,18 @@ impl Repository {
         if let Some(full) = full {
             self.send_pack(full)?;
         }
-        Ok(stored)
+        Ok(sealed.ciphertext.len() as u64)
+    }
+
+    /// Hands the open pack of `blob_type` to the uploaders now instead of at
+    /// [`Repository::flush`]: for a caller that adds no more blobs of that
+    /// type, so that storing the pack overlaps with what it does next.
+    pub fn finish_open_pack(&self, blob_type: BlobType) -> RepoResult<()> {
+        let open = lock_mutex(&self.packers[packer_slot(blob_type)]).take();
+        match open {
+            Some(open) if !open.blobs.is_empty() => self.send_pack(open),
+            _ => Ok(()),
+        }
     }
 
     fn send_pack(&self, pack: packer::OpenPack) -> RepoResult<()> {

@@ -8,6 +8,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use restix_repo_format::crypto::Key;
 use restix_repo_format::pack::{self, HeaderRead, PackBlob};
 use restix_repo_format::{BlobType, Id};
 use sha2::{Digest, Sha256};
@@ -22,6 +23,9 @@ pub(crate) struct OpenPack {
     pub(crate) blobs: Vec<PackBlob>,
     /// Sum of the header entry sizes so far (for the header size limit).
     pub(crate) header_size: usize,
+    /// The pack ID's hash over the bytes so far, for packs hashed as they
+    /// fill ([`OpenPack::hashed`]); others are hashed whole when stored.
+    hasher: Option<Sha256>,
 }
 
 /// Stored packs' buffers kept for reuse.
@@ -52,7 +56,17 @@ impl OpenPack {
             bytes: buffer,
             blobs: Vec::new(),
             header_size: 0,
+            hasher: None,
         }
+    }
+
+    /// This (empty) pack, hashed as blobs are added: for packs filled ahead
+    /// of time, so that storing them later starts with the write.
+    pub(crate) fn hashed(mut self) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.bytes);
+        self.hasher = Some(hasher);
+        self
     }
 
     /// Append one encrypted blob.
@@ -76,8 +90,67 @@ impl OpenPack {
         };
         self.header_size += blob.entry_size();
         self.bytes.extend_from_slice(ciphertext);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(ciphertext);
+        }
         self.blobs.push(blob);
         Ok(())
+    }
+
+    /// Encrypt `plaintext` with `key` straight into the pack (no separate
+    /// ciphertext buffer) and append its entry.
+    pub(crate) fn add_encrypted(
+        &mut self,
+        key: &Key,
+        blob_type: BlobType,
+        id: Id,
+        plaintext: &[u8],
+        uncompressed_length: Option<u32>,
+    ) -> Result<(), RepoError> {
+        let offset = self.bytes.len();
+        key.encrypt_into(plaintext, &mut self.bytes);
+        let length = u32::try_from(self.bytes.len() - offset).map_err(|_| {
+            self.bytes.truncate(offset);
+            RepoError::BlobTooLarge {
+                blob: id,
+                size: plaintext.len() as u64,
+            }
+        })?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(self.bytes.get(offset..).unwrap_or_default());
+        }
+        let blob = PackBlob {
+            blob_type,
+            id,
+            offset: offset as u64,
+            length,
+            uncompressed_length,
+        };
+        self.header_size += blob.entry_size();
+        self.blobs.push(blob);
+        Ok(())
+    }
+
+    /// The same pack without the blobs whose `keep` flag is false.
+    pub(crate) fn retain(self, keep: &[bool]) -> Self {
+        let mut kept = OpenPack::with_buffer(Vec::new(), self.bytes.len());
+        if self.hasher.is_some() {
+            kept = kept.hashed();
+        }
+        for (blob, _) in self.blobs.iter().zip(keep).filter(|(_, k)| **k) {
+            let start = usize::try_from(blob.offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(blob.length as usize);
+            if let Some(ciphertext) = self.bytes.get(start..end) {
+                // Cannot fail: the blob fitted before.
+                let _ = kept.add(
+                    blob.blob_type,
+                    blob.id,
+                    ciphertext,
+                    blob.uncompressed_length,
+                );
+            }
+        }
+        kept
     }
 
     /// True when the pack should be finished: target size reached, or the
@@ -151,11 +224,21 @@ pub(crate) fn store_pack(shared: &Shared, open: OpenPack) -> Result<(), RepoErro
         return Ok(());
     }
     let OpenPack {
-        mut bytes, blobs, ..
+        mut bytes,
+        blobs,
+        hasher,
+        ..
     } = open;
     let header = pack::encode_header(&blobs);
+    let body = bytes.len();
     pack::append_encrypted_header(&shared.key, &header, &mut bytes);
-    let id = Id(Sha256::digest(&bytes).into());
+    let id = match hasher {
+        Some(mut hasher) => {
+            hasher.update(bytes.get(body..).unwrap_or_default());
+            Id(hasher.finalize().into())
+        }
+        None => Id(Sha256::digest(&bytes).into()),
+    };
     verify_pack(shared, &id, &bytes, &blobs)?;
     shared
         .backend

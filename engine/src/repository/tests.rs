@@ -233,6 +233,61 @@ fn save_load_v1() {
 }
 
 #[test]
+fn sealed_packs_store_new_blobs_once() {
+    let t = TempDir::new("sealed");
+    let repo = new_repo(&t.0, 2);
+    // Three packs' worth at a 64 KiB pack size.
+    repo.set_pack_size_unchecked(64 * 1024);
+    let level = repo.blob_level(BlobType::Data, 1).unwrap();
+    let plain: Vec<Vec<u8>> = (0..5).map(|i| pseudo_random(100 + i, 40_000)).collect();
+    let frames: Vec<(Id, usize, Vec<u8>)> = plain
+        .iter()
+        .map(|p| (Id::hash(p), p.len(), compress_blob(level, p).unwrap()))
+        .collect();
+    // Blob 1 is stored already; blob 3 is sealed twice.
+    repo.save_blob(BlobType::Data, &plain[1], None).unwrap();
+    repo.flush().unwrap();
+    let order = [0usize, 1, 2, 3, 3, 4];
+    let sealed = repo
+        .seal_packs(
+            level,
+            order
+                .iter()
+                .map(|&i| (frames[i].0, frames[i].1, frames[i].2.as_slice())),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(sealed.blob_count(), 6);
+    let saved = repo.save_sealed_packs(sealed).unwrap();
+    let new: Vec<bool> = saved.iter().map(|(_, new, _)| *new).collect();
+    assert_eq!(new, [true, false, true, true, false, true]);
+    for ((id, new, stored), &i) in saved.iter().zip(&order) {
+        assert_eq!(*id, frames[i].0);
+        assert_eq!(*stored > 0, *new);
+    }
+    repo.flush().unwrap();
+    // Every blob reads back, from a reopened repository too.
+    let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("repo")));
+    let reopened = Repository::open(be, b"pw", None).unwrap();
+    reopened.load_index().unwrap();
+    for (p, (id, _, _)) in plain.iter().zip(&frames) {
+        assert_eq!(&reopened.load_blob(BlobType::Data, id).unwrap(), p);
+        assert_eq!(reopened.lookup_all(BlobType::Data, id).len(), 1);
+    }
+    // Nothing is stored for sealed packs dropped unsaved, and a version 1
+    // repository (no compression) refuses compressed frames.
+    let before = reopened.list_packs().len();
+    drop(reopened.seal_packs(level, [(frames[0].0, 1, &frames[0].2[..])]));
+    reopened.flush().unwrap();
+    assert_eq!(reopened.list_packs().len(), before);
+    let v1 = new_repo(&t.0.join("v1"), 1);
+    assert!(v1
+        .seal_packs(level, [(frames[0].0, frames[0].1, &frames[0].2[..])])
+        .unwrap()
+        .is_none());
+}
+
+#[test]
 fn corrupt_blob_is_reported_with_pack() {
     let t = TempDir::new("corrupt");
     let repo = new_repo(&t.0, 2);

@@ -305,13 +305,14 @@ impl Node {
         match &self.content {
             None => out.extend_from_slice(b"null"),
             Some(ids) => {
+                out.reserve(ids.len() * 67 + 2);
                 out.push(b'[');
                 for (i, id) in ids.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
                     out.push(b'"');
-                    out.extend_from_slice(id.to_hex().as_bytes());
+                    id.write_hex(out);
                     out.push(b'"');
                 }
                 out.push(b']');
