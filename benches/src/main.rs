@@ -385,7 +385,7 @@ fn header(opts: &Options, tools: &[Tool], inputs: &Inputs) -> String {
         ));
     }
     h.push_str(&format!(
-        "- Runs: best of {} by wall time; each tool has its own `--cache-dir`, emptied per chain; inputs read once before each run (warm page cache); timeout {} s\n",
+        "- Runs: best of {} by wall time; each tool has its own `--cache-dir`, emptied per chain; inputs read once and dirty data written back (`sync`) before each run; timeout {} s\n",
         opts.repeat,
         opts.timeout.as_secs()
     ));
