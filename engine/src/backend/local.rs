@@ -15,6 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 
+/// Files are written in pieces of this size, not in one `write` call: for a
+/// multi-megabyte write Linux allocates the page cache in large folios
+/// (ext4), which costs far more kernel time than small writes on a host whose
+/// free memory is fragmented. Measured on the bench VM (2 cores), a first
+/// image-mode backup of 2.1 GB: whole packs per call 6.65-7.0 s (kernel time
+/// 3.4 s), 1 MiB pieces 6.3 s, 256 KiB 5.95-6.0 s, 64 KiB 5.75-5.85 s (0.8 s).
+const WRITE_PIECE: usize = 64 << 10;
+
 /// A repository in a local folder.
 ///
 /// ```no_run
@@ -309,8 +317,10 @@ impl Backend for LocalBackend {
             Err(e) => return Err(BackendError::from_io("create", tmp_s(), e)),
         };
         let result = (|| {
-            file.write_all(data)
-                .map_err(|e| write_error("write", tmp_s(), e))?;
+            for piece in data.chunks(WRITE_PIECE) {
+                file.write_all(piece)
+                    .map_err(|e| write_error("write", tmp_s(), e))?;
+            }
             file.sync_all()
                 .map_err(|e| write_error("fsync", tmp_s(), e))?;
             drop(file);
