@@ -57,6 +57,7 @@ usage: restix-benches [options]
   --dir DIR            cache + scratch folder (default $RESTIX_BENCH_DIR or /var/tmp/restix-bench)
   --output FILE        also write the report to FILE
   --timeout SECS       kill a command after SECS (default 3600)
+  --no-warm-memory     skip touching the free memory once before the runs
 ";
 
 /// Parsed command line.
@@ -74,6 +75,7 @@ struct Options {
     dir: PathBuf,
     output: Option<PathBuf>,
     timeout: Duration,
+    warm_memory: bool,
     command_line: String,
 }
 
@@ -98,6 +100,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let mut size = 2 << 30;
     let mut only: Option<Vec<Scenario>> = None;
     let (mut prune, mut sftp, mut s3, mut prepare_only) = (false, false, false, false);
+    let mut warm_memory = true;
     let mut tools = None;
     let mut threads = vec![None, Some(1)];
     let mut repeat = 1;
@@ -123,6 +126,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--prepare" => prepare_only = true,
             "--sftp" => sftp = true,
             "--s3" => s3 = true,
+            "--no-warm-memory" => warm_memory = false,
             "--size" => {
                 let v = value("--size")?;
                 size = parse_size(&v).ok_or_else(|| usage(format!("bad size {v:?}")))?;
@@ -208,6 +212,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     Ok(Options {
         size,
         prepare_only,
+        warm_memory,
         scenarios,
         tools,
         threads,
@@ -385,8 +390,13 @@ fn header(opts: &Options, tools: &[Tool], inputs: &Inputs) -> String {
         ));
     }
     h.push_str(&format!(
-        "- Runs: best of {} by wall time; each tool has its own `--cache-dir`, emptied per chain; inputs read once and dirty data written back (`sync`) before each run; timeout {} s\n",
+        "- Runs: best of {} by wall time; each tool has its own `--cache-dir`, emptied per chain; inputs read once and dirty data written back (`sync`) before each run{}; timeout {} s\n",
         opts.repeat,
+        if opts.warm_memory {
+            "; free memory touched once before all runs (a VM backs guest memory on first touch)"
+        } else {
+            ""
+        },
         opts.timeout.as_secs()
     ));
     h.push_str(&format!(
@@ -455,6 +465,40 @@ fn build_inputs(opts: &Options) -> Result<Inputs, BenchError> {
     Ok(inputs)
 }
 
+/// Touches most of the free memory once, then frees it; returns the bytes.
+///
+/// A virtual machine's host may back guest memory only when the guest first
+/// touches it (Firecracker does): the first use of a page then costs a host
+/// fault, ~3 s per GiB measured on the bench VM, and whichever run first
+/// needs fresh page cache (a restore writing 2 GB, the packs of the
+/// incremental after a first backup) pays for it, by chance of the order.
+/// After one pass, freed pages stay backed and every run sees the memory a
+/// long-running host has.
+fn warm_memory() -> u64 {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemFree:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    // Leave room for the page cache the data sets keep and for the tools.
+    let target = available.saturating_sub(2 << 30);
+    const CHUNK: usize = 64 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut touched = 0u64;
+    while touched + CHUNK as u64 <= target {
+        // Not zeros: a zeroed allocation is untouched pages.
+        chunks.push(vec![1u8; CHUNK]);
+        touched += CHUNK as u64;
+    }
+    drop(chunks);
+    touched
+}
+
 fn run(opts: Options) -> Result<(), BenchError> {
     let tools = build_tools(&opts);
     if tools.is_empty() {
@@ -464,6 +508,10 @@ fn run(opts: Options) -> Result<(), BenchError> {
     if opts.prepare_only {
         eprintln!("data sets ready in {}", opts.dir.display());
         return Ok(());
+    }
+    if opts.warm_memory {
+        let touched = warm_memory();
+        eprintln!("touched {} MiB of free memory once", touched / MIB);
     }
     let work = opts.dir.join("work");
     if work.exists() {
