@@ -510,8 +510,16 @@ fn run(opts: Options) -> Result<(), BenchError> {
         return Ok(());
     }
     if opts.warm_memory {
-        let touched = warm_memory();
-        eprintln!("touched {} MiB of free memory once", touched / MIB);
+        // In a child process: a child's peak RSS as `wait4` reports it starts
+        // from its parent's at fork, which would then count the warm-up.
+        let status = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg(WARM_MEMORY_CHILD)
+                .status()
+        });
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("could not touch the free memory: {status:?}");
+        }
     }
     let work = opts.dir.join("work");
     if work.exists() {
@@ -603,8 +611,16 @@ fn run(opts: Options) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The hidden argument of the warm-up child process (see [`warm_memory`]).
+const WARM_MEMORY_CHILD: &str = "--warm-memory-child";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(WARM_MEMORY_CHILD) {
+        let touched = warm_memory();
+        eprintln!("touched {} MiB of free memory once", touched / MIB);
+        return ExitCode::SUCCESS;
+    }
     let result = parse_args(&args).and_then(run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
