@@ -145,19 +145,11 @@ mod tests {
 
     #[test]
     fn restic_filter_semantics() {
-        assert!(pattern_matches("*.txt", "/data/a.txt"));
-        assert!(pattern_matches("data", "/data/a.txt"));
+        // The matching itself is `path_pattern`'s (tested there); find adds
+        // the empty pattern and Go's path.Clean of the pattern.
+        assert!(pattern_matches("", "/anything"));
         assert!(pattern_matches("data/*.txt", "/x/data/a.txt"));
-        assert!(pattern_matches("/data", "/data"));
         assert!(!pattern_matches("/a.txt", "/data/a.txt"));
-        assert!(pattern_matches("/data/**/x", "/data/x"));
-        assert!(pattern_matches("/data/**/x", "/data/a/b/x"));
-        assert!(pattern_matches("**/x", "/q/x"));
-        assert!(pattern_matches("a?c", "/abc"));
-        assert!(pattern_matches("[a-c]x", "/bx"));
-        assert!(!pattern_matches("[^a-c]x", "/bx"));
-        assert!(pattern_matches("\\*", "/*"));
-        assert!(!pattern_matches("\\*", "/a"));
         // Cleaned like path.Clean: `..` and `.` resolve before matching.
         assert!(pattern_matches("/x/../data/./a.txt", "/data/a.txt"));
     }

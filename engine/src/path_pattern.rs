@@ -220,6 +220,7 @@ mod tests {
         assert!(m("/data/**/x.txt", "/data/x.txt"));
         assert!(m("/data/**/x.txt", "/data/a/b/x.txt"));
         assert!(m("cache/**/x", "/p/cache/a/b/x"));
+        assert!(m("**/x", "/q/x"));
         assert!(!m("", "/a"));
         assert!(!m("/", "/a"));
         assert!(!m("/a.txt", "/data/a.txt"));
