@@ -3,8 +3,7 @@
 //! Memory layout: per blob type one `Vec<IndexEntry>` sorted by blob ID, plus
 //! a small unsorted tail of recently added entries that is merged into the
 //! sorted part once it grows beyond 1/8 of it (so inserts stay amortised
-//! O(log n) and lookups O(log n) + a bounded scan of the tail, kept in a
-//! hash map).
+//! O(log n); the tail is a hash map).
 //!
 //! **Bytes per blob: about 50** — 32 (blob ID) + 4 (pack number into a shared
 //! `Vec<Id>` of pack IDs) + 4 (offset) + 4 (encrypted length) + 4

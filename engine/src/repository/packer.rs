@@ -2,7 +2,10 @@
 //! pack is handed to a bounded pool of uploader threads that finish it
 //! (header, trailer, ID), verify it and store it. After the upload the pack's
 //! blobs enter the in-memory index and the list of blobs awaiting an index
-//! file (spec: restic-format §7.4, §16).
+//! file (spec: restic-format §7.4, §16). Packs filled ahead of the index
+//! (`Repository::seal_packs`) are hashed as blobs are added, so their upload
+//! starts with the write; a pack of blobs found stored meanwhile is rebuilt
+//! without them ([`OpenPack::retain`]) before it goes out.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
