@@ -115,7 +115,7 @@ impl ScryptParams {
             }
         })?;
         let mut out = [0u8; 64];
-        scrypt::scrypt(password, salt, &params, &mut out).map_err(|_| {
+        crate::scrypt_kdf::derive(password, salt, &params, &mut out).map_err(|_| {
             KeyFileError::InvalidParams {
                 n: self.n,
                 r: u64::from(self.r),

@@ -48,9 +48,12 @@
 //! one core: encryption (fused AES-256-CTR + Poly1305 pass over 16 KiB
 //! pieces), in-place decryption, SHA-256 and zstd. AES-NI, AVX2 Poly1305 and
 //! SHA-NI are detected at run time by the `aes`, `poly1305` and `sha2`
-//! crates.
+//! crates; scrypt's ROMix runs on AVX-512VL where the CPU has it
+//! (`scrypt_kdf`).
 
-#![forbid(unsafe_code)]
+// One `unsafe` in the crate: calling the AVX-512 ROMix after detecting the
+// CPU features it needs (`scrypt_kdf`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod compression;
@@ -63,6 +66,7 @@ pub mod keyfile;
 pub mod lock;
 pub mod pack;
 pub mod random;
+mod scrypt_kdf;
 mod serde_util;
 pub mod snapshot;
 pub mod time;
