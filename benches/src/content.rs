@@ -193,7 +193,7 @@ pub fn write_content(
                         rng.below(1000)
                     );
                     buf.extend_from_slice(line.as_bytes());
-                    if record % 64 == 0 {
+                    if record.is_multiple_of(64) {
                         // Runs of zeros, like preallocated or padded regions.
                         buf.resize(buf.len() + 4096, 0);
                     }

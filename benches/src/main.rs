@@ -237,7 +237,7 @@ fn default_restix() -> PathBuf {
 }
 
 fn build_tools(opts: &Options) -> Vec<Tool> {
-    let wanted = |f: Family| opts.tools.as_ref().map_or(true, |list| list.contains(&f));
+    let wanted = |f: Family| opts.tools.as_ref().is_none_or(|list| list.contains(&f));
     let mut tools = Vec::new();
     if wanted(Family::Restic) {
         tools.push(Tool {

@@ -77,13 +77,13 @@ mod simd {
             return false;
         }
         let n = 1usize << log_n;
-        let Some(words) = n.checked_mul(2 * r) else {
+        let Some(blocks) = n.checked_mul(2 * r) else {
             return false;
         };
         let mut b = vec![0u8; 128 * r * p];
         super::pbkdf2_once(password, salt, &mut b);
         let mut v: Vec<Diagonals> = Vec::new();
-        if v.try_reserve_exact(words).is_err() {
+        if v.try_reserve_exact(blocks).is_err() {
             return false;
         }
         for block in b.chunks_exact_mut(128 * r) {
