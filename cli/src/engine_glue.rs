@@ -69,6 +69,20 @@ impl OpenedRepository {
         Ok(self.repo.load_index()?)
     }
 
+    /// Load the index through the local index cache, for commands that
+    /// trust the index (backup, restore, dump, ls, diff; never check):
+    /// index files the cache covers are not parsed again. `--no-cache`
+    /// turns it off.
+    pub fn load_index_cached(&self, ctx: &Context) -> anyhow::Result<()> {
+        if let Some(dir) = cache_dir(ctx) {
+            self.repo.use_index_cache(
+                dir.join("restix-index")
+                    .join(format!("{}.index", self.repo.config().id)),
+            );
+        }
+        self.load_index()
+    }
+
     /// Release the lock now, reporting errors (dropping also releases it).
     pub fn unlock(&mut self) {
         if let Some(lock) = self.lock.take() {
@@ -276,6 +290,23 @@ fn read_line_without_echo() -> anyhow::Result<String> {
     }
     result?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The local cache folder (`--cache-dir`, `RESTIC_CACHE_DIR`,
+/// `$XDG_CACHE_HOME/restic`, `~/.cache/restic`, as restic); `None` with
+/// `--no-cache`.
+pub fn cache_dir(ctx: &Context) -> Option<std::path::PathBuf> {
+    if ctx.global.no_cache {
+        return None;
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    ctx.global
+        .cache_dir
+        .as_ref()
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("RESTIC_CACHE_DIR").map(std::path::PathBuf::from))
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| std::path::PathBuf::from(d).join("restic")))
+        .or_else(|| env("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/restic")))
 }
 
 #[cfg(test)]

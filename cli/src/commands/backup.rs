@@ -703,7 +703,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         }
     }
     ctx.printer.verbose("load index files");
-    opened.load_index()?;
+    opened.load_index_cached(ctx)?;
     if !from_stdin {
         ctx.printer
             .verbose(&format!("start scan on [{}]", paths.join(" ")));
@@ -785,6 +785,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         ArchiveError::Repo(repo_error) => anyhow::Error::from(repo_error),
         other => fatal(other).into(),
     })?;
+    opened.repo.refresh_index_cache();
     print_summary(ctx, &summary);
     if summary.errors > 0 {
         return Err(CliError::plain(

@@ -32,7 +32,9 @@ use restix_repo_format::{CompressionMode, GoTime, Id};
 use super::backup::SummaryJson;
 use super::Context;
 use crate::args::{BackupArgs, DumpArgs, RestoreArgs};
-use crate::engine_glue::{open_repository, open_repository_with, LockMode, OpenedRepository};
+use crate::engine_glue::{
+    cache_dir, open_repository, open_repository_with, LockMode, OpenedRepository,
+};
 use crate::errors::fatal;
 use crate::options::{self, ProcessEnv};
 use crate::output::format_bytes;
@@ -141,22 +143,6 @@ fn image_error(e: ImageError) -> anyhow::Error {
         ImageError::Repo(repo) => anyhow::Error::from(repo),
         other => fatal(other).into(),
     }
-}
-
-/// The local cache folder (restic's rules: `--cache-dir`, `$RESTIC_CACHE_DIR`,
-/// `$XDG_CACHE_HOME/restic`, `~/.cache/restic`); `None` with `--no-cache`.
-fn cache_dir(ctx: &Context) -> Option<PathBuf> {
-    if ctx.global.no_cache {
-        return None;
-    }
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    ctx.global
-        .cache_dir
-        .as_ref()
-        .map(PathBuf::from)
-        .or_else(|| env("RESTIC_CACHE_DIR").map(PathBuf::from))
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("restic")))
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache/restic")))
 }
 
 fn find_snapshot(opened: &OpenedRepository, arg: &str) -> anyhow::Result<Id> {
@@ -317,7 +303,15 @@ pub fn run_backup(
         .ok()
         .flatten()
         .unwrap_or(restix_engine::repository::DEFAULT_PACK_SIZE);
+    let mut options = ImageBackupOptions::new(name.clone());
+    options.mtime = mtime;
+    options.time = Some(time.unwrap_or(backup_start));
+    let key_ready = std::sync::atomic::AtomicBool::new(false);
+    // The prefetched blocks' IDs, published by the sealing thread so that
+    // this one can make the new content list's tree meanwhile.
+    let planned = std::sync::OnceLock::new();
     let (opened, prefetched) = std::thread::scope(|scope| {
+        let key_ready = &key_ready;
         let prefetch = match (&ranges, prefetch_block) {
             (Some(ranges), Some(block)) if wants_parent => {
                 let disk = image.disk();
@@ -333,14 +327,16 @@ pub fn run_backup(
                         PREFETCH_MAX_BYTES,
                     )?;
                     if let Some(blocks) = &mut blocks {
-                        blocks.prefault_pack_buffers(pack_size);
+                        blocks.prefault_pack_buffers(pack_size, key_ready);
                     }
                     Ok::<_, image::ImageError>(blocks)
                 }))
             }
             _ => None,
         };
-        let opened = match open_repository_with(ctx, LockMode::SharedAlways, false) {
+        let opened = open_repository_with(ctx, LockMode::SharedAlways, false);
+        key_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        let opened = match opened {
             Ok(opened) => opened,
             Err(e) => return (Err(e), None),
         };
@@ -352,25 +348,36 @@ pub fn run_backup(
             let sealed = prefetch.map(|handle| {
                 inner.spawn(|| {
                     let mut blocks = handle.join().ok()?.ok()??;
-                    blocks.seal(&opened.repo).ok()?;
+                    let _ = planned.set(blocks.planned());
+                    blocks.seal(&opened.repo, ctx.threads).ok()?;
                     Some(blocks)
                 })
             });
-            let ready = opened.load_index().and_then(|()| {
+            let ready = opened.load_index_cached(ctx).and_then(|()| {
                 let parent = match (&args.parent, args.force) {
                     (Some(arg), false) => Some(find_snapshot(&opened, arg)?),
                     _ => None,
                 };
                 let blobs =
                     parent.and_then(|id| image::load_parent_blobs(&opened.repo, &id, &name));
-                Ok((parent, blobs))
+                let prepared = match (&blobs, planned.get()) {
+                    (Some(blobs), Some(planned)) => image::prepare_content_tree(
+                        &opened.repo,
+                        &options,
+                        image.disk().virtual_size(),
+                        blobs,
+                        planned,
+                    ),
+                    _ => None,
+                };
+                Ok((parent, blobs, prepared))
             });
             let prefetched = sealed.and_then(|handle| handle.join().ok()).flatten();
             (ready, prefetched)
         });
         (ready.map(|ready| (opened, ready)), prefetched)
     });
-    let (opened, (parent, parent_blobs)) = opened?;
+    let (opened, (parent, parent_blobs, prepared_tree)) = opened?;
     let changes = match (mode, ranges) {
         (_, Some(ranges)) => ChangedBlocks::Ranges(ranges),
         ("hash-cache", None) => match cache_dir(ctx) {
@@ -401,19 +408,18 @@ pub fn run_backup(
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect();
-    let mut options = ImageBackupOptions::new(name);
-    options.mtime = mtime;
     options.parent = parent;
+    options.prepared_tree = prepared_tree;
     options.changes = changes;
     options.chunking = chunking;
     options.prefetched = prefetched.map(std::sync::Arc::new);
     options.parent_blobs = parent_blobs;
     options.hostname = host;
     options.tags = tags;
-    options.time = Some(time.unwrap_or(backup_start));
     options.threads = ctx.threads;
     options.backup_start = Some(backup_start);
     let done = image::backup_image(&opened.repo, image.disk(), options).map_err(image_error)?;
+    opened.repo.refresh_index_cache();
     let summary = &done.summary;
     let stats = &done.stats;
     if ctx.printer.json {
@@ -485,7 +491,7 @@ pub fn run_restore(ctx: &Context, args: &RestoreArgs, format: &str) -> anyhow::R
     };
     let opened = open_repository(ctx, LockMode::Shared)?;
     let id = find_snapshot(&opened, id_arg)?;
-    opened.load_index()?;
+    opened.load_index_cached(ctx)?;
     let (file, node) =
         image::find_file_node(&opened.repo, &id, path.as_deref()).map_err(image_error)?;
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
@@ -517,7 +523,7 @@ pub fn run_dump(ctx: &Context, args: &DumpArgs, format: &str) -> anyhow::Result<
     let opened = open_repository(ctx, LockMode::Shared)?;
     let (id_arg, _) = split_snapshot_arg(snapshot_arg);
     let id = find_snapshot(&opened, id_arg)?;
-    opened.load_index()?;
+    opened.load_index_cached(ctx)?;
     let (_, node) = image::find_file_node(&opened.repo, &id, Some(path)).map_err(image_error)?;
     image::restore_node(&opened.repo, &node, Path::new(target), format, ctx.threads)
         .map_err(image_error)?;
@@ -546,7 +552,7 @@ pub fn run_restore_chain(ctx: &Context, args: &RestoreChainArgs) -> anyhow::Resu
             path: path.map(String::from),
         });
     }
-    opened.load_index()?;
+    opened.load_index_cached(ctx)?;
     let stats = image::restore_chain(
         &opened.repo,
         &layers,

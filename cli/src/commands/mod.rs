@@ -84,7 +84,7 @@ pub fn go_tag_lists(groups: &[Vec<String>]) -> String {
 /// `latest`, optionally `:subfolder`): the snapshot and the tree to work on.
 /// Loads the index.
 pub fn select_single(
-    _ctx: &Context,
+    ctx: &Context,
     opened: &OpenedRepository,
     arg: &str,
     filter_args: &SnapshotFilterOptions,
@@ -101,7 +101,7 @@ pub fn select_single(
         )),
         other => fatal(format!("failed to find snapshot: {other}")),
     })?;
-    opened.load_index()?;
+    opened.load_index_cached(ctx)?;
     let root = snapshot
         .tree
         .ok_or_else(|| fatal(format!("snapshot {} has no tree", id.short())))?;

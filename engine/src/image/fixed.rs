@@ -173,6 +173,14 @@ impl std::fmt::Debug for PrefetchedBlocks {
     }
 }
 
+/// The blob IDs of prefetched blocks ([`PrefetchedBlocks::planned`]).
+#[derive(Debug, Clone)]
+pub struct PlannedBlocks {
+    pub(crate) block: u64,
+    /// Block number and blob ID (`None`: all zeros), by block number.
+    pub(crate) ids: Vec<(usize, Option<Id>)>,
+}
+
 /// One prefetched block.
 enum Prefetched {
     /// All zeros (not read, or read and found zero).
@@ -186,12 +194,13 @@ enum Prefetched {
 }
 
 impl PrefetchedBlocks {
-    /// Encrypts the compressed blocks for `repo` into pack buffers on the
-    /// calling thread, so that this runs while the index loads (it needs
-    /// only the key); the backup then only stores the packs. Left as they
-    /// are when `repo` does not store data at the prefetch's level (the
-    /// backup reads those blocks again).
-    pub fn seal(&mut self, repo: &Repository) -> Result<(), ImageError> {
+    /// Encrypts the compressed blocks for `repo` into pack buffers, so that
+    /// this runs while the index loads (it needs only the key); the backup
+    /// then only stores the packs. Packs are sealed on up to `threads`
+    /// threads (the calling one and scoped ones), each a run of whole packs.
+    /// Left as they are when `repo` does not store data at the prefetch's
+    /// level (the backup reads those blocks again).
+    pub fn seal(&mut self, repo: &Repository, threads: usize) -> Result<(), ImageError> {
         let Some(level) = self.level else {
             return Ok(());
         };
@@ -205,11 +214,39 @@ impl PrefetchedBlocks {
             .map(|(i, _)| *i)
             .collect();
         order.sort_unstable();
-        let frames = order.iter().filter_map(|i| match self.blocks.get(i) {
-            Some(Prefetched::Data { id, len, bytes }) => Some((*id, *len, bytes.as_slice())),
-            _ => None,
+        let frames: Vec<(Id, usize, &[u8])> = order
+            .iter()
+            .filter_map(|i| match self.blocks.get(i) {
+                Some(Prefetched::Data { id, len, bytes }) => Some((*id, *len, bytes.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let parts = pack_runs(&frames, repo.pack_size(), threads);
+        // `None`: a sealing thread panicked (the backup then reads the blocks).
+        type Part = Option<Result<Option<SealedPacks>, crate::repository::RepoError>>;
+        let sealed: Vec<Part> = std::thread::scope(|scope| {
+            let mut rest = frames.as_slice();
+            let mut handles = Vec::new();
+            for &len in parts.iter().skip(1).rev() {
+                let (head, tail) = rest.split_at(rest.len() - len);
+                rest = head;
+                handles.push(scope.spawn(move || repo.seal_packs(level, tail.iter().copied())));
+            }
+            let mut all = vec![Some(repo.seal_packs(level, rest.iter().copied()))];
+            all.extend(handles.into_iter().rev().map(|h| h.join().ok()));
+            all
         });
-        let Some(packs) = repo.seal_packs(level, frames)? else {
+        let mut packs: Option<SealedPacks> = None;
+        for part in sealed {
+            let Some(Some(part)) = part.transpose()? else {
+                return Ok(());
+            };
+            match &mut packs {
+                Some(p) => p.append(part),
+                None => packs = Some(part),
+            }
+        }
+        let Some(packs) = packs else {
             return Ok(());
         };
         for (slot, i) in order.into_iter().enumerate() {
@@ -230,8 +267,10 @@ impl PrefetchedBlocks {
     /// Maps the memory of the pack buffers that [`PrefetchedBlocks::seal`]
     /// will fill (packs of `pack_size` bytes; two at most, as many as the
     /// repository keeps spare), for a thread that would otherwise wait for
-    /// the key: first touching fresh memory is a page fault per 4 KiB.
-    pub fn prefault_pack_buffers(&mut self, pack_size: u64) {
+    /// the key: first touching fresh memory is a page fault per 4 KiB. Stops
+    /// once `key_ready` is set: sealing then starts on fresh memory rather
+    /// than wait.
+    pub fn prefault_pack_buffers(&mut self, pack_size: u64, key_ready: &AtomicBool) {
         let bytes: u64 = self
             .blocks
             .values()
@@ -249,15 +288,64 @@ impl PrefetchedBlocks {
             let capacity = left.saturating_add(1 << 20).min(full);
             self.buffers.push(prefaulted_pack_buffer(
                 usize::try_from(capacity).unwrap_or(usize::MAX),
+                key_ready,
             ));
             left = left.saturating_sub(pack_size.max(1));
         }
+    }
+
+    /// The blocks' blob IDs (`None`: all zeros), for
+    /// [`prepare_content_tree`](super::prepare_content_tree).
+    pub fn planned(&self) -> PlannedBlocks {
+        let mut ids: Vec<(usize, Option<Id>)> = self
+            .blocks
+            .iter()
+            .map(|(i, b)| match b {
+                Prefetched::Zero => (*i, None),
+                Prefetched::Data { id, .. } | Prefetched::Packed { id, .. } => (*i, Some(*id)),
+            })
+            .collect();
+        ids.sort_unstable_by_key(|(i, _)| *i);
+        PlannedBlocks {
+            block: self.block,
+            ids,
+        }
+    }
+
+    /// Packs and blobs sealed (tests look without taking them).
+    #[cfg(test)]
+    pub(super) fn sealed_counts(&self) -> Option<(usize, usize)> {
+        let sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        sealed.as_ref().map(|s| (s.pack_count(), s.blob_count()))
     }
 
     /// The sealed packs, once.
     fn take_sealed(&self) -> Option<SealedPacks> {
         self.sealed.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+}
+
+/// Splits `frames` into at most `threads` runs of consecutive frames for
+/// independent packers: each run (but the last) ends where a pack of
+/// `pack_size` bytes would, so the packs come out as from one packer, and
+/// the runs hold about equal numbers of packs. Returns the runs' lengths.
+fn pack_runs(frames: &[(Id, usize, &[u8])], pack_size: u64, threads: usize) -> Vec<usize> {
+    // Where one packer would close its packs (blob overhead: IV and MAC).
+    let mut packs = Vec::new();
+    let (mut bytes, mut start) = (0u64, 0usize);
+    for (i, (_, _, frame)) in frames.iter().enumerate() {
+        bytes += frame.len() as u64 + 32;
+        if bytes >= pack_size {
+            packs.push(i + 1 - start);
+            (bytes, start) = (0, i + 1);
+        }
+    }
+    if start < frames.len() {
+        packs.push(frames.len() - start);
+    }
+    let runs = threads.clamp(1, packs.len().max(1));
+    let per_run = packs.len().div_ceil(runs).max(1);
+    packs.chunks(per_run).map(|c| c.iter().sum()).collect()
 }
 
 /// Reads, hashes and (at zstd `level`) compresses the blocks of `block`
@@ -685,5 +773,29 @@ mod tests {
             restix_chunker::ZERO_CHUNK_ID,
             "restic's zero chunk"
         );
+    }
+
+    #[test]
+    fn pack_runs_split_at_pack_ends() {
+        let bytes = vec![0u8; 68];
+        // Frames of 68 + 32 bytes: a pack of 300 bytes closes after 3.
+        let frames: Vec<(Id, usize, &[u8])> = (0..20u32)
+            .map(|i| (Id::hash(&i.to_le_bytes()), 68, bytes.as_slice()))
+            .collect();
+        // Seven packs (3 x 6 + 2) over two threads: 4 packs, then 3.
+        assert_eq!(pack_runs(&frames, 300, 2), [12, 8]);
+        assert_eq!(pack_runs(&frames, 300, 1), [20]);
+        assert_eq!(pack_runs(&frames, 300, 0), [20]);
+        // More threads than packs: one run per pack.
+        assert_eq!(pack_runs(&frames, 300, 64), [3, 3, 3, 3, 3, 3, 2]);
+        assert_eq!(pack_runs(&frames[..2], 300, 4), [2]);
+        assert_eq!(pack_runs(&[], 300, 4), Vec::<usize>::new());
+        for threads in 1..10 {
+            let runs = pack_runs(&frames, 300, threads);
+            assert_eq!(runs.iter().sum::<usize>(), 20);
+            assert!(runs.len() <= threads);
+            let whole_packs = &runs[..runs.len() - 1];
+            assert!(whole_packs.iter().all(|n| n % 3 == 0), "{runs:?}");
+        }
     }
 }

@@ -77,7 +77,7 @@ pub use changes::{
 };
 pub use fixed::{
     default_block_size, prefetch_blocks, valid_block_size, zero_block_id, ImageChunking,
-    PrefetchedBlocks, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+    PlannedBlocks, PrefetchedBlocks, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
 pub use layout::LONG_ZERO_RUN;
 pub use restix_qcow2::{
@@ -180,6 +180,9 @@ pub struct ImageBackupOptions {
     pub program_version: String,
     /// Wall-clock start of the command; default when `backup_image` is called.
     pub backup_start: Option<GoTime>,
+    /// The image file's tree made ahead ([`prepare_content_tree`]), used
+    /// when the backup's node turns out the same.
+    pub prepared_tree: Option<PreparedTree>,
 }
 
 impl ImageBackupOptions {
@@ -200,6 +203,7 @@ impl ImageBackupOptions {
             threads: 0,
             program_version: format!("restix {}", env!("CARGO_PKG_VERSION")),
             backup_start: None,
+            prepared_tree: None,
         }
     }
 }
@@ -435,22 +439,26 @@ pub fn backup_image(
     // is encoded and saved.
     repo.finish_open_pack(BlobType::Data)?;
     // The snapshot: one file node at the root (like `--stdin`).
-    let (uid, gid) = os_identity::uid_gid();
     let time = options.time.unwrap_or_else(GoTime::now_local);
-    let mtime = options.mtime.unwrap_or(time);
-    let mut node = Node::new(options.file_name.clone().into_bytes(), NodeType::File);
-    node.mode = 0o644;
-    node.mtime = mtime;
-    node.atime = mtime;
-    node.ctime = mtime;
-    node.uid = uid;
-    node.gid = gid;
-    node.size = layout.size;
     let unmodified = parent_content.as_ref() == Some(&content);
-    node.content = Some(content);
-    let tree = Tree { nodes: vec![node] };
-    let tree_bytes = tree.encode().map_err(|e| ImageError::Tree(e.to_string()))?;
-    let (tree_id, tree_new, tree_stored) = save_content_tree(repo, &tree_bytes)?;
+    let node = image_node(
+        &options.file_name,
+        options.mtime,
+        time,
+        layout.size,
+        content,
+    );
+    let (uid, gid) = (node.uid, node.gid);
+    let (tree_bytes, hashed) = match options.prepared_tree.take().filter(|p| p.node == node) {
+        Some(prepared) => (prepared.bytes, (prepared.id, prepared.frame)),
+        None => {
+            let tree = Tree { nodes: vec![node] };
+            let bytes = tree.encode().map_err(|e| ImageError::Tree(e.to_string()))?;
+            let hashed = hash_and_compress(repo, &bytes);
+            (bytes, hashed)
+        }
+    };
+    let (tree_id, tree_new, tree_stored) = save_content_tree(repo, &tree_bytes, hashed)?;
     if tree_new {
         add(&counters.data_added, tree_bytes.len() as u64);
         add(&counters.data_added_packed, tree_stored);
@@ -635,24 +643,116 @@ fn parent_node(repo: &Repository, parent: &Id, file_name: &str) -> Result<Node, 
 /// Saves the snapshot's tree, which holds the whole content list (megabytes
 /// of hex IDs for a large disk): hashed on one thread while compressed on
 /// another, as it is on the critical path of a fast incremental.
-fn save_content_tree(repo: &Repository, tree: &[u8]) -> Result<(Id, bool, u64), ImageError> {
-    let Some(level) = repo.blob_level(BlobType::Tree, tree.len()) else {
-        return Ok(repo.save_blob(BlobType::Tree, tree, None)?);
-    };
-    let (id, compressed) = std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| Id(Sha256::digest(tree).into()));
-        let compressed = compress_blob(level, tree);
-        (hashing.join(), compressed)
-    });
-    let id = id.map_err(|_| ImageError::Tree("hashing the tree failed".into()))?;
-    let saved = match compressed {
-        Ok(frame) => repo.save_blob_precompressed(BlobType::Tree, id, tree.len(), level, &frame)?,
-        Err(_) => None,
+fn save_content_tree(
+    repo: &Repository,
+    tree: &[u8],
+    (id, frame): (Id, Option<(i32, Vec<u8>)>),
+) -> Result<(Id, bool, u64), ImageError> {
+    let saved = match &frame {
+        Some((level, frame)) => {
+            repo.save_blob_precompressed(BlobType::Tree, id, tree.len(), *level, frame)?
+        }
+        None => None,
     };
     match saved {
         Some(saved) => Ok(saved),
         None => Ok(repo.save_blob(BlobType::Tree, tree, Some(id))?),
     }
+}
+
+/// A tree's ID and, when the repository compresses trees of its size, its
+/// zstd frame at that level: hashed on one thread while compressed on
+/// another (a content list of a large disk is megabytes of hex).
+fn hash_and_compress(repo: &Repository, tree: &[u8]) -> (Id, Option<(i32, Vec<u8>)>) {
+    let Some(level) = repo.blob_level(BlobType::Tree, tree.len()) else {
+        return (Id(Sha256::digest(tree).into()), None);
+    };
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| Id(Sha256::digest(tree).into()));
+        let frame = compress_blob(level, tree).ok().map(|frame| (level, frame));
+        let id = hashing
+            .join()
+            .unwrap_or_else(|_| Id(Sha256::digest(tree).into()));
+        (id, frame)
+    })
+}
+
+/// The file node of an image in its snapshot.
+fn image_node(
+    file_name: &str,
+    mtime: Option<GoTime>,
+    time: GoTime,
+    size: u64,
+    content: Vec<Id>,
+) -> Node {
+    let (uid, gid) = os_identity::uid_gid();
+    let mtime = mtime.unwrap_or(time);
+    let mut node = Node::new(file_name.as_bytes().to_vec(), NodeType::File);
+    node.mode = 0o644;
+    node.mtime = mtime;
+    node.atime = mtime;
+    node.ctime = mtime;
+    node.uid = uid;
+    node.gid = gid;
+    node.size = size;
+    node.content = Some(content);
+    node
+}
+
+/// The image file's node and tree, encoded, hashed and compressed ahead of
+/// [`backup_image`] ([`prepare_content_tree`]).
+#[derive(Clone)]
+pub struct PreparedTree {
+    node: Node,
+    bytes: Vec<u8>,
+    id: Id,
+    frame: Option<(i32, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for PreparedTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedTree")
+            .field("id", &self.id)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the tree an incremental will store, from the parent's blobs and
+/// the prefetched blocks' IDs, while the blocks are still being sealed
+/// (a thread that would wait does it): every block the parent has, except
+/// the prefetched ones. [`backup_image`] stores it only if the node it ends
+/// up with is the same (else it encodes its own); `None` when the parent
+/// does not fit (other size or block size) or `options` has no time.
+pub fn prepare_content_tree(
+    repo: &Repository,
+    options: &ImageBackupOptions,
+    size: u64,
+    parent: &ParentBlobs,
+    planned: &PlannedBlocks,
+) -> Option<PreparedTree> {
+    let time = options.time?;
+    let block = planned.block;
+    if parent.size != size || fixed::block_size_of(&parent.lengths, block) != Some(block) {
+        return None;
+    }
+    let mut content = parent.ids.clone();
+    for &(i, id) in &planned.ids {
+        let start = (i as u64).checked_mul(block)?;
+        let length = block.min(size.checked_sub(start)?);
+        *content.get_mut(i)? = id.unwrap_or_else(|| fixed::zero_block_id(length));
+    }
+    let node = image_node(&options.file_name, options.mtime, time, size, content);
+    let tree = Tree { nodes: vec![node] };
+    let bytes = tree.encode().ok()?;
+    let (id, frame) = hash_and_compress(repo, &bytes);
+    let node = tree.nodes.into_iter().next()?;
+    Some(PreparedTree {
+        node,
+        bytes,
+        id,
+        frame,
+    })
 }
 
 /// The parent image file's content list and blob lengths

@@ -809,8 +809,11 @@ fn prefetched_blocks_stand_in_for_reads() {
         options.parent = Some(full.summary.snapshot_id);
         if seal {
             // What the CLI does while the key is derived and the index loads.
-            ahead.prefault_pack_buffers(repo.pack_size());
-            ahead.seal(&repo).unwrap();
+            ahead.prefault_pack_buffers(
+                repo.pack_size(),
+                &std::sync::atomic::AtomicBool::new(false),
+            );
+            ahead.seal(&repo, 2).unwrap();
             options.parent_blobs = load_parent_blobs(&repo, &full.summary.snapshot_id, "disk");
             assert!(options.parent_blobs.is_some());
         } else {
@@ -852,5 +855,68 @@ fn prefetched_blocks_stand_in_for_reads() {
         assert!(prefetch_blocks(&disk, &changed, 64 * K, level, 2, 64 * K)
             .unwrap()
             .is_none());
+    }
+}
+
+#[test]
+fn sealed_on_threads_and_prepared_tree() {
+    let layout = [(3 * M, Data), (M, Unallocated), (2 * M, Data)];
+    for (threads, same_name) in [(3, true), (1, true), (2, false)] {
+        let t = TempDir::new("image-prepared");
+        let repo = new_repo(&t.0, 2);
+        let mut disk = MemDisk::new(43, &layout);
+        let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+        // Sixteen changed blocks of random data: several 160 KiB packs.
+        let changed = vec![M + 5..2 * M + 5, 4 * M..4 * M + 64 * K];
+        for r in &changed {
+            let data = pseudo_random(r.start as u32, (r.end - r.start) as usize);
+            disk.write(r.start, &data);
+        }
+        repo.set_pack_size_unchecked(160 * K);
+        let mut ahead = prefetch_blocks(&disk, &changed, 64 * K, Some(3), 2, 1 << 30)
+            .unwrap()
+            .unwrap();
+        let planned = ahead.planned();
+        ahead.seal(&repo, threads).unwrap();
+        let (packs, blobs) = ahead.sealed_counts().unwrap();
+        assert!(packs >= 4, "{packs} packs");
+        assert_eq!(blobs, 18);
+
+        let mut options = ImageBackupOptions::new("disk");
+        options.time = Some(restix_repo_format::GoTime::now_local());
+        options.parent = Some(full.summary.snapshot_id);
+        options.parent_blobs = load_parent_blobs(&repo, &full.summary.snapshot_id, "disk");
+        let mut other = ImageBackupOptions::new("other-name");
+        other.time = options.time;
+        let prepared = prepare_content_tree(
+            &repo,
+            if same_name { &options } else { &other },
+            disk.virtual_size(),
+            options.parent_blobs.as_ref().unwrap(),
+            &planned,
+        )
+        .unwrap();
+        let prepared_id = prepared.id;
+        options.prepared_tree = Some(prepared);
+        options.changes = ChangedBlocks::Ranges(changed.clone());
+        options.prefetched = Some(std::sync::Arc::new(ahead));
+        let inc = backup_image(&repo, &disk, options).unwrap();
+        assert!(inc.stats.incremental, "{:?}", inc.stats.fallback_reason);
+        // The prepared tree is the one stored when its node is the backup's;
+        // another node (here: another file name) is not used.
+        let tree = repo.load_snapshot(&inc.summary.snapshot_id).unwrap().tree;
+        assert_eq!(tree == Some(prepared_id), same_name, "threads {threads}");
+        assert_eq!(
+            content_of(&repo, &inc.summary.snapshot_id),
+            block_content(&disk.bytes, 64 * K as usize)
+        );
+        let (_, node) = find_file_node(&repo, &inc.summary.snapshot_id, None).unwrap();
+        let raw = t.0.join("back.raw");
+        restore_node(&repo, &node, &raw, RestoreFormat::Raw, 2).unwrap();
+        assert_eq!(
+            std::fs::read(&raw).unwrap(),
+            disk.bytes,
+            "threads {threads}"
+        );
     }
 }

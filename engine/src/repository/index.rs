@@ -22,6 +22,10 @@
 //! `u32`, packs are at most 128 MiB + header); an index entry with a larger
 //! offset is rejected when it is added.
 //!
+//! A decoded index can be kept in a cache file (`encode_cache` /
+//! `decode_cache`): the sorted entries as they are, so that loading it is a
+//! copy instead of parsing and sorting the JSON of every index file.
+//!
 //! Several copies of one blob (in different packs) are legal
 //! (spec: restic-format §9); all are kept, exact duplicates (the same pack
 //! listed in several index files) are dropped.
@@ -383,6 +387,135 @@ impl MemoryIndex {
     }
 }
 
+/// Magic of the index cache (format version in the last two bytes). A file
+/// with other magic is ignored, never misread.
+const CACHE_MAGIC: &[u8; 8] = b"RXINDX01";
+/// Bytes per entry in the cache: ID, pack number, offset, lengths.
+const CACHE_ENTRY: usize = 32 + 4 * 4;
+
+/// Reads little-endian fields of a cache file, refusing to run past its end.
+struct CacheReader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> CacheReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.bytes.get(..n)?, self.bytes.get(n..)?);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    /// A count of items of `size` bytes that the rest of the file can hold
+    /// (so that a bad count cannot make us allocate).
+    fn count(&mut self, size: usize) -> Option<usize> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        (n.checked_mul(size)? <= self.bytes.len()).then_some(n)
+    }
+
+    fn id(&mut self) -> Option<Id> {
+        Some(Id(self.take(32)?.try_into().ok()?))
+    }
+}
+
+impl MemoryIndex {
+    /// The index as the plaintext of a cache file (see
+    /// `Repository::use_index_cache`), recording that it holds exactly the
+    /// blobs of the index files `files`.
+    pub fn encode_cache(&self, files: &[Id]) -> Vec<u8> {
+        let sorted = |t: &TypeIndex| -> Vec<IndexEntry> {
+            let mut all: Vec<IndexEntry> = t
+                .sorted
+                .iter()
+                .chain(t.recent.values().flatten())
+                .chain(&t.bulk)
+                .copied()
+                .collect();
+            if !t.recent.is_empty() || !t.bulk.is_empty() {
+                all.sort_unstable();
+                all.dedup();
+            }
+            all
+        };
+        let (data, tree) = (sorted(&self.data), sorted(&self.tree));
+        let mut out = Vec::with_capacity(
+            16 + 32 * (files.len() + self.packs.len()) + CACHE_ENTRY * (data.len() + tree.len()),
+        );
+        out.extend_from_slice(CACHE_MAGIC);
+        let count = |out: &mut Vec<u8>, n: usize| {
+            out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes())
+        };
+        count(&mut out, files.len());
+        files.iter().for_each(|f| out.extend_from_slice(&f.0));
+        count(&mut out, self.packs.len());
+        self.packs.iter().for_each(|p| out.extend_from_slice(&p.0));
+        for entries in [&data, &tree] {
+            count(&mut out, entries.len());
+            for e in entries {
+                out.extend_from_slice(&e.id);
+                for field in [e.pack, e.offset, e.length, e.uncompressed_length] {
+                    out.extend_from_slice(&field.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// The index and its index files from a cache file's plaintext; `None`
+    /// for anything but a well-formed cache (unknown magic, truncation,
+    /// unsorted entries, pack numbers out of range, more than 2^32 items).
+    pub fn decode_cache(bytes: &[u8]) -> Option<(MemoryIndex, Vec<Id>)> {
+        let mut r = CacheReader { bytes };
+        if r.take(CACHE_MAGIC.len())? != CACHE_MAGIC {
+            return None;
+        }
+        let files = (0..r.count(32)?)
+            .map(|_| r.id())
+            .collect::<Option<Vec<Id>>>()?;
+        let packs = (0..r.count(32)?)
+            .map(|_| r.id())
+            .collect::<Option<Vec<Id>>>()?;
+        let mut index = MemoryIndex::new();
+        for blob_type in [BlobType::Data, BlobType::Tree] {
+            let n = r.count(CACHE_ENTRY)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id: [u8; 32] = r.take(32)?.try_into().ok()?;
+                let e = IndexEntry {
+                    id,
+                    pack: r.u32()?,
+                    offset: r.u32()?,
+                    length: r.u32()?,
+                    uncompressed_length: r.u32()?,
+                };
+                if e.pack as usize >= packs.len() || entries.last().is_some_and(|l| *l >= e) {
+                    return None;
+                }
+                entries.push(e);
+            }
+            let t = index.of_mut(blob_type);
+            t.sorted = entries;
+            t.build_directory();
+        }
+        if !r.bytes.is_empty() {
+            return None;
+        }
+        index.pack_numbers = packs
+            .iter()
+            .enumerate()
+            .map(|(n, p)| (*p, n as u32))
+            .collect();
+        if index.pack_numbers.len() != packs.len() {
+            return None;
+        }
+        index.packs = packs;
+        Some((index, files))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +592,91 @@ mod tests {
             assert!(!idx.has(BlobType::Data, &id(n as u32 + 1)));
             assert!(!idx.has(BlobType::Tree, &Id([0; 32])));
         }
+    }
+
+    #[test]
+    fn cache_roundtrip_and_rejects_damage() {
+        let mut idx = MemoryIndex::new();
+        let (p1, p2) = (id(900_000), id(900_001));
+        // Sorted (bulk-loaded) entries, then recent ones that are not merged
+        // yet, a second copy of one blob and a tree blob.
+        for i in 0..300u32 {
+            idx.add_bulk(BlobType::Data, id(i), p1, u64::from(i) * 100, 90, Some(200))
+                .unwrap();
+        }
+        idx.finish_bulk_load();
+        for i in 300..310u32 {
+            idx.add(BlobType::Data, id(i), p2, u64::from(i), 50, None)
+                .unwrap();
+        }
+        idx.add(BlobType::Data, id(7), p2, 5, 90, Some(200))
+            .unwrap();
+        idx.add(BlobType::Tree, id(1_000), p2, 0, 33, None).unwrap();
+        let files = vec![id(5_000), id(5_001)];
+        let bytes = idx.encode_cache(&files);
+
+        let (back, back_files) = MemoryIndex::decode_cache(&bytes).unwrap();
+        assert_eq!(back_files, files);
+        assert_eq!(back.len(BlobType::Data), 311);
+        assert_eq!(back.len(BlobType::Tree), 1);
+        for i in (0..310u32).chain([1_000]) {
+            let t = if i == 1_000 {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            };
+            let want: Vec<_> = idx
+                .lookup_all(t, &id(i))
+                .into_iter()
+                .map(|l| (l.pack, l.offset, l.length, l.uncompressed_length))
+                .collect();
+            let mut got: Vec<_> = back
+                .lookup_all(t, &id(i))
+                .into_iter()
+                .map(|l| (l.pack, l.offset, l.length, l.uncompressed_length))
+                .collect();
+            let mut want = want;
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "blob {i}");
+        }
+        assert!(!back.has(BlobType::Data, &id(1_000)));
+        // Encoding the decoded index gives the same bytes.
+        assert_eq!(back.encode_cache(&files), bytes);
+
+        // Damage of every kind is refused, never misread.
+        let header = 8 + 4 + 32 * files.len() + 4 + 32 * 2 + 4;
+        let mut bad_magic = bytes.clone();
+        bad_magic[7] ^= 1;
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut unsorted = bytes.clone();
+        let (a, b) = (header, header + CACHE_ENTRY);
+        let first: Vec<u8> = unsorted[a..b].to_vec();
+        unsorted.copy_within(b..b + CACHE_ENTRY, a);
+        unsorted[b..b + CACHE_ENTRY].copy_from_slice(&first);
+        let mut pack_range = bytes.clone();
+        pack_range[header + 32..header + 36].copy_from_slice(&2u32.to_le_bytes());
+        let mut huge_count = bytes.clone();
+        huge_count[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        for (what, damaged) in [
+            ("magic", bad_magic),
+            ("trailing byte", trailing),
+            ("unsorted", unsorted),
+            ("pack number", pack_range),
+            ("count", huge_count),
+        ] {
+            assert!(MemoryIndex::decode_cache(&damaged).is_none(), "{what}");
+        }
+        for cut in [0, 7, 8, 13, header, bytes.len() - 1] {
+            assert!(
+                MemoryIndex::decode_cache(&bytes[..cut]).is_none(),
+                "cut {cut}"
+            );
+        }
+        // An empty index round-trips too.
+        let (empty, none) =
+            MemoryIndex::decode_cache(&MemoryIndex::new().encode_cache(&[])).unwrap();
+        assert!(empty.is_empty() && none.is_empty());
     }
 }

@@ -215,6 +215,32 @@ pub(crate) struct Shared {
     /// Buffers of stored packs, reused for new packs (so the allocator does
     /// not keep growing; at most [`packer::SPARE_PACK_BUFFERS`]).
     pack_buffers: Mutex<Vec<Vec<u8>>>,
+    /// The decoded-index cache and what the in-memory index holds.
+    index_cache: Mutex<IndexCacheState>,
+}
+
+/// What [`Repository::use_index_cache`] keeps track of.
+#[derive(Debug, Default)]
+struct IndexCacheState {
+    /// The cache file; `None`: no cache.
+    path: Option<std::path::PathBuf>,
+    /// Index files whose blobs the in-memory index holds (loaded, or
+    /// written by this process).
+    files: Vec<Id>,
+    /// Entries that came from the cache file.
+    cached: usize,
+    /// Entries of `files` that did not (parsed from JSON or written here).
+    uncached: usize,
+}
+
+impl IndexCacheState {
+    /// Worth writing a new cache file: a fresh one would save parsing at
+    /// least 1000 entries, and more than 1/8 of what the old one holds.
+    fn stale(&self) -> bool {
+        self.path.is_some()
+            && self.uncached >= 1000
+            && self.uncached.saturating_mul(8) > self.cached
+    }
 }
 
 fn lock_mutex<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -342,7 +368,11 @@ impl Shared {
     }
 
     fn save_index_file(&self, file: &IndexFile) -> RepoResult<Id> {
-        self.save_unpacked(FileType::Index, &file.to_json())
+        let id = self.save_unpacked(FileType::Index, &file.to_json())?;
+        let mut cache = lock_mutex(&self.index_cache);
+        cache.files.push(id);
+        cache.uncached += file.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+        Ok(id)
     }
 
     fn save_unpacked(&self, file_type: FileType, json: &[u8]) -> RepoResult<Id> {
@@ -423,6 +453,17 @@ pub struct SealedPacks {
 }
 
 impl SealedPacks {
+    /// Appends the packs of `later` (sealed from the blobs that follow this
+    /// one's): blob slots continue in order.
+    pub fn append(&mut self, later: SealedPacks) {
+        self.packs.extend(later.packs);
+    }
+
+    /// Number of packs sealed.
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
     /// Number of blobs sealed.
     pub fn blob_count(&self) -> usize {
         self.packs.iter().map(|p| p.blobs.len()).sum()
@@ -453,10 +494,15 @@ pub fn compress_blob(level: i32, data: &[u8]) -> Result<Vec<u8>, String> {
 /// An empty buffer of `capacity` bytes whose memory is already mapped:
 /// touching fresh memory costs a page fault per 4 KiB (~1 ms per 4 MiB on a
 /// VM), which a caller with an idle thread can pay ahead of time (see
-/// [`Repository::give_pack_buffers`]).
-pub fn prefaulted_pack_buffer(capacity: usize) -> Vec<u8> {
-    // Not zeros: a zeroed allocation comes from calloc as untouched pages.
-    let mut buffer = vec![1u8; capacity];
+/// [`Repository::give_pack_buffers`]). Stops touching once `enough` is set
+/// (the thread has other work then); the buffer keeps its capacity.
+pub fn prefaulted_pack_buffer(capacity: usize, enough: &AtomicBool) -> Vec<u8> {
+    const STEP: usize = 1 << 20;
+    let mut buffer = Vec::with_capacity(capacity);
+    while buffer.len() < capacity && !enough.load(Ordering::Relaxed) {
+        // Not zeros: zeroed memory may be left untouched by the allocator.
+        buffer.resize(capacity.min(buffer.len() + STEP), 1u8);
+    }
     buffer.clear();
     buffer
 }
@@ -652,6 +698,7 @@ impl Repository {
                 verify_blobs: AtomicBool::new(false),
                 packs_bytes_stored: AtomicU64::new(0),
                 pack_buffers: Mutex::new(Vec::new()),
+                index_cache: Mutex::new(IndexCacheState::default()),
             }),
             config,
             key_id,
@@ -925,16 +972,31 @@ impl Repository {
     /// process are kept.
     pub fn load_index(&self) -> RepoResult<()> {
         let ids = self.list_files(FileType::Index)?;
+        let cache_path = lock_mutex(&self.shared.index_cache).path.clone();
+        let (mut index, covered) = cache_path
+            .as_deref()
+            .and_then(|path| self.read_index_cache(path, &ids))
+            .unwrap_or_default();
+        let cached = index.len(BlobType::Data) + index.len(BlobType::Tree);
+        // Index files are named by their content: those the cache covers
+        // hold exactly its entries; only the others are parsed.
+        let covered: HashSet<Id> = covered.into_iter().collect();
+        let rest: Vec<Id> = ids
+            .iter()
+            .filter(|id| !covered.contains(id))
+            .copied()
+            .collect();
         let workers = self.shared.backend.connections() + cpu_count();
-        let files = parallel_map(&ids, workers, |id| -> RepoResult<IndexFile> {
+        let files = parallel_map(&rest, workers, |id| -> RepoResult<IndexFile> {
             let json = self.load_file(FileType::Index, id)?;
             IndexFile::parse(&json)
                 .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
         });
-        let mut index = MemoryIndex::new();
-        for (file, id) in files.into_iter().zip(&ids) {
+        let mut parsed = 0usize;
+        for (file, id) in files.into_iter().zip(&rest) {
             let file = file?;
             for p in file.packs {
+                parsed += p.blobs.len();
                 for b in p.blobs {
                     if self.config.version < 2 && b.uncompressed_length.is_some() {
                         return Err(RepoError::IndexNeedsV2);
@@ -953,6 +1015,17 @@ impl Repository {
             }
         }
         index.finish_bulk_load();
+        let stale = {
+            let mut state = lock_mutex(&self.shared.index_cache);
+            state.files = ids;
+            state.cached = cached;
+            state.uncached = parsed;
+            state.stale()
+        };
+        if stale {
+            // Exactly the blobs of the listed files (pending ones join below).
+            self.write_index_cache(&index);
+        }
         // Keep blobs stored by this process that are not in an index file yet.
         for (pack, blobs) in lock_mutex(&self.shared.pending_index).iter() {
             for b in blobs {
@@ -969,6 +1042,78 @@ impl Repository {
         index.finish_bulk_load();
         *self.shared.index_write() = index;
         Ok(())
+    }
+
+    /// Keep the decoded index in the local file `path`, encrypted with the
+    /// master key (like the repository's files): [`Repository::load_index`]
+    /// then takes the blobs of the index files it covers from there and
+    /// parses only the others. Written by a load that had to parse many
+    /// entries, and by [`Repository::refresh_index_cache`]. Only for
+    /// commands that trust the index (backup, restore); `check` reads every
+    /// index file.
+    pub fn use_index_cache(&self, path: std::path::PathBuf) {
+        lock_mutex(&self.shared.index_cache).path = Some(path);
+    }
+
+    /// After a backup has flushed: rewrite the index cache when the index
+    /// files added since it was written (by this process or others) hold
+    /// many blobs. Does nothing while blobs are stored but not indexed.
+    pub fn refresh_index_cache(&self) {
+        if !lock_mutex(&self.shared.index_cache).stale()
+            || !lock_mutex(&self.shared.pending_index).is_empty()
+            || !lock_mutex(&self.shared.pending_blobs).is_empty()
+        {
+            return;
+        }
+        let index = self.shared.index_read();
+        self.write_index_cache(&index);
+    }
+
+    /// The cached index and the index files it covers, if the cache file
+    /// decrypts, is well-formed and covers only files in `listed`.
+    fn read_index_cache(
+        &self,
+        path: &std::path::Path,
+        listed: &[Id],
+    ) -> Option<(MemoryIndex, Vec<Id>)> {
+        let sealed = std::fs::read(path).ok()?;
+        let plain = self.shared.key.decrypt(&sealed).ok()?;
+        let (index, files) = MemoryIndex::decode_cache(&plain)?;
+        // A covered file that is gone (prune, repair index) may have taken
+        // blobs with it: the whole cache is then ignored.
+        files
+            .iter()
+            .all(|f| listed.binary_search(f).is_ok())
+            .then_some((index, files))
+    }
+
+    /// Write `index` (holding exactly the blobs of the recorded index
+    /// files) to the cache file: temporary name, then rename. A failure
+    /// only means the next load parses more.
+    fn write_index_cache(&self, index: &MemoryIndex) {
+        let (path, files) = {
+            let state = lock_mutex(&self.shared.index_cache);
+            match &state.path {
+                Some(path) => (path.clone(), state.files.clone()),
+                None => return,
+            }
+        };
+        let sealed = self.shared.key.encrypt(&index.encode_cache(&files));
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &sealed))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        let mut state = lock_mutex(&self.shared.index_cache);
+        if state.files == files {
+            state.cached += state.uncached;
+            state.uncached = 0;
+        }
     }
 
     /// Run `f` with read access to the in-memory index.

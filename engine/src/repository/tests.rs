@@ -482,3 +482,96 @@ fn reads_every_upstream_fixture() {
     }
     assert!(checked >= 8, "only {checked} fixtures");
 }
+
+#[test]
+fn index_cache_covers_listed_files_only() {
+    let t = TempDir::new("index-cache");
+    let repo = new_repo(&t.0, 2);
+    // 1200 blobs in one index file: enough for a load to write the cache.
+    let first: Vec<Id> = (0..1200u32)
+        .map(|i| {
+            repo.save_blob(BlobType::Data, i.to_le_bytes(), None)
+                .unwrap()
+                .0
+        })
+        .collect();
+    repo.flush().unwrap();
+    let cache = t.0.join("cache").join("repo.index");
+    let open = || {
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.0.join("repo")));
+        let r = Repository::open(be, b"pw", None).unwrap();
+        r.use_index_cache(cache.clone());
+        r.load_index().unwrap();
+        r
+    };
+    let counts = |r: &Repository| {
+        let state = lock_mutex(&r.shared.index_cache);
+        (state.cached, state.uncached)
+    };
+    // Parsed, then written; the next load takes it all from the cache.
+    let parsed = open();
+    assert_eq!(counts(&parsed), (1200, 0));
+    assert!(cache.exists());
+    let cached = open();
+    assert_eq!(counts(&cached), (1200, 0));
+    for id in &first {
+        assert_eq!(
+            cached.load_blob(BlobType::Data, id).unwrap(),
+            parsed.load_blob(BlobType::Data, id).unwrap()
+        );
+    }
+    // The cache is encrypted: no blob ID in the clear.
+    let bytes = std::fs::read(&cache).unwrap();
+    assert!(!bytes.windows(32).any(|w| w == first[0].0));
+
+    // A later index file is parsed on top of the cache, and a backup that
+    // adds many blobs rewrites it.
+    let second: Vec<Id> = (5000..5010u32)
+        .map(|i| {
+            cached
+                .save_blob(BlobType::Data, i.to_le_bytes(), None)
+                .unwrap()
+                .0
+        })
+        .collect();
+    cached.flush().unwrap();
+    cached.refresh_index_cache();
+    let both = open();
+    assert_eq!(counts(&both), (1200, 10));
+    for id in first.iter().chain(&second) {
+        assert!(both.lookup_all(BlobType::Data, id).len() == 1, "{id:?}");
+    }
+    let third: Vec<Id> = (9000..10_500u32)
+        .map(|i| {
+            both.save_blob(BlobType::Data, i.to_le_bytes(), None)
+                .unwrap()
+                .0
+        })
+        .collect();
+    both.flush().unwrap();
+    both.refresh_index_cache();
+    assert_eq!(counts(&both), (2710, 0));
+    assert_eq!(counts(&open()), (2710, 0));
+
+    // A covered index file that is gone (prune rewrote the index): the
+    // cache is not used, so its blobs are not found either, and the load
+    // writes a new one.
+    let first_file = lock_mutex(&parsed.shared.index_cache).files.clone();
+    assert_eq!(first_file.len(), 1);
+    repo.backend()
+        .remove(FileType::Index, &first_file[0].to_hex())
+        .unwrap();
+    let pruned = open();
+    assert!(!pruned.has_blob(BlobType::Data, &first[0]));
+    assert!(pruned.has_blob(BlobType::Data, &third[0]));
+    assert_eq!(counts(&pruned), (1510, 0));
+
+    // A damaged cache file is ignored.
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&cache, &bytes).unwrap();
+    let damaged = open();
+    assert!(damaged.has_blob(BlobType::Data, &third[0]));
+    assert!(damaged.has_blob(BlobType::Data, &second[0]));
+}
