@@ -51,8 +51,9 @@
 //! crates; scrypt's ROMix runs on AVX-512VL where the CPU has it
 //! (`scrypt_kdf`).
 
-// One `unsafe` in the crate: calling the AVX-512 ROMix after detecting the
-// CPU features it needs (`scrypt_kdf`).
+// Two `unsafe` calls in the crate, both in `scrypt_kdf`: the AVX-512 ROMix
+// after detecting the CPU features it needs, and madvise(MADV_HUGEPAGE) on
+// its table (a hint that changes no memory).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
