@@ -1145,16 +1145,7 @@ impl Run<'_> {
         if size == 0 {
             return Ok((Tree::new(), snap_path));
         }
-        let (uid, gid) = os_identity::uid_gid();
-        let mut node = Node::new(name.into_bytes(), NodeType::File);
-        node.mode = 0o644;
-        node.mtime = time;
-        node.atime = time;
-        node.ctime = time;
-        node.uid = uid;
-        node.gid = gid;
-        node.size = size;
-        node.content = Some(content);
+        let node = stream_file_node(name.into_bytes(), time, size, content);
         inc(&self.counters.files_new, 1);
         inc(&self.counters.bytes_processed, size);
         self.progress.file_done(
@@ -1187,4 +1178,21 @@ fn go_error_text(e: &std::io::Error) -> String {
 enum FileError {
     Io(std::io::Error),
     Repo(RepoError),
+}
+
+/// The node of a file that exists only as a stream of bytes (`--stdin`, an
+/// image's guest view): a regular file, mode 0644, every timestamp `time`,
+/// owned by the user running the backup.
+pub(crate) fn stream_file_node(name: Vec<u8>, time: GoTime, size: u64, content: Vec<Id>) -> Node {
+    let (uid, gid) = os_identity::uid_gid();
+    let mut node = Node::new(name, NodeType::File);
+    node.mode = 0o644;
+    node.mtime = time;
+    node.atime = time;
+    node.ctime = time;
+    node.uid = uid;
+    node.gid = gid;
+    node.size = size;
+    node.content = Some(content);
+    node
 }

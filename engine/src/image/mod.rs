@@ -441,13 +441,7 @@ pub fn backup_image(
     // The snapshot: one file node at the root (like `--stdin`).
     let time = options.time.unwrap_or_else(GoTime::now_local);
     let unmodified = parent_content.as_ref() == Some(&content);
-    let node = image_node(
-        &options.file_name,
-        options.mtime,
-        time,
-        layout.size,
-        content,
-    );
+    let node = image_node(&options, time, layout.size, content);
     let (uid, gid) = (node.uid, node.gid);
     let (tree_bytes, hashed) = match options.prepared_tree.take().filter(|p| p.node == node) {
         Some(prepared) => (prepared.bytes, (prepared.id, prepared.frame)),
@@ -677,26 +671,11 @@ fn hash_and_compress(repo: &Repository, tree: &[u8]) -> (Id, Option<(i32, Vec<u8
     })
 }
 
-/// The file node of an image in its snapshot.
-fn image_node(
-    file_name: &str,
-    mtime: Option<GoTime>,
-    time: GoTime,
-    size: u64,
-    content: Vec<Id>,
-) -> Node {
-    let (uid, gid) = os_identity::uid_gid();
-    let mtime = mtime.unwrap_or(time);
-    let mut node = Node::new(file_name.as_bytes().to_vec(), NodeType::File);
-    node.mode = 0o644;
-    node.mtime = mtime;
-    node.atime = mtime;
-    node.ctime = mtime;
-    node.uid = uid;
-    node.gid = gid;
-    node.size = size;
-    node.content = Some(content);
-    node
+/// The image file's node in its snapshot (like `--stdin`'s, with the
+/// image's mtime when given).
+fn image_node(options: &ImageBackupOptions, time: GoTime, size: u64, content: Vec<Id>) -> Node {
+    let mtime = options.mtime.unwrap_or(time);
+    crate::archiver::stream_file_node(options.file_name.as_bytes().to_vec(), mtime, size, content)
 }
 
 /// The image file's node and tree, encoded, hashed and compressed ahead of
@@ -742,7 +721,7 @@ pub fn prepare_content_tree(
         let length = block.min(size.checked_sub(start)?);
         *content.get_mut(i)? = id.unwrap_or_else(|| fixed::zero_block_id(length));
     }
-    let node = image_node(&options.file_name, options.mtime, time, size, content);
+    let node = image_node(options, time, size, content);
     let tree = Tree { nodes: vec![node] };
     let bytes = tree.encode().ok()?;
     let (id, frame) = hash_and_compress(repo, &bytes);

@@ -483,18 +483,23 @@ fn reads_every_upstream_fixture() {
     assert!(checked >= 8, "only {checked} fixtures");
 }
 
-#[test]
-fn index_cache_covers_listed_files_only() {
-    let t = TempDir::new("index-cache");
-    let repo = new_repo(&t.0, 2);
-    // 1200 blobs in one index file: enough for a load to write the cache.
-    let first: Vec<Id> = (0..1200u32)
+/// Saves the little-endian bytes of each number in `range` as a data blob.
+fn save_numbered(repo: &Repository, range: std::ops::Range<u32>) -> Vec<Id> {
+    range
         .map(|i| {
             repo.save_blob(BlobType::Data, i.to_le_bytes(), None)
                 .unwrap()
                 .0
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn index_cache_covers_listed_files_only() {
+    let t = TempDir::new("index-cache");
+    let repo = new_repo(&t.0, 2);
+    // 1200 blobs in one index file: enough for a load to write the cache.
+    let first = save_numbered(&repo, 0..1200);
     repo.flush().unwrap();
     let cache = t.0.join("cache").join("repo.index");
     let open = || {
@@ -526,14 +531,7 @@ fn index_cache_covers_listed_files_only() {
 
     // A later index file is parsed on top of the cache, and a backup that
     // adds many blobs rewrites it.
-    let second: Vec<Id> = (5000..5010u32)
-        .map(|i| {
-            cached
-                .save_blob(BlobType::Data, i.to_le_bytes(), None)
-                .unwrap()
-                .0
-        })
-        .collect();
+    let second = save_numbered(&cached, 5000..5010);
     cached.flush().unwrap();
     cached.refresh_index_cache();
     let both = open();
@@ -541,13 +539,7 @@ fn index_cache_covers_listed_files_only() {
     for id in first.iter().chain(&second) {
         assert!(both.lookup_all(BlobType::Data, id).len() == 1, "{id:?}");
     }
-    let third: Vec<Id> = (9000..10_500u32)
-        .map(|i| {
-            both.save_blob(BlobType::Data, i.to_le_bytes(), None)
-                .unwrap()
-                .0
-        })
-        .collect();
+    let third = save_numbered(&both, 9000..10_500);
     both.flush().unwrap();
     both.refresh_index_cache();
     assert_eq!(counts(&both), (2710, 0));
