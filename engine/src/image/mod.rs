@@ -24,9 +24,11 @@
 //!   list equals that of a full backup, so every snapshot restores on its own.
 //!   An incremental's own work overlaps with opening the repository:
 //!   [`prefetch_blocks`] reads, hashes and compresses the changed blocks
-//!   while the key is derived (scrypt, ~70 ms), [`PrefetchedBlocks::seal`]
-//!   encrypts them into hashed packs while the index and then the parent's
-//!   blobs ([`load_parent_blobs`]) load; the backup then only stores them.
+//!   while the key is derived (scrypt, ~40 ms), [`PrefetchedBlocks::seal`]
+//!   encrypts them into hashed packs on every thread while the index and
+//!   then the parent's blobs ([`load_parent_blobs`]) load, and
+//!   [`prepare_content_tree`] builds the new content list's tree meanwhile;
+//!   the backup then only stores them.
 //! - [`restore_node`] writes a sparse raw file or a qcow2 image;
 //!   [`restore_chain`] flattens an OpenNebula chain (full + qcow2 increments,
 //!   one snapshot each) without qemu-img.

@@ -7,6 +7,10 @@
 //! Reading: [`Repository::load_index`] once, then [`Repository::load_blob`],
 //! [`Repository::load_tree`], [`Repository::list_snapshots`], ...
 //!
+//! Commands that trust the index (backup, restore, not check) may first
+//! name a local cache file with [`Repository::use_index_cache`]: the load
+//! then parses only the index files the cache does not cover.
+//!
 //! Writing: [`Repository::save_blob`] from any number of threads (blobs are
 //! deduplicated against the index and against blobs waiting in open packs),
 //! then [`Repository::flush`] (finishes packs, waits for uploads, writes the
