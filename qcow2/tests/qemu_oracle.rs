@@ -27,7 +27,7 @@ fn qemu_available() -> bool {
     if ok("qemu-img") && ok("qemu-io") {
         true
     } else {
-        eprintln!("SKIPPED: qemu-img/qemu-io not installed; the qcow2 oracle tests need them");
+        restix_testkit::skip("qemu-img/qemu-io", "apt-get install qemu-utils");
         false
     }
 }
@@ -850,7 +850,7 @@ fn qemu_nbd_dirty_ranges(
     {
         Ok(child) => child,
         Err(_) => {
-            eprintln!("qemu-nbd not installed: bitmap oracle skipped");
+            restix_testkit::skip("qemu-nbd", "apt-get install qemu-utils");
             return None;
         }
     };

@@ -49,7 +49,7 @@ fn restic(repo: &Path, args: &[&str]) -> Output {
 #[test]
 fn read_a_version_2_repository_written_by_restic() {
     if !restic_available() {
-        println!("SKIPPED: restic not installed");
+        restix_testkit::skip("restic", "apt-get install restic");
         return;
     }
     let tmp = temp_dir("restic-v2");
@@ -112,7 +112,7 @@ fn read_a_version_2_repository_written_by_restic() {
 #[test]
 fn restic_accepts_a_repository_written_by_this_crate() {
     if !restic_available() {
-        println!("SKIPPED: restic not installed");
+        restix_testkit::skip("restic", "apt-get install restic");
         return;
     }
     for version in [1u32, 2] {

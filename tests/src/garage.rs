@@ -102,9 +102,10 @@ impl GarageCluster {
         match garage_bin() {
             Some(bin) => Some(GarageCluster::start_with(bin)),
             None => {
-                eprintln!(
-                    "skipped: garage not found (set GARAGE_BIN or run \
-                     `cargo install garage --locked`; CI does)"
+                restix_testkit::skip(
+                    "garage",
+                    "set GARAGE_BIN or run `cargo install garage --locked \
+                     --no-default-features --features sqlite,bundled-libs`",
                 );
                 None
             }

@@ -192,10 +192,7 @@ macro_rules! require_restic {
         match $crate::harness::restic_bin() {
             Some(path) => path,
             None => {
-                eprintln!(
-                    "skipped: restic not found in PATH (install it: apt-get install restic; \
-                     CI does); this test needs the real restic as the oracle"
-                );
+                $crate::harness::skip_missing_restic();
                 return;
             }
         }
@@ -210,14 +207,42 @@ macro_rules! require_fixtures {
         match $crate::harness::fixtures_dir() {
             Some(path) => path,
             None => {
-                eprintln!(
-                    "skipped: fixtures absent (set RESTIX_FIXTURES or provide {})",
-                    $crate::harness::default_fixtures_dir().display()
-                );
+                $crate::harness::skip_missing_fixtures();
                 return;
             }
         }
     };
+}
+
+/// Records that the calling test is skipped for want of restic (fails under
+/// `CI=true`, see `restix_testkit`).
+pub fn skip_missing_restic() {
+    restix_testkit::skip(
+        "restic",
+        "apt-get install restic; the test needs the real restic 0.14 as the oracle",
+    );
+}
+
+/// Records that the calling test is skipped for want of restic's fixtures.
+pub fn skip_missing_fixtures() {
+    restix_testkit::skip(
+        "fixtures",
+        &format!(
+            "set RESTIX_FIXTURES or provide {}",
+            default_fixtures_dir().display()
+        ),
+    );
+}
+
+/// `qemu-img` and `qemu-io` both run; otherwise the calling test is recorded
+/// as skipped (fails under `CI=true`) and `false` is returned.
+pub fn require_qemu() -> bool {
+    let found = restix_testkit::have_program("qemu-img", &["--version"])
+        && restix_testkit::have_program("qemu-io", &["--version"]);
+    if !found {
+        restix_testkit::skip("qemu-img/qemu-io", "apt-get install qemu-utils");
+    }
+    found
 }
 
 // Also reachable as `harness::require_restic!` / `harness::require_fixtures!`.

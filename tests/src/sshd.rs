@@ -139,7 +139,7 @@ impl Sshd {
     /// [`Sshd::start`], or `None` (with a note on stderr) when sshd is missing.
     pub fn start_if_available() -> Option<Sshd> {
         if !Self::available() {
-            eprintln!("skipping: {SSHD_BIN} is not installed");
+            restix_testkit::skip(SSHD_BIN, "apt-get install openssh-server openssh-client");
             return None;
         }
         Some(Self::start())

@@ -18,12 +18,7 @@ use restix_tests::harness::{self, s, Sandbox, PASSWORD};
 const M: u64 = 1024 * 1024;
 
 fn have_qemu() -> bool {
-    let found = Command::new("qemu-img").arg("--version").output().is_ok()
-        && Command::new("qemu-io").arg("--version").output().is_ok();
-    if !found {
-        eprintln!("skipped: qemu-img/qemu-io not installed");
-    }
-    found
+    harness::require_qemu()
 }
 
 /// Runs a program and asserts success.

@@ -333,17 +333,6 @@ fn sh(program: &str, args: &[&str]) {
     );
 }
 
-fn qemu_available() -> bool {
-    ["qemu-img", "qemu-io"].iter().all(|p| {
-        Command::new(p)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|st| st.success())
-    })
-}
-
 /// A 32 MiB (virtual) qcow2 full backup image: random and zero regions.
 fn make_full_disk(raw: &Path, qcow2: &Path) {
     let mut data = vec![0u8; 32 << 20];
@@ -507,11 +496,10 @@ fn make_random_disk(raw: &Path, qcow2: &Path, mib: usize, seed: u64) {
 
 fn run_replay(tool: Tool) {
     if restix_tests::harness::restic_bin().is_none() {
-        eprintln!("skipped: restic not found in PATH (needed for the lock holder)");
+        restix_tests::harness::skip_missing_restic();
         return;
     }
-    if !qemu_available() {
-        eprintln!("skipped: qemu-img/qemu-io not installed");
+    if !restix_tests::harness::require_qemu() {
         return;
     }
     let Some(sshd) = Sshd::start_if_available() else {

@@ -39,7 +39,7 @@ fn restic(home: &TestHome, args: &[&str]) -> String {
 #[test]
 fn real_restic_over_harness_sshd() {
     if !Path::new(RESTIC).exists() {
-        eprintln!("skipping: {RESTIC} is not installed");
+        restix_tests::harness::skip_missing_restic();
         return;
     }
     let Some(sshd) = Sshd::start_if_available() else {

@@ -363,7 +363,7 @@ impl Drop for ExclusiveLockHolder {
 
 fn velero_replay(tool: Tool) {
     if restix_tests::harness::restic_bin().is_none() {
-        eprintln!("skipped: restic not found in PATH (needed for the lock holder and check)");
+        restix_tests::harness::skip_missing_restic();
         return;
     }
     let sb = Sandbox::new();

@@ -268,13 +268,16 @@ fn same_base_names_get_suffixes() {
 #[test]
 fn tree_ids_equal_restics() {
     if Command::new("restic").arg("version").output().is_err() {
-        eprintln!("SKIPPED: restic not installed");
+        restix_testkit::skip("restic", "apt-get install restic");
         return;
     }
     if restix_repo_format::time::local_offset_at(0) != 0
         || restix_repo_format::time::local_offset_at(1_800_000_000) != 0
     {
-        eprintln!("SKIPPED: local time zone is not UTC (restic runs with TZ=UTC)");
+        restix_testkit::skip(
+            "a UTC local time zone",
+            "run the tests with TZ=UTC, as restic's comparison needs",
+        );
         return;
     }
     let t = TempDir::new("vsrestic");

@@ -413,7 +413,10 @@ fn untar(tarball: &Path, into: &Path) -> PathBuf {
 #[test]
 fn reads_every_upstream_fixture() {
     let Some(dir) = fixtures_dir() else {
-        eprintln!("SKIPPED: fixtures not found (set RESTIX_FIXTURES)");
+        restix_testkit::skip(
+            "fixtures",
+            "set RESTIX_FIXTURES or provide ../shared/fixtures",
+        );
         return;
     };
     // Damaged on purpose: trees may be unreadable.

@@ -45,7 +45,7 @@ fn restic_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("restic not installed: test skipped");
+        restix_testkit::skip("restic", "apt-get install restic");
     }
     ok
 }
@@ -601,7 +601,10 @@ fn xattrs_are_restored() {
         supported = fsops::lsetxattr(&src.join("a.txt"), b"user.restix", b"value").is_ok();
     });
     if !supported {
-        eprintln!("no user xattrs on this file system: test skipped");
+        restix_testkit::skip(
+            "user xattrs on the temporary folder's file system",
+            "run the tests on ext4, xfs or btrfs",
+        );
         return;
     }
     let target = fx.work.join("out");
