@@ -325,8 +325,7 @@ fn check_header(
             .map(u64::from_le_bytes)
             .unwrap_or(u64::MAX)
     };
-    if payload.get(..8) != Some(&SEGMENT_MAGIC[..]) || payload.get(8..24) != Some(&meta.nonce[..])
-    {
+    if payload.get(..8) != Some(&SEGMENT_MAGIC[..]) || payload.get(8..24) != Some(&meta.nonce[..]) {
         return Err(bad("not the segment the manifest names"));
     }
     let bits = payload
@@ -926,8 +925,9 @@ impl SegmentScan {
 
 /// Blobs parsed from index files (or saved by this process), gathered for
 /// one new segment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Batch {
+    keys: CacheKeys,
     entries: Vec<([u8; 32], Value)>,
     packs: Vec<Id>,
     pack_numbers: HashMap<Id, u32>,
@@ -936,10 +936,20 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// An empty batch for the cache with `keys`.
+    pub(crate) fn new(keys: &CacheKeys) -> Batch {
+        Batch {
+            keys: keys.clone(),
+            entries: Vec::new(),
+            packs: Vec::new(),
+            pack_numbers: HashMap::new(),
+            files: Vec::new(),
+        }
+    }
+
     /// Adds one blob copy.
     pub(crate) fn add(
         &mut self,
-        keys: &CacheKeys,
         blob_type: BlobType,
         blob: Id,
         pack: Id,
@@ -965,7 +975,8 @@ impl Batch {
             uncompressed: u32::try_from(uncompressed_length.unwrap_or(0))
                 .map_err(|_| overflow())?,
         };
-        self.entries.push((keys.search_key(blob_type, &blob), value));
+        self.entries
+            .push((self.keys.search_key(blob_type, &blob), value));
         Ok(())
     }
 
@@ -1097,9 +1108,9 @@ impl CacheDir {
         }
     }
 
-    /// The keys (for [`Batch::add`]).
-    pub(crate) fn keys(&self) -> &CacheKeys {
-        &self.keys
+    /// An empty batch of blobs for a new segment.
+    pub(crate) fn batch(&self) -> Batch {
+        Batch::new(&self.keys)
     }
 
     /// The manifest, if there is one that decrypts and belongs to this
@@ -1108,6 +1119,32 @@ impl CacheDir {
         let sealed = std::fs::read(self.dir.join(MANIFEST)).ok()?;
         let plain = self.key.decrypt(&sealed).ok()?;
         Manifest::decode(&plain, &self.repo_id)
+    }
+
+    /// The manifest as [`CacheDir::read_manifest`] gives it; a manifest
+    /// that is there but damaged or foreign is removed with every segment
+    /// (nothing of that cache is trusted).
+    pub(crate) fn read_or_discard_manifest(&self) -> Manifest {
+        if let Some(m) = self.read_manifest() {
+            return m;
+        }
+        if self.dir.join(MANIFEST).exists() {
+            self.discard();
+        }
+        Manifest::default()
+    }
+
+    /// Removes the manifest and every segment file.
+    pub(crate) fn discard(&self) {
+        self.remove_manifest();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().contains(".seg") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Creates the folder (replacing a file of an older cache format there).
@@ -1194,10 +1231,7 @@ impl CacheDir {
             heads.push(s.next_entry()?);
         }
         let mut group: Vec<(Id, Value)> = Vec::new();
-        loop {
-            let Some(key) = heads.iter().flatten().map(|(k, _, _)| *k).min() else {
-                break;
-            };
+        while let Some(key) = heads.iter().flatten().map(|(k, _, _)| *k).min() {
             // All copies of one blob, from every segment, deduplicated.
             group.clear();
             for (head, scan) in heads.iter_mut().zip(&mut scans) {
@@ -1270,7 +1304,6 @@ impl CacheDir {
 
 /// Adds every blob of `index` to `batch`.
 pub(crate) fn batch_from_memory(
-    keys: &CacheKeys,
     index: &MemoryIndex,
     batch: &mut Batch,
 ) -> Result<(), IndexOverflow> {
@@ -1278,7 +1311,6 @@ pub(crate) fn batch_from_memory(
     index.for_each(|t, id, l| {
         if result.is_ok() {
             result = batch.add(
-                keys,
                 t,
                 id,
                 l.pack,

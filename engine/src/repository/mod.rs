@@ -59,8 +59,8 @@ use sha2::{Digest, Sha256};
 use crate::backend::{Backend, BackendError, FileType};
 
 pub use index::{BlobLocation, MemoryIndex};
-use mapped_index::{CacheDir, Damaged, IndexView, Manifest};
 pub use lock::{remove_held_locks, LockError, LockGuard};
+use mapped_index::{CacheDir, Damaged, IndexView, Manifest};
 
 /// Default target pack size (spec: restic-format §7.4).
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
@@ -319,7 +319,7 @@ impl Shared {
             let mut state = lock_mutex(&self.index_cache);
             state.failed = true;
             if let Some((cache, _)) = &state.cache {
-                cache.remove_manifest();
+                cache.discard();
             }
         }
         // On a read error the index stays incomplete: a blob not found is
@@ -334,9 +334,7 @@ impl Shared {
                     .filter_map(|f| Id::from_hex(&f.name).ok())
                     .collect();
                 ids.sort();
-                self.read_index_files(&ids, |_, file| {
-                    self.add_to_memory(&mut view.memory, &file)
-                })
+                self.read_index_files(&ids, |_, file| self.add_to_memory(&mut view.memory, &file))
             });
         let _ = loaded;
         view.memory.finish_bulk_load();
@@ -1123,7 +1121,7 @@ impl Repository {
                 Err(CachedLoadError::Repo(e)) => return Err(e),
                 Err(CachedLoadError::Cache) => {
                     // Not trusted again as it is: the next load rebuilds.
-                    cache.remove_manifest();
+                    cache.discard();
                 }
             }
         }
@@ -1171,7 +1169,7 @@ impl Repository {
     ) -> Result<(mapped_index::MappedIndex, Manifest), CachedLoadError> {
         cache.create()?;
         let listed: HashSet<&Id> = ids.iter().collect();
-        let old = cache.read_manifest().unwrap_or_default();
+        let old = cache.read_or_discard_manifest();
         let mut manifest = Manifest::default();
         let mut replaced = Vec::new();
         for meta in old.segments {
@@ -1193,7 +1191,7 @@ impl Repository {
             .copied()
             .collect();
         let mut changed = !replaced.is_empty();
-        let mut batch = mapped_index::Batch::default();
+        let mut batch = cache.batch();
         self.shared
             .read_index_files(&rest, |id, file| -> Result<(), CachedLoadError> {
                 for p in &file.packs {
@@ -1203,7 +1201,6 @@ impl Repository {
                         }
                         batch
                             .add(
-                                cache.keys(),
                                 b.blob_type,
                                 b.id,
                                 p.id,
@@ -1220,7 +1217,7 @@ impl Repository {
                 if batch.len() >= mapped_index::BUILD_BATCH {
                     manifest
                         .segments
-                        .extend(cache.write_batch(std::mem::take(&mut batch))?);
+                        .extend(cache.write_batch(std::mem::replace(&mut batch, cache.batch()))?);
                 }
                 Ok(())
             })?;
@@ -1273,8 +1270,8 @@ impl Repository {
         let Some((cache, manifest)) = &mut state.cache else {
             return;
         };
-        let mut batch = mapped_index::Batch::default();
-        if mapped_index::batch_from_memory(cache.keys(), &view.memory, &mut batch).is_err() {
+        let mut batch = cache.batch();
+        if mapped_index::batch_from_memory(&view.memory, &mut batch).is_err() {
             return;
         }
         batch.files = written;
