@@ -348,9 +348,9 @@ impl Shared {
         mut each: impl FnMut(&Id, IndexFile) -> Result<(), E>,
     ) -> Result<(), E> {
         let workers = self.backend.connections() + cpu_count();
-        // Parsed files wait here for their turn: bounded, so that a cold
-        // load of a huge repository does not hold all of them at once.
-        for chunk in ids.chunks(workers * 4) {
+        // One file per worker at a time: a cold load of a huge repository
+        // holds a few parsed files, not all of them.
+        for chunk in ids.chunks(workers) {
             let files = parallel_map(chunk, workers, |id| -> RepoResult<IndexFile> {
                 let json = self.load_file(FileType::Index, id)?;
                 IndexFile::parse(&json)
