@@ -140,7 +140,7 @@ pub fn parse_count(text: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 1.0).then(|| (n * mult as f64) as u64)
+    (n.is_finite() && n >= 1.0).then_some((n * mult as f64) as u64)
 }
 
 fn restic_command(restic: &Path, repo: &Path) -> Command {
