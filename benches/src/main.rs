@@ -11,13 +11,16 @@
 //! benches/run.sh --quick                       # ~200 MB data, all tools
 //! benches/run.sh --size 2G --prune --sftp --s3 # everything
 //! cargo run --release -p restix-benches -- --quick --tools restic --only image,small
+//! benches/run.sh --scale 1M,4M,10M             # how cost grows with the index
 //! ```
 
 mod content;
 mod datasets;
 mod error;
 mod measure;
+mod plot;
 mod report;
+mod scale;
 mod scenarios;
 mod tools;
 
@@ -58,6 +61,12 @@ usage: restix-benches [options]
   --output FILE        also write the report to FILE
   --timeout SECS       kill a command after SECS (default 3600)
   --no-warm-memory     skip touching the free memory once before the runs
+  --scale LIST         scale scenarios on repositories whose index lists these
+                       blob counts, e.g. 1M,4M,10M: small backup (cold and warm
+                       cache), snapshots, ls latest, forget --dry-run; alone
+                       unless --only names other scenarios too
+  --plot FILE          where the scale plot (SVG) goes (default
+                       DIR/results/scale.svg)
 ";
 
 /// Parsed command line.
@@ -77,6 +86,9 @@ struct Options {
     timeout: Duration,
     warm_memory: bool,
     command_line: String,
+    /// Blob counts of the scale repositories (empty: no scale scenarios).
+    scale: Vec<u64>,
+    plot: Option<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -112,6 +124,8 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         .unwrap_or_else(|| PathBuf::from("/var/tmp/restix-bench"));
     let mut output = None;
     let mut timeout = Duration::from_secs(3600);
+    let mut scale = Vec::new();
+    let mut plot = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -183,6 +197,16 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--restic" => restic = PathBuf::from(value("--restic")?),
             "--rustic" => rustic = Some(PathBuf::from(value("--rustic")?)),
             "--dir" => dir = PathBuf::from(value("--dir")?),
+            "--scale" => {
+                let v = value("--scale")?;
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    scale.push(
+                        scale::parse_count(n)
+                            .ok_or_else(|| usage(format!("bad blob count {n:?}")))?,
+                    );
+                }
+            }
+            "--plot" => plot = Some(PathBuf::from(value("--plot")?)),
             "--output" => output = Some(PathBuf::from(value("--output")?)),
             "--timeout" => {
                 let v = value("--timeout")?;
@@ -195,6 +219,8 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         }
     }
     let scenarios = match only {
+        // --scale alone runs only the scale scenarios.
+        None if !scale.is_empty() => Vec::new(),
         Some(list) => Scenario::ALL
             .into_iter()
             .filter(|s| list.contains(s))
@@ -224,6 +250,8 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         output,
         timeout,
         command_line: args.join(" "),
+        scale,
+        plot,
     })
 }
 
@@ -504,6 +532,10 @@ fn run(opts: Options) -> Result<(), BenchError> {
     if tools.is_empty() {
         return Err(BenchError::Usage("no tools to run".into()));
     }
+    let mut scale_repos = Vec::new();
+    for &blobs in &opts.scale {
+        scale_repos.push(scale::scale_repo(&opts.dir, &opts.restic, blobs)?);
+    }
     let inputs = build_inputs(&opts)?;
     if opts.prepare_only {
         eprintln!("data sets ready in {}", opts.dir.display());
@@ -545,6 +577,7 @@ fn run(opts: Options) -> Result<(), BenchError> {
         },
     };
     let mut cells: Vec<Cell> = Vec::new();
+    let mut scale_cells: Vec<scale::ScaleCell> = Vec::new();
     for rep in 0..opts.repeat {
         // Alternate the order so no tool always runs first (or last).
         let order: Vec<usize> = if rep % 2 == 0 {
@@ -582,19 +615,47 @@ fn run(opts: Options) -> Result<(), BenchError> {
                     }),
                 }
             };
-            runner.run_chains(tool, &inputs, &mut record);
+            if !opts.scenarios.is_empty() {
+                runner.run_chains(tool, &inputs, &mut record);
+            }
+            for repo in &scale_repos {
+                scale::run_chain(tool, repo, &work, opts.timeout, &mut |cell| {
+                    scale::keep_better(&mut scale_cells, cell)
+                });
+            }
         }
     }
     cells.sort_by_key(|c| (c.scenario, c.tool));
     let mut report = header(&opts, &tools, &inputs);
-    report.push_str(&report::table(&tools, &cells, &opts.scenarios, |s| {
-        input_bytes(&inputs, s)
-    }));
-    report.push_str(
-        "\nWall: spawn to exit; CPU: user+sys and peak RSS from `wait4` of that one \
-         child (incl. the children it reaped, e.g. restic's ssh); Repo: `du` after the \
-         run; Speed-up = restic wall / tool wall; RSS ratio = tool / restic.\n",
-    );
+    if !opts.scenarios.is_empty() {
+        report.push_str(&report::table(&tools, &cells, &opts.scenarios, |s| {
+            input_bytes(&inputs, s)
+        }));
+        report.push_str(
+            "\nWall: spawn to exit; CPU: user+sys and peak RSS from `wait4` of that one \
+             child (incl. the children it reaped, e.g. restic's ssh); Repo: `du` after the \
+             run; Speed-up = restic wall / tool wall; RSS ratio = tool / restic.\n",
+        );
+    }
+    if !scale_repos.is_empty() {
+        report.push('\n');
+        report.push_str(&scale::report(&scale_repos, &tools, &scale_cells));
+        let plot_path = opts
+            .plot
+            .clone()
+            .unwrap_or_else(|| opts.dir.join("results").join("scale.svg"));
+        if let Some(parent) = plot_path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match plot::scale_svg(&plot_path, &tools, &scale_cells) {
+            Ok(()) => report.push_str(&format!(
+                "\nPlot: `{}`. Wall and peak RSS (`wait4`) of each command; best of {} by wall.\n",
+                plot_path.display(),
+                opts.repeat
+            )),
+            Err(e) => eprintln!("could not draw {}: {e}", plot_path.display()),
+        }
+    }
     println!("{report}");
     let results = opts.dir.join("results");
     std::fs::create_dir_all(&results).ctx(|| format!("mkdir {}", results.display()))?;

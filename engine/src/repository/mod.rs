@@ -8,8 +8,10 @@
 //! [`Repository::load_tree`], [`Repository::list_snapshots`], ...
 //!
 //! Commands that trust the index (backup, restore, not check) may first
-//! name a local cache file with [`Repository::use_index_cache`]: the load
-//! then parses only the index files the cache does not cover.
+//! name a local cache folder with [`Repository::use_index_cache`]: the index
+//! is then searched in place in memory-mapped files (`mapped_index`, see
+//! docs/index.md), so memory does not grow with the repository, and only
+//! index files the cache does not cover yet are parsed.
 //!
 //! Writing: [`Repository::save_blob`] from any number of threads (blobs are
 //! deduplicated against the index and against blobs waiting in open packs),
@@ -34,6 +36,7 @@
 
 pub mod index;
 pub mod lock;
+pub(crate) mod mapped_index;
 pub(crate) mod os_identity;
 mod packer;
 
@@ -57,6 +60,7 @@ use crate::backend::{Backend, BackendError, FileType};
 
 pub use index::{BlobLocation, MemoryIndex};
 pub use lock::{remove_held_locks, LockError, LockGuard};
+use mapped_index::{CacheDir, Damaged, IndexView, Manifest};
 
 /// Default target pack size (spec: restic-format §7.4).
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
@@ -189,6 +193,20 @@ pub enum RepoError {
     Lock(#[from] LockError),
 }
 
+/// An error adding an index file's blobs, with the file's name.
+fn name_index_error(e: RepoError, file: &Id) -> RepoError {
+    match e {
+        RepoError::InvalidFile {
+            file_type, reason, ..
+        } => RepoError::InvalidFile {
+            file_type,
+            name: file.to_hex(),
+            reason,
+        },
+        other => other,
+    }
+}
+
 impl RepoError {
     fn invalid_file(file_type: FileType, name: &str, reason: impl ToString) -> Self {
         RepoError::InvalidFile {
@@ -207,7 +225,7 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) key: Key,
     pub(crate) version: u32,
-    index: RwLock<MemoryIndex>,
+    index: RwLock<IndexView>,
     /// Blobs accepted by `save_blob` whose pack is not stored yet.
     pending_blobs: Mutex<HashSet<(BlobType, Id)>>,
     /// Stored packs whose blobs are not in an index file yet.
@@ -219,31 +237,44 @@ pub(crate) struct Shared {
     /// Buffers of stored packs, reused for new packs (so the allocator does
     /// not keep growing; at most [`packer::SPARE_PACK_BUFFERS`]).
     pack_buffers: Mutex<Vec<Vec<u8>>>,
-    /// The decoded-index cache and what the in-memory index holds.
+    /// The index cache and what the mapped index holds.
     index_cache: Mutex<IndexCacheState>,
 }
 
 /// What [`Repository::use_index_cache`] keeps track of.
 #[derive(Debug, Default)]
 struct IndexCacheState {
-    /// The cache file; `None`: no cache.
+    /// The cache folder; `None`: no cache.
     path: Option<std::path::PathBuf>,
-    /// Index files whose blobs the in-memory index holds (loaded, or
-    /// written by this process).
-    files: Vec<Id>,
-    /// Entries that came from the cache file.
-    cached: usize,
-    /// Entries of `files` that did not (parsed from JSON or written here).
-    uncached: usize,
+    /// The cache the loaded index is mapped from, and its manifest.
+    cache: Option<(CacheDir, Manifest)>,
+    /// Index files written by this process since the load: their blobs are
+    /// in the in-memory part of the index.
+    written: Vec<Id>,
+    /// The mapped cache failed a check during this process: not trusted or
+    /// written again by it (the next load builds it anew).
+    failed: bool,
 }
 
-impl IndexCacheState {
-    /// Worth writing a new cache file: a fresh one would save parsing at
-    /// least 1000 entries, and more than 1/8 of what the old one holds.
-    fn stale(&self) -> bool {
-        self.path.is_some()
-            && self.uncached >= 1000
-            && self.uncached.saturating_mul(8) > self.cached
+/// Why loading through the cache did not work.
+#[derive(Debug)]
+enum CachedLoadError {
+    /// Reading the repository failed: the load fails.
+    Repo(RepoError),
+    /// The cache folder could not be used (an I/O error, a damaged
+    /// segment met while merging): the load goes on without it.
+    Cache,
+}
+
+impl From<RepoError> for CachedLoadError {
+    fn from(e: RepoError) -> Self {
+        CachedLoadError::Repo(e)
+    }
+}
+
+impl From<mapped_index::CacheError> for CachedLoadError {
+    fn from(_: mapped_index::CacheError) -> Self {
+        CachedLoadError::Cache
     }
 }
 
@@ -254,12 +285,121 @@ fn lock_mutex<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, MemoryIndex> {
+    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, IndexView> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryIndex> {
+    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, IndexView> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a query on the index. A mapped page that fails its check makes
+    /// the whole cache distrusted: every index file is loaded into memory
+    /// and the query runs again there.
+    fn query<R>(&self, q: impl Fn(&IndexView) -> Result<R, Damaged>) -> R {
+        loop {
+            let damaged = match q(&self.index_read()) {
+                Ok(r) => return r,
+                Err(d) => d,
+            };
+            self.leave_mapped_index(Some(damaged));
+        }
+    }
+
+    /// Replaces the mapped part of the index by every index file's blobs in
+    /// memory: because a page failed its check (`damaged`; the cache is then
+    /// removed so that the next load builds it anew), or because a caller
+    /// needs the whole index in memory.
+    fn leave_mapped_index(&self, damaged: Option<Damaged>) {
+        let mut view = self.index_write();
+        if view.mapped.take().is_none() {
+            return;
+        }
+        if damaged.is_some() {
+            let mut state = lock_mutex(&self.index_cache);
+            state.failed = true;
+            if let Some((cache, _)) = &state.cache {
+                cache.discard();
+            }
+        }
+        // On a read error the index stays incomplete: a blob not found is
+        // then stored again (harmless) or reported missing.
+        let loaded = self
+            .backend
+            .list(FileType::Index)
+            .map_err(RepoError::from)
+            .and_then(|files| {
+                let mut ids: Vec<Id> = files
+                    .into_iter()
+                    .filter_map(|f| Id::from_hex(&f.name).ok())
+                    .collect();
+                ids.sort();
+                self.read_index_files(&ids, |_, file| self.add_to_memory(&mut view.memory, &file))
+            });
+        let _ = loaded;
+        view.memory.finish_bulk_load();
+    }
+
+    /// Loads, checks and parses index files, `files_at_once` at a time in
+    /// parallel, handing each to `each` in order.
+    fn read_index_files<E: From<RepoError>>(
+        &self,
+        ids: &[Id],
+        mut each: impl FnMut(&Id, IndexFile) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let workers = self.backend.connections() + cpu_count();
+        // One file per worker at a time: a cold load of a huge repository
+        // holds a few parsed files, not all of them.
+        for chunk in ids.chunks(workers) {
+            let files = parallel_map(chunk, workers, |id| -> RepoResult<IndexFile> {
+                let json = self.load_file(FileType::Index, id)?;
+                IndexFile::parse(&json)
+                    .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
+            });
+            for (file, id) in files.into_iter().zip(chunk) {
+                each(id, file?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an index file's blobs to `memory` (bulk: found after
+    /// `finish_bulk_load`).
+    fn add_to_memory(&self, memory: &mut MemoryIndex, file: &IndexFile) -> RepoResult<()> {
+        for p in &file.packs {
+            for b in &p.blobs {
+                if self.version < 2 && b.uncompressed_length.is_some() {
+                    return Err(RepoError::IndexNeedsV2);
+                }
+                memory
+                    .add_bulk(
+                        b.blob_type,
+                        b.id,
+                        p.id,
+                        b.offset,
+                        u64::from(b.length),
+                        b.uncompressed_length.map(u64::from),
+                    )
+                    .map_err(|e| RepoError::invalid_file(FileType::Index, "", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Load an index, snapshot or lock file: verify sha256(content) == name,
+    /// decrypt, decompress. Returns the JSON bytes.
+    fn load_file(&self, file_type: FileType, id: &Id) -> RepoResult<Vec<u8>> {
+        let name = id.to_hex();
+        let data = self.backend.read(file_type, &name)?;
+        if Id(Sha256::digest(&data).into()) != *id {
+            return Err(RepoError::invalid_file(
+                file_type,
+                &name,
+                "invalid data: content does not match ID",
+            ));
+        }
+        unpacked::decode_unpacked(&self.key, &data)
+            .map_err(|e| RepoError::invalid_file(file_type, &name, e))
     }
 
     pub(crate) fn has_upload_error(&self) -> bool {
@@ -302,6 +442,7 @@ impl Shared {
             let mut index = self.index_write();
             for b in &blobs {
                 index
+                    .memory
                     .add(
                         b.blob_type,
                         b.id,
@@ -373,9 +514,7 @@ impl Shared {
 
     fn save_index_file(&self, file: &IndexFile) -> RepoResult<Id> {
         let id = self.save_unpacked(FileType::Index, &file.to_json())?;
-        let mut cache = lock_mutex(&self.index_cache);
-        cache.files.push(id);
-        cache.uncached += file.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+        lock_mutex(&self.index_cache).written.push(id);
         Ok(id)
     }
 
@@ -694,7 +833,7 @@ impl Repository {
                 backend,
                 key,
                 version: config.version,
-                index: RwLock::new(MemoryIndex::new()),
+                index: RwLock::new(IndexView::default()),
                 pending_blobs: Mutex::new(HashSet::new()),
                 pending_index: Mutex::new(Vec::new()),
                 upload_error: Mutex::new(None),
@@ -889,17 +1028,7 @@ impl Repository {
     /// Load an index, snapshot or lock file: verify sha256(content) == name,
     /// decrypt, decompress. Returns the JSON bytes.
     pub fn load_file(&self, file_type: FileType, id: &Id) -> RepoResult<Vec<u8>> {
-        let name = id.to_hex();
-        let data = self.shared.backend.read(file_type, &name)?;
-        if Id(Sha256::digest(&data).into()) != *id {
-            return Err(RepoError::invalid_file(
-                file_type,
-                &name,
-                "invalid data: content does not match ID",
-            ));
-        }
-        unpacked::decode_unpacked(&self.shared.key, &data)
-            .map_err(|e| RepoError::invalid_file(file_type, &name, e))
+        self.shared.load_file(file_type, id)
     }
 
     /// Encrypt (and in v2 compress) a JSON document and store it; returns its ID.
@@ -971,69 +1100,49 @@ impl Repository {
 
     // ---------------------------------------------------------------- index
 
-    /// Load every index file (in parallel; each hash-checked) into the
-    /// in-memory index, replacing what was loaded before. Blobs saved by this
-    /// process are kept.
+    /// Load the index, replacing what was loaded before; blobs saved by
+    /// this process are kept. Without a cache (see
+    /// [`Repository::use_index_cache`]) every index file is loaded (in
+    /// parallel; each hash-checked) into memory; with one, the index is
+    /// mapped from the cache, and index files it does not cover yet are
+    /// added to it first. A cache folder that cannot be used is passed over.
     pub fn load_index(&self) -> RepoResult<()> {
         let ids = self.list_files(FileType::Index)?;
-        let cache_path = lock_mutex(&self.shared.index_cache).path.clone();
-        let (mut index, covered) = cache_path
-            .as_deref()
-            .and_then(|path| self.read_index_cache(path, &ids))
-            .unwrap_or_default();
-        let cached = index.len(BlobType::Data) + index.len(BlobType::Tree);
-        // Index files are named by their content: those the cache covers
-        // hold exactly its entries; only the others are parsed.
-        let covered: HashSet<Id> = covered.into_iter().collect();
-        let rest: Vec<Id> = ids
-            .iter()
-            .filter(|id| !covered.contains(id))
-            .copied()
-            .collect();
-        let workers = self.shared.backend.connections() + cpu_count();
-        let files = parallel_map(&rest, workers, |id| -> RepoResult<IndexFile> {
-            let json = self.load_file(FileType::Index, id)?;
-            IndexFile::parse(&json)
-                .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))
-        });
-        let mut parsed = 0usize;
-        for (file, id) in files.into_iter().zip(&rest) {
-            let file = file?;
-            for p in file.packs {
-                parsed += p.blobs.len();
-                for b in p.blobs {
-                    if self.config.version < 2 && b.uncompressed_length.is_some() {
-                        return Err(RepoError::IndexNeedsV2);
-                    }
-                    index
-                        .add_bulk(
-                            b.blob_type,
-                            b.id,
-                            p.id,
-                            b.offset,
-                            u64::from(b.length),
-                            b.uncompressed_length.map(u64::from),
-                        )
-                        .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e))?;
+        let path = lock_mutex(&self.shared.index_cache).path.clone();
+        let mut view = IndexView::default();
+        let mut cache_in_use = None;
+        if let Some(path) = path {
+            let cache = CacheDir::new(path, &self.shared.key, &self.config.id);
+            match self.load_mapped(&cache, &ids) {
+                Ok((mapped, manifest)) => {
+                    view.mapped = Some(mapped);
+                    cache_in_use = Some((cache, manifest));
+                }
+                Err(CachedLoadError::Repo(e)) => return Err(e),
+                Err(CachedLoadError::Cache) => {
+                    // Not trusted again as it is: the next load rebuilds.
+                    cache.discard();
                 }
             }
         }
-        index.finish_bulk_load();
-        let stale = {
+        if view.mapped.is_none() {
+            self.shared.read_index_files(&ids, |id, file| {
+                self.shared
+                    .add_to_memory(&mut view.memory, &file)
+                    .map_err(|e| name_index_error(e, id))
+            })?;
+            view.memory.finish_bulk_load();
+        }
+        {
             let mut state = lock_mutex(&self.shared.index_cache);
-            state.files = ids;
-            state.cached = cached;
-            state.uncached = parsed;
-            state.stale()
-        };
-        if stale {
-            // Exactly the blobs of the listed files (pending ones join below).
-            self.write_index_cache(&index);
+            state.cache = cache_in_use;
+            state.written.clear();
+            state.failed = false;
         }
         // Keep blobs stored by this process that are not in an index file yet.
         for (pack, blobs) in lock_mutex(&self.shared.pending_index).iter() {
             for b in blobs {
-                let _ = index.add(
+                let _ = view.memory.add(
                     b.blob_type,
                     b.id,
                     *pack,
@@ -1043,106 +1152,177 @@ impl Repository {
                 );
             }
         }
-        index.finish_bulk_load();
-        *self.shared.index_write() = index;
+        view.memory.finish_bulk_load();
+        *self.shared.index_write() = view;
         Ok(())
     }
 
-    /// Keep the decoded index in the local file `path`, encrypted with the
-    /// master key (like the repository's files): [`Repository::load_index`]
-    /// then takes the blobs of the index files it covers from there and
-    /// parses only the others. Written by a load that had to parse many
-    /// entries, and by [`Repository::refresh_index_cache`]. Only for
-    /// commands that trust the index (backup, restore); `check` reads every
-    /// index file.
+    /// The index mapped from `cache`: segments whose index files are all
+    /// still listed are kept (a covered file that is gone, after prune or
+    /// repair, may have taken blobs with it), listed files no kept segment
+    /// covers are parsed into new segments, then the newest segments are
+    /// merged as the cache's policy says. Only a changed cache is written.
+    fn load_mapped(
+        &self,
+        cache: &CacheDir,
+        ids: &[Id],
+    ) -> Result<(mapped_index::MappedIndex, Manifest), CachedLoadError> {
+        cache.create()?;
+        let listed: HashSet<&Id> = ids.iter().collect();
+        let old = cache.read_or_discard_manifest();
+        let mut manifest = Manifest::default();
+        let mut replaced = Vec::new();
+        for meta in old.segments {
+            let current = meta.files.iter().all(|f| listed.contains(f));
+            if current && cache.open(&meta).is_ok() {
+                manifest.segments.push(meta);
+            } else {
+                replaced.push(meta);
+            }
+        }
+        let covered: HashSet<&Id> = manifest
+            .segments
+            .iter()
+            .flat_map(|s| s.files.iter())
+            .collect();
+        let rest: Vec<Id> = ids
+            .iter()
+            .filter(|id| !covered.contains(id))
+            .copied()
+            .collect();
+        let mut changed = !replaced.is_empty();
+        let mut batch = cache.batch();
+        self.shared
+            .read_index_files(&rest, |id, file| -> Result<(), CachedLoadError> {
+                for p in &file.packs {
+                    for b in &p.blobs {
+                        if self.config.version < 2 && b.uncompressed_length.is_some() {
+                            return Err(RepoError::IndexNeedsV2.into());
+                        }
+                        batch
+                            .add(
+                                b.blob_type,
+                                b.id,
+                                p.id,
+                                b.offset,
+                                u64::from(b.length),
+                                b.uncompressed_length.map(u64::from),
+                            )
+                            .map_err(|e| {
+                                RepoError::invalid_file(FileType::Index, &id.to_hex(), e)
+                            })?;
+                    }
+                }
+                batch.files.push(*id);
+                if batch.len() >= mapped_index::BUILD_BATCH {
+                    manifest
+                        .segments
+                        .extend(cache.write_batch(std::mem::replace(&mut batch, cache.batch()))?);
+                }
+                Ok(())
+            })?;
+        if !batch.files.is_empty() {
+            changed = true;
+            manifest.segments.extend(cache.write_batch(batch)?);
+        }
+        // Index files without blobs: covered by no segment, parsed each
+        // time (they are tiny).
+        replaced.extend(cache.compact(&mut manifest)?);
+        if changed {
+            cache.write_manifest(&manifest)?;
+            cache.remove_unused(&manifest, &replaced);
+        }
+        let segments = manifest
+            .segments
+            .iter()
+            .map(|m| cache.open(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((cache.mapped(segments), manifest))
+    }
+
+    /// Keep the index in the local cache folder `path` (see
+    /// `mapped_index` and docs/index.md): [`Repository::load_index`] then
+    /// maps it instead of loading every index file into memory, and
+    /// [`Repository::refresh_index_cache`] adds what this process stored.
+    /// Only for commands that trust the index (backup, restore); `check`
+    /// reads every index file.
     pub fn use_index_cache(&self, path: std::path::PathBuf) {
         lock_mutex(&self.shared.index_cache).path = Some(path);
     }
 
-    /// After a backup has flushed: rewrite the index cache when the index
-    /// files added since it was written (by this process or others) hold
-    /// many blobs. Does nothing while blobs are stored but not indexed.
+    /// After a backup has flushed: add the blobs of the index files this
+    /// process wrote to the cache (a new small segment, merged by the
+    /// cache's policy), so that the next load parses nothing. Does nothing
+    /// while blobs are stored but not indexed, or when the cache failed a
+    /// check. A failure only means the next load parses more.
     pub fn refresh_index_cache(&self) {
-        if !lock_mutex(&self.shared.index_cache).stale()
-            || !lock_mutex(&self.shared.pending_index).is_empty()
+        if !lock_mutex(&self.shared.pending_index).is_empty()
             || !lock_mutex(&self.shared.pending_blobs).is_empty()
         {
             return;
         }
-        let index = self.shared.index_read();
-        self.write_index_cache(&index);
-    }
-
-    /// The cached index and the index files it covers, if the cache file
-    /// decrypts, is well-formed and covers only files in `listed`.
-    fn read_index_cache(
-        &self,
-        path: &std::path::Path,
-        listed: &[Id],
-    ) -> Option<(MemoryIndex, Vec<Id>)> {
-        let sealed = std::fs::read(path).ok()?;
-        let plain = self.shared.key.decrypt(&sealed).ok()?;
-        let (index, files) = MemoryIndex::decode_cache(&plain)?;
-        // A covered file that is gone (prune, repair index) may have taken
-        // blobs with it: the whole cache is then ignored.
-        files
-            .iter()
-            .all(|f| listed.binary_search(f).is_ok())
-            .then_some((index, files))
-    }
-
-    /// Write `index` (holding exactly the blobs of the recorded index
-    /// files) to the cache file: temporary name, then rename. A failure
-    /// only means the next load parses more.
-    fn write_index_cache(&self, index: &MemoryIndex) {
-        let (path, files) = {
-            let state = lock_mutex(&self.shared.index_cache);
-            match &state.path {
-                Some(path) => (path.clone(), state.files.clone()),
-                None => return,
-            }
-        };
-        let sealed = self.shared.key.encrypt(&index.encode_cache(&files));
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, &sealed))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let view = self.shared.index_read();
+        let mut state = lock_mutex(&self.shared.index_cache);
+        if state.failed || state.written.is_empty() || view.mapped.is_none() {
             return;
         }
-        let mut state = lock_mutex(&self.shared.index_cache);
-        if state.files == files {
-            state.cached += state.uncached;
-            state.uncached = 0;
+        let written = state.written.clone();
+        let Some((cache, manifest)) = &mut state.cache else {
+            return;
+        };
+        let mut batch = cache.batch();
+        if mapped_index::batch_from_memory(&view.memory, &mut batch).is_err() {
+            return;
+        }
+        batch.files = written;
+        let mut next = manifest.clone();
+        let Ok(segment) = cache.write_batch(batch) else {
+            return;
+        };
+        next.segments.extend(segment);
+        let replaced = match cache.compact(&mut next) {
+            Ok(replaced) => replaced,
+            Err(_) => {
+                cache.remove_unused(manifest, &next.segments);
+                return;
+            }
+        };
+        if cache.write_manifest(&next).is_ok() {
+            cache.remove_unused(&next, &replaced);
+            *manifest = next;
+            state.written.clear();
+        } else {
+            cache.remove_unused(manifest, &next.segments);
         }
     }
 
-    /// Run `f` with read access to the in-memory index.
+    /// Run `f` with read access to the whole index in memory (a mapped
+    /// index is loaded into memory first).
     pub fn with_index<R>(&self, f: impl FnOnce(&MemoryIndex) -> R) -> R {
-        f(&self.shared.index_read())
+        if self.shared.index_read().mapped.is_some() {
+            self.shared.leave_mapped_index(None);
+        }
+        f(&self.shared.index_read().memory)
     }
 
     /// The first indexed copy of a blob.
     pub fn lookup(&self, blob_type: BlobType, id: &Id) -> Option<BlobLocation> {
-        self.shared.index_read().lookup(blob_type, id)
+        self.shared.query(|v| v.lookup(blob_type, id))
     }
 
     /// All indexed copies of a blob.
     pub fn lookup_all(&self, blob_type: BlobType, id: &Id) -> Vec<BlobLocation> {
-        self.shared.index_read().lookup_all(blob_type, id)
+        self.shared.query(|v| v.lookup_all(blob_type, id))
     }
 
     /// True if the blob is in the index.
     pub fn has_blob(&self, blob_type: BlobType, id: &Id) -> bool {
-        self.shared.index_read().has(blob_type, id)
+        self.shared.query(|v| v.has(blob_type, id))
     }
 
-    /// Packs referenced by the in-memory index.
+    /// Packs referenced by the index.
     pub fn list_packs(&self) -> Vec<Id> {
-        self.shared.index_read().packs().to_vec()
+        self.with_index(|index| index.packs().to_vec())
     }
 
     // ---------------------------------------------------------------- blobs
@@ -1499,7 +1679,7 @@ impl Repository {
     /// Marks a blob pending (about to be stored by the caller) unless it is
     /// indexed or pending already; true when the caller is to store it.
     fn claim_blob(&self, blob_type: BlobType, id: Id) -> bool {
-        if self.shared.index_read().has(blob_type, &id) {
+        if self.has_blob(blob_type, &id) {
             return false;
         }
         if !lock_mutex(&self.shared.pending_blobs).insert((blob_type, id)) {
@@ -1507,7 +1687,7 @@ impl Repository {
         }
         // The index may have gained it between the two checks (a pack
         // finished); then it is stored already.
-        if self.shared.index_read().has(blob_type, &id) {
+        if self.has_blob(blob_type, &id) {
             lock_mutex(&self.shared.pending_blobs).remove(&(blob_type, id));
             return false;
         }

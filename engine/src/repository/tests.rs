@@ -497,11 +497,45 @@ fn save_numbered(repo: &Repository, range: std::ops::Range<u32>) -> Vec<Id> {
         .collect()
 }
 
+/// The cache's segments as `(entries, index files)`, oldest first.
+fn cache_segments(r: &Repository) -> Vec<(u64, usize)> {
+    lock_mutex(&r.shared.index_cache)
+        .cache
+        .as_ref()
+        .map(|(_, m)| {
+            m.segments
+                .iter()
+                .map(|s| (s.entries, s.files.len()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_mapped(r: &Repository) -> bool {
+    r.shared.index_read().mapped.is_some()
+}
+
+/// Every file of a folder tree, read.
+fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn index_cache_covers_listed_files_only() {
     let t = TempDir::new("index-cache");
     let repo = new_repo(&t.0, 2);
-    // 1200 blobs in one index file: enough for a load to write the cache.
     let first = save_numbered(&repo, 0..1200);
     repo.flush().unwrap();
     let cache = t.0.join("cache").join("repo.index");
@@ -512,61 +546,129 @@ fn index_cache_covers_listed_files_only() {
         r.load_index().unwrap();
         r
     };
-    let counts = |r: &Repository| {
-        let state = lock_mutex(&r.shared.index_cache);
-        (state.cached, state.uncached)
-    };
-    // Parsed, then written; the next load takes it all from the cache.
-    let parsed = open();
-    assert_eq!(counts(&parsed), (1200, 0));
-    assert!(cache.exists());
+    // The first load builds the cache, and the index is mapped from it:
+    // nothing of the repository's index in memory.
+    let built = open();
+    assert!(is_mapped(&built));
+    assert!(built.shared.index_read().memory.is_empty());
+    assert_eq!(cache_segments(&built), vec![(1200, 1)]);
     let cached = open();
-    assert_eq!(counts(&cached), (1200, 0));
+    assert_eq!(cache_segments(&cached), vec![(1200, 1)]);
     for id in &first {
-        assert_eq!(
-            cached.load_blob(BlobType::Data, id).unwrap(),
-            parsed.load_blob(BlobType::Data, id).unwrap()
-        );
+        assert_eq!(cached.load_blob(BlobType::Data, id).unwrap(), {
+            let (i, _) = first.iter().enumerate().find(|(_, x)| *x == id).unwrap();
+            (i as u32).to_le_bytes().to_vec()
+        });
     }
-    // The cache is encrypted: no blob ID in the clear.
-    let bytes = std::fs::read(&cache).unwrap();
-    assert!(!bytes.windows(32).any(|w| w == first[0].0));
+    // Nothing readable without the key: no blob or pack ID in any file.
+    let pack = cached.lookup(BlobType::Data, &first[0]).unwrap().pack;
+    for (path, bytes) in all_files(&cache) {
+        for needle in [first[0], first[1199], pack] {
+            assert!(!bytes.windows(16).any(|w| w == &needle.0[..16]), "{path:?}");
+        }
+    }
 
-    // A later index file is parsed on top of the cache, and a backup that
-    // adds many blobs rewrites it.
+    // A backup's blobs join as a small segment when it is done; the next
+    // load parses nothing.
     let second = save_numbered(&cached, 5000..5010);
     cached.flush().unwrap();
     cached.refresh_index_cache();
+    assert_eq!(cache_segments(&cached), vec![(1200, 1), (10, 1)]);
     let both = open();
-    assert_eq!(counts(&both), (1200, 10));
+    assert_eq!(cache_segments(&both), vec![(1200, 1), (10, 1)]);
     for id in first.iter().chain(&second) {
-        assert!(both.lookup_all(BlobType::Data, id).len() == 1, "{id:?}");
+        assert_eq!(both.lookup_all(BlobType::Data, id).len(), 1, "{id:?}");
     }
-    let third = save_numbered(&both, 9000..10_500);
-    both.flush().unwrap();
-    both.refresh_index_cache();
-    assert_eq!(counts(&both), (2710, 0));
-    assert_eq!(counts(&open()), (2710, 0));
+    // Index files written by another process are added at the next load
+    // (and merged, the policy says so here).
+    let third = save_numbered(&repo, 9000..9500);
+    repo.flush().unwrap();
+    let merged = open();
+    assert_eq!(cache_segments(&merged), vec![(1710, 3)]);
+    assert!(merged.has_blob(BlobType::Data, &third[0]));
+    assert!(merged.has_blob(BlobType::Data, &second[9]));
 
-    // A covered index file that is gone (prune rewrote the index): the
-    // cache is not used, so its blobs are not found either, and the load
-    // writes a new one.
-    let first_file = lock_mutex(&parsed.shared.index_cache).files.clone();
-    assert_eq!(first_file.len(), 1);
+    // A covered index file that is gone (prune rewrote the index): its
+    // segment is dropped, so its blobs are not found either, and the
+    // others are built anew.
+    let first_file = repo.list_files(FileType::Index).unwrap();
+    let first_file = first_file
+        .iter()
+        .find(|f| {
+            let json = repo.load_file(FileType::Index, f).unwrap();
+            IndexFile::parse(&json).unwrap().blob_count() == 1200
+        })
+        .copied()
+        .unwrap();
     repo.backend()
-        .remove(FileType::Index, &first_file[0].to_hex())
+        .remove(FileType::Index, &first_file.to_hex())
         .unwrap();
     let pruned = open();
     assert!(!pruned.has_blob(BlobType::Data, &first[0]));
     assert!(pruned.has_blob(BlobType::Data, &third[0]));
-    assert_eq!(counts(&pruned), (1510, 0));
+    assert!(pruned.has_blob(BlobType::Data, &second[0]));
+    assert_eq!(cache_segments(&pruned), vec![(510, 2)]);
+    let segment_files = || {
+        all_files(&cache)
+            .into_iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(segment_files().len(), 1, "the replaced segment is removed");
 
-    // A damaged cache file is ignored.
-    let mut bytes = std::fs::read(&cache).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&cache, &bytes).unwrap();
+    // A damaged segment: the load maps it (its header is intact), the
+    // first lookup that touches the damage distrusts the whole cache and
+    // answers from the index files; the next load builds it anew.
+    let (path, mut bytes) = segment_files().pop().unwrap();
+    bytes[4096 + 100] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
     let damaged = open();
-    assert!(damaged.has_blob(BlobType::Data, &third[0]));
-    assert!(damaged.has_blob(BlobType::Data, &second[0]));
+    assert!(is_mapped(&damaged));
+    for id in third.iter().chain(&second) {
+        assert!(damaged.has_blob(BlobType::Data, id), "{id:?}");
+        assert_eq!(damaged.lookup_all(BlobType::Data, id).len(), 1);
+    }
+    assert!(!is_mapped(&damaged));
+    assert!(!path.exists(), "the damaged cache is removed");
+    damaged.refresh_index_cache();
+    let rebuilt = open();
+    assert_eq!(cache_segments(&rebuilt), vec![(510, 2)]);
+    assert!(rebuilt.has_blob(BlobType::Data, &third[499]));
+
+    // Another repository's cache in its place: not read, rebuilt.
+    let other = TempDir::new("index-cache-other");
+    let other_repo = new_repo(&other.0, 2);
+    save_numbered(&other_repo, 0..1200);
+    other_repo.flush().unwrap();
+    let other_cache = other.0.join("cache");
+    other_repo.use_index_cache(other_cache.clone());
+    other_repo.load_index().unwrap();
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::rename(&other_cache, &cache).unwrap();
+    let swapped = open();
+    assert_eq!(cache_segments(&swapped), vec![(510, 2)]);
+    assert!(!swapped.has_blob(BlobType::Data, &first[0]));
+    assert!(swapped.has_blob(BlobType::Data, &third[0]));
+    // Truncated: the same.
+    let (path, bytes) = segment_files().pop().unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 4096]).unwrap();
+    let truncated = open();
+    assert_eq!(cache_segments(&truncated), vec![(510, 2)]);
+    assert!(truncated.has_blob(BlobType::Data, &second[3]));
+
+    // with_index and list_packs see the whole index.
+    let n = truncated.with_index(|i| i.len(BlobType::Data));
+    assert_eq!(n, 510);
+    assert_eq!(truncated.list_packs().len(), repo_packs(&truncated));
+}
+
+fn repo_packs(r: &Repository) -> usize {
+    let mut packs = std::collections::HashSet::new();
+    for f in r.list_files(FileType::Index).unwrap() {
+        let json = r.load_file(FileType::Index, &f).unwrap();
+        for p in IndexFile::parse(&json).unwrap().packs {
+            packs.insert(p.id);
+        }
+    }
+    packs.len()
 }
