@@ -196,7 +196,7 @@ struct Collect {
 }
 
 impl RestoreProgress for Collect {
-    fn item_restored(&self, _path: &[u8], _size: u64) {
+    fn item_done(&self, _path: &[u8], _action: ItemAction, _size: u64) {
         self.restored.fetch_add(1, Ordering::Relaxed);
     }
     fn error(&self, path: &[u8], message: &str) {
@@ -406,10 +406,12 @@ fn corrupt_blob_is_reported_and_not_restored() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "/sub/deep/c.txt");
     assert!(errors[0].1.contains(&hex), "{}", errors[0].1);
-    assert!(
-        !target.join("sub/deep/c.txt").exists(),
-        "bad file must not be left behind"
-    );
+    assert!(errors[0].1.contains("missing bytes 0-3"), "{}", errors[0].1);
+    // The file is kept at its size, the missing range reads as zeros, and
+    // it stays private (0600) until restored completely.
+    let kept = target.join("sub/deep/c.txt");
+    assert_eq!(fs::read(&kept).unwrap(), vec![0u8; 4]);
+    assert_eq!(fs::metadata(&kept).unwrap().mode() & 0o777, 0o600);
     for rel in ["a.txt", "sub/b.bin", "sub/zeros.img", "hard2", "link"] {
         compare(&fx.src, &target, rel);
     }
