@@ -564,7 +564,7 @@ pub struct PruneArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct ForgetArgs {
     /// Keep the last n snapshots (use 'unlimited' to keep all snapshots)
     #[arg(short = 'l', long = "keep-last", value_name = "N")]
