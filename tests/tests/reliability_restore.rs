@@ -305,3 +305,333 @@ fn full_target_keeps_what_restic_keeps() {
     );
     drop(mounts);
 }
+
+/// The source of the `--overwrite`/`--delete`/`--dry-run` tests: files
+/// with fixed contents and modification times.
+const FLAG_FILES: [(&str, &str, i64); 6] = [
+    ("same.txt", "same\n", 1_500_000_000),
+    ("changed.txt", "new content\n", 1_500_000_100),
+    ("trusted.txt", "abc\n", 1_500_000_200),
+    ("newer.txt", "snap\n", 2_000),
+    ("older.txt", "snap\n", 1_000),
+    ("d/new.txt", "n\n", 1_500_000_300),
+];
+
+/// A target that has: `same.txt` identical (mtime now), `changed.txt`
+/// different, `trusted.txt` different but with the snapshot's size and
+/// mtime, `newer.txt` older than the snapshot's, `older.txt` newer than
+/// the snapshot's, no `d/new.txt`, and `extra.txt` and `extra_dir/x` the
+/// snapshot does not have.
+fn flag_target(root: &Path) -> PathBuf {
+    let dir = root.join("src");
+    fs::create_dir_all(dir.join("extra_dir")).unwrap();
+    fs::write(dir.join("same.txt"), "same\n").unwrap();
+    fs::write(dir.join("changed.txt"), "old\n").unwrap();
+    fs::write(dir.join("trusted.txt"), "xyz\n").unwrap();
+    harness::set_times(
+        &dir.join("trusted.txt"),
+        (1_500_000_200, 0),
+        (1_500_000_200, 0),
+    );
+    fs::write(dir.join("newer.txt"), "old\n").unwrap();
+    harness::set_times(&dir.join("newer.txt"), (1_000, 0), (1_000, 0));
+    fs::write(dir.join("older.txt"), "older here\n").unwrap();
+    harness::set_times(&dir.join("older.txt"), (2_000, 0), (2_000, 0));
+    fs::write(dir.join("extra.txt"), "x").unwrap();
+    fs::write(dir.join("extra_dir/x"), "x").unwrap();
+    dir
+}
+
+fn summary_of(run: &Run) -> serde_json::Value {
+    let mut summary = run
+        .json_lines()
+        .into_iter()
+        .find(|v| v["message_type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {}", run.describe()));
+    summary.as_object_mut().unwrap().remove("seconds_elapsed");
+    summary
+}
+
+fn actions_of(run: &Run) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = run
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["message_type"] == "verbose_status")
+        .map(|v| {
+            (
+                v["item"].as_str().unwrap().to_string(),
+                v["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// restore `--overwrite`, `--delete` and `--dry-run` give restic 0.18.1's
+/// results. restic 0.14 has none of these flags; the expected values are
+/// derived from 0.18.1's internal/restorer/restorer.go (`withOverwriteCheck`,
+/// `shouldOverwrite`, `verifyFile`, `removeUnexpectedFiles`) and
+/// internal/ui/restore/progress.go (what is counted where):
+/// - a file that is not restored is not in `total_files`; it counts in
+///   `files_skipped`/`bytes_skipped` with the action `unchanged`;
+/// - `always` reads an existing file and skips it when every blob matches;
+///   `if-changed` trusts an equal size and mtime without reading;
+///   `if-newer` restores only where the snapshot's mtime is later;
+///   `never` only where nothing exists; skipped files are not touched;
+/// - a file that existed is `updated`, one that did not is `restored`;
+///   directories count in `total_files` and are `restored`;
+/// - `--delete` removes what the snapshot lacks and reports every removed
+///   path (absolute, below the target), deepest first, as `deleted`;
+/// - `--dry-run` reports the same and changes nothing.
+#[test]
+fn overwrite_delete_and_dry_run_give_restic_018_results() {
+    let sb = Sandbox::new();
+    for (name, content, mtime) in FLAG_FILES {
+        let path = sb.join("src").join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+        harness::set_times(&path, (mtime, 0), (mtime, 0));
+    }
+    sb.restix(["-r", "repo", "init"]).ok();
+    sb.restix(["-r", "repo", "backup", "src"]).ok();
+
+    let size = |name: &str| -> u64 {
+        FLAG_FILES
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, c, _)| c.len() as u64)
+            .unwrap()
+    };
+    let sum = |names: &[&str]| -> u64 { names.iter().map(|n| size(n)).sum() };
+    let action = |item: &str, what: &str| (format!("/src/{item}"), what.to_string());
+    let dirs = || {
+        vec![
+            ("/src".to_string(), "restored".to_string()),
+            action("d", "restored"),
+        ]
+    };
+
+    struct Case {
+        mode: &'static str,
+        restored: Vec<&'static str>,
+        updated: Vec<&'static str>,
+        skipped: Vec<&'static str>,
+    }
+    let cases = [
+        Case {
+            mode: "always",
+            restored: vec!["d/new.txt"],
+            updated: vec!["changed.txt", "trusted.txt", "newer.txt", "older.txt"],
+            skipped: vec!["same.txt"],
+        },
+        Case {
+            mode: "if-changed",
+            restored: vec!["d/new.txt"],
+            updated: vec!["changed.txt", "newer.txt", "older.txt"],
+            skipped: vec!["same.txt", "trusted.txt"],
+        },
+        Case {
+            mode: "if-newer",
+            restored: vec!["d/new.txt"],
+            updated: vec!["newer.txt"],
+            skipped: vec!["same.txt", "changed.txt", "trusted.txt", "older.txt"],
+        },
+        Case {
+            mode: "never",
+            restored: vec!["d/new.txt"],
+            updated: vec![],
+            skipped: vec![
+                "same.txt",
+                "changed.txt",
+                "trusted.txt",
+                "newer.txt",
+                "older.txt",
+            ],
+        },
+    ];
+    for case in &cases {
+        let target = sb.join(format!("t-{}", case.mode));
+        let dir = flag_target(&target);
+        let before_older = fs::metadata(dir.join("older.txt")).unwrap();
+        let run = sb
+            .restix([
+                "-r",
+                "repo",
+                "--json",
+                "-vv",
+                "restore",
+                "latest",
+                "--target",
+                target.to_str().unwrap(),
+                "--overwrite",
+                case.mode,
+            ])
+            .ok();
+        let written: Vec<&str> = case.restored.iter().chain(&case.updated).copied().collect();
+        let total_files = 2 + written.len() as u64;
+        let mut expected = serde_json::json!({
+            "message_type": "summary",
+            "total_files": total_files,
+            "files_restored": total_files,
+            "files_skipped": case.skipped.len(),
+            "total_bytes": sum(&written),
+            "bytes_restored": sum(&written),
+            "bytes_skipped": sum(&case.skipped),
+        });
+        if sum(&written) == 0 {
+            let map = expected.as_object_mut().unwrap();
+            map.remove("total_bytes");
+            map.remove("bytes_restored");
+        }
+        assert_eq!(summary_of(&run), expected, "--overwrite {}", case.mode);
+        let mut actions = dirs();
+        actions.extend(case.restored.iter().map(|n| action(n, "restored")));
+        actions.extend(case.updated.iter().map(|n| action(n, "updated")));
+        actions.extend(case.skipped.iter().map(|n| action(n, "unchanged")));
+        actions.sort();
+        assert_eq!(actions_of(&run), actions, "--overwrite {}", case.mode);
+        // Contents: written files are the snapshot's, skipped ones as before.
+        for name in &written {
+            let content = FLAG_FILES.iter().find(|(n, _, _)| n == name).unwrap().1;
+            assert_eq!(
+                fs::read_to_string(dir.join(name)).unwrap(),
+                content,
+                "{name}"
+            );
+        }
+        if case.skipped.contains(&"older.txt") {
+            assert_eq!(
+                fs::read_to_string(dir.join("older.txt")).unwrap(),
+                "older here\n"
+            );
+            let after = fs::metadata(dir.join("older.txt")).unwrap();
+            assert_eq!(
+                std::os::unix::fs::MetadataExt::mtime(&after),
+                std::os::unix::fs::MetadataExt::mtime(&before_older),
+                "a skipped file is not touched"
+            );
+        }
+        if case.skipped.contains(&"trusted.txt") && case.mode == "if-changed" {
+            // Trusted by size and mtime: not read, not rewritten.
+            assert_eq!(
+                fs::read_to_string(dir.join("trusted.txt")).unwrap(),
+                "xyz\n"
+            );
+        }
+        assert!(
+            dir.join("extra.txt").exists(),
+            "no --delete, nothing deleted"
+        );
+    }
+
+    // --delete (and --dry-run first: same report, nothing changed).
+    let target = sb.join("t-delete");
+    let dir = flag_target(&target);
+    let abs = dir.clone();
+    let deleted = |p: &str| {
+        (
+            abs.join(p).to_str().unwrap().to_string(),
+            "deleted".to_string(),
+        )
+    };
+    let mut expected_actions = dirs();
+    expected_actions.push(action("d/new.txt", "restored"));
+    for n in ["changed.txt", "trusted.txt", "newer.txt", "older.txt"] {
+        expected_actions.push(action(n, "updated"));
+    }
+    expected_actions.push(action("same.txt", "unchanged"));
+    expected_actions.extend([
+        deleted("extra.txt"),
+        deleted("extra_dir/x"),
+        deleted("extra_dir"),
+    ]);
+    expected_actions.sort();
+    let written = [
+        "d/new.txt",
+        "changed.txt",
+        "trusted.txt",
+        "newer.txt",
+        "older.txt",
+    ];
+    let expected = serde_json::json!({
+        "message_type": "summary",
+        "total_files": 7,
+        "files_restored": 7,
+        "files_skipped": 1,
+        "files_deleted": 3,
+        "total_bytes": sum(&written),
+        "bytes_restored": sum(&written),
+        "bytes_skipped": sum(&["same.txt"]),
+    });
+    let args = |dry: bool| {
+        let mut a = vec![
+            "-r".to_string(),
+            "repo".into(),
+            "--json".into(),
+            "-vv".into(),
+            "restore".into(),
+            "latest".into(),
+            "--target".into(),
+            target.to_str().unwrap().into(),
+            "--delete".into(),
+        ];
+        if dry {
+            a.push("--dry-run".into());
+        }
+        a
+    };
+    let run = sb.restix(args(true)).ok();
+    assert_eq!(summary_of(&run), expected, "--delete --dry-run");
+    assert_eq!(actions_of(&run), expected_actions, "--delete --dry-run");
+    assert!(
+        dir.join("extra_dir/x").exists() && !dir.join("d").exists(),
+        "dry run changed nothing"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("changed.txt")).unwrap(),
+        "old\n"
+    );
+    let run = sb.restix(args(false)).ok();
+    assert_eq!(summary_of(&run), expected, "--delete");
+    assert_eq!(actions_of(&run), expected_actions, "--delete");
+    assert!(!dir.join("extra.txt").exists() && !dir.join("extra_dir").exists());
+    assert_eq!(fs::read_to_string(dir.join("d/new.txt")).unwrap(), "n\n");
+
+    // The text summary (restic 0.18's Finish) and the verbose lines.
+    let dir = flag_target(&sb.join("t-text"));
+    let run = sb
+        .restix([
+            "-r", "repo", "-vv", "restore", "latest", "--target", "t-text", "--delete",
+        ])
+        .ok();
+    assert!(
+        run.out().contains("Summary: Restored 7 files/dirs (")
+            && run
+                .out()
+                .contains(", skipped 1 files/dirs 5 B, deleted 3 files/dirs"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.out().contains("unchanged /src/same.txt with size 5 B"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.out().contains("restored  /src/d\n"),
+        "{}",
+        run.describe()
+    );
+    assert!(!dir.join("extra.txt").exists());
+
+    // Wrong values are refused in pflag's words.
+    sb.restix(["-r", "repo", "restore", "latest", "--target", "x", "--overwrite", "sometimes"])
+        .code_is(1)
+        .stderr_has("invalid argument \"sometimes\" for \"--overwrite\" flag: invalid overwrite behavior \"sometimes\", must be one of (always|if-changed|if-newer|never)");
+    sb.restix([
+        "-r", "repo", "restore", "latest", "--target", "/", "--delete",
+    ])
+    .code_is(1)
+    .stderr_has("'--target / --delete' must be combined with an include or exclude filter");
+}
