@@ -804,10 +804,14 @@ impl Run<'_> {
                             .and_then(|id| self.repo.load_tree(&id).ok());
                         let tree = self.archive_virtual(sub, parent_sub.as_ref())?;
                         let subtree = self.save_tree(&tree)?;
+                        // restic (0.14 `statDir`, 0.18 `dirPathToNode`)
+                        // stats a target's parent directories following
+                        // symlinks: a symlinked parent is stored as the
+                        // directory it points to, under the link's name.
                         let mut node = match sub
                             .meta_path
                             .as_ref()
-                            .map(|p| (p, std::fs::symlink_metadata(p)))
+                            .map(|p| (p, std::fs::metadata(p)))
                         {
                             Some((p, Ok(meta))) => {
                                 node::node_from_metadata(name, p, &meta, self.options.with_atime)

@@ -89,6 +89,9 @@ const MIN_READ_SIZE: u64 = 1 << 20;
 /// Unneeded bytes between two blobs still read in one request.
 const MAX_READ_GAP: u64 = 256 << 10;
 
+/// Go's `os.ModeSymlink` bit in a node's mode.
+const GO_MODE_SYMLINK: u32 = 1 << 27;
+
 /// Missing ranges listed in one error message at most.
 const MAX_LISTED_RANGES: usize = 8;
 
@@ -1011,7 +1014,13 @@ impl Restorer {
             let _ = fsops::lsetxattr(dest, &attr.name, attr.value.as_deref().unwrap_or(&[]));
         }
         if !is_symlink {
-            let mode = unix_permissions_from_go(node.mode);
+            let mut mode = unix_permissions_from_go(node.mode);
+            if node.node_type == NodeType::Dir && node.mode & GO_MODE_SYMLINK != 0 {
+                // A directory stored with a symlink's mode (0777, by
+                // restix before it stored symlinked parents as restic
+                // does) never becomes world-writable here.
+                mode &= !0o022;
+            }
             if let Err(e) = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)) {
                 run.report(path, &go_error::path_error("chmod", dest, &e));
                 ok = false;
