@@ -620,3 +620,13 @@ fn xattrs_are_restored() {
         Some(&b"value"[..])
     );
 }
+
+#[test]
+fn missing_ranges_are_merged_and_listed() {
+    let merged = merge_ranges(vec![(10, 5), (0, 10), (20, 0), (30, 2), (31, 4)]);
+    assert_eq!(merged, vec![(0, 15), (30, 5)]);
+    assert_eq!(describe_ranges(&merged), "bytes 0-14, 30-34");
+    let many: Vec<(u64, u64)> = (0..10).map(|i| (i * 10, 1)).collect();
+    assert!(describe_ranges(&many).ends_with("and 2 more ranges"));
+    assert_eq!(describe_ranges(&[]), "no bytes");
+}
