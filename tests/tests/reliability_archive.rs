@@ -102,8 +102,10 @@ fn symlinked_parent_is_stored_as_restic_stores_it() {
         } else {
             &restic_snap[0]
         };
-        sb.restix(["-r", "rc", "restore", snap, "--target"])
+        sb.cmd(Tool::Restix)
+            .args(["-r", "rc", "restore", snap, "--target"])
             .arg(&out)
+            .run()
             .ok();
         let restored = out.join(x.strip_prefix("/").unwrap()).join("link");
         let meta = fs::symlink_metadata(&restored).unwrap();
