@@ -36,13 +36,6 @@ fn node_at(repo: &Path, snapshot: &str, path: &Path) -> Node {
     }
 }
 
-fn last_snapshot(sb: &Sandbox, repo: &str) -> String {
-    let run = sb
-        .restix(["-r", repo, "snapshots", "--json", "--latest", "1"])
-        .ok();
-    run.json()[0]["id"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn symlinked_parent_is_stored_as_restic_stores_it() {
     require_restic!();
