@@ -222,3 +222,46 @@ fn garbage_lock_fails_at_once_with_restics_message() {
     sb.restix(["-r", "repo", "snapshots"]).ok();
     let _ = Path::new("");
 }
+
+/// Issue #21 item 7: each cause is printed once ("create X: operation not
+/// permitted", never "create X: ...: create X: ...").
+#[test]
+fn each_cause_is_printed_once() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.join("src")).unwrap();
+    fs::write(sb.join("src/a"), b"a").unwrap();
+    sb.restix(["-r", "repo", "init"]).ok();
+    let snapshots = sb.join("repo/snapshots");
+    let immutable = Command::new("chattr")
+        .arg("+i")
+        .arg(&snapshots)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !immutable {
+        return restix_testkit::skip(
+            "chattr +i (e2fsprogs, root, a file system with the immutable flag)",
+            "apt-get install e2fsprogs; run as root on ext4 or tmpfs",
+        );
+    }
+    let run = sb.restix(["-r", "repo", "backup", "src"]).no_crash();
+    let _ = Command::new("chattr").arg("-i").arg(&snapshots).status();
+    assert!(!run.success(), "{}", run.describe());
+    let err = run.err();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not permitted"))
+        .collect();
+    assert!(!lines.is_empty(), "{}", run.describe());
+    for line in lines {
+        assert_eq!(
+            line.matches("not permitted").count(),
+            1,
+            "a cause repeated: {line}"
+        );
+        assert_eq!(
+            line.matches("create ").count(),
+            1,
+            "a cause repeated: {line}"
+        );
+    }
+}
