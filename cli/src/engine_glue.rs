@@ -58,6 +58,9 @@ pub struct OpenedRepository {
     lock: Option<LockGuard>,
 }
 
+/// Snapshots with their IDs.
+pub type SnapshotList = Vec<(Id, Snapshot)>;
+
 impl OpenedRepository {
     /// All snapshots that load. A damaged snapshot file (empty,
     /// truncated, undecodable) is reported on stderr as restic 0.18's
@@ -68,7 +71,7 @@ impl OpenedRepository {
 
     /// [`Self::list_snapshots`] and the IDs of the damaged snapshot files
     /// (`forget ID` and `repair snapshots --forget` remove those).
-    pub fn list_snapshots_and_damaged(&self) -> anyhow::Result<(Vec<(Id, Snapshot)>, Vec<Id>)> {
+    pub fn list_snapshots_and_damaged(&self) -> anyhow::Result<(SnapshotList, Vec<Id>)> {
         let listing = self.repo.list_snapshots_lenient()?;
         let mut damaged = Vec::with_capacity(listing.damaged.len());
         for (id, error) in listing.damaged {
