@@ -652,8 +652,10 @@ mod tests {
             || !have("qemu-img")
             || !have("qemu-io")
         {
-            eprintln!("skipping: mkfs.ext4, qemu-img or qemu-io missing");
-            return;
+            return restix_testkit::skip(
+                "mkfs.ext4, qemu-img or qemu-io",
+                "apt-get install e2fsprogs qemu-utils",
+            );
         }
         let base = std::env::temp_dir().join(format!("restix-bench-img-{}", std::process::id()));
         let ds = DataSets::new(&base, 8 * MIB).unwrap();

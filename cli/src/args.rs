@@ -403,6 +403,18 @@ pub struct RestoreArgs {
     /// Read exclude patterns from a file
     #[arg(long = "exclude-file", action = ArgAction::Append, value_name = "FILE")]
     pub exclude_file: Vec<String>,
+    /// Same as --include-file but ignores casing of filenames in patterns
+    #[arg(long = "iinclude-file", action = ArgAction::Append, value_name = "FILE")]
+    pub iinclude_file: Vec<String>,
+    /// Same as --exclude-file but ignores casing of filenames in patterns
+    #[arg(long = "iexclude-file", action = ArgAction::Append, value_name = "FILE")]
+    pub iexclude_file: Vec<String>,
+    /// Include xattr by pattern (can be specified multiple times)
+    #[arg(long = "include-xattr", action = ArgAction::Append, value_name = "PATTERN")]
+    pub include_xattr: Vec<String>,
+    /// Exclude xattr by pattern (can be specified multiple times)
+    #[arg(long = "exclude-xattr", action = ArgAction::Append, value_name = "PATTERN")]
+    pub exclude_xattr: Vec<String>,
     #[command(flatten)]
     pub filter: SnapshotFilterOptions,
     /// Verify restored files content
@@ -552,7 +564,7 @@ pub struct PruneArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct ForgetArgs {
     /// Keep the last n snapshots (use 'unlimited' to keep all snapshots)
     #[arg(short = 'l', long = "keep-last", value_name = "N")]
@@ -861,6 +873,10 @@ const VALUE_LONG_FLAGS: &[&str] = &[
     "include",
     "iinclude",
     "include-file",
+    // restore (#17)
+    "iinclude-file",
+    "include-xattr",
+    "exclude-xattr",
     "overwrite",
     "archive",
     "sort",

@@ -58,10 +58,43 @@ pub struct OpenedRepository {
     lock: Option<LockGuard>,
 }
 
+/// Snapshots with their IDs.
+pub type SnapshotList = Vec<(Id, Snapshot)>;
+
 impl OpenedRepository {
-    /// All snapshots, unsorted.
+    /// All snapshots that load. A damaged snapshot file (empty,
+    /// truncated, undecodable) is reported on stderr as restic 0.18's
+    /// `FindFilteredSnapshots` does (`Ignoring "ID": ...`) and passed over.
     pub fn list_snapshots(&self) -> anyhow::Result<Vec<(Id, Snapshot)>> {
-        Ok(self.repo.list_snapshots()?)
+        Ok(self.list_snapshots_and_damaged()?.0)
+    }
+
+    /// [`Self::list_snapshots`] and the IDs of the damaged snapshot files
+    /// (`forget ID` and `repair snapshots --forget` remove those).
+    pub fn list_snapshots_and_damaged(&self) -> anyhow::Result<(SnapshotList, Vec<Id>)> {
+        let listing = self.repo.list_snapshots_lenient()?;
+        let mut damaged = Vec::with_capacity(listing.damaged.len());
+        for (id, error) in listing.damaged {
+            let reason = match &error {
+                // restic's LoadRaw check of the content's hash.
+                restix_engine::repository::RepoError::InvalidFile { reason, .. }
+                    if reason.starts_with("invalid data") =>
+                {
+                    format!(
+                        "LoadRaw(<snapshot/{}>): invalid data returned",
+                        id.to_hex().get(..10).unwrap_or_default()
+                    )
+                }
+                other => other.to_string(),
+            };
+            crate::output::write_stderr_line(&format!(
+                "Ignoring {:?}: failed to load snapshot {}: {reason}",
+                id.to_hex(),
+                id.short()
+            ));
+            damaged.push(id);
+        }
+        Ok((listing.snapshots, damaged))
     }
 
     /// Load the index (needed before reading blobs).

@@ -69,7 +69,26 @@ pub fn classify(error: &anyhow::Error) -> (i32, String) {
     if let Some(classified) = crate::engine_errors::classify_engine_error(error) {
         return classified;
     }
-    (exit_code::FAILURE, format!("{error:#}"))
+    (exit_code::FAILURE, render(error))
+}
+
+/// The error and its causes as one line, each text once: many error types
+/// both print their source and return it from `source()`, so a cause whose
+/// text is already in the message is not appended again (restic wraps each
+/// cause once: `op path: reason`).
+pub fn render(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// The 0.18 `--json` form of a fatal error (spec: cli §11.1 `exit_error`).
@@ -102,6 +121,34 @@ mod tests {
         assert_eq!(classify(&e).0, 10);
         let e = anyhow::anyhow!("something else");
         assert_eq!(classify(&e), (1, "something else".to_string()));
+    }
+
+    #[test]
+    fn causes_are_printed_once() {
+        #[derive(Debug)]
+        struct Create {
+            path: String,
+            source: std::io::Error,
+        }
+        impl fmt::Display for Create {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "create {}: {}", self.path, self.source)
+            }
+        }
+        impl std::error::Error for Create {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::other("operation not permitted");
+        let e = anyhow::Error::from(Create {
+            path: "/x".into(),
+            source: io,
+        })
+        .context("create /x: operation not permitted");
+        assert_eq!(render(&e), "create /x: operation not permitted");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(render(&e), "outer: inner");
     }
 
     #[test]

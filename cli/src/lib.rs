@@ -35,7 +35,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     let normalized = match args::normalize_args(&argv) {
         Ok(n) => n,
         Err(message) => {
-            eprintln!("{message}");
+            output::write_stderr_line(&message);
             return exit_code::FAILURE;
         }
     };
@@ -45,17 +45,40 @@ pub fn run(argv: Vec<String>) -> i32 {
     };
     signals::install();
     let json = cli.global.json;
-    match commands::dispatch(cli) {
+    let code = match commands::dispatch(cli) {
         Ok(code) => code,
+        Err(error) if output::is_broken_pipe(&error) || output::stdout_reader_gone() => {
+            // The reader of stdout went away: restic dies of SIGPIPE
+            // without a word; so do we, below, after the work is done.
+            drop(error);
+            die_of_sigpipe();
+            exit_code::FAILURE
+        }
         Err(error) => {
             let (code, message) = classify(&error);
             if json {
-                eprintln!("{}", exit_error_json(code, &message));
+                output::write_stderr_line(&exit_error_json(code, &message));
             } else {
-                eprintln!("{message}");
+                output::write_stderr_line(&message);
             }
             code
         }
+    };
+    if output::stdout_closed() {
+        die_of_sigpipe();
+    }
+    code
+}
+
+/// End the process the way a Go program (restic) ends when its stdout's
+/// reader goes away: killed by SIGPIPE (a shell sees status 141). Locks
+/// are already removed: the command has returned.
+fn die_of_sigpipe() {
+    // SAFETY: restoring SIGPIPE's default action and raising it has no
+    // handler code to run; both calls are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
     }
 }
 
@@ -75,13 +98,13 @@ fn report_parse_error(error: clap::Error) -> i32 {
             if flag.starts_with('-') {
                 let name = flag.split('=').next().unwrap_or(&flag);
                 if name.starts_with("--") {
-                    eprintln!("unknown flag: {name}");
+                    output::write_stderr_line(&format!("unknown flag: {name}"));
                 } else {
-                    eprintln!(
+                    output::write_stderr_line(&format!(
                         "unknown shorthand flag: {:?} in {}",
                         name.trim_start_matches('-').chars().next().unwrap_or('?'),
                         name
-                    );
+                    ));
                 }
             } else {
                 let _ = error.print();
@@ -93,7 +116,7 @@ fn report_parse_error(error: clap::Error) -> i32 {
                 Some(ContextValue::String(s)) => s.clone(),
                 _ => String::new(),
             };
-            eprintln!("unknown command \"{command}\" for \"restic\"");
+            output::write_stderr_line(&format!("unknown command \"{command}\" for \"restic\""));
             exit_code::FAILURE
         }
         _ => {

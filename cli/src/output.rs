@@ -1,7 +1,103 @@
 //! Output conventions shared by all commands (spec: cli §1): message classes
 //! and verbosity, Go-compatible JSON, sizes, durations and text tables.
+//!
+//! Every message goes through [`write_stdout`] / [`write_stderr`], which
+//! never panic: like restic, a message that cannot be written to stderr is
+//! dropped, and a failed write to stdout is reported once on stderr
+//! (`write failed: ...`) while the command goes on. A stdout whose reader
+//! went away (`restix dump ... | head`) is remembered; the command still
+//! finishes (snapshot written, lock removed) and [`crate::run`] then ends
+//! the process by SIGPIPE, as restic (Go) is ended by it.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once stdout's reader has gone away (EPIPE).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set once a stdout write failure was reported on stderr.
+static STDOUT_FAILURE_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// True when a write to stdout found its reader gone (EPIPE).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Note a failed stdout write: EPIPE closes stdout for good; any other
+/// error is reported on stderr once, in restic's words.
+pub fn stdout_write_failed(error: &std::io::Error) {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    } else if !STDOUT_FAILURE_REPORTED.swap(true, Ordering::Relaxed) {
+        write_stderr(&format!(
+            "write failed: write /dev/stdout: {}\n",
+            restix_engine::go_error::io_text(error)
+        ));
+    }
+}
+
+/// Write `text` to stdout (and flush); failures are noted, never fatal.
+pub fn write_stdout(text: &str) {
+    if stdout_closed() {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    if let Err(e) = result {
+        stdout_write_failed(&e);
+    }
+}
+
+/// Write `text` to stderr; a failure is ignored (restic ignores it too).
+pub fn write_stderr(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
+}
+
+/// `text` and a newline (unless it has one) on stderr.
+pub fn write_stderr_line(text: &str) {
+    if text.ends_with('\n') {
+        write_stderr(text);
+    } else {
+        write_stderr(&format!("{text}\n"));
+    }
+}
+
+/// True when stdout is a pipe or socket whose reader has gone away (the
+/// next write would fail with EPIPE); commands that write stdout through
+/// their own writer end up here with their error text instead of EPIPE.
+pub fn stdout_reader_gone() -> bool {
+    if stdout_closed() {
+        return true;
+    }
+    let mut poll = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `poll` points to one valid pollfd for the duration of the
+    // call; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 1 && poll.revents & libc::POLLERR != 0 && is_pipe_or_socket()
+}
+
+/// stdout is a FIFO or a socket (not a file or a terminal).
+fn is_pipe_or_socket() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata("/dev/stdout")
+        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_socket())
+}
+
+/// True when `error` (or a cause) is a write to a reader that went away.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 use serde::Serialize;
 
@@ -24,13 +120,11 @@ impl Printer {
     }
 
     fn out(&self, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        // A closed pipe is not worth a panic; restic ignores it too.
-        let _ = stdout.write_all(text.as_bytes());
-        if !text.ends_with('\n') {
-            let _ = stdout.write_all(b"\n");
+        if text.ends_with('\n') {
+            write_stdout(text);
+        } else {
+            write_stdout(&format!("{text}\n"));
         }
-        let _ = stdout.flush();
     }
 
     /// Class `S`: important output, even with `-q`.
@@ -68,11 +162,7 @@ impl Printer {
 
     /// Class `E`: warnings and errors on stderr, always.
     pub fn error(&self, text: &str) {
-        let mut stderr = std::io::stderr().lock();
-        let _ = stderr.write_all(text.as_bytes());
-        if !text.ends_with('\n') {
-            let _ = stderr.write_all(b"\n");
-        }
+        write_stderr_line(text);
     }
 
     /// One JSON document (compact, Go escaping) on stdout.

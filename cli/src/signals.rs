@@ -51,7 +51,7 @@ pub fn install() {
                 } else {
                     ("interrupt", exit_code::INTERRUPTED)
                 };
-                eprintln!("\rsignal {text} received, cleaning up");
+                crate::output::write_stderr_line(&format!("\rsignal {text} received, cleaning up"));
                 crate::engine_glue::release_locks_on_signal();
                 if let Ok(files) = TEMP_FILES.lock() {
                     for file in files.iter() {

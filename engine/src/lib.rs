@@ -14,6 +14,7 @@ pub mod diff;
 pub mod dump;
 pub mod find;
 pub mod forget;
+pub mod go_error;
 pub mod go_path;
 pub mod image;
 pub mod keys;

@@ -202,6 +202,9 @@ pub struct PrunePlan {
     pub scan: IndexScan,
     /// The statistics.
     pub stats: PruneStats,
+    /// Packs the index lists but the repository lacks and no snapshot
+    /// needs: forgotten (restic: "will forget missing pack file ID").
+    pub missing_unneeded: Vec<Id>,
 }
 
 impl PrunePlan {
@@ -251,19 +254,13 @@ pub fn plan_prune(
     // works from the per-pack lists, so free it before repacking.
     scan.index = MemoryIndex::new();
     let packs = check_packs(repo, &scan)?;
-    let mut missing: Vec<String> = packs
+    let mut missing: Vec<Id> = packs
         .errors
         .iter()
         .filter(|p| p.kind == crate::check::ProblemKind::PackMissing)
-        .map(|p| p.id.to_hex())
+        .map(|p| p.id)
         .collect();
-    if !missing.is_empty() {
-        missing.sort();
-        return Err(PruneError::Damaged(format!(
-            "packs from index missing in repo: {}\nrun `restix repair index` first",
-            missing.join(", ")
-        )));
-    }
+    missing.sort();
 
     // Each used blob counts as used in the first pack (sorted by ID) that
     // holds it; further copies are unused duplicates. Claiming a blob takes
@@ -313,8 +310,27 @@ pub fn plan_prune(
     }
     drop(walk);
 
+    // restic 0.18: a missing pack that holds no used blob is forgotten
+    // (dropped from the index like any unused pack; its file is already
+    // gone); one that holds used blobs makes prune fail.
+    let needed: Vec<String> = missing
+        .iter()
+        .filter(|id| info.get(id).is_some_and(|p| p.used_blobs > 0))
+        .map(|id| id.to_hex())
+        .collect();
+    if !needed.is_empty() {
+        return Err(PruneError::Damaged(format!(
+            "The index references {} needed pack files which are missing from the repository:\n  {}\npacks from index missing in repo",
+            needed.len(),
+            needed.join("\n  ")
+        )));
+    }
+
     let target = repo.pack_size();
-    let mut plan = PrunePlan::default();
+    let mut plan = PrunePlan {
+        missing_unneeded: missing,
+        ..PrunePlan::default()
+    };
     let mut candidates: Vec<(Id, PackInfo)> = Vec::new();
     for id in &pack_ids {
         let Some(p) = info.get(id).copied() else {

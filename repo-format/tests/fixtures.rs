@@ -36,15 +36,19 @@ fn fixtures_dir() -> PathBuf {
 fn upstream_fixture_repositories() {
     let dir = fixtures_dir().join("restic-upstream");
     if !dir.is_dir() {
-        println!("SKIPPED: fixtures not found at {dir:?} (set RESTIX_FIXTURES)");
-        return;
+        return restix_testkit::skip(
+            "fixtures",
+            &format!("set RESTIX_FIXTURES or provide {}", dir.display()),
+        );
     }
     let mut total_trees = 0;
     for name in REPOS {
         let tarball = dir.join(format!("{name}.tar.gz"));
         if !tarball.exists() {
-            println!("SKIPPED: {tarball:?} missing");
-            continue;
+            return restix_testkit::skip(
+                "fixtures",
+                &format!("{} is missing from the fixtures", tarball.display()),
+            );
         }
         let tmp = untar(&tarball, name);
         let stats = check_repo(&find_repo(&tmp.0), 1);

@@ -43,8 +43,7 @@ fn offsets_with(tz: Option<&str>) -> Option<(i32, i32)> {
 #[test]
 fn tz_rules() {
     if !std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
-        println!("SKIPPED: no zoneinfo database");
-        return;
+        return restix_testkit::skip("zoneinfo database", "apt-get install tzdata");
     }
     assert_eq!(offsets_with(Some("Europe/Berlin")), Some((3600, 7200)));
     assert_eq!(

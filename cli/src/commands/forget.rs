@@ -8,7 +8,7 @@ use restix_engine::forget::{
     PolicyResult,
 };
 use restix_engine::selection::SnapshotFilter;
-use restix_repo_format::Id;
+use restix_repo_format::{Id, Snapshot};
 use serde::Serialize;
 
 use super::snapshots::snapshot_table_with_reasons;
@@ -102,6 +102,30 @@ fn id_set_text(ids: &[Id]) -> String {
     format!("{{{}}}", shorts.join(" "))
 }
 
+/// The arguments that name a damaged snapshot file (full ID or a prefix no
+/// loadable snapshot shares), and the other arguments.
+fn split_damaged(
+    args: &[String],
+    all: &[(Id, Snapshot)],
+    damaged: &[Id],
+) -> (Vec<Id>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for arg in args {
+        let prefix = arg.to_ascii_lowercase();
+        let good = all.iter().any(|(id, _)| id.to_hex().starts_with(&prefix));
+        let matching: Vec<&Id> = damaged
+            .iter()
+            .filter(|id| !prefix.is_empty() && id.to_hex().starts_with(&prefix))
+            .collect();
+        match matching.as_slice() {
+            [one] if !good && arg != "latest" => found.push(**one),
+            _ => rest.push(arg.clone()),
+        }
+    }
+    (found, rest)
+}
+
 pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
     let policy = policy_from_args(args)?;
     let group_by =
@@ -122,7 +146,29 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
         return Err(fatal("no policy was specified, no snapshots will be removed").into());
     }
     let mut opened = open_repository(ctx, LockMode::Exclusive)?;
-    let all = opened.list_snapshots()?;
+    let (all, damaged) = opened.list_snapshots_and_damaged()?;
+    // A damaged snapshot file named explicitly is removed: it cannot be
+    // loaded, so no policy or filter can apply to it (issue #21).
+    let (damaged_ids, ids) = split_damaged(&args.ids, &all, &damaged);
+    for id in &damaged_ids {
+        if args.dry_run {
+            ctx.printer.print(&format!(
+                "would remove damaged snapshot file {}",
+                id.short()
+            ));
+        } else {
+            opened.repo.remove_file(FileType::Snapshot, id)?;
+            ctx.printer
+                .print(&format!("removed damaged snapshot file {}", id.short()));
+        }
+    }
+    if !damaged_ids.is_empty() && ids.is_empty() {
+        return Ok(());
+    }
+    let args = &ForgetArgs {
+        ids,
+        ..args.clone()
+    };
     let mut hosts = args.host.clone();
     if hosts.is_empty() {
         if let Some(host) = std::env::var("RESTIC_HOST").ok().filter(|h| !h.is_empty()) {

@@ -139,6 +139,15 @@ pub fn run_with_repo(
         PruneError::InvalidOption(m) | PruneError::Damaged(m) => anyhow::Error::from(fatal(m)),
         PruneError::Repo(e) => anyhow::Error::from(e),
     })?;
+    if !plan.missing_unneeded.is_empty() {
+        // restic 0.18's words (class E).
+        ctx.printer
+            .error("Missing but unneeded pack files are referenced in the index, will be repaired");
+        for id in &plan.missing_unneeded {
+            ctx.printer
+                .error(&format!("will forget missing pack file {}", id.to_hex()));
+        }
+    }
     ctx.printer.print(&counter_line(
         start,
         snapshots as u64,

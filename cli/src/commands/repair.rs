@@ -80,12 +80,32 @@ pub fn run_snapshots(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
             LockMode::Exclusive
         },
     )?;
-    let all = opened.list_snapshots()?;
+    let (all, damaged) = opened.list_snapshots_and_damaged()?;
     let selected = select_snapshots(ctx, &all, &ids, &SnapshotFilter::default());
     opened.load_index()?;
     let repo = opened.repo.clone();
     let mut repairer = SnapshotRepairer::new(&repo);
     let mut changed = 0u64;
+    // A snapshot file that cannot be loaded cannot be repaired; with
+    // --forget it is removed (issue #21), when named or when no IDs are given.
+    for id in &damaged {
+        let hex = id.to_hex();
+        let named = ids.is_empty() || ids.iter().any(|a| hex.starts_with(&a.to_ascii_lowercase()));
+        if !forget || !named {
+            continue;
+        }
+        changed += 1;
+        if dry_run {
+            ctx.printer.print(&format!(
+                "\nwould remove damaged snapshot file {}",
+                id.short()
+            ));
+        } else {
+            repo.remove_file(FileType::Snapshot, id)?;
+            ctx.printer
+                .print(&format!("\nremoved damaged snapshot file {}", id.short()));
+        }
+    }
     for (id, snapshot) in selected {
         ctx.printer.print(&format!(
             "\nsnapshot {} of {:?} at {})",

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use restix_engine::restorer::{
-    FilterPattern, RestoreOptions, RestoreProgress, RestoreSummary, Restorer,
+    FilterPattern, ItemAction, Overwrite, RestoreOptions, RestoreProgress, RestoreSummary, Restorer,
 };
 use restix_engine::selection::split_snapshot_arg;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::Context;
 use crate::args::RestoreArgs;
 use crate::engine_glue::{open_repository, LockMode};
-use crate::errors::{fatal, not_implemented};
+use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
 use crate::timefmt::go_time_string;
 
@@ -28,9 +28,15 @@ struct RestoreStatusJson {
     #[serde(skip_serializing_if = "is_zero")]
     files_restored: u64,
     #[serde(skip_serializing_if = "is_zero")]
+    files_skipped: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    files_deleted: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     total_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     bytes_restored: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    bytes_skipped: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -43,9 +49,15 @@ struct RestoreSummaryJson {
     #[serde(skip_serializing_if = "is_zero")]
     files_restored: u64,
     #[serde(skip_serializing_if = "is_zero")]
+    files_skipped: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    files_deleted: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     total_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     bytes_restored: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    bytes_skipped: u64,
 }
 
 #[derive(Serialize)]
@@ -72,6 +84,9 @@ struct Progress {
     total_bytes: AtomicU64,
     files_restored: AtomicU64,
     bytes_restored: AtomicU64,
+    files_skipped: AtomicU64,
+    bytes_skipped: AtomicU64,
+    files_deleted: AtomicU64,
     /// Serialises lines printed from several threads.
     output: Mutex<()>,
 }
@@ -82,8 +97,19 @@ impl RestoreProgress for Progress {
         self.total_bytes.store(total_bytes, Ordering::Relaxed);
     }
 
-    fn item_restored(&self, path: &[u8], size: u64) {
-        self.files_restored.fetch_add(1, Ordering::Relaxed);
+    fn item_done(&self, path: &[u8], action: ItemAction, size: u64) {
+        match action {
+            ItemAction::FileUnchanged => {
+                self.files_skipped.fetch_add(1, Ordering::Relaxed);
+                self.bytes_skipped.fetch_add(size, Ordering::Relaxed);
+            }
+            ItemAction::Deleted => {
+                self.files_deleted.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.files_restored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let path = String::from_utf8_lossy(path);
         let _guard = self.output.lock();
         if self.printer.json {
@@ -97,17 +123,20 @@ impl RestoreProgress for Progress {
                 }
                 self.printer.json_line(&Verbose {
                     message_type: "verbose_status",
-                    action: "restored",
+                    action: action.verb(),
                     item: &path,
                     size,
                 });
             }
-        } else {
+        } else if action.shows_size() {
             self.printer.very_verbose(&format!(
                 "{:<9} {path} with size {}",
-                "restored",
+                action.verb(),
                 format_bytes(size)
             ));
+        } else {
+            self.printer
+                .very_verbose(&format!("{:<9} {path}", action.verb()));
         }
     }
 
@@ -146,8 +175,11 @@ impl Progress {
             },
             total_files: self.total_files.load(Ordering::Relaxed),
             files_restored: self.files_restored.load(Ordering::Relaxed),
+            files_skipped: self.files_skipped.load(Ordering::Relaxed),
+            files_deleted: self.files_deleted.load(Ordering::Relaxed),
             total_bytes,
             bytes_restored,
+            bytes_skipped: self.bytes_skipped.load(Ordering::Relaxed),
         }
     }
 }
@@ -177,7 +209,7 @@ fn spawn_reporter(
                     progress.printer.json_line(&status);
                 } else {
                     use std::io::Write;
-                    let line = format!(
+                    let mut line = format!(
                         "[{}] {:.2}%  {} files/dirs {}, total {} files/dirs {}",
                         format_duration(status.seconds_elapsed),
                         status.percent_done * 100.0,
@@ -186,6 +218,11 @@ fn spawn_reporter(
                         status.total_files,
                         format_bytes(status.total_bytes)
                     );
+                    line.push_str(&skipped_and_deleted(
+                        status.files_skipped,
+                        status.bytes_skipped,
+                        status.files_deleted,
+                    ));
                     let mut stdout = std::io::stdout().lock();
                     let _ = write!(stdout, "\r\x1b[2K{line}");
                     let _ = stdout.flush();
@@ -219,26 +256,39 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     let Some(target) = args.target.as_deref().filter(|t| !t.is_empty()) else {
         return Err(fatal("please specify a directory to restore to (--target)").into());
     };
-    let has_include =
-        !args.include.is_empty() || !args.iinclude.is_empty() || !args.include_file.is_empty();
-    let has_exclude =
-        !args.exclude.is_empty() || !args.iexclude.is_empty() || !args.exclude_file.is_empty();
+    let has_include = !args.include.is_empty()
+        || !args.iinclude.is_empty()
+        || !args.include_file.is_empty()
+        || !args.iinclude_file.is_empty();
+    let has_exclude = !args.exclude.is_empty()
+        || !args.iexclude.is_empty()
+        || !args.exclude_file.is_empty()
+        || !args.iexclude_file.is_empty();
     if has_include && has_exclude {
         return Err(fatal("exclude and include patterns are mutually exclusive").into());
     }
     if args.dry_run && args.verify {
         return Err(fatal("--dry-run and --verify are mutually exclusive").into());
     }
-    if args.dry_run {
-        return Err(not_implemented("restore --dry-run"));
-    }
-    if args.delete {
-        return Err(not_implemented("restore --delete"));
-    }
-    if let Some(mode) = args.overwrite.as_deref() {
-        if mode != "always" {
-            return Err(not_implemented(&format!("restore --overwrite {mode}")));
-        }
+    let overwrite = match args.overwrite.as_deref() {
+        None => Overwrite::Always,
+        Some(value) => Overwrite::parse(value).ok_or_else(|| {
+            // pflag's wording for a value its `Set` refuses.
+            CliError::plain(
+                exit_code::FAILURE,
+                format!("invalid argument {value:?} for \"--overwrite\" flag: invalid overwrite behavior {value:?}, must be one of (always|if-changed|if-newer|never)"),
+            )
+        })?,
+    };
+    if args.delete
+        && std::path::Path::new(target) == std::path::Path::new("/")
+        && !has_include
+        && !has_exclude
+    {
+        return Err(fatal(
+            "'--target / --delete' must be combined with an include or exclude filter",
+        )
+        .into());
     }
     let mut include: Vec<FilterPattern> =
         args.include.iter().map(|p| FilterPattern::new(p)).collect();
@@ -254,6 +304,13 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
                 .map(|p| FilterPattern::new(p)),
         );
     }
+    for file in &args.iinclude_file {
+        include.extend(
+            read_pattern_file(file)?
+                .iter()
+                .map(|p| FilterPattern::new_case_insensitive(p)),
+        );
+    }
     let mut exclude: Vec<FilterPattern> =
         args.exclude.iter().map(|p| FilterPattern::new(p)).collect();
     exclude.extend(
@@ -266,6 +323,13 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
             read_pattern_file(file)?
                 .iter()
                 .map(|p| FilterPattern::new(p)),
+        );
+    }
+    for file in &args.iexclude_file {
+        exclude.extend(
+            read_pattern_file(file)?
+                .iter()
+                .map(|p| FilterPattern::new_case_insensitive(p)),
         );
     }
 
@@ -288,6 +352,23 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     options.threads = ctx.threads.max(1) * 2;
     options.verify = args.verify;
     options.sparse = args.sparse;
+    options.overwrite = overwrite;
+    options.delete = args.delete;
+    options.dry_run = args.dry_run;
+    // restic checks the xattr patterns once the snapshot is found.
+    if !args.include_xattr.is_empty() && !args.exclude_xattr.is_empty() {
+        return Err(fatal("exclude and include xattr patterns are mutually exclusive").into());
+    }
+    options.xattr_include = args
+        .include_xattr
+        .iter()
+        .map(|p| FilterPattern::new(p))
+        .collect();
+    options.xattr_exclude = args
+        .exclude_xattr
+        .iter()
+        .map(|p| FilterPattern::new(p))
+        .collect();
     let restorer = Restorer::new(Arc::clone(&opened.repo), options).map_err(fatal)?;
     let progress = Arc::new(Progress {
         printer: ctx.printer.clone(),
@@ -295,6 +376,9 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         total_bytes: AtomicU64::new(0),
         files_restored: AtomicU64::new(0),
         bytes_restored: AtomicU64::new(0),
+        files_skipped: AtomicU64::new(0),
+        bytes_skipped: AtomicU64::new(0),
+        files_deleted: AtomicU64::new(0),
         output: Mutex::new(()),
     });
     let start = Instant::now();
@@ -313,11 +397,16 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
             seconds_elapsed: elapsed.as_secs(),
             total_files: summary.total_files,
             files_restored: summary.files_restored,
+            files_skipped: summary.files_skipped,
+            files_deleted: summary.files_deleted,
             total_bytes: summary.total_bytes,
             bytes_restored: summary.bytes_restored,
+            bytes_skipped: summary.bytes_skipped,
         });
     } else {
-        let counts = if summary.files_restored == summary.total_files {
+        let counts = if summary.files_restored == summary.total_files
+            && summary.bytes_restored == summary.total_bytes
+        {
             format!(
                 "{} files/dirs ({})",
                 summary.total_files,
@@ -333,8 +422,13 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
             )
         };
         ctx.printer.print(&format!(
-            "Summary: Restored {counts} in {}",
-            format_duration(elapsed.as_secs())
+            "Summary: Restored {counts} in {}{}",
+            format_duration(elapsed.as_secs()),
+            skipped_and_deleted(
+                summary.files_skipped,
+                summary.bytes_skipped,
+                summary.files_deleted
+            )
         ));
         if args.verify {
             ctx.printer.print(&format!(
@@ -347,6 +441,22 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         return Err(fatal(format!("There were {} errors", summary.errors)).into());
     }
     Ok(())
+}
+
+/// restic's `, skipped N files/dirs SIZE, deleted N files/dirs` suffix of
+/// the status and summary lines.
+fn skipped_and_deleted(files_skipped: u64, bytes_skipped: u64, files_deleted: u64) -> String {
+    let mut out = String::new();
+    if files_skipped > 0 {
+        out.push_str(&format!(
+            ", skipped {files_skipped} files/dirs {}",
+            format_bytes(bytes_skipped)
+        ));
+    }
+    if files_deleted > 0 {
+        out.push_str(&format!(", deleted {files_deleted} files/dirs"));
+    }
+    out
 }
 
 /// Patterns from a file: one per line, trimmed, `#` comments and blank lines

@@ -756,7 +756,7 @@ impl Run<'_> {
     /// Report an unreadable item with Go's `*PathError` text
     /// (`open /x: permission denied`), as restic prints it.
     fn note_error(&self, op: &str, path: &Path, e: &std::io::Error) {
-        let text = go_error_text(e);
+        let text = crate::go_error::io_text(e);
         let wrapped = std::io::Error::new(e.kind(), format!("{op} {}: {text}", path.display()));
         self.note_error_text(path, &wrapped);
     }
@@ -804,10 +804,14 @@ impl Run<'_> {
                             .and_then(|id| self.repo.load_tree(&id).ok());
                         let tree = self.archive_virtual(sub, parent_sub.as_ref())?;
                         let subtree = self.save_tree(&tree)?;
+                        // restic (0.14 `statDir`, 0.18 `dirPathToNode`)
+                        // stats a target's parent directories following
+                        // symlinks: a symlinked parent is stored as the
+                        // directory it points to, under the link's name.
                         let mut node = match sub
                             .meta_path
                             .as_ref()
-                            .map(|p| (p, std::fs::symlink_metadata(p)))
+                            .map(|p| (p, std::fs::metadata(p)))
                         {
                             Some((p, Ok(meta))) => {
                                 node::node_from_metadata(name, p, &meta, self.options.with_atime)
@@ -1158,20 +1162,6 @@ impl Run<'_> {
             started.elapsed(),
         );
         Ok((Tree { nodes: vec![node] }, snap_path))
-    }
-}
-
-/// The OS error text the way Go prints it: lower-case, without "(os error N)".
-fn go_error_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.rfind(" (os error ") {
-        Some(i) if e.raw_os_error().is_some() => text.get(..i).unwrap_or(&text).to_string(),
-        _ => text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
     }
 }
 

@@ -409,7 +409,7 @@ fn large_file_throughput() {
 #[test]
 fn errors_read_like_go() {
     let e = std::io::Error::from_raw_os_error(libc::EACCES);
-    assert_eq!(go_error_text(&e), "permission denied");
+    assert_eq!(crate::go_error::io_text(&e), "permission denied");
     let e = std::io::Error::from_raw_os_error(libc::ENOENT);
-    assert_eq!(go_error_text(&e), "no such file or directory");
+    assert_eq!(crate::go_error::io_text(&e), "no such file or directory");
 }

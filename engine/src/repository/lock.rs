@@ -40,13 +40,18 @@ pub enum LockError {
         /// Its file ID.
         id: Id,
     },
-    /// A lock file that cannot be loaded or decoded.
-    #[error("invalid lock file: {id}: {reason}")]
+    /// A lock file that cannot be loaded or decoded. The text is restic
+    /// 0.18's (`invalid lock file: LoadRaw(<lock/0123456789>): invalid data
+    /// returned`); the CLI adds the `unlock --remove-all` hint.
+    #[error("invalid lock file: {reason}")]
     Invalid {
         /// The lock file.
         id: Id,
-        /// Why it cannot be read.
+        /// Why it cannot be read, naming the file.
         reason: String,
+        /// The file's bytes are wrong (checksum, decryption, JSON): reading
+        /// it again cannot help, so it is not retried.
+        damaged: bool,
     },
     /// Our lock could not be refreshed for too long and its file is gone
     /// (e.g. after a suspend another process ran `unlock`).
@@ -313,12 +318,16 @@ fn next_token() -> u64 {
 // ------------------------------------------------------------ operations
 
 /// Every lock file with its decoded content; empty files are skipped. A lock
-/// that cannot be read is retried after 5, 10 and 20 s, then reported.
+/// that cannot be read is retried after 5, 10 and 20 s, then reported, as
+/// restic 0.18 does; a lock whose bytes are wrong (garbage, truncated) is
+/// reported at once: restic would read the same bytes three more times
+/// and fail after 35 s with the same message.
 fn load_locks(repo: &Repository, except: Option<&Id>) -> Result<Vec<(Id, Lock)>, LockError> {
     let mut delays = [5u64, 10, 20].into_iter();
     loop {
         match try_load_locks(repo, except) {
             Ok(locks) => return Ok(locks),
+            Err(e @ LockError::Invalid { damaged: true, .. }) => return Err(e),
             Err(e @ LockError::Invalid { .. }) => match delays.next() {
                 Some(d) => std::thread::sleep(Duration::from_secs(d)),
                 None => return Err(e),
@@ -329,6 +338,16 @@ fn load_locks(repo: &Repository, except: Option<&Id>) -> Result<Vec<(Id, Lock)>,
 }
 
 fn try_load_locks(repo: &Repository, except: Option<&Id>) -> Result<Vec<(Id, Lock)>, LockError> {
+    load_locks_with(repo, except, true)
+}
+
+/// The readable locks; with `strict`, the first unreadable one is an error,
+/// otherwise it is passed over (restic's `unlock` ignores such locks).
+fn load_locks_with(
+    repo: &Repository,
+    except: Option<&Id>,
+    strict: bool,
+) -> Result<Vec<(Id, Lock)>, LockError> {
     let mut out = Vec::new();
     for f in repo.backend().list(FileType::Lock)? {
         if f.size == 0 {
@@ -344,25 +363,49 @@ fn try_load_locks(repo: &Repository, except: Option<&Id>) -> Result<Vec<(Id, Loc
             Ok(j) => j,
             // Removed meanwhile (the holder finished or refreshed).
             Err(RepoError::Backend { source }) if source.is_not_found() => continue,
+            Err(RepoError::InvalidFile { reason, .. }) => {
+                let handle = format!("<lock/{}>", f.name.get(..10).unwrap_or(&f.name));
+                let reason = if reason.starts_with("invalid data") {
+                    // restic's LoadRaw check of the content's hash.
+                    format!("LoadRaw({handle}): invalid data returned")
+                } else {
+                    format!("{handle}: {reason}")
+                };
+                if !strict {
+                    continue;
+                }
+                return Err(LockError::Invalid {
+                    id,
+                    reason,
+                    damaged: true,
+                });
+            }
+            Err(_) if !strict => continue,
             Err(e) => {
                 return Err(LockError::Invalid {
                     id,
                     reason: e.to_string(),
+                    damaged: false,
                 })
             }
         };
         let lock = Lock::parse(&json).map_err(|e| LockError::Invalid {
             id,
-            reason: e.to_string(),
-        })?;
-        out.push((id, lock));
+            reason: format!("<lock/{}>: {e}", f.name.get(..10).unwrap_or(&f.name)),
+            damaged: true,
+        });
+        match lock {
+            Ok(lock) => out.push((id, lock)),
+            Err(e) if strict => return Err(e),
+            Err(_) => {}
+        }
     }
     Ok(out)
 }
 
 /// All readable locks (`list locks`, `unlock`).
 pub fn list_locks(repo: &Repository) -> Result<Vec<(Id, Lock)>, LockError> {
-    try_load_locks(repo, None)
+    load_locks_with(repo, None, false)
 }
 
 fn check_conflicts(repo: &Repository, exclusive: bool, own: Option<&Id>) -> Result<(), LockError> {
@@ -475,7 +518,9 @@ pub fn acquire(
 /// Remove stale locks (`restic unlock`); returns how many were removed.
 pub fn remove_stale_locks(repo: &Repository) -> Result<usize, LockError> {
     let mut removed = 0;
-    for (id, lock) in try_load_locks(repo, None)? {
+    // Unreadable locks are left alone (restic 0.18: "ignore locks that
+    // cannot be loaded"); `unlock --remove-all` removes them.
+    for (id, lock) in load_locks_with(repo, None, false)? {
         if is_stale(&lock) {
             match repo.backend().remove(FileType::Lock, &id.to_hex()) {
                 Ok(()) => removed += 1,

@@ -76,6 +76,15 @@ pub const MAX_KEYS: usize = 20;
 /// can be larger; u32 lengths cap it at 4 GiB anyway).
 const MAX_BLOB_SIZE: usize = u32::MAX as usize;
 
+/// The result of [`Repository::list_snapshots_lenient`].
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    /// Snapshots that loaded, sorted by ID.
+    pub snapshots: Vec<(Id, Snapshot)>,
+    /// Snapshot files that could not be loaded, with the reason.
+    pub damaged: Vec<(Id, RepoError)>,
+}
+
 /// Errors of repository operations.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -1076,6 +1085,25 @@ impl Repository {
         parallel_map(&ids, workers, |id| self.load_snapshot(id).map(|s| (*id, s)))
             .into_iter()
             .collect()
+    }
+
+    /// All snapshots that load, sorted by ID, and the snapshot files that
+    /// do not (empty, truncated, undecodable) with their errors: listing
+    /// commands report and pass over those, as restic does.
+    pub fn list_snapshots_lenient(&self) -> RepoResult<SnapshotListing> {
+        let ids = self.list_files(FileType::Snapshot)?;
+        let workers = self.shared.backend.connections() + cpu_count();
+        let mut listing = SnapshotListing::default();
+        for (id, result) in ids
+            .iter()
+            .zip(parallel_map(&ids, workers, |id| self.load_snapshot(id)))
+        {
+            match result {
+                Ok(snapshot) => listing.snapshots.push((*id, snapshot)),
+                Err(e) => listing.damaged.push((*id, e)),
+            }
+        }
+        Ok(listing)
     }
 
     /// The snapshot whose ID starts with `prefix` (unique).

@@ -196,7 +196,7 @@ struct Collect {
 }
 
 impl RestoreProgress for Collect {
-    fn item_restored(&self, _path: &[u8], _size: u64) {
+    fn item_done(&self, _path: &[u8], _action: ItemAction, _size: u64) {
         self.restored.fetch_add(1, Ordering::Relaxed);
     }
     fn error(&self, path: &[u8], message: &str) {
@@ -406,10 +406,12 @@ fn corrupt_blob_is_reported_and_not_restored() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "/sub/deep/c.txt");
     assert!(errors[0].1.contains(&hex), "{}", errors[0].1);
-    assert!(
-        !target.join("sub/deep/c.txt").exists(),
-        "bad file must not be left behind"
-    );
+    assert!(errors[0].1.contains("missing bytes 0-3"), "{}", errors[0].1);
+    // The file is kept at its size, the missing range reads as zeros, and
+    // it stays private (0600) until restored completely.
+    let kept = target.join("sub/deep/c.txt");
+    assert_eq!(fs::read(&kept).unwrap(), vec![0u8; 4]);
+    assert_eq!(fs::metadata(&kept).unwrap().mode() & 0o777, 0o600);
     for rel in ["a.txt", "sub/b.bin", "sub/zeros.img", "hard2", "link"] {
         compare(&fx.src, &target, rel);
     }
@@ -617,4 +619,14 @@ fn xattrs_are_restored() {
         get_xattr(&target.join("a.txt"), "user.restix").as_deref(),
         Some(&b"value"[..])
     );
+}
+
+#[test]
+fn missing_ranges_are_merged_and_listed() {
+    let merged = merge_ranges(vec![(10, 5), (0, 10), (20, 0), (30, 2), (31, 4)]);
+    assert_eq!(merged, vec![(0, 15), (30, 5)]);
+    assert_eq!(describe_ranges(&merged), "bytes 0-14, 30-34");
+    let many: Vec<(u64, u64)> = (0..10).map(|i| (i * 10, 1)).collect();
+    assert!(describe_ranges(&many).ends_with("and 2 more ranges"));
+    assert_eq!(describe_ranges(&[]), "no bytes");
 }
