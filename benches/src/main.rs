@@ -17,6 +17,7 @@ mod content;
 mod datasets;
 mod error;
 mod measure;
+mod mount;
 mod report;
 mod scenarios;
 mod tools;
@@ -58,6 +59,8 @@ usage: restix-benches [options]
   --output FILE        also write the report to FILE
   --timeout SECS       kill a command after SECS (default 3600)
   --no-warm-memory     skip touching the free memory once before the runs
+  --mount              only the mount scenario: restic's and restix's `mount` of
+                       one repository, reading the image's disk (needs FUSE)
 ";
 
 /// Parsed command line.
@@ -77,6 +80,7 @@ struct Options {
     timeout: Duration,
     warm_memory: bool,
     command_line: String,
+    mount: bool,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -101,6 +105,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let mut only: Option<Vec<Scenario>> = None;
     let (mut prune, mut sftp, mut s3, mut prepare_only) = (false, false, false, false);
     let mut warm_memory = true;
+    let mut mount = false;
     let mut tools = None;
     let mut threads = vec![None, Some(1)];
     let mut repeat = 1;
@@ -127,6 +132,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--sftp" => sftp = true,
             "--s3" => s3 = true,
             "--no-warm-memory" => warm_memory = false,
+            "--mount" => mount = true,
             "--size" => {
                 let v = value("--size")?;
                 size = parse_size(&v).ok_or_else(|| usage(format!("bad size {v:?}")))?;
@@ -224,6 +230,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         output,
         timeout,
         command_line: args.join(" "),
+        mount,
     })
 }
 
@@ -500,6 +507,16 @@ fn warm_memory() -> u64 {
 }
 
 fn run(opts: Options) -> Result<(), BenchError> {
+    if opts.mount {
+        let restix = opts.restix.clone().unwrap_or_else(default_restix);
+        return mount::run(
+            &opts.dir,
+            opts.size,
+            &opts.restic,
+            &restix,
+            opts.output.as_deref(),
+        );
+    }
     let tools = build_tools(&opts);
     if tools.is_empty() {
         return Err(BenchError::Usage("no tools to run".into()));

@@ -378,3 +378,67 @@ pub fn run_ok(command: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The shell block that follows `<!-- test: MARKER ...-->` in a file under
+/// docs/ (so the documented commands are the tested ones).
+pub fn doc_block(doc: &str, marker: &str) -> String {
+    let path = crate::harness::workspace_root().join("docs").join(doc);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = text
+        .find(&format!("<!-- test: {marker}"))
+        .unwrap_or_else(|| panic!("no test block {marker} in {}", path.display()));
+    let after = &text[start..];
+    let open = after
+        .find("```sh\n")
+        .expect("a ```sh block after the marker")
+        + "```sh\n".len();
+    let close = after[open..].find("```").expect("the block ends");
+    after[open..open + close].to_string()
+}
+
+/// Run a documented shell block with `bash -eu` in `dir`, `restix` first on
+/// `PATH`, the repository and password in the environment; panics with the
+/// output unless it succeeds.
+pub fn run_doc_block(sb: &Sandbox, dir: &Path, repo: &Path, block: &str) -> String {
+    let bin_dir = crate::harness::restix_bin()
+        .parent()
+        .expect("restix has a folder")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = format!("set -eu\n{block}");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", crate::harness::PASSWORD)
+        .env("RESTIC_CACHE_DIR", sb.join("cache"))
+        .env("HOME", sb.join("home"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "documented commands failed ({}):\n{script}\n{text}",
+        out.status
+    );
+    text
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use restix_tests::harness::{pseudo_random_bytes, require_qemu, s, Sandbox, Tool};
 use restix_tests::mounts::{
-    make_ext4_image, require_fuse, require_loop_and_ext4, run_ok, LoopDevice, Mounted,
-    ReadOnlyMount,
+    doc_block, is_mounted, make_ext4_image, require_fuse, require_loop_and_ext4, run_doc_block,
+    run_ok, LoopDevice, Mounted, ReadOnlyMount,
 };
 
 #[test]
@@ -69,4 +69,49 @@ fn disk_image_through_the_mount_compares_identical_and_its_ext4_loop_mounts() {
     drop(inner);
     drop(device);
     drop(mount);
+}
+
+/// docs/mount.md's "Files from inside a VM disk backup" block, as written.
+#[test]
+fn documented_file_restore_runs_as_written() {
+    if !require_qemu() || !require_fuse() || !require_loop_and_ext4() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let fstab = b"UUID=1234 / ext4 errors=remount-ro 0 1\n".to_vec();
+    let work = sb.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let raw = sb.join("guest.raw");
+    make_ext4_image(&sb, &raw, 16, &[("/etc/fstab", &fstab)]);
+    let disk = work.join("vm.qcow2");
+    run_ok(Command::new("qemu-img").args([
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&raw),
+        s(&disk),
+    ]));
+    let repo = sb.join("repo");
+    sb.restix(["init", "-r", s(&repo)]).ok();
+    sb.cmd(Tool::Restix)
+        .current_dir(&work)
+        .args(["-r", s(&repo), "backup", "--image", "vm.qcow2"])
+        .run()
+        .ok();
+    let block = doc_block("mount.md", "file-restore");
+    let result = std::panic::catch_unwind(|| run_doc_block(&sb, &work, &repo, &block));
+    // Whatever happened, leave nothing mounted.
+    let _ = Command::new("umount").arg(work.join("guest")).status();
+    if is_mounted(&work.join("backup")) {
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(work.join("backup"))
+            .status();
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(std::fs::read(work.join("fstab.restored")).unwrap(), fstab);
 }

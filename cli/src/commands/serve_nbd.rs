@@ -47,6 +47,10 @@ pub fn run(ctx: &Context, args: &ServeNbdArgs) -> anyhow::Result<()> {
     let listen = Listen::parse(&args.listen);
     let server = NbdServer::bind(&listen, export)
         .map_err(|e| fatal(format!("cannot listen on {}: {e}", args.listen)))?;
+    if let Listen::Unix(path) = &listen {
+        // A signal ends the process without unwinding: remove the socket then.
+        crate::signals::register_temp_file(path.clone());
+    }
     ctx.printer.important(&format!(
         "serving {file_path} of snapshot {} ({size} bytes, read-only) at {}",
         id.short(),
