@@ -1,19 +1,22 @@
 //! The mount scenario (`--mount`): restic's and restix's `mount` of one
 //! repository, in one run, reading the bench image's disk through FUSE.
 //!
-//! The repository holds an image-mode snapshot of the bench image (`restix
-//! backup --image image.qcow2`: the guest's raw disk as one file of 64 KiB
-//! blocks); both tools mount it and read `snapshots/latest/image.qcow2`:
+//! The repository holds two backups of the same guest disk (the bench
+//! image's raw guest view): restic's (`restic backup --stdin` of the raw
+//! disk: content-defined chunks of ~1 MiB, as a restic user would have it)
+//! and restix's (`restix backup --image`: 64 KiB blocks aligned to guest
+//! offsets). Each tool mounts the repository once per backup and reads the
+//! disk file:
 //!
 //! - time to first byte: from starting `mount` until one byte of the disk
 //!   has been read (repository open, index, mount, file open, first blob);
-//! - 1000 random 4 KiB reads at 4 KiB-aligned offsets (same seed for both,
+//! - 1000 random 4 KiB reads at 4 KiB-aligned offsets (same seed for all,
 //!   kernel readahead off with `POSIX_FADV_RANDOM`), one after the other;
 //! - one sequential read of the whole disk in 1 MiB reads;
 //! - the mount process's peak RSS (`VmHWM`) after all of it.
 //!
 //! The repository's pack files are read into the page cache before each
-//! tool, so neither profits from the other's reads.
+//! mount, so none profits from another's reads.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -94,7 +97,14 @@ impl Drop for Serving {
     }
 }
 
-fn measure(bin: &Path, repo: &Path, work: &Path, label: &str, disk_size: u64) -> MountResult {
+fn measure(
+    bin: &Path,
+    repo: &Path,
+    work: &Path,
+    label: &str,
+    file: &str,
+    disk_size: u64,
+) -> MountResult {
     let mut result = MountResult::default();
     let mountpoint = work.join(format!("mnt-{label}"));
     let cache = work.join(format!("cache-{label}"));
@@ -128,7 +138,7 @@ fn measure(bin: &Path, repo: &Path, work: &Path, label: &str, disk_size: u64) ->
         child,
         mountpoint: mountpoint.clone(),
     };
-    let disk = mountpoint.join("snapshots/latest/image.qcow2");
+    let disk = mountpoint.join(file);
     // Time to first byte.
     let file = loop {
         let mut one = [0u8; 1];
@@ -233,61 +243,117 @@ pub fn run(
     let repo = work.join("repo");
     let cache = work.join("cache-backup");
     run_helper(command(restix, &repo, &cache).arg("init"))?;
-    eprintln!("backing up {} in image mode ...", image.qcow2.display());
+    let raw = work.join("disk.raw");
+    run_helper(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&image.qcow2)
+            .arg(&raw),
+    )?;
+    eprintln!("backing up the disk with restic (content-defined chunks) ...");
+    let stdin = File::open(&raw).ctx(|| format!("open {}", raw.display()))?;
+    run_helper(
+        command(restic, &repo, &cache)
+            .args([
+                "backup",
+                "--stdin",
+                "--stdin-filename",
+                "disk.raw",
+                "--tag",
+                "restic",
+            ])
+            .stdin(Stdio::from(stdin)),
+    )?;
+    std::fs::remove_file(&raw).ctx(|| format!("remove {}", raw.display()))?;
+    eprintln!("backing up the disk with restix (image mode) ...");
     run_helper(
         command(restix, &repo, &cache)
             .arg("backup")
             .arg("--image")
             .arg(&image.qcow2)
-            .arg("--image-name")
-            .arg("image.qcow2"),
+            .args(["--image-name", "disk.img", "--tag", "restix"]),
     )?;
     let disk_size = image.virtual_bytes;
-    eprintln!("mounting with restic ...");
-    let theirs = measure(restic, &repo, &work, "restic", disk_size);
-    eprintln!("mounting with restix ...");
-    let ours = measure(restix, &repo, &work, "restix", disk_size);
+    let backups = [
+        (
+            "restic's backup (content-defined chunks)",
+            "tags/restic/latest/disk.raw",
+        ),
+        (
+            "restix's image-mode backup (64 KiB blocks)",
+            "tags/restix/latest/disk.img",
+        ),
+    ];
+    let mut results = Vec::new();
+    for (index, (_, file)) in backups.iter().enumerate() {
+        eprintln!("mounting with restic, reading {file} ...");
+        let theirs = measure(
+            restic,
+            &repo,
+            &work,
+            &format!("restic-{index}"),
+            file,
+            disk_size,
+        );
+        eprintln!("mounting with restix, reading {file} ...");
+        let ours = measure(
+            restix,
+            &repo,
+            &work,
+            &format!("restix-{index}"),
+            file,
+            disk_size,
+        );
+        results.push((theirs, ours));
+    }
     let mut table = String::new();
     table.push_str(&format!(
-        "### mount: reading a {:.1} GiB image-mode disk through FUSE\n\n",
+        "### mount: reading a {:.2} GiB guest disk through FUSE, one repository\n\n",
         disk_size as f64 / f64::from(1u32 << 30)
     ));
-    table.push_str("| | restic | restix | restic/restix |\n| --- | --- | --- | --- |\n");
-    table.push_str(&format!(
-        "| time to first byte | {} | {} | {} |\n",
-        seconds(theirs.first_byte),
-        seconds(ours.first_byte),
-        ratio(theirs.first_byte, ours.first_byte)
-    ));
-    table.push_str(&format!(
-        "| {RANDOM_READS} random 4 KiB reads | {} | {} | {} |\n",
-        seconds(theirs.random),
-        seconds(ours.random),
-        ratio(theirs.random, ours.random)
-    ));
-    table.push_str(&format!(
-        "| sequential read of the disk | {} | {} | {} |\n",
-        seconds(theirs.sequential),
-        seconds(ours.sequential),
-        ratio(theirs.sequential, ours.sequential)
-    ));
+    table.push_str("| disk file read | | restic mount | restix mount | restic/restix |\n| --- | --- | --- | --- | --- |\n");
     let rss = |r: &MountResult| {
         r.peak_rss_kib
             .map_or("-".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
     };
-    table.push_str(&format!(
-        "| peak RSS of the mount | {} | {} | |\n",
-        rss(&theirs),
-        rss(&ours)
-    ));
-    for (label, r) in [("restic", &theirs), ("restix", &ours)] {
-        if let Some(e) = &r.error {
-            table.push_str(&format!("\n{label}: {e}\n"));
-        } else if r.bytes != disk_size {
+    for ((name, _), (theirs, ours)) in backups.iter().zip(&results) {
+        let rows = [
+            ("time to first byte", theirs.first_byte, ours.first_byte),
+            ("1000 random 4 KiB reads", theirs.random, ours.random),
+            ("sequential read", theirs.sequential, ours.sequential),
+        ];
+        for (what, a, b) in rows {
             table.push_str(&format!(
-                "\n{label}: read {} bytes sequentially, the disk has {disk_size}\n",
-                r.bytes
+                "| {name} | {what} | {} | {} | {} |\n",
+                seconds(a),
+                seconds(b),
+                ratio(a, b)
             ));
+        }
+        table.push_str(&format!(
+            "| {name} | peak RSS | {} | {} | |\n",
+            rss(theirs),
+            rss(ours)
+        ));
+    }
+    if let [(restic_own, _), (_, restix_own)] = results.as_slice() {
+        table.push_str(&format!(
+            "\nEach tool reading its own backup of the disk: random reads {}, sequential {}, first byte {} (restic/restix).\n",
+            ratio(restic_own.random, restix_own.random),
+            ratio(restic_own.sequential, restix_own.sequential),
+            ratio(restic_own.first_byte, restix_own.first_byte)
+        ));
+    }
+    for ((name, _), (theirs, ours)) in backups.iter().zip(&results) {
+        for (label, r) in [("restic", theirs), ("restix", ours)] {
+            if let Some(e) = &r.error {
+                table.push_str(&format!("\n{label} reading {name}: {e}\n"));
+            } else if r.bytes != disk_size {
+                table.push_str(&format!(
+                    "\n{label} reading {name}: read {} bytes sequentially, the disk has {disk_size}\n",
+                    r.bytes
+                ));
+            }
         }
     }
     println!("{table}");

@@ -1481,7 +1481,7 @@ pub struct MountArgs {
         default_value = RFC3339_LAYOUT
     )]
     pub time_template: String,
-    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 256M)
+    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 128M)
     #[arg(long = "blob-cache", value_name = "SIZE")]
     pub blob_cache: Option<String>,
     /// The mountpoint
@@ -1501,7 +1501,7 @@ pub struct ServeNbdArgs {
     /// Export name clients ask for (the empty name works too) (default: the file's name)
     #[arg(long = "export-name", value_name = "NAME")]
     pub export_name: Option<String>,
-    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 256M)
+    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 128M)
     #[arg(long = "blob-cache", value_name = "SIZE")]
     pub blob_cache: Option<String>,
     #[command(flatten)]

@@ -170,7 +170,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// The blob cache and loader threads `mount` and `serve-nbd` read file
-/// data through: `--blob-cache SIZE` (default 256 MiB), two loads in
+/// data through: `--blob-cache SIZE` (default 128 MiB), two loads in
 /// flight per backend connection, at least four.
 pub fn blob_source(
     opened: &OpenedRepository,

@@ -18,9 +18,9 @@ use super::reader::FileReader;
 use super::VfsError;
 use crate::repository::Repository;
 
-/// Default size of the blob cache: 256 MiB (restic's mount uses 64 MiB;
+/// Default size of the blob cache: 128 MiB (restic's mount uses 64 MiB;
 /// image blocks of a few MiB and a readahead window need more room).
-pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 
 /// Loads queued per loader thread before prefetches are dropped.
 const QUEUE_PER_LOADER: usize = 4;
