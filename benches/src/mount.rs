@@ -173,7 +173,7 @@ fn measure(
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
     }
-    let mut rng = SplitMix64::new(0x4d4f_554e_54);
+    let mut rng = SplitMix64::new(0x004d_4f55_4e54);
     let blocks = (disk_size / RANDOM_SIZE as u64).max(1);
     let mut buf = vec![0u8; RANDOM_SIZE];
     let random_start = Instant::now();

@@ -220,3 +220,114 @@ fn signals_unmount_and_a_busy_mount_says_how() {
         mount.log_text()
     );
 }
+
+fn cpath(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// Extended attributes of `path` (names and values), without following links.
+fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let p = cpath(path);
+    let mut names = vec![0u8; 4096];
+    // SAFETY: `p` is a NUL-terminated path, `names` a writable buffer of the
+    // given length; llistxattr writes at most that many bytes.
+    let len = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(
+        len >= 0,
+        "llistxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    names.truncate(len as usize);
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = std::ffi::CString::new(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        // SAFETY: as above; `cname` is NUL-terminated.
+        let n = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(
+            n >= 0,
+            "lgetxattr {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        value.truncate(n as usize);
+        out.insert(name.to_vec(), value);
+    }
+    out
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let p = cpath(path);
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated path and name, `value` valid for its length.
+    unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        ) == 0
+    }
+}
+
+#[test]
+fn xattrs_owners_and_owner_root() {
+    if !require_fuse() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.join("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("file"), b"with attributes").unwrap();
+    if !set_xattr(&src.join("file"), "user.restix.one", b"1")
+        || !set_xattr(&src.join("file"), "user.restix.two", b"")
+        || !set_xattr(&src.join("dir"), "user.restix.dir", b"folder")
+    {
+        restix_testkit::skip(
+            "user extended attributes in $TMPDIR",
+            "put TMPDIR on a file system with user xattrs (ext4, xfs, tmpfs)",
+        );
+        return;
+    }
+    let owned = restix_tests::harness::is_root();
+    if owned {
+        restix_tests::harness::lchown(&src.join("file"), 1234, 5678);
+    }
+    let repo = sb.join("repo");
+    sb.restix(["init", "-r", s(&repo)]).ok();
+    sb.restix(["-r", s(&repo), "backup", s(&src)]).ok();
+
+    let mount = Mounted::start(&sb, Tool::Restix, &repo, &sb.join("mnt"), &[]);
+    let inside = in_mount(mount.path(), &src);
+    assert_eq!(xattrs(&inside.join("file")), xattrs(&src.join("file")));
+    assert_eq!(xattrs(&inside.join("dir")), xattrs(&src.join("dir")));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(inside.join("file")).unwrap();
+    if owned {
+        assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    }
+    // Read-only: no writes, no new files.
+    assert!(std::fs::write(inside.join("file"), b"x").is_err());
+    assert!(std::fs::write(inside.join("new"), b"x").is_err());
+    drop(mount);
+
+    let mount = Mounted::start(
+        &sb,
+        Tool::Restix,
+        &repo,
+        &sb.join("mnt-root"),
+        &["--owner-root"],
+    );
+    let meta = std::fs::metadata(in_mount(mount.path(), &src).join("file")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+}

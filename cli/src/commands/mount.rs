@@ -56,13 +56,13 @@ pub fn run(ctx: &Context, args: &MountArgs) -> anyhow::Result<()> {
         time_template: args.time_template.clone(),
         path_templates: args.path_template.clone(),
     };
-    let fs = SnapshotFs::new(source, config).map_err(|e| fatal(e))?;
+    let fs = SnapshotFs::new(source, config).map_err(fatal)?;
     let options = FuseOptions {
         allow_other: args.allow_other,
         no_default_permissions: args.no_default_permissions,
         threads: FUSE_THREADS,
     };
-    let session = restix_mount::mount(fs, Path::new(mountpoint), options).map_err(|e| fatal(e))?;
+    let session = restix_mount::mount(fs, Path::new(mountpoint), options).map_err(fatal)?;
     install_unmount_on_signal(PathBuf::from(mountpoint));
     ctx.printer
         .important(&format!("Now serving the repository at {mountpoint}"));
