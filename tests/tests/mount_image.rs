@@ -103,7 +103,10 @@ fn documented_file_restore_runs_as_written() {
     let block = doc_block("mount.md", "file-restore");
     let result = std::panic::catch_unwind(|| run_doc_block(&sb, &work, &repo, &block));
     // Whatever happened, leave nothing mounted.
-    let _ = Command::new("umount").arg(work.join("guest")).status();
+    let _ = Command::new("umount")
+        .arg(work.join("guest"))
+        .stderr(std::process::Stdio::null())
+        .status();
     if is_mounted(&work.join("backup")) {
         let _ = Command::new("fusermount3")
             .arg("-uz")

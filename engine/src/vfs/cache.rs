@@ -130,6 +130,7 @@ impl Shared {
 pub struct BlobSource {
     shared: Arc<Shared>,
     queue: SyncSender<Id>,
+    loaders: usize,
 }
 
 impl std::fmt::Debug for BlobSource {
@@ -168,12 +169,21 @@ impl BlobSource {
             // the foreground (prefetches find the queue full and are dropped).
             drop(spawned);
         }
-        Arc::new(BlobSource { shared, queue })
+        Arc::new(BlobSource {
+            shared,
+            queue,
+            loaders,
+        })
     }
 
     /// The repository blobs are loaded from.
     pub fn repository(&self) -> &Arc<Repository> {
         &self.shared.repo
+    }
+
+    /// Number of loader threads.
+    pub fn loaders(&self) -> usize {
+        self.loaders
     }
 
     /// Cache size in bytes.

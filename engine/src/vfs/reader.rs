@@ -16,7 +16,7 @@ const READAHEAD_MAX: u64 = 32 << 20;
 /// A read starting this close to where the previous one ended still counts
 /// as sequential: the kernel (FUSE) and NBD clients issue several reads at
 /// once, which arrive slightly out of order.
-const SEQUENTIAL_SLACK: u64 = 1 << 20;
+const SEQUENTIAL_SLACK: u64 = 4 << 20;
 
 /// Where each blob of a file starts.
 #[derive(Debug)]
@@ -231,16 +231,19 @@ impl FileReader {
         let end = offset.saturating_add(buf.len() as u64).min(self.size);
         let first = self.blob_index(offset);
         let last = self.blob_index(end - 1);
-        // Every blob of this read but the first goes to the loaders now, so
-        // a read across several blobs has them all in flight at once.
-        for index in first + 1..=last {
-            if !self.is_zero_blob(index) {
-                self.source.prefetch(&self.content[index]);
-            }
-        }
-        self.read_ahead(offset, end, last);
+        // The blobs after the one being copied go to the loaders, a window
+        // of them kept full while the read proceeds, so a read across many
+        // blobs has several loads in flight all along.
+        let window = self.source.loaders() * 2;
+        let mut queued = first + 1;
         let mut filled = 0usize;
         for index in first..=last {
+            while queued <= last && queued <= index + window {
+                if !self.is_zero_blob(queued) && !self.source.prefetch(&self.content[queued]) {
+                    break;
+                }
+                queued += 1;
+            }
             let (start, len) = self.blob_span(index);
             let from = offset.max(start);
             let to = end.min(start + len);
@@ -263,6 +266,9 @@ impl FileReader {
             }
             filled += count;
         }
+        // Readahead after this read's own blobs, which come first in the
+        // loaders' queue.
+        self.read_ahead(offset, end, last);
         Ok(filled)
     }
 
