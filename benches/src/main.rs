@@ -18,6 +18,7 @@ mod content;
 mod datasets;
 mod error;
 mod measure;
+mod mount;
 mod plot;
 mod report;
 mod scale;
@@ -67,6 +68,8 @@ usage: restix-benches [options]
                        unless --only names other scenarios too
   --plot FILE          where the scale plot (SVG) goes (default
                        DIR/results/scale.svg)
+  --mount              only the mount scenario: restic's and restix's `mount` of
+                       one repository, reading the image's disk (needs FUSE)
 ";
 
 /// Parsed command line.
@@ -89,6 +92,7 @@ struct Options {
     /// Blob counts of the scale repositories (empty: no scale scenarios).
     scale: Vec<u64>,
     plot: Option<PathBuf>,
+    mount: bool,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -113,6 +117,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let mut only: Option<Vec<Scenario>> = None;
     let (mut prune, mut sftp, mut s3, mut prepare_only) = (false, false, false, false);
     let mut warm_memory = true;
+    let mut mount = false;
     let mut tools = None;
     let mut threads = vec![None, Some(1)];
     let mut repeat = 1;
@@ -141,6 +146,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--sftp" => sftp = true,
             "--s3" => s3 = true,
             "--no-warm-memory" => warm_memory = false,
+            "--mount" => mount = true,
             "--size" => {
                 let v = value("--size")?;
                 size = parse_size(&v).ok_or_else(|| usage(format!("bad size {v:?}")))?;
@@ -252,6 +258,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         command_line: args.join(" "),
         scale,
         plot,
+        mount,
     })
 }
 
@@ -528,6 +535,16 @@ fn warm_memory() -> u64 {
 }
 
 fn run(opts: Options) -> Result<(), BenchError> {
+    if opts.mount {
+        let restix = opts.restix.clone().unwrap_or_else(default_restix);
+        return mount::run(
+            &opts.dir,
+            opts.size,
+            &opts.restic,
+            &restix,
+            opts.output.as_deref(),
+        );
+    }
     let tools = build_tools(&opts);
     if tools.is_empty() {
         return Err(BenchError::Usage("no tools to run".into()));

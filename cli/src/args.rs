@@ -176,7 +176,7 @@ pub enum Command {
     /// Apply migrations
     Migrate(MigrateArgs),
     /// Mount the repository
-    Mount(PassthroughArgs),
+    Mount(MountArgs),
     /// Print list of extended options
     Options(PassthroughArgs),
     /// Remove unneeded data from the repository
@@ -203,6 +203,9 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove locks other processes created
     Unlock(UnlockArgs),
+    /// Serve a file of a snapshot (a VM disk) as a read-only NBD export
+    #[command(name = "serve-nbd")]
+    ServeNbd(ServeNbdArgs),
     /// Print version information
     /// Flatten an OpenNebula backup chain (full + qcow2 increments) into one image
     #[command(name = "restore-chain")]
@@ -243,6 +246,7 @@ impl Command {
             Command::Stats(_) => "stats",
             Command::Tag(_) => "tag",
             Command::Unlock(_) => "unlock",
+            Command::ServeNbd(_) => "serve-nbd",
             Command::RestoreChain(_) => "restore-chain",
             Command::Version(_) => "version",
         }
@@ -918,6 +922,12 @@ const VALUE_LONG_FLAGS: &[&str] = &[
     "fish-completion",
     "zsh-completion",
     "powershell-completion",
+    "path-template",
+    "time-template",
+    "snapshot-template",
+    "blob-cache",
+    "listen",
+    "export-name",
 ];
 
 /// Short flags that take a value (any command).
@@ -975,6 +985,9 @@ const BOOL_LONG_FLAGS: &[&str] = &[
     "show-pack-id",
     "ignore-case",
     "read-all-packs",
+    "owner-root",
+    "allow-other",
+    "no-default-permissions",
 ];
 
 /// pflag's `strconv.ParseBool` spellings.
@@ -1452,4 +1465,63 @@ mod tests {
         let normalized = normalize_args(&argv(&["restic", "snapshots", "--foo"])).unwrap();
         assert!(Cli::try_parse_from(&normalized).is_err());
     }
+}
+
+// ---- mount and serve-nbd (issue #19) ----
+
+/// restic's default `--time-template`: Go's `time.RFC3339`.
+const RFC3339_LAYOUT: &str = "2006-01-02T15:04:05Z07:00";
+
+/// `mount` flags (restic 0.18.1 `cmd_mount.go`), plus restix's `--blob-cache`.
+#[derive(Args, Debug, Default)]
+pub struct MountArgs {
+    /// Use 'root' as the owner of files and dirs
+    #[arg(long = "owner-root")]
+    pub owner_root: bool,
+    /// Allow other users to access the data in the mounted directory
+    #[arg(long = "allow-other")]
+    pub allow_other: bool,
+    /// For 'allow-other', ignore Unix permissions and allow users to read all snapshot files
+    #[arg(long = "no-default-permissions")]
+    pub no_default_permissions: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilterOptions,
+    /// Set template for path names (can be specified multiple times)
+    #[arg(long = "path-template", action = ArgAction::Append, value_name = "TEMPLATE")]
+    pub path_template: Vec<String>,
+    /// Set template to use for times
+    #[arg(
+        long = "time-template",
+        alias = "snapshot-template",
+        value_name = "TEMPLATE",
+        default_value = RFC3339_LAYOUT
+    )]
+    pub time_template: String,
+    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 128M)
+    #[arg(long = "blob-cache", value_name = "SIZE")]
+    pub blob_cache: Option<String>,
+    /// The mountpoint
+    pub args: Vec<String>,
+}
+
+/// `serve-nbd` flags (restix only).
+#[derive(Args, Debug, Default)]
+pub struct ServeNbdArgs {
+    /// Address to listen on: HOST:PORT, :PORT, or unix:PATH / an absolute socket path
+    #[arg(
+        long = "listen",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:10809"
+    )]
+    pub listen: String,
+    /// Export name clients ask for (the empty name works too) (default: the file's name)
+    #[arg(long = "export-name", value_name = "NAME")]
+    pub export_name: Option<String>,
+    /// Size of the cache of decrypted file data (allowed suffixes: k/K, m/M, g/G, t/T) (default: 128M)
+    #[arg(long = "blob-cache", value_name = "SIZE")]
+    pub blob_cache: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterOptions,
+    /// SNAPSHOT[:PATH]: the snapshot and, unless it holds a single file, the file to serve
+    pub args: Vec<String>,
 }

@@ -45,13 +45,16 @@ pub fn install() {
     let spawned = std::thread::Builder::new()
         .name("restix-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
                 let (text, code) = if signal == SIGTERM {
                     ("terminated", exit_code::TERMINATED)
                 } else {
                     ("interrupt", exit_code::INTERRUPTED)
                 };
                 crate::output::write_stderr_line(&format!("\rsignal {text} received, cleaning up"));
+                if run_interrupt_hook() {
+                    continue;
+                }
                 crate::engine_glue::release_locks_on_signal();
                 if let Ok(files) = TEMP_FILES.lock() {
                     for file in files.iter() {
@@ -62,4 +65,26 @@ pub fn install() {
             }
         });
     drop(spawned);
+}
+
+/// What a long-running command does on SIGINT/SIGTERM before the process
+/// would exit (mount: unmount, then return from its serving loop itself).
+type InterruptHook = Box<dyn FnMut() -> bool + Send>;
+
+static INTERRUPT_HOOK: Mutex<Option<InterruptHook>> = Mutex::new(None);
+
+/// Install `hook`: on a signal it runs first; when it returns true the
+/// process does not exit (the command finishes on its own), else the usual
+/// cleanup and exit follow.
+pub fn set_interrupt_hook(hook: InterruptHook) {
+    if let Ok(mut slot) = INTERRUPT_HOOK.lock() {
+        *slot = Some(hook);
+    }
+}
+
+fn run_interrupt_hook() -> bool {
+    match INTERRUPT_HOOK.lock() {
+        Ok(mut slot) => slot.as_mut().is_some_and(|hook| hook()),
+        Err(_) => false,
+    }
 }

@@ -25,4 +25,5 @@ pub mod repository;
 pub mod restorer;
 pub mod selection;
 pub mod stats;
+pub mod vfs;
 pub mod walker;

@@ -4,4 +4,5 @@
 
 pub mod garage;
 pub mod harness;
+pub mod mounts;
 pub mod sshd;

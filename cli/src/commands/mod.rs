@@ -14,9 +14,11 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod mount;
 mod prune;
 mod repair;
 mod restore;
+mod serve_nbd;
 mod snapshots;
 mod stats;
 mod tag;
@@ -160,7 +162,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             repair::run(&ctx, &line)?
         }
         Command::RebuildIndex(args) => repair::run_index(&ctx, args.read_all_packs)?,
+        Command::Mount(args) => mount::run(&ctx, args)?,
+        Command::ServeNbd(args) => serve_nbd::run(&ctx, args)?,
         other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
     Ok(exit_code::SUCCESS)
+}
+
+/// The blob cache and loader threads `mount` and `serve-nbd` read file
+/// data through: `--blob-cache SIZE` (default 128 MiB), two loads in
+/// flight per backend connection, at least four.
+pub fn blob_source(
+    opened: &OpenedRepository,
+    cache_flag: Option<&str>,
+) -> anyhow::Result<std::sync::Arc<restix_engine::vfs::BlobSource>> {
+    let bytes = match cache_flag {
+        Some(text) => options::parse_size(text).map_err(|e| {
+            fatal(format!(
+                "invalid argument \"{text}\" for \"--blob-cache\" flag: {e}"
+            ))
+        })?,
+        None => restix_engine::vfs::DEFAULT_CACHE_BYTES,
+    };
+    let loaders = (opened.repo.backend().connections() * 2).max(4);
+    Ok(restix_engine::vfs::BlobSource::new(
+        std::sync::Arc::clone(&opened.repo),
+        bytes,
+        loaders,
+    ))
 }
