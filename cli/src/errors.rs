@@ -14,8 +14,8 @@ pub mod exit_code {
     pub const NO_REPOSITORY: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
+    /// SIGINT and SIGTERM alike (restic 0.18.1: `context canceled`).
     pub const INTERRUPTED: i32 = 130;
-    pub const TERMINATED: i32 = 143;
 }
 
 /// An error with the exact text restic prints and the exit status it uses.

@@ -525,7 +525,7 @@ impl BufferPool {
 /// come out full instead of one partial pack per old pack. Data pack
 /// buffers come from a [`BufferPool`], so memory stays bounded however
 /// many workers copy and however slow the backend stores.
-struct RepackWriter<'r> {
+pub(crate) struct RepackWriter<'r> {
     repo: &'r Repository,
     target: usize,
     /// Open packs: 0 data, 1 tree.
@@ -535,7 +535,7 @@ struct RepackWriter<'r> {
 }
 
 impl<'r> RepackWriter<'r> {
-    fn new(repo: &'r Repository) -> Self {
+    pub(crate) fn new(repo: &'r Repository) -> Self {
         let target = usize::try_from(repo.pack_size()).unwrap_or(usize::MAX);
         // Room for a full pack and most headers, so a buffer rarely grows.
         let capacity = target.saturating_add(target / 32).min(1 << 30);
@@ -550,7 +550,7 @@ impl<'r> RepackWriter<'r> {
 
     /// Append one verified blob (its stored, encrypted bytes); stores the
     /// pack once it is full.
-    fn add(&self, blob: &PackBlob, ciphertext: &[u8]) -> Result<(), PruneError> {
+    pub(crate) fn add(&self, blob: &PackBlob, ciphertext: &[u8]) -> Result<(), PruneError> {
         let slot = match blob.blob_type {
             BlobType::Data => 0,
             BlobType::Tree => 1,
@@ -599,7 +599,7 @@ impl<'r> RepackWriter<'r> {
     }
 
     /// Store the partly filled packs; returns every pack written.
-    fn finish(self) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
+    pub(crate) fn finish(self) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
         let open = std::mem::replace(&mut *lock(&self.open), [NewPack::new(), NewPack::new()]);
         for (slot, p) in open.into_iter().enumerate() {
             if !p.blobs.is_empty() {
