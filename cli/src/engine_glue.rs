@@ -142,7 +142,9 @@ pub fn open_repository_dry_run(
     open_repository_impl(ctx, lock_mode, false, dry_run)
 }
 
-fn open_repository_impl(
+/// The general form: lock mode, whether stdin carries data (then the
+/// password is not read from it), and dry run.
+pub fn open_repository_impl(
     ctx: &Context,
     lock_mode: LockMode,
     stdin_is_data: bool,

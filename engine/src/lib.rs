@@ -13,6 +13,7 @@ pub mod copy;
 pub mod diff;
 pub mod dry_run;
 pub mod dump;
+pub mod dump_zip;
 pub mod find;
 pub mod forget;
 pub mod go_path;

@@ -791,6 +791,64 @@ pub fn execute_prune(
     Ok(())
 }
 
+/// Carry out a plan that repacks nothing in the order of `prune
+/// --unsafe-recover-no-free-space` (restic prune.go, `UnsafeRecovery`): the
+/// old index files go first and then the packs to remove, so space is
+/// freed before anything is written; the new index comes last. Until it is
+/// written the repository has no index (`repair index` rebuilds one).
+pub fn execute_prune_without_free_space(
+    repo: &Repository,
+    plan: &PrunePlan,
+    progress: &mut dyn FnMut(PruneStep),
+) -> Result<(), PruneError> {
+    if !plan.repack_packs.is_empty() {
+        return Err(PruneError::InvalidOption(
+            "--unsafe-recover-no-free-space cannot repack packs".to_string(),
+        ));
+    }
+    let old_index = repo.list_files(FileType::Index)?;
+    progress(PruneStep::DeletingIndex(old_index.len() as u64));
+    for id in &old_index {
+        repo.remove_file(FileType::Index, id)?;
+    }
+    let removed: HashSet<Id> = plan.remove_packs.iter().copied().collect();
+    let mut old_packs: Vec<Id> = removed.iter().copied().collect();
+    old_packs.sort();
+    progress(PruneStep::DeletingPacks(old_packs.len() as u64));
+    for id in &old_packs {
+        match repo.remove_file(FileType::Pack, id) {
+            Ok(()) => {}
+            Err(RepoError::Backend { source }) if source.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut kept: Vec<&Id> = plan
+        .scan
+        .packs
+        .keys()
+        .filter(|id| !removed.contains(id))
+        .collect();
+    kept.sort();
+    let index_packs: Vec<IndexPack> = kept
+        .into_iter()
+        .map(|id| IndexPack {
+            id: *id,
+            blobs: plan
+                .scan
+                .packs
+                .get(id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|b| IndexBlob::from(*b))
+                .collect(),
+        })
+        .collect();
+    progress(PruneStep::RebuildingIndex(index_packs.len() as u64));
+    write_index(repo, index_packs)?;
+    Ok(())
+}
+
 /// Write index files for `packs`, at most 50000 blobs each (spec:
 /// restic-format §9). Returns their IDs.
 pub fn write_index(repo: &Repository, packs: Vec<IndexPack>) -> Result<Vec<Id>, PruneError> {

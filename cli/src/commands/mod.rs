@@ -17,6 +17,7 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod ls_ncdu;
 mod migrate;
 mod prune;
 mod recover;
