@@ -57,7 +57,7 @@ pub fn check_repository(
     };
 
     printer.print("load indexes");
-    let scan = scan_index(&repo);
+    let scan = scan_index(repo);
     let (mixed, duplicates): (Vec<&Problem>, Vec<&Problem>) = scan
         .hints
         .iter()

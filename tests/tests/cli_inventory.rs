@@ -330,7 +330,7 @@ fn every_restic_command_and_flag_works() {
             }
         }
     }
-    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+    slowest.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     for (took, line) in slowest.iter().take(5) {
         eprintln!("slowest: {took:?} restix {line}");
     }

@@ -84,6 +84,9 @@ impl TagFile {
     }
 }
 
+/// Per tag rule (its index) and folder: whether the folder is excluded.
+type TagVerdicts = Arc<Mutex<HashMap<(usize, Vec<u8>), bool>>>;
+
 /// The exclusion rules of one backup.
 #[derive(Debug, Clone, Default)]
 pub struct ExcludeMatcher {
@@ -92,7 +95,7 @@ pub struct ExcludeMatcher {
     tag_files: Vec<TagFile>,
     /// Per tag rule: folder -> excluded (shared by clones: the scanner and
     /// the archiver ask about the same folders).
-    visited: Arc<Mutex<HashMap<(usize, Vec<u8>), bool>>>,
+    visited: TagVerdicts,
 }
 
 impl ExcludeMatcher {
