@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use restix_engine::backend::limited::{Limited, RateLimits};
 use restix_engine::backend::{Backend, BackendError, FileType};
-use restix_engine::repository::{remove_held_locks, LockGuard, Repository};
+use restix_engine::repository::{LockGuard, Repository};
 use restix_repo_format::{CompressionMode, Id, Snapshot};
 
 use crate::commands::Context;
@@ -29,11 +29,6 @@ pub fn wrap_limits(
         return backend;
     }
     Arc::new(Limited::new(backend, limits))
-}
-
-/// Called from the signal thread: remove the locks this process holds.
-pub fn release_locks_on_signal() {
-    remove_held_locks();
 }
 
 /// The lock a command takes (spec: cli §7 table).
@@ -166,8 +161,36 @@ pub fn open_repository_with(
     lock_mode: LockMode,
     stdin_is_data: bool,
 ) -> anyhow::Result<OpenedRepository> {
+    open_repository_impl(ctx, lock_mode, stdin_is_data, false)
+}
+
+/// Like [`open_repository`]; with `dry_run` no lock is taken and nothing
+/// is written or removed (restic `openWith...Lock(..., dryRun)` and
+/// `SetDryRun`: `backup`, `rewrite`, `repair snapshots` `--dry-run`).
+pub fn open_repository_dry_run(
+    ctx: &Context,
+    lock_mode: LockMode,
+    dry_run: bool,
+) -> anyhow::Result<OpenedRepository> {
+    open_repository_impl(ctx, lock_mode, false, dry_run)
+}
+
+/// The general form: lock mode, whether stdin carries data (then the
+/// password is not read from it), and dry run.
+pub fn open_repository_impl(
+    ctx: &Context,
+    lock_mode: LockMode,
+    stdin_is_data: bool,
+    dry_run: bool,
+) -> anyhow::Result<OpenedRepository> {
+    let lock_mode = if dry_run { LockMode::None } else { lock_mode };
     let password_source = options::resolve_password(&ctx.global, &ProcessEnv)?;
     let (location, backend) = open_location(ctx)?;
+    let backend: Arc<dyn Backend> = if dry_run {
+        Arc::new(restix_engine::dry_run::DryRunBackend::new(backend))
+    } else {
+        backend
+    };
     check_config_exists(backend.as_ref(), &location)?;
     let password = match password_source {
         PasswordSource::Given(p) => p,
@@ -214,6 +237,12 @@ pub fn open_repository_with(
             repo.version()
         ));
     }
+    crate::cache_dirs::after_open(
+        cache_dir(ctx).as_deref(),
+        &repo.config().id,
+        ctx.global.cleanup_cache,
+        &ctx.printer,
+    );
     let repo = Arc::new(repo);
     let lock = match lock_mode {
         LockMode::None => None,
@@ -248,40 +277,8 @@ fn retry_lock_duration(ctx: &Context) -> anyhow::Result<Option<Duration>> {
     Ok((!d.is_zero()).then_some(d))
 }
 
-/// Parse a Go duration such as `5m`, `1h30m`, `1.5s`, `300ms`.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(number_len);
-        let value: f64 = number.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let seconds = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * seconds;
-        rest = tail;
-    }
-    Some(Duration::from_secs_f64(total))
-}
+/// Go durations have one home: [`crate::options::parse_go_duration`].
+pub use crate::options::parse_go_duration;
 
 /// Read a password: prompt on the terminal with echo off, else one line of stdin.
 pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {

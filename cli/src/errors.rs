@@ -14,8 +14,8 @@ pub mod exit_code {
     pub const NO_REPOSITORY: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
+    /// SIGINT and SIGTERM alike (restic 0.18.1: `context canceled`).
     pub const INTERRUPTED: i32 = 130;
-    pub const TERMINATED: i32 = 143;
 }
 
 /// An error with the exact text restic prints and the exit status it uses.
@@ -46,11 +46,6 @@ impl std::error::Error for CliError {}
 /// `errors.Fatal(msg)`: text `Fatal: <msg>`, exit 1.
 pub fn fatal(message: impl fmt::Display) -> CliError {
     CliError::plain(exit_code::FAILURE, format!("Fatal: {message}"))
-}
-
-/// A `Fatal:` error for a command or feature restix does not have yet.
-pub fn not_implemented(what: &str) -> anyhow::Error {
-    fatal(format!("{what} is not implemented yet in restix")).into()
 }
 
 /// Text of the "wrong password" error (exit 12).

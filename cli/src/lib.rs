@@ -2,7 +2,8 @@
 //!
 //! The crate is the binary's body, a library so that the fuzz targets reach
 //! the argument and option parsers (`fuzz/src/targets.rs`). It is thin:
-//! [`args`] parses restic's syntax, [`options`] resolves flags, environment
+//! [`args`] defines restic's syntax, [`pflag`] reads a command line with
+//! cobra/pflag's rules and [`help`] prints cobra's help layout; [`options`] resolves flags, environment
 //! and passwords, [`commands`] drive `restix-engine`, and [`output`]/[`errors`]
 //! print exactly what restic prints and exit with its status codes.
 //!
@@ -12,38 +13,75 @@
 //! ```
 
 pub mod args;
+mod cache_dirs;
 mod commands;
+mod counter;
 mod engine_errors;
 mod engine_glue;
 mod errors;
+mod features;
+mod help;
+mod help_text;
 pub mod location;
 pub mod options;
 mod output;
+pub mod pflag;
+mod repo_check;
+mod rewrite_report;
+mod secondary_repo;
 mod signals;
 mod timefmt;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 /// The clap the [`args`] types derive from, for callers that parse with them.
 pub use clap;
 
 use crate::args::Cli;
 use crate::errors::{classify, exit_code, exit_error_json};
+use crate::pflag::{ParseFailure, Request};
 
 /// Parse, run the command, report the error; returns the exit status.
 pub fn run(argv: Vec<String>) -> i32 {
-    let normalized = match args::normalize_args(&argv) {
-        Ok(n) => n,
-        Err(message) => {
-            output::write_stderr_line(&message);
-            return exit_code::FAILURE;
+    if let Err(message) = features::apply_from_env() {
+        output::write_stderr_line(&message);
+        return exit_code::FAILURE;
+    }
+    let program = pflag::program_name(argv.first().map(String::as_str));
+    let tree = args::command_tree(&program);
+    let argv = match pflag::interpret(&tree, &argv) {
+        Ok(Request::Run { argv, warnings }) => {
+            for warning in warnings {
+                output::write_stderr_line(&warning);
+            }
+            argv
         }
+        Ok(Request::Help { path }) => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(help::help(&tree, &path, &program).as_bytes());
+            let _ = stdout.flush();
+            return exit_code::SUCCESS;
+        }
+        Ok(Request::UnknownHelpTopic { topic }) => {
+            let quoted: Vec<String> = topic.iter().map(|t| format!("`{t}`")).collect();
+            output::write_stderr(&format!(
+                "Unknown help topic [{}]\n{}",
+                quoted.join(" "),
+                help::usage(&tree, &[], &program)
+            ));
+            return exit_code::SUCCESS;
+        }
+        Err(failure) => return report_parse_failure(&failure),
     };
-    let cli = match Cli::try_parse_from(&normalized) {
+    let cli = match tree
+        .try_get_matches_from(&argv)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
-        Err(e) => return report_parse_error(e),
+        Err(e) => return report_clap_error(e),
     };
-    signals::install();
+    signals::install(cli.global.json);
     let json = cli.global.json;
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
@@ -56,6 +94,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
         Err(error) => {
             let (code, message) = classify(&error);
+            signals::clear_status_line();
             if json {
                 output::write_stderr_line(&exit_error_json(code, &message));
             } else {
@@ -82,46 +121,53 @@ fn die_of_sigpipe() {
     }
 }
 
-/// Print a clap error in pflag/cobra's words where they differ; help is exit 0.
-fn report_parse_error(error: clap::Error) -> i32 {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = error.print();
-            exit_code::SUCCESS
-        }
-        ErrorKind::UnknownArgument => {
-            let flag = match error.get(ContextKind::InvalidArg) {
-                Some(ContextValue::String(s)) => s.clone(),
-                _ => String::new(),
-            };
-            if flag.starts_with('-') {
-                let name = flag.split('=').next().unwrap_or(&flag);
-                if name.starts_with("--") {
-                    output::write_stderr_line(&format!("unknown flag: {name}"));
-                } else {
-                    output::write_stderr_line(&format!(
-                        "unknown shorthand flag: {:?} in {}",
-                        name.trim_start_matches('-').chars().next().unwrap_or('?'),
-                        name
-                    ));
-                }
-            } else {
-                let _ = error.print();
-            }
-            exit_code::FAILURE
-        }
-        ErrorKind::InvalidSubcommand => {
-            let command = match error.get(ContextKind::InvalidSubcommand) {
-                Some(ContextValue::String(s)) => s.clone(),
-                _ => String::new(),
-            };
-            output::write_stderr_line(&format!("unknown command \"{command}\" for \"restic\""));
-            exit_code::FAILURE
-        }
-        _ => {
-            let _ = error.print();
-            exit_code::FAILURE
-        }
+/// A command line pflag/cobra refuses: its message, exit 1 (as JSON when
+/// `--json` was already read).
+fn report_parse_failure(failure: &ParseFailure) -> i32 {
+    if failure.json {
+        output::write_stderr_line(&exit_error_json(exit_code::FAILURE, &failure.message));
+    } else {
+        output::write_stderr_line(&failure.message);
     }
+    exit_code::FAILURE
+}
+
+/// What clap still refuses after [`pflag`] accepted the line (a value a
+/// typed flag cannot take): pflag's wording where clap names the flag.
+fn report_clap_error(error: clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let message = match error.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            match (
+                context(ContextKind::InvalidArg),
+                context(ContextKind::InvalidValue),
+            ) {
+                (Some(arg), Some(value)) => {
+                    let flag = arg.split(' ').next().unwrap_or(&arg).to_string();
+                    let cause = std::error::Error::source(&error)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "invalid value".to_string());
+                    format!("invalid argument {value:?} for {flag:?} flag: {cause}")
+                }
+                _ => error
+                    .to_string()
+                    .trim_start_matches("error: ")
+                    .trim()
+                    .to_string(),
+            }
+        }
+        _ => error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string(),
+    };
+    output::write_stderr_line(&message);
+    exit_code::FAILURE
 }

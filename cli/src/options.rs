@@ -380,6 +380,83 @@ pub fn compression_mode(global: &GlobalOptions, env: &dyn EnvLookup) -> Result<S
     }
 }
 
+/// Resolve the transport flags in place, as restic's global.go does before
+/// any backend opens (the backends read them from [`GlobalOptions`]):
+/// `--cacert` values are comma lists (pflag StringSlice), and without the
+/// flag `$RESTIC_CACERT` (also a comma list) names the files;
+/// `$RESTIC_TLS_CLIENT_CERT` and `$RESTIC_HTTP_USER_AGENT` fill the flags
+/// left empty; `--stuck-request-timeout` must be a Go duration (default 5m).
+pub fn resolve_transport(global: &mut GlobalOptions, env: &dyn EnvLookup) -> Result<(), CliError> {
+    let given = std::mem::take(&mut global.cacert);
+    let mut files: Vec<String> = given.iter().flat_map(|v| split_csv(v)).collect();
+    if given.is_empty() {
+        if let Some(list) = env.var("RESTIC_CACERT").filter(|v| !v.is_empty()) {
+            files = list.split(',').map(str::to_string).collect();
+        }
+    }
+    global.cacert = files;
+    if global.tls_client_cert.as_deref().unwrap_or("").is_empty() {
+        global.tls_client_cert = env.var("RESTIC_TLS_CLIENT_CERT").filter(|v| !v.is_empty());
+    }
+    if global.http_user_agent.as_deref().unwrap_or("").is_empty() {
+        global.http_user_agent = env.var("RESTIC_HTTP_USER_AGENT").filter(|v| !v.is_empty());
+    }
+    let timeout = global.stuck_request_timeout.as_deref().unwrap_or("5m");
+    if parse_go_duration(timeout).is_none() {
+        return Err(CliError::plain(
+            1,
+            format!("invalid argument \"{timeout}\" for \"--stuck-request-timeout\" flag: time: invalid duration \"{timeout}\""),
+        ));
+    }
+    Ok(())
+}
+
+/// `--stuck-request-timeout` as a duration (default 5 minutes).
+#[allow(dead_code)]
+pub fn stuck_request_timeout(global: &GlobalOptions) -> std::time::Duration {
+    global
+        .stuck_request_timeout
+        .as_deref()
+        .and_then(parse_go_duration)
+        .unwrap_or(std::time::Duration::from_secs(300))
+}
+
+/// Parse a Go duration (`time.ParseDuration`) such as `5m`, `1h30m`,
+/// `1.5s`, `300ms`.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_len);
+        let value: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = tail;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
 /// Parse a size argument (`ParseBytes`, spec: cli §1.4): integer with an
 /// optional `b/k/m/g/t` suffix (powers of 1024).
 pub fn parse_size(value: &str) -> Result<u64, String> {
@@ -586,6 +663,49 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "Fatal: option local.bogus is not known"
+        );
+    }
+
+    #[test]
+    fn transport_flags() {
+        let mut g = GlobalOptions {
+            cacert: vec!["/a.pem,/b.pem".into(), "/c.pem".into()],
+            ..Default::default()
+        };
+        resolve_transport(&mut g, &env(&[("RESTIC_CACERT", "/x.pem")])).unwrap();
+        assert_eq!(g.cacert, vec!["/a.pem", "/b.pem", "/c.pem"]);
+        let mut g = GlobalOptions::default();
+        resolve_transport(
+            &mut g,
+            &env(&[
+                ("RESTIC_CACERT", "/x.pem,/y.pem"),
+                ("RESTIC_TLS_CLIENT_CERT", "/client.pem"),
+                ("RESTIC_HTTP_USER_AGENT", "agent/1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.cacert, vec!["/x.pem", "/y.pem"]);
+        assert_eq!(g.tls_client_cert.as_deref(), Some("/client.pem"));
+        assert_eq!(g.http_user_agent.as_deref(), Some("agent/1"));
+        assert_eq!(
+            stuck_request_timeout(&g),
+            std::time::Duration::from_secs(300)
+        );
+        let mut g = GlobalOptions {
+            stuck_request_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve_transport(&mut g, &env(&[])).unwrap_err().to_string(),
+            "invalid argument \"soon\" for \"--stuck-request-timeout\" flag: time: invalid duration \"soon\""
+        );
+        let g = GlobalOptions {
+            stuck_request_timeout: Some("90s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            stuck_request_timeout(&g),
+            std::time::Duration::from_secs(90)
         );
     }
 

@@ -541,7 +541,7 @@ impl BufferPool {
 /// come out full instead of one partial pack per old pack. Data pack
 /// buffers come from a [`BufferPool`], so memory stays bounded however
 /// many workers copy and however slow the backend stores.
-struct RepackWriter<'r> {
+pub(crate) struct RepackWriter<'r> {
     repo: &'r Repository,
     target: usize,
     /// Open packs: 0 data, 1 tree.
@@ -551,7 +551,7 @@ struct RepackWriter<'r> {
 }
 
 impl<'r> RepackWriter<'r> {
-    fn new(repo: &'r Repository) -> Self {
+    pub(crate) fn new(repo: &'r Repository) -> Self {
         let target = usize::try_from(repo.pack_size()).unwrap_or(usize::MAX);
         // Room for a full pack and most headers, so a buffer rarely grows.
         let capacity = target.saturating_add(target / 32).min(1 << 30);
@@ -566,7 +566,7 @@ impl<'r> RepackWriter<'r> {
 
     /// Append one verified blob (its stored, encrypted bytes); stores the
     /// pack once it is full.
-    fn add(&self, blob: &PackBlob, ciphertext: &[u8]) -> Result<(), PruneError> {
+    pub(crate) fn add(&self, blob: &PackBlob, ciphertext: &[u8]) -> Result<(), PruneError> {
         let slot = match blob.blob_type {
             BlobType::Data => 0,
             BlobType::Tree => 1,
@@ -615,7 +615,7 @@ impl<'r> RepackWriter<'r> {
     }
 
     /// Store the partly filled packs; returns every pack written.
-    fn finish(self) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
+    pub(crate) fn finish(self) -> Result<Vec<(Id, Vec<PackBlob>)>, PruneError> {
         let open = std::mem::replace(&mut *lock(&self.open), [NewPack::new(), NewPack::new()]);
         for (slot, p) in open.into_iter().enumerate() {
             if !p.blobs.is_empty() {
@@ -804,6 +804,64 @@ pub fn execute_prune(
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+/// Carry out a plan that repacks nothing in the order of `prune
+/// --unsafe-recover-no-free-space` (restic prune.go, `UnsafeRecovery`): the
+/// old index files go first and then the packs to remove, so space is
+/// freed before anything is written; the new index comes last. Until it is
+/// written the repository has no index (`repair index` rebuilds one).
+pub fn execute_prune_without_free_space(
+    repo: &Repository,
+    plan: &PrunePlan,
+    progress: &mut dyn FnMut(PruneStep),
+) -> Result<(), PruneError> {
+    if !plan.repack_packs.is_empty() {
+        return Err(PruneError::InvalidOption(
+            "--unsafe-recover-no-free-space cannot repack packs".to_string(),
+        ));
+    }
+    let old_index = repo.list_files(FileType::Index)?;
+    progress(PruneStep::DeletingIndex(old_index.len() as u64));
+    for id in &old_index {
+        repo.remove_file(FileType::Index, id)?;
+    }
+    let removed: HashSet<Id> = plan.remove_packs.iter().copied().collect();
+    let mut old_packs: Vec<Id> = removed.iter().copied().collect();
+    old_packs.sort();
+    progress(PruneStep::DeletingPacks(old_packs.len() as u64));
+    for id in &old_packs {
+        match repo.remove_file(FileType::Pack, id) {
+            Ok(()) => {}
+            Err(RepoError::Backend { source }) if source.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut kept: Vec<&Id> = plan
+        .scan
+        .packs
+        .keys()
+        .filter(|id| !removed.contains(id))
+        .collect();
+    kept.sort();
+    let index_packs: Vec<IndexPack> = kept
+        .into_iter()
+        .map(|id| IndexPack {
+            id: *id,
+            blobs: plan
+                .scan
+                .packs
+                .get(id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|b| IndexBlob::from(*b))
+                .collect(),
+        })
+        .collect();
+    progress(PruneStep::RebuildingIndex(index_packs.len() as u64));
+    write_index(repo, index_packs)?;
     Ok(())
 }
 

@@ -5,6 +5,10 @@
 //! header of every other pack in `data/`, drops packs that no longer exist,
 //! writes a fresh index and only then deletes the old index files.
 //!
+//! [`repair_packs`] (restic `repair packs`) copies every blob of the given
+//! pack files that still decrypts and verifies into new packs, writes an
+//! index without the damaged packs and then deletes them.
+//!
 //! [`SnapshotRepairer::repair_tree`] rewrites a snapshot's trees: an unreadable subtree
 //! becomes an empty directory, data blobs missing from the index are dropped
 //! from files. The caller stores the new snapshot (tagged `repaired`).
@@ -24,8 +28,9 @@ use restix_repo_format::{BlobType, Id, IndexBlob, IndexPack, NodeType, Tree};
 
 use crate::backend::FileType;
 use crate::check::{scan_index, IndexScan};
-use crate::prune::{write_index, PruneError};
-use crate::repository::{RepoError, Repository};
+use crate::prune::{write_index, PruneError, RepackWriter};
+use crate::repository::{decode_blob, RepoError, Repository};
+use restix_repo_format::pack::PackBlob;
 
 /// Errors of the repair commands.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +140,150 @@ pub fn repair_index(
         repo.remove_file(FileType::Index, id)?;
     }
     report.deleted_index_files = old.len() as u64;
+    Ok(report)
+}
+
+/// Progress and findings of [`repair_packs`], in restic's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairPacksEvent {
+    /// Salvaging starts for this many pack files.
+    Salvaging(u64),
+    /// The index lists no blobs for this pack.
+    NoBlobs(Id),
+    /// This blob could not be read or verified (left behind).
+    BlobFailed { blob: Id, reason: String },
+    /// One pack file is done.
+    PackDone,
+    /// The index is rewritten without the salvaged packs.
+    RebuildingIndex,
+    /// The salvaged pack files are deleted (this many).
+    RemovingPacks(u64),
+}
+
+/// What [`repair_packs`] did.
+#[derive(Debug, Default)]
+pub struct RepairPacksReport {
+    /// Blobs copied into new packs.
+    pub salvaged: u64,
+    /// Blobs that could not be read.
+    pub lost: Vec<Id>,
+    /// New pack files.
+    pub new_packs: Vec<Id>,
+}
+
+/// Salvage the readable blobs of `packs` (restic `repair packs`): blobs as
+/// the index lists them are read, verified (MAC, decompression, hash) and
+/// copied into new packs; then the index is written without `packs` (with
+/// the new packs) and `packs` are deleted. A pack that cannot be read at
+/// once is read blob by blob, so a truncated file yields what is left.
+pub fn repair_packs(
+    repo: &Repository,
+    packs: &[Id],
+    progress: &mut dyn FnMut(RepairPacksEvent),
+) -> Result<RepairPacksReport, RepairError> {
+    let mut report = RepairPacksReport::default();
+    let scan = scan_index(repo);
+    let damaged: std::collections::HashSet<Id> = packs.iter().copied().collect();
+    progress(RepairPacksEvent::Salvaging(packs.len() as u64));
+    let writer = RepackWriter::new(repo);
+    for pack_id in packs {
+        let mut blobs: Vec<PackBlob> = scan.packs.get(pack_id).cloned().unwrap_or_default();
+        if blobs.is_empty() {
+            progress(RepairPacksEvent::NoBlobs(*pack_id));
+            progress(RepairPacksEvent::PackDone);
+            continue;
+        }
+        blobs.sort_by_key(|b| b.offset);
+        let name = pack_id.to_hex();
+        let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else {
+            continue;
+        };
+        let start = first.offset;
+        let end = last.offset.saturating_add(u64::from(last.length));
+        let whole = repo
+            .backend()
+            .read_range(FileType::Pack, &name, start, end.saturating_sub(start))
+            .ok();
+        let mut done: std::collections::HashSet<(BlobType, Id)> = Default::default();
+        for blob in &blobs {
+            if !done.insert((blob.blob_type, blob.id)) {
+                continue;
+            }
+            let ciphertext = match &whole {
+                Some(data) => {
+                    let from = usize::try_from(blob.offset - start).unwrap_or(usize::MAX);
+                    data.get(from..from.saturating_add(blob.length as usize))
+                        .map(<[u8]>::to_vec)
+                        .ok_or_else(|| "blob outside the pack".to_string())
+                }
+                None => repo
+                    .backend()
+                    .read_range(FileType::Pack, &name, blob.offset, u64::from(blob.length))
+                    .map_err(|e| e.to_string())
+                    .and_then(|data| {
+                        if data.len() == blob.length as usize {
+                            Ok(data)
+                        } else {
+                            Err("unexpected EOF".to_string())
+                        }
+                    }),
+            };
+            let verified = ciphertext.and_then(|ct| {
+                decode_blob(repo.key(), &blob.id, &ct, blob.uncompressed_length)
+                    .map(|_| ct)
+                    .map_err(|e| e.to_string())
+            });
+            match verified {
+                Ok(ct) => {
+                    writer.add(blob, &ct)?;
+                    report.salvaged += 1;
+                }
+                Err(reason) => {
+                    report.lost.push(blob.id);
+                    progress(RepairPacksEvent::BlobFailed {
+                        blob: blob.id,
+                        reason,
+                    });
+                }
+            }
+        }
+        progress(RepairPacksEvent::PackDone);
+    }
+    let new_packs = writer.finish()?;
+    report.new_packs = new_packs.iter().map(|(id, _)| *id).collect();
+
+    progress(RepairPacksEvent::RebuildingIndex);
+    let mut index_packs: Vec<IndexPack> = Vec::new();
+    let mut kept: Vec<&Id> = scan
+        .packs
+        .keys()
+        .filter(|id| !damaged.contains(id))
+        .collect();
+    kept.sort();
+    for id in kept {
+        let blobs = scan.packs.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        index_packs.push(IndexPack {
+            id: *id,
+            blobs: blobs.iter().map(|b| IndexBlob::from(*b)).collect(),
+        });
+    }
+    for (id, blobs) in &new_packs {
+        index_packs.push(IndexPack {
+            id: *id,
+            blobs: blobs.iter().map(|b| IndexBlob::from(*b)).collect(),
+        });
+    }
+    let written = write_index(repo, index_packs)?;
+    for id in repo.list_files(FileType::Index)? {
+        if !written.contains(&id) {
+            repo.remove_file(FileType::Index, &id)?;
+        }
+    }
+    progress(RepairPacksEvent::RemovingPacks(packs.len() as u64));
+    for id in packs {
+        // A pack that cannot be deleted now is left to prune (restic too).
+        let _ = repo.remove_file(FileType::Pack, id);
+    }
     Ok(report)
 }
 

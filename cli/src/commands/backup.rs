@@ -15,8 +15,8 @@ use serde::Serialize;
 use super::snapshots::GroupBy;
 use super::Context;
 use crate::args::BackupArgs;
-use crate::engine_glue::{open_repository_with, LockMode};
-use crate::errors::{exit_code, fatal, not_implemented, CliError};
+use crate::engine_glue::{open_repository_impl, LockMode};
+use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
 use crate::timefmt::parse_local_time;
 
@@ -129,7 +129,12 @@ impl SummaryJson {
             total_duration: GoFloat(backup_duration(summary).as_secs_f64()),
             backup_start: summary.backup_start,
             backup_end: summary.backup_end,
-            snapshot_id: summary.snapshot_id.to_hex(),
+            // Empty (left out) when --skip-if-unchanged stored nothing.
+            snapshot_id: if summary.snapshot_id == Id::NULL {
+                String::new()
+            } else {
+                summary.snapshot_id.to_hex()
+            },
             dry_run,
         }
     }
@@ -593,20 +598,22 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     if args.stdin && !args.paths.is_empty() {
         return Err(fatal("--stdin was specified and files/dirs were listed as arguments").into());
     }
-    for (given, flag) in [
-        (
-            !args.iexclude.is_empty() || !args.iexclude_file.is_empty(),
-            "--iexclude",
-        ),
-        (args.exclude_caches, "--exclude-caches"),
-        (!args.exclude_if_present.is_empty(), "--exclude-if-present"),
-        (args.dry_run, "--dry-run"),
-        (args.skip_if_unchanged, "--skip-if-unchanged"),
-    ] {
-        if given {
-            return Err(not_implemented(&format!("backup {flag}")));
-        }
+    // --- restic 0.18 exclusion flags (#17): --iexclude(-file),
+    // --exclude-if-present, --exclude-caches (restic cmd_backup.go
+    // collectRejectFuncs; a bad tag spec is a plain error).
+    let mut iexcludes = args.iexclude.clone();
+    for file in &args.iexclude_file {
+        iexcludes.extend(super::restore::read_pattern_file(file)?);
     }
+    let mut exclude_if_present = args.exclude_if_present.clone();
+    if args.exclude_caches {
+        exclude_if_present.push(restix_engine::archiver::exclude::CACHEDIR_TAG_SPEC.to_string());
+    }
+    for spec in &exclude_if_present {
+        restix_engine::archiver::exclude::TagFile::parse(spec)
+            .map_err(|e| CliError::plain(exit_code::FAILURE, e.to_string()))?;
+    }
+    // --- end of the exclusion flags ---
     let time = match &args.time {
         Some(text) => {
             Some(parse_local_time(text).map_err(|e| fatal(format!("error in time option: {e}")))?)
@@ -671,7 +678,8 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
             .chain(&args.files_from_raw)
             .any(|f| f == "-");
     ctx.printer.verbose("open repository");
-    let opened = open_repository_with(ctx, LockMode::SharedAlways, stdin_is_data)?;
+    // --dry-run (#17): no lock, and a backend that stores nothing.
+    let opened = open_repository_impl(ctx, LockMode::SharedAlways, stdin_is_data, args.dry_run)?;
     let snapshot_time = time.unwrap_or(backup_start);
     let parent = if from_stdin || args.force {
         None
@@ -754,6 +762,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         },
         no_scan: args.no_scan,
         backup_start: Some(backup_start),
+        // restic 0.18 flags (#17)
+        iexcludes,
+        exclude_if_present,
+        skip_if_unchanged: args.skip_if_unchanged,
         ..ArchiveOptions::default()
     };
     let progress = Arc::new(BackupProgress::new(ctx.printer.clone()));
@@ -785,8 +797,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         ArchiveError::Repo(repo_error) => anyhow::Error::from(repo_error),
         other => fatal(other).into(),
     })?;
-    opened.repo.refresh_index_cache();
-    print_summary(ctx, &summary);
+    if !args.dry_run {
+        opened.repo.refresh_index_cache();
+    }
+    print_summary(ctx, &summary, args.dry_run);
     if summary.errors > 0 {
         return Err(CliError::plain(
             exit_code::PARTIAL_BACKUP,
@@ -797,11 +811,11 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(ctx: &Context, summary: &BackupSummary) {
+fn print_summary(ctx: &Context, summary: &BackupSummary, dry_run: bool) {
     if ctx.printer.json {
         // The summary is printed even with -q (spec: cli §1.1).
         ctx.printer
-            .json_line(&SummaryJson::from_summary(summary, false));
+            .json_line(&SummaryJson::from_summary(summary, dry_run));
         return;
     }
     let p = &ctx.printer;
@@ -815,8 +829,10 @@ fn print_summary(ctx: &Context, summary: &BackupSummary) {
     ));
     p.verbose(&format!("Data Blobs:  {:5} new", summary.data_blobs));
     p.verbose(&format!("Tree Blobs:  {:5} new", summary.tree_blobs));
+    // --dry-run / --skip-if-unchanged (#17): restic's wording.
+    let verb = if dry_run { "Would add" } else { "Added" };
     p.print(&format!(
-        "Added to the repository: {:<5} ({:<5} stored)",
+        "{verb} to the repository: {:<5} ({:<5} stored)",
         format_bytes(summary.data_added),
         format_bytes(summary.data_added_packed)
     ));
@@ -827,7 +843,13 @@ fn print_summary(ctx: &Context, summary: &BackupSummary) {
         format_bytes(summary.total_bytes_processed),
         format_duration(backup_duration(summary).as_secs())
     ));
-    p.print(&format!("snapshot {} saved", summary.snapshot_id.short()));
+    if !dry_run {
+        if summary.snapshot_id == Id::NULL {
+            p.print("skipped creating snapshot");
+        } else {
+            p.print(&format!("snapshot {} saved", summary.snapshot_id.short()));
+        }
+    }
 }
 
 /// `os.Hostname()`.

@@ -1,99 +1,55 @@
-//! `copy --from-repo SRC` (spec: cli §10.16).
-
-use std::sync::Arc;
+//! `copy --from-repo SRC` or the legacy `copy --repo2 DST` (spec: cli
+//! §10.16; the second repository: [`crate::secondary_repo`]).
 
 use restix_engine::copy::{copy_snapshot, find_existing_copy, CopyState};
-use restix_engine::repository::Repository;
+use restix_engine::repository::{LockGuard, Repository};
 
 use super::snapshots::select_snapshots;
 use super::Context;
 use crate::args::CopyArgs;
-use crate::engine_errors::{map_lock_error, map_open_error};
+use crate::engine_errors::map_lock_error;
 use crate::engine_glue::{open_repository, read_password, LockMode};
 use crate::errors::fatal;
-use crate::location::{open_backend_tls, tls_options};
-use crate::options::decode_text_file;
+use crate::options::{self, ProcessEnv};
+use crate::secondary_repo::open_secondary;
 use crate::timefmt::go_time_string;
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn source_location(args: &CopyArgs) -> anyhow::Result<String> {
-    if let Some(repo) = args
-        .from_repo
-        .clone()
-        .or_else(|| env("RESTIC_FROM_REPOSITORY"))
-    {
-        return Ok(repo);
-    }
-    if let Some(file) = args
-        .from_repository_file
-        .clone()
-        .or_else(|| env("RESTIC_FROM_REPOSITORY_FILE"))
-    {
-        let bytes = std::fs::read(&file)
-            .map_err(|e| fatal(format!("unable to read repository file: {e}")))?;
-        return Ok(decode_text_file(&bytes).trim().to_string());
-    }
-    Err(fatal(
-        "Please specify a source repository location (--from-repo or --from-repository-file)",
-    )
-    .into())
-}
-
-fn source_password(ctx: &Context, args: &CopyArgs) -> anyhow::Result<String> {
-    if let Some(file) = args
-        .from_password_file
-        .clone()
-        .or_else(|| env("RESTIC_FROM_PASSWORD_FILE"))
-    {
-        let bytes =
-            std::fs::read(&file).map_err(|e| fatal(format!("Resolving password failed: {e}")))?;
-        return Ok(decode_text_file(&bytes).trim().to_string());
-    }
-    if let Some(command) = args
-        .from_password_command
-        .clone()
-        .or_else(|| env("RESTIC_FROM_PASSWORD_COMMAND"))
-    {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .output()
-            .map_err(|e| fatal(format!("Resolving password failed: {e}")))?;
-        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    if let Some(p) = env("RESTIC_FROM_PASSWORD") {
-        return Ok(p);
-    }
-    read_password(ctx, "enter password for source repository: ")
-}
-
 pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
-    let location = source_location(args)?;
-    let password = source_password(ctx, args)?;
-    let backend = open_backend_tls(
-        &location,
+    let secondary = open_secondary(
+        &ctx.global,
         &ctx.extended,
-        ctx.global.limit_upload,
-        ctx.global.limit_download,
-        &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
+        &args.secondary,
+        "destination",
+        &ProcessEnv,
+        &|prompt| read_password(ctx, prompt),
     )?;
-    let hint = args
-        .from_key_hint
-        .clone()
-        .or_else(|| env("RESTIC_FROM_KEY_HINT"));
-    let src = Arc::new(
-        Repository::open(backend, password.as_bytes(), hint.as_deref())
-            .map_err(|e| map_open_error(e, &location))?,
-    );
-    let src_lock = if ctx.global.no_lock {
+    // With --from-repo the second repository is the source and --repo the
+    // destination; with the legacy --repo2 it is the other way round.
+    // The destination is always locked (restic openWithAppendLock), the
+    // source not with --no-lock.
+    let primary_lock = if secondary.from_repo {
+        LockMode::SharedAlways
+    } else {
+        LockMode::Shared
+    };
+    let mut primary = open_repository(ctx, primary_lock)?;
+    let secondary_lock: Option<LockGuard> = if ctx.global.no_lock && secondary.from_repo {
         None
     } else {
-        Some(src.lock(false).map_err(map_lock_error)?)
+        Some(secondary.repo.lock(false).map_err(map_lock_error)?)
     };
-    let mut dst = open_repository(ctx, LockMode::Shared)?;
+    let (src, dst): (&Repository, &Repository) = if secondary.from_repo {
+        (&secondary.repo, &primary.repo)
+    } else {
+        let compression = options::compression_mode(&ctx.global, &ProcessEnv)?
+            .parse()
+            .map_err(|e| fatal(format!("{e}")))?;
+        secondary.repo.set_compression(compression);
+        if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
+            secondary.repo.set_pack_size(bytes).map_err(fatal)?;
+        }
+        (&primary.repo, &secondary.repo)
+    };
     let all = src.list_snapshots()?;
     let filter = super::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
@@ -120,16 +76,16 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
         ));
         ctx.printer
             .print("  copy started, this may take a while...");
-        let new_id = copy_snapshot(&src, &dst.repo, id, snapshot, &mut state)
-            .map_err(|e| fatal(e.to_string()))?;
+        let new_id =
+            copy_snapshot(src, dst, id, snapshot, &mut state).map_err(|e| fatal(e.to_string()))?;
         ctx.printer.print(&format!(
             "snapshot {} saved, copied from source snapshot {}",
             new_id.short(),
             id.short()
         ));
     }
-    dst.unlock();
-    if let Some(lock) = src_lock {
+    primary.unlock();
+    if let Some(lock) = secondary_lock {
         let _ = lock.release();
     }
     Ok(())

@@ -9,7 +9,7 @@ use restix_repo_format::NodeType;
 use super::Context;
 use crate::args::DumpArgs;
 use crate::engine_glue::{open_repository, LockMode};
-use crate::errors::{fatal, not_implemented};
+use crate::errors::fatal;
 
 /// Output buffer: large writes keep multi-GB image dumps fast.
 const OUTPUT_BUFFER: usize = 4 << 20;
@@ -23,7 +23,7 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
     };
     match args.archive.as_str() {
         "tar" => {}
-        "zip" => return Err(not_implemented("dump --archive zip")),
+        "zip" => return run_zip(ctx, args, snapshot_arg, path),
         other => return Err(fatal(format!("unknown archive format \"{other}\"")).into()),
     }
     let opened = open_repository(ctx, LockMode::Shared)?;
@@ -89,4 +89,69 @@ fn clean_base(path: &str) -> Vec<u8> {
         out.extend_from_slice(component.as_bytes());
     }
     out
+}
+
+/// `dump --archive zip` (#17): a file's content as with tar, a folder as a
+/// zip archive ([`restix_engine::dump_zip`]).
+fn run_zip(ctx: &Context, args: &DumpArgs, snapshot_arg: &str, path: &str) -> anyhow::Result<()> {
+    let opened = open_repository(ctx, LockMode::Shared)?;
+    let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let repo = &opened.repo;
+    let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
+        WalkError::NotFound { .. } => fatal(format!(
+            "cannot dump file: path \"{path}\" not found in snapshot"
+        )),
+        other => fatal(format!("cannot dump file: {other}")),
+    })?;
+    let (tree, base) = match resolved {
+        ResolvedPath::Root(tree) => (tree, Vec::new()),
+        ResolvedPath::Node(node) if node.node_type == NodeType::Dir => {
+            let subtree = node.subtree.ok_or_else(|| {
+                fatal(format!("cannot dump file: directory {path} has no subtree"))
+            })?;
+            (subtree, clean_base(path))
+        }
+        ResolvedPath::Node(node) => {
+            // A single file is its content, whatever the archive format.
+            let mut out: Box<dyn Write> = match &args.target {
+                Some(target) => Box::new(
+                    std::fs::File::create(target)
+                        .map_err(|e| fatal(format!("cannot create target file {target}: {e}")))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            dump_file(repo, &node, &mut out)
+                .map_err(|e| fatal(format!("cannot dump file: {e}")))?;
+            out.flush()?;
+            return Ok(());
+        }
+    };
+    let result = match &args.target {
+        Some(target) => {
+            let file = std::fs::File::create(target)
+                .map_err(|e| fatal(format!("cannot create target file {target}: {e}")))?;
+            crate::signals::register_temp_file(target.into());
+            let result = restix_engine::dump_zip::dump_zip(
+                repo,
+                &tree,
+                &base,
+                BufWriter::with_capacity(OUTPUT_BUFFER, file),
+            );
+            crate::signals::unregister_temp_file(std::path::Path::new(target));
+            result
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(fatal("stdout is the terminal, please redirect output").into());
+            }
+            restix_engine::dump_zip::dump_zip(
+                repo,
+                &tree,
+                &base,
+                BufWriter::with_capacity(OUTPUT_BUFFER, std::io::stdout().lock()),
+            )
+        }
+    };
+    result.map_err(|e| fatal(format!("cannot dump file: {e}")))?;
+    Ok(())
 }

@@ -175,6 +175,8 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
         selected.reverse();
     }
     let mut objects: Vec<ObjectJson> = Vec::new();
+    // --show-pack-id (#17): the objects found, by full ID.
+    let mut found_objects: Vec<Id> = Vec::new();
     let mut groups: Vec<SnapshotMatchesJson> = Vec::new();
     let mut first_block = true;
     for (sid, snapshot) in &selected {
@@ -190,6 +192,9 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
         }
         if id_mode {
             for h in &hits {
+                if let Some(object) = h.object {
+                    found_objects.push(object);
+                }
                 let object_type = if args.tree { "tree" } else { "blob" };
                 let object = h.object.map(|o| o.to_hex()).unwrap_or_default();
                 if ctx.printer.json {
@@ -239,7 +244,6 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = object_ids;
     opened.unlock();
     if ctx.printer.json {
         if id_mode {
@@ -248,5 +252,73 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
             ctx.printer.json_line(&groups);
         }
     }
+    if args.show_pack_id && id_mode {
+        let blob_type = if args.tree {
+            BlobType::Tree
+        } else {
+            BlobType::Data
+        };
+        let listing = show_pack_ids(&repo, blob_type, &object_ids, &found_objects);
+        if !listing.is_empty() {
+            ctx.printer.important(&listing);
+        }
+    }
     Ok(())
+}
+
+/// `--show-pack-id` (restic cmd_find.go `findObjectsPacks`): for each ID
+/// searched for, its pack and index entry. An ID given as its full or
+/// 8-digit short form and found in a snapshot is shown in full; other
+/// short forms cannot be looked up, as in restic.
+fn show_pack_ids(
+    repo: &restix_engine::repository::Repository,
+    blob_type: BlobType,
+    searched: &[String],
+    found: &[Id],
+) -> String {
+    let mut ids: Vec<String> = Vec::new();
+    for text in searched {
+        let full = found
+            .iter()
+            .find(|f| f.to_hex() == *text || f.short() == *text)
+            .map(Id::to_hex)
+            .unwrap_or_else(|| text.clone());
+        if !ids.contains(&full) {
+            ids.push(full);
+        }
+    }
+    let kind = match blob_type {
+        BlobType::Data => "data",
+        BlobType::Tree => "tree",
+    };
+    let mut out = String::new();
+    for text in ids {
+        let id = match Id::from_hex(&text) {
+            Ok(id) if text.len() == 64 => id,
+            _ => {
+                let reason = if text.len() == 64 {
+                    format!("invalid ID: {text}")
+                } else {
+                    format!("invalid length for ID: {text:?}")
+                };
+                out.push_str(&format!(
+                    "Note: cannot find pack for object '{text}', unable to parse ID: {reason}\n"
+                ));
+                continue;
+            }
+        };
+        match repo.lookup(blob_type, &id) {
+            None => out.push_str(&format!("Object {} not found in the index\n", id.short())),
+            Some(location) => out.push_str(&format!(
+                "Object belongs to pack {}\n ... Pack {}: <Blob ({kind}) {}, offset {}, length {}, uncompressed length {}>\n",
+                location.pack.to_hex(),
+                location.pack.short(),
+                id.short(),
+                location.offset,
+                location.length,
+                location.uncompressed_length.unwrap_or(0)
+            )),
+        }
+    }
+    out
 }

@@ -59,17 +59,23 @@ fn completion(name: &'static str, shell: Shell) -> Vec<u8> {
 }
 
 /// Write the root page and one page per command into `dir`, named like
-/// restic's: `restic.1`, `restic-backup.1`, ...
+/// restic's: `restic.1`, `restic-backup.1`, ... with cobra's sections
+/// (see [`crate::help::man_pages`]).
 fn write_man_pages(name: &'static str, dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Err(fatal(format!("{}: not a directory", dir.display())).into());
     }
-    clap_mangen::generate_to(command_tree(name), dir)
-        .map_err(|e| fatal(format!("{}: {e}", dir.display())))?;
+    for (file, page) in crate::help::man_pages(&crate::args::command_tree(name), name) {
+        let path = dir.join(file);
+        std::fs::write(&path, page).map_err(|e| fatal(format!("{}: {e}", path.display())))?;
+    }
     Ok(())
 }
 
 pub fn run(ctx: &Context, args: &GenerateArgs) -> anyhow::Result<()> {
+    if !args.args.is_empty() {
+        return Err(fatal("the generate command expects no arguments, only options - please see `restic help generate` for usage and flags").into());
+    }
     let name = program_name();
     let shells = [
         ("bash", &args.bash_completion, Shell::Bash),

@@ -7,8 +7,9 @@ use serde::Serialize;
 use super::Context;
 use crate::args::InitArgs;
 use crate::engine_glue::{open_location, read_password};
-use crate::errors::{fatal, not_implemented};
+use crate::errors::fatal;
 use crate::options::{self, PasswordSource, ProcessEnv};
+use crate::secondary_repo::{any_given, open_secondary};
 
 #[derive(Serialize)]
 struct InitializedJson<'a> {
@@ -65,23 +66,35 @@ pub fn run(ctx: &Context, args: &InitArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    if args.copy_chunker_params {
-        return Err(not_implemented("init --copy-chunker-params"));
-    }
-    if args.from_repo.is_some() || args.from_repository_file.is_some() {
-        return Err(fatal(
-            "Secondary repository must only be specified when copying the chunker parameters",
-        )
-        .into());
-    }
     let version = repository_version(&args.repository_version)?;
+    // restic maybeReadChunkerPolynomial: the second repository is opened
+    // only to read its chunker polynomial.
+    let polynomial = if args.copy_chunker_params {
+        let secondary = open_secondary(
+            &ctx.global,
+            &ctx.extended,
+            &args.secondary,
+            "secondary",
+            &ProcessEnv,
+            &|prompt| read_password(ctx, prompt),
+        )?;
+        Some(secondary.repo.config().chunker_polynomial)
+    } else {
+        if any_given(&args.secondary, &ProcessEnv) {
+            return Err(fatal(
+                "Secondary repository must only be specified when copying the chunker parameters",
+            )
+            .into());
+        }
+        None
+    };
     let (location, backend) = open_location(ctx)?;
     let password = new_password(ctx)?;
     let repo = Repository::init(
         backend,
         password.as_bytes(),
         version,
-        None,
+        polynomial,
         ScryptParams::default(),
     )
     .map_err(|e| match e {
@@ -99,8 +112,13 @@ pub fn run(ctx: &Context, args: &InitArgs) -> anyhow::Result<()> {
         });
     } else {
         let short = id.get(..10).unwrap_or(&id);
+        let copied = if polynomial.is_some() {
+            " with chunker parameters copied from secondary repository"
+        } else {
+            ""
+        };
         ctx.printer.print(&format!(
-            "created restic repository {short} at {location}\n\n\
+            "created restic repository {short} at {location}{copied}\n\n\
              Please note that knowledge of your password is required to access\n\
              the repository. Losing your password means that your data is\n\
              irrecoverably lost."

@@ -7,9 +7,9 @@ use restix_repo_format::{GoTime, ScryptParams};
 use serde::Serialize;
 
 use super::Context;
-use crate::args::KeyArgs;
+use crate::args::{KeyAddArgs, KeyArgs, KeyCommand};
 use crate::engine_glue::{open_repository, read_password, LockMode, OpenedRepository};
-use crate::errors::fatal;
+use crate::errors::{fatal, CliError};
 use crate::options::decode_text_file;
 use crate::output::Table;
 use crate::timefmt::{go_time_string, local_time_text};
@@ -61,7 +61,7 @@ fn local_username() -> String {
         })
 }
 
-fn new_password(ctx: &Context, args: &KeyArgs) -> anyhow::Result<String> {
+fn new_password(ctx: &Context, args: &KeyAddArgs) -> anyhow::Result<String> {
     if args.new_insecure_no_password {
         if args.new_password_file.is_some() {
             return Err(fatal(
@@ -97,7 +97,7 @@ fn new_password(ctx: &Context, args: &KeyArgs) -> anyhow::Result<String> {
 fn store_new_key(
     ctx: &Context,
     opened: &OpenedRepository,
-    args: &KeyArgs,
+    args: &KeyAddArgs,
 ) -> anyhow::Result<(restix_repo_format::Id, String, String, GoTime)> {
     let password = new_password(ctx, args)?;
     let user = args.user.clone().unwrap_or_else(local_username);
@@ -116,12 +116,11 @@ fn store_new_key(
 }
 
 pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
-    let (sub, rest) = match args.args.split_first() {
-        Some((s, r)) => (s.as_str(), r),
-        None => return Err(fatal("wrong number of arguments").into()),
-    };
-    match sub {
-        "list" => {
+    match &args.command {
+        KeyCommand::List(list) => {
+            if !list.args.is_empty() {
+                return Err(CliError::plain(1, "the key list command expects no arguments, only options - please see `restic help key list` for usage and flags").into());
+            }
             let mut opened = open_repository(ctx, LockMode::Shared)?;
             let keys = list_keys(&opened.repo).map_err(key_error)?;
             let current = *opened.repo.key_id();
@@ -153,9 +152,9 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
             ctx.printer.important(table.render().trim_end_matches('\n'));
             Ok(())
         }
-        "add" => {
-            if !rest.is_empty() {
-                return Err(fatal("the key add command expects no arguments, only options - please see `restic help key add` for usage and flags").into());
+        KeyCommand::Add(args) => {
+            if !args.args.is_empty() {
+                return Err(CliError::plain(1, "the key add command expects no arguments, only options - please see `restic help key add` for usage and flags").into());
             }
             let mut opened = open_repository(ctx, LockMode::Shared)?;
             let (id, _, _, _) = store_new_key(ctx, &opened, args)?;
@@ -164,9 +163,11 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
                 .print(&format!("saved new key with ID {}", id.to_hex()));
             Ok(())
         }
-        "remove" => {
-            let [prefix] = rest else {
-                return Err(fatal("key remove expects one argument as the key id").into());
+        KeyCommand::Remove(remove) => {
+            let [prefix] = remove.args.as_slice() else {
+                return Err(
+                    CliError::plain(1, "key remove expects one argument as the key id").into(),
+                );
             };
             let mut opened = open_repository(ctx, LockMode::Exclusive)?;
             let id = find_key(&opened.repo, prefix).map_err(key_error)?;
@@ -175,9 +176,9 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
             ctx.printer.print(&format!("removed key {}", id.to_hex()));
             Ok(())
         }
-        "passwd" => {
-            if !rest.is_empty() {
-                return Err(fatal("the key passwd command expects no arguments, only options - please see `restic help key passwd` for usage and flags").into());
+        KeyCommand::Passwd(args) => {
+            if !args.args.is_empty() {
+                return Err(CliError::plain(1, "the key passwd command expects no arguments, only options - please see `restic help key passwd` for usage and flags").into());
             }
             let mut opened = open_repository(ctx, LockMode::Exclusive)?;
             let old = *opened.repo.key_id();
@@ -194,6 +195,5 @@ pub fn run(ctx: &Context, args: &KeyArgs) -> anyhow::Result<()> {
             ));
             Ok(())
         }
-        other => Err(fatal(format!("unknown subcommand {other:?}")).into()),
     }
 }

@@ -5,18 +5,20 @@ use restix_engine::backend::FileType;
 use super::Context;
 use crate::args::PositionalArgs;
 use crate::engine_glue::{open_repository, LockMode};
-use crate::errors::fatal;
+use crate::errors::CliError;
 
 pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
-    let kind =
-        match args.args.as_slice() {
-            [] => return Err(fatal(
-                "type not specified, usage: restic list [blobs|packs|index|snapshots|keys|locks]",
+    // cobra ExactArgs(1) and OnlyValidArgs (restic cmd_list.go); the
+    // messages have no `Fatal:` prefix.
+    let program = crate::pflag::program_name(std::env::args().next().as_deref());
+    let kind = match args.args.as_slice() {
+        [kind] => kind.as_str(),
+        other => {
+            return Err(
+                CliError::plain(1, format!("accepts 1 arg(s), received {}", other.len())).into(),
             )
-            .into()),
-            [kind] => kind.as_str(),
-            _ => return Err(fatal("accepts 1 arg(s), received more").into()),
-        };
+        }
+    };
     let file_type = match kind {
         "blobs" => None,
         "packs" => Some(FileType::Pack),
@@ -24,7 +26,13 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
         "snapshots" => Some(FileType::Snapshot),
         "keys" => Some(FileType::Key),
         "locks" => Some(FileType::Lock),
-        other => return Err(fatal(format!("invalid type \"{other}\"")).into()),
+        other => {
+            return Err(CliError::plain(
+                1,
+                format!("invalid argument {other:?} for \"{program} list\""),
+            )
+            .into())
+        }
     };
     let lock = if file_type == Some(FileType::Lock) {
         LockMode::None

@@ -107,11 +107,22 @@ pub fn run(ctx: &Context, args: &LsArgs) -> anyhow::Result<()> {
             fatal("All path filters must be absolute, starting with a forward slash '/'").into(),
         );
     }
-    if args.ncdu {
-        return Err(crate::errors::not_implemented("ls --ncdu"));
+    if args.ncdu && ctx.printer.json {
+        return Err(fatal("only either '--json' or '--ncdu' can be specified").into());
+    }
+    if args.ncdu && args.sort.as_deref().is_some_and(|s| s != "name") {
+        return Err(fatal("--sort and --ncdu are mutually exclusive").into());
+    }
+    if args.ncdu && args.reverse {
+        return Err(fatal("--reverse and --ncdu are mutually exclusive").into());
     }
     let opened = open_repository(ctx, LockMode::Shared)?;
     let (id, snapshot, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    if args.ncdu {
+        let text = super::ls_ncdu::listing(&opened.repo, &snapshot, &root, dirs, args.recursive)?;
+        ctx.printer.important(&text);
+        return Ok(());
+    }
     if ctx.printer.json {
         ctx.printer.json_line(&SnapshotLine {
             snapshot: SnapshotJson::new(&id, &snapshot),

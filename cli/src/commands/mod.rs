@@ -1,11 +1,14 @@
 //! One module per command; [`dispatch`] runs the parsed command line.
 
 mod backup;
+mod cache;
 mod cat;
 mod check;
 mod copy;
 mod diff;
 mod dump;
+mod extended_options;
+mod features;
 mod find;
 mod forget;
 mod generate;
@@ -14,10 +17,15 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod ls_ncdu;
+mod migrate;
 mod mount;
 mod prune;
+mod recover;
 mod repair;
 mod restore;
+mod rewrite;
+mod self_update;
 mod serve_nbd;
 mod snapshots;
 mod stats;
@@ -31,7 +39,7 @@ use restix_repo_format::{Id, Snapshot};
 
 use crate::args::{Cli, Command, GlobalOptions, SnapshotFilterOptions};
 use crate::engine_glue::OpenedRepository;
-use crate::errors::{exit_code, fatal, not_implemented};
+use crate::errors::{exit_code, fatal};
 use crate::options::{self, ExtendedOptions, ProcessEnv};
 use crate::output::Printer;
 
@@ -45,7 +53,11 @@ pub struct Context {
 
 impl Context {
     /// Validate the global flags (spec: cli §4 step 1).
-    fn new(global: GlobalOptions) -> anyhow::Result<Context> {
+    fn new(mut global: GlobalOptions) -> anyhow::Result<Context> {
+        // --cacert lists, $RESTIC_CACERT, $RESTIC_TLS_CLIENT_CERT,
+        // $RESTIC_HTTP_USER_AGENT and --stuck-request-timeout, resolved
+        // once for the backends (restic global.go).
+        options::resolve_transport(&mut global, &ProcessEnv)?;
         let verbosity = options::verbosity(&global)?;
         let extended = options::parse_extended_options(&global.option)?;
         let threads = options::worker_threads(&global, &ProcessEnv);
@@ -145,26 +157,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => diff::run(&ctx, args)?,
         Command::Find(args) => find::run(&ctx, args)?,
         Command::Copy(args) => copy::run(&ctx, args)?,
-        Command::Repair(args) => {
-            // Re-assemble the line for the subcommand parser: the subcommand
-            // first, then its flags, then the IDs.
-            let mut line: Vec<String> = args.args.iter().take(1).cloned().collect();
-            if args.read_all_packs {
-                line.push("--read-all-packs".into());
-            }
-            if args.forget {
-                line.push("--forget".into());
-            }
-            if args.dry_run {
-                line.push("--dry-run".into());
-            }
-            line.extend(args.args.iter().skip(1).cloned());
-            repair::run(&ctx, &line)?
-        }
-        Command::RebuildIndex(args) => repair::run_index(&ctx, args.read_all_packs)?,
+        Command::Repair(args) => repair::run(&ctx, args)?,
+        Command::RebuildIndex(args) => repair::run_index(&ctx, args)?,
+        Command::Cache(args) => cache::run(&ctx, args)?,
+        Command::Features(args) => features::run(&ctx, args)?,
+        Command::Options(args) => extended_options::run(&ctx, args)?,
+        Command::SelfUpdate(args) => self_update::run(&ctx, args)?,
+        Command::Rewrite(args) => rewrite::run(&ctx, args)?,
+        Command::Recover(args) => recover::run(&ctx, args)?,
+        Command::Migrate(args) => migrate::run(&ctx, args)?,
         Command::Mount(args) => mount::run(&ctx, args)?,
         Command::ServeNbd(args) => serve_nbd::run(&ctx, args)?,
-        other => return Err(not_implemented(&format!("the {} command", other.name()))),
     }
     Ok(exit_code::SUCCESS)
 }

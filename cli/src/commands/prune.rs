@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use restix_engine::check::parse_size;
 use restix_engine::prune::{
-    execute_prune, plan_prune, MaxUnused, PruneError, PruneOptions, PruneStats, PruneStep,
+    execute_prune, execute_prune_without_free_space, plan_prune, MaxUnused, PruneError,
+    PruneOptions, PruneStats, PruneStep,
 };
 
 use super::forget::counter_line;
@@ -53,7 +54,22 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> anyhow::Result<()> {
     // Validate the options before touching the repository.
     prune_options(&args.prune)?;
     let mut opened = open_repository(ctx, LockMode::Exclusive)?;
-    run_with_repo(ctx, &opened, &args.prune, args.dry_run)?;
+    // --unsafe-recover-no-free-space ID (#17, restic cmd_prune.go): only
+    // with the repository's ID; nothing is repacked.
+    let unsafe_recovery = match args.unsafe_recover_no_free_space.as_deref() {
+        Some(given) if !given.is_empty() => {
+            let id = &opened.repo.config().id;
+            if given != id {
+                return Err(fatal(format!(
+                    "must pass id '{id}' to --unsafe-recover-no-free-space"
+                ))
+                .into());
+            }
+            true
+        }
+        _ => false,
+    };
+    run_with_repo_opts(ctx, &opened, &args.prune, args.dry_run, unsafe_recovery)?;
     opened.unlock();
     Ok(())
 }
@@ -124,7 +140,22 @@ pub fn run_with_repo(
     flags: &PruneFlags,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let opts = prune_options(flags)?;
+    run_with_repo_opts(ctx, opened, flags, dry_run, false)
+}
+
+/// [`run_with_repo`]; `unsafe_recovery` (`--unsafe-recover-no-free-space`)
+/// repacks nothing and deletes before it writes.
+fn run_with_repo_opts(
+    ctx: &Context,
+    opened: &OpenedRepository,
+    flags: &PruneFlags,
+    dry_run: bool,
+    unsafe_recovery: bool,
+) -> anyhow::Result<()> {
+    let mut opts = prune_options(flags)?;
+    if unsafe_recovery {
+        opts.max_repack_bytes = Some(0);
+    }
     let repo = &opened.repo;
     ctx.printer.print("loading indexes...");
     let snapshots = repo
@@ -184,7 +215,7 @@ pub fn run_with_repo(
             printer.print(&counter_line(start, n, n, what));
         }
     };
-    execute_prune(repo, &plan, ctx.threads.max(2), &mut |step| match step {
+    let mut on_step = |step: PruneStep| match step {
         PruneStep::Repacking(n) => {
             printer.print("repacking packs");
             repack_total = n;
@@ -219,8 +250,13 @@ pub fn run_with_repo(
             step_start = Instant::now();
             pending = Some((n, "files deleted"));
         }
-    })
-    .map_err(|e| match e {
+    };
+    let executed = if unsafe_recovery {
+        execute_prune_without_free_space(repo, &plan, &mut on_step)
+    } else {
+        execute_prune(repo, &plan, ctx.threads.max(2), &mut on_step)
+    };
+    executed.map_err(|e| match e {
         PruneError::InvalidOption(m) | PruneError::Damaged(m) => anyhow::Error::from(fatal(m)),
         PruneError::Repo(e) => anyhow::Error::from(e),
     })?;

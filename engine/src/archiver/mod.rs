@@ -107,6 +107,15 @@ pub struct ArchiveOptions {
     /// Wall-clock start of the command (summary `backup_start`); default:
     /// when `backup` is called.
     pub backup_start: Option<GoTime>,
+    // --- restic 0.18 exclusion and snapshot flags (see [`exclude`]) ---
+    /// `--iexclude` patterns (case-insensitive).
+    pub iexcludes: Vec<String>,
+    /// `--exclude-if-present` specs (`filename[:header]`); `--exclude-caches`
+    /// adds [`exclude::CACHEDIR_TAG_SPEC`].
+    pub exclude_if_present: Vec<String>,
+    /// `--skip-if-unchanged`: store no snapshot when its tree is the
+    /// parent's (the summary's `snapshot_id` is then [`Id::NULL`]).
+    pub skip_if_unchanged: bool,
 }
 
 impl Default for ArchiveOptions {
@@ -130,6 +139,9 @@ impl Default for ArchiveOptions {
             program_version: format!("restix {}", env!("CARGO_PKG_VERSION")),
             backup_start: None,
             large_file_threshold: LARGE_FILE,
+            iexcludes: Vec::new(),
+            exclude_if_present: Vec::new(),
+            skip_if_unchanged: false,
         }
     }
 }
@@ -559,7 +571,9 @@ impl Archiver {
                 exclude_larger_than: options.exclude_larger_than,
                 large_file_threshold: options.large_file_threshold,
             },
-            excludes: ExcludeMatcher::new(&options.excludes),
+            excludes: ExcludeMatcher::new(&options.excludes)
+                .with_insensitive(&options.iexcludes)
+                .with_tag_files(&options.exclude_if_present),
             chunker,
             threads,
             read_slots: Semaphore::new(read_concurrency),
@@ -672,7 +686,15 @@ impl Archiver {
             program_version: options.program_version.clone(),
             summary: Some(summary.clone()),
         };
-        let snapshot_id = self.repo.save_snapshot(&snapshot)?;
+        let unchanged = match (options.skip_if_unchanged, parent_used) {
+            (true, Some(parent)) => self.repo.load_snapshot(&parent)?.tree == Some(root_id),
+            _ => false,
+        };
+        let snapshot_id = if unchanged {
+            Id::NULL
+        } else {
+            self.repo.save_snapshot(&snapshot)?
+        };
         Ok(BackupSummary {
             files_new: summary.files_new,
             files_changed: summary.files_changed,

@@ -1,0 +1,204 @@
+//! restic's counter progress line (`[0:02] 45.00%  9 / 20 packs`) and how
+//! often it is redrawn (cmd/restic/progress.go).
+//!
+//! `RESTIC_PROGRESS_FPS` sets the rate (at most 60 per second) on a terminal
+//! and also when stdout is not one (each update is then a line of its
+//! own); without it a terminal gets 60 updates a second and a pipe only
+//! the final line. `-q` and `--json` show nothing.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::output::{format_duration, format_percent, Printer};
+
+/// The redraw interval restic uses (`calculateProgressInterval`): from
+/// `RESTIC_PROGRESS_FPS` (capped at 60), else 1/60 s on a terminal (or for
+/// JSON status lines), else `None` (no periodic updates).
+pub fn progress_interval(
+    fps: Option<&str>,
+    show: bool,
+    json: bool,
+    terminal: bool,
+) -> Option<Duration> {
+    let fps = fps
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|f| *f > 0.0 && f.is_finite());
+    match fps {
+        Some(fps) => Some(Duration::from_secs_f64(1.0 / fps.min(60.0))),
+        None if !show || (!json && !terminal) => None,
+        None => Some(Duration::from_secs_f64(1.0 / 60.0)),
+    }
+}
+
+/// [`progress_interval`] for this process's environment and stdout.
+pub fn interval_from_env(show: bool, json: bool) -> Option<Duration> {
+    let fps = std::env::var("RESTIC_PROGRESS_FPS").ok();
+    progress_interval(fps.as_deref(), show, json, std::io::stdout().is_terminal())
+}
+
+/// restic's counter text: with a total `[m:ss] p%  n / total what`,
+/// without `[m:ss]          n what`.
+pub fn counter_line(elapsed: Duration, done: u64, total: u64, what: &str) -> String {
+    let time = format_duration(elapsed.as_secs());
+    if total == 0 {
+        format!("[{time}]          {done} {what}")
+    } else {
+        format!(
+            "[{time}] {}  {done} / {total} {what}",
+            format_percent(done, total)
+        )
+    }
+}
+
+struct Shared {
+    done: AtomicU64,
+    total: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A counter that redraws its line while work goes on and prints the
+/// final line when [`Counter::finish`] is called.
+pub struct Counter {
+    shared: Arc<Shared>,
+    what: String,
+    start: Instant,
+    show: bool,
+    terminal: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Counter {
+    /// Start counting `what` up to `total` (0: unknown).
+    pub fn start(printer: &Printer, total: u64, what: &str) -> Counter {
+        let show = printer.verbosity > 0 && !printer.json;
+        let terminal = printer.stdout_is_terminal;
+        let shared = Arc::new(Shared {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(total),
+            stop: AtomicBool::new(false),
+        });
+        let start = Instant::now();
+        let thread = match interval_from_env(show, false) {
+            Some(interval) if show => {
+                let shared = Arc::clone(&shared);
+                let what = what.to_string();
+                std::thread::Builder::new()
+                    .name("restix-counter".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(interval);
+                        if shared.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let line = counter_line(
+                            start.elapsed(),
+                            shared.done.load(Ordering::Relaxed),
+                            shared.total.load(Ordering::Relaxed),
+                            &what,
+                        );
+                        let mut stdout = std::io::stdout().lock();
+                        let _ = if terminal {
+                            write!(stdout, "\r\x1b[2K{line}")
+                        } else {
+                            writeln!(stdout, "{line}")
+                        };
+                        let _ = stdout.flush();
+                    })
+                    .ok()
+            }
+            _ => None,
+        };
+        Counter {
+            shared,
+            what: what.to_string(),
+            start,
+            show,
+            terminal,
+            thread,
+        }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.shared.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.shared.total.load(Ordering::Relaxed)
+    }
+
+    /// Stop redrawing and print the final line.
+    pub fn finish(mut self) {
+        self.stop();
+        if !self.show {
+            return;
+        }
+        let line = counter_line(
+            self.start.elapsed(),
+            self.shared.done.load(Ordering::Relaxed),
+            self.shared.total.load(Ordering::Relaxed),
+            &self.what,
+        );
+        let mut stdout = std::io::stdout().lock();
+        let _ = if self.terminal {
+            writeln!(stdout, "\r\x1b[2K{line}")
+        } else {
+            writeln!(stdout, "{line}")
+        };
+        let _ = stdout.flush();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_as_restic() {
+        assert_eq!(
+            progress_interval(Some("2"), true, false, false),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            progress_interval(Some("1000"), true, false, true),
+            Some(Duration::from_secs_f64(1.0 / 60.0))
+        );
+        assert_eq!(progress_interval(None, true, false, false), None);
+        assert_eq!(progress_interval(Some("x"), true, false, false), None);
+        assert_eq!(progress_interval(Some("0"), true, false, false), None);
+        assert_eq!(
+            progress_interval(None, true, false, true),
+            Some(Duration::from_secs_f64(1.0 / 60.0))
+        );
+        assert_eq!(
+            progress_interval(None, true, true, false),
+            Some(Duration::from_secs_f64(1.0 / 60.0))
+        );
+        assert_eq!(progress_interval(None, false, false, true), None);
+    }
+
+    #[test]
+    fn counter_text() {
+        assert_eq!(
+            counter_line(Duration::from_secs(62), 3, 4, "packs"),
+            "[1:02] 75.00%  3 / 4 packs"
+        );
+        assert_eq!(
+            counter_line(Duration::from_secs(1), 5, 0, "files deleted"),
+            "[0:01]          5 files deleted"
+        );
+    }
+}
