@@ -203,10 +203,10 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove locks other processes created
     Unlock(UnlockArgs),
-    /// Print version information
     /// Flatten an OpenNebula backup chain (full + qcow2 increments) into one image
     #[command(name = "restore-chain")]
     RestoreChain(crate::commands::image::RestoreChainArgs),
+    /// Print version information
     Version(PassthroughArgs),
 }
 

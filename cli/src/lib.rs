@@ -19,6 +19,7 @@ mod errors;
 pub mod location;
 pub mod options;
 mod output;
+mod progress;
 mod signals;
 mod timefmt;
 

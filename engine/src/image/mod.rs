@@ -102,6 +102,12 @@ pub use restore::{
 use changes::BlockHasher;
 use layout::{ChunkCutter, GuestBuffer, GuestLayout};
 
+/// This host's name, as image snapshots record it by default (and as a
+/// parent is looked up by).
+pub fn host_name() -> String {
+    os_identity::hostname()
+}
+
 /// Errors of image backups and restores.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
