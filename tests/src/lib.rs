@@ -4,4 +4,5 @@
 
 pub mod garage;
 pub mod harness;
+pub mod images;
 pub mod sshd;
