@@ -12,7 +12,7 @@
 //! second); without it restix prints 10 a second.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -70,7 +70,9 @@ pub fn terminal_width() -> usize {
 /// Prints a [`StatusSource`]'s status periodically until finished (or
 /// dropped, e.g. on an error path), then clears the terminal line.
 pub struct Reporter {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread at once (it waits on the other end
+    /// between updates, so a short job does not wait out an interval).
+    stop: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,
     source: Arc<dyn StatusSource>,
     printer: Printer,
@@ -103,34 +105,28 @@ impl Reporter {
         } else {
             Mode::Off
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = channel::<()>();
         let handle = (mode != Mode::Off)
             .then(|| {
-                let stop = Arc::clone(&stop);
                 let source = Arc::clone(&source);
                 let printer = printer.clone();
                 let every = interval();
                 std::thread::Builder::new()
                     .name("restix-progress".into())
-                    .spawn(move || loop {
-                        std::thread::sleep(every);
-                        if stop.load(Ordering::Relaxed) {
-                            break;
+                    .spawn(move || {
+                        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                            let Some(status) = source.status(start.elapsed()) else {
+                                continue;
+                            };
+                            let _guard = source.output_lock();
+                            show(&printer, mode, &status);
                         }
-                        let Some(status) = source.status(start.elapsed()) else {
-                            continue;
-                        };
-                        let _guard = source.output_lock();
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        show(&printer, mode, &status);
                     })
                     .ok()
             })
             .flatten();
         Reporter {
-            stop,
+            stop: Some(stop),
             handle,
             source,
             printer: printer.clone(),
@@ -154,7 +150,7 @@ impl Reporter {
     }
 
     fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }

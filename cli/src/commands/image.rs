@@ -480,7 +480,12 @@ pub fn run_backup(
                 return Err(fatal("--changes bitmap needs --bitmap NAME").into());
             };
             let q = qcow.ok_or_else(|| fatal("dirty bitmaps need a qcow2 image"))?;
-            Some(image::changed_ranges_from_bitmap(q, name).map_err(image_error)?)
+            // Read with the image's description; read again for the error
+            // of a missing or inconsistent bitmap.
+            match facts.bitmap(name).and_then(|b| b.dirty.clone()) {
+                Some(dirty) => Some(dirty),
+                None => Some(image::changed_ranges_from_bitmap(q, name).map_err(image_error)?),
+            }
         }
         "layer" => Some(facts.top_changes.clone().ok_or_else(|| {
             fatal(format!(
