@@ -264,7 +264,8 @@ pub struct ImageBackupOptions {
     pub file_name: String,
     /// The node's modification time (normally the image file's); default now.
     pub mtime: Option<GoTime>,
-    /// Snapshot paths; default `["/<file_name>"]`.
+    /// Snapshot paths; default the image's absolute path (from `facts`),
+    /// else `["/<file_name>"]`.
     pub paths: Vec<String>,
     /// Parent snapshot.
     pub parent: Option<Id>,
@@ -659,10 +660,11 @@ pub fn backup_image(
         total_files_processed: 1,
         total_bytes_processed: layout.size,
     };
-    let paths = if options.paths.is_empty() {
-        vec![format!("/{}", options.file_name)]
-    } else {
-        options.paths.clone()
+    let paths = match (&options.paths, &options.facts) {
+        (paths, _) if !paths.is_empty() => paths.clone(),
+        // As restic records paths: the image's absolute path.
+        (_, Some(facts)) => vec![facts.path.clone()],
+        (_, None) => vec![format!("/{}", options.file_name)],
     };
     let snapshot = Snapshot {
         time,

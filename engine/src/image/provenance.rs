@@ -179,10 +179,13 @@ impl ImageFacts {
         let top = identities.last();
         let file = top.map(|t| [t.device, t.inode]);
         let layers = identities.iter().map(layer_facts).collect();
+        // A bitmap that cannot be read is recorded as unusable (a backup
+        // that asks for it fails with the reader's error); it must not fail
+        // a backup that does not use it.
         let mut bitmaps = Vec::new();
-        for info in image.bitmaps()? {
+        for info in image.bitmaps().unwrap_or_default() {
             let dirty = if info.consistent {
-                Some(super::merge_ranges(image.dirty_ranges(&info.name)?))
+                image.dirty_ranges(&info.name).ok().map(super::merge_ranges)
             } else {
                 None
             };
@@ -190,7 +193,7 @@ impl ImageFacts {
                 name: info.name.clone(),
                 granularity: info.granularity,
                 enabled: info.enabled,
-                in_use: !info.consistent,
+                in_use: dirty.is_none(),
                 dirty,
             });
         }
@@ -689,7 +692,7 @@ mod tests {
             Ok(Verdict::Vouched(_))
         ));
         // Cleared since: a recorded run is clean now.
-        let cleared = vec![5 << 20..6 << 20];
+        let cleared: Vec<Range<u64>> = std::iter::once(5 << 20..6 << 20).collect();
         let source = ChangeSource::Bitmap {
             name: "b0",
             dirty: &cleared,
@@ -739,6 +742,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn uncovered() {
         assert_eq!(first_uncovered(&[0..10, 20..30], &[2..8, 21..30]), None);
         assert_eq!(first_uncovered(&[0..10, 10..30], &[5..25]), None);

@@ -977,7 +977,7 @@ fn missed_change_case(miss: impl FnOnce(&mut MemDisk)) -> (String, (usize, usize
     let before = snapshot_and_pack_count(&repo);
     let mut options = ImageBackupOptions::new("disk");
     options.parent = Some(full.summary.snapshot_id);
-    options.changes = ChangedBlocks::Ranges(vec![M..M + 64 * K]);
+    options.changes = ChangedBlocks::Ranges(std::iter::once(M..M + 64 * K).collect());
     let err = backup_image(&repo, &disk, options).unwrap_err();
     assert!(matches!(err, ImageError::Refused { .. }), "{err}");
     (err.to_string(), before, snapshot_and_pack_count(&repo))

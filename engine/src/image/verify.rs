@@ -72,6 +72,9 @@ pub(crate) enum Outcome {
     Mismatch(String),
 }
 
+/// A sampled block, whether it equals the parent's, and the bytes read.
+type SampleRead = (Candidate, bool, u64);
+
 /// One unchanged block holding data now.
 #[derive(Clone, Copy)]
 struct Candidate {
@@ -170,7 +173,7 @@ pub(crate) fn verify_unchanged(
         .build()
         .map_err(|e| ImageError::Chunker(format!("threads: {e}")))?;
     let deadline = Instant::now() + budget.time;
-    let read: Vec<Result<Option<(Candidate, bool, u64)>, ImageError>> = pool.install(|| {
+    let read: Vec<Result<Option<SampleRead>, ImageError>> = pool.install(|| {
         picks
             .par_iter()
             .map(|pick| {
