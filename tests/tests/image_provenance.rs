@@ -327,6 +327,27 @@ fn stale_and_foreign_block_hash_caches_are_not_trusted() {
     assert_snapshot_is(&sb, &repo, &snapshot_id(&run), "/a.raw", &a);
 }
 
+/// The value of the extended attribute `name` of `path`, if it has one.
+fn user_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// A parent an older restix made: no image record on its node.
 fn parent_without_record(repo: &Path, disk: &Path) -> String {
     let repository =
@@ -388,6 +409,13 @@ fn provenance_survives_restic_check_restore_and_copy() {
         .ok();
     let restored = out.join("disk.qcow2");
     assert!(std::fs::read(&restored).unwrap() == guest_view(&disk));
+    // restic puts the record on the restored file where the file system
+    // has user attributes.
+    if let Some(value) = user_xattr(&restored, "user.restix.image") {
+        let record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        assert_eq!(record["path"], disk.display().to_string(), "{record}");
+        assert_eq!(record["bitmaps"][0]["name"], "b", "{record}");
+    }
 
     // restic copy keeps the tree blob, so the record arrives intact.
     let copy = sb.join("copy");

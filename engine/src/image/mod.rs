@@ -29,6 +29,12 @@
 //!   then the parent's blobs ([`load_parent_blobs`]) load, and
 //!   [`prepare_content_tree`] builds the new content list's tree meanwhile;
 //!   the backup then only stores them.
+//! - A changed-block incremental never trusts its parent blindly: every
+//!   image node records the disk it was read from ([`ImageRecord`], the
+//!   extended attribute [`RECORD_XATTR`]), [`judge`] compares the parent's
+//!   record with the change source, and a sample of the blocks called
+//!   unchanged is compared with the parent's blobs; a mismatch is
+//!   [`ImageError::Refused`] before anything is written (see `provenance`).
 //! - [`restore_node`] writes a sparse raw file or a qcow2 image;
 //!   [`restore_chain`] flattens an OpenNebula chain (full + qcow2 increments,
 //!   one snapshot each) without qemu-img.

@@ -475,18 +475,14 @@ pub fn judge(
     }
 }
 
-/// A parent of the same image file: same path, and (softly) the same file.
+/// A parent of the same image: the same absolute path. (A disk resized
+/// since is the same disk: blocks past the old end are read, and QEMU
+/// resizes bitmaps with it.)
 fn same_image(now: &ImageFacts, record: &ImageRecord) -> Result<(), String> {
     if record.path != now.path {
         return Err(format!(
             "it is a backup of {}, not of {}",
             record.path, now.path
-        ));
-    }
-    if record.size != now.size {
-        return Err(format!(
-            "it holds a disk of {} bytes, the image has {} now",
-            record.size, now.size
         ));
     }
     Ok(())
