@@ -26,6 +26,7 @@ pub mod location;
 pub mod options;
 mod output;
 pub mod pflag;
+mod progress;
 mod repo_check;
 mod rewrite_report;
 mod secondary_repo;

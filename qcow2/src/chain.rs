@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::bitmap::{self, BitmapInfo};
 use crate::error::{Error, Result};
 use crate::header::{Qcow2Header, QCOW2_MAGIC};
+use crate::identity::LayerIdentity;
 use crate::layer::{Mapping, Piece, Qcow2Layer};
 use crate::raw::RawImage;
 use crate::{check_range, DiskImage, Extent, ExtentKind, ExtentList};
@@ -217,6 +218,19 @@ impl Qcow2Image {
             .collect();
         paths.push(self.top.path().to_path_buf());
         paths
+    }
+
+    /// The identity of every layer, **base first** (see [`LayerIdentity`]).
+    pub fn layer_identities(&self) -> Result<Vec<LayerIdentity>> {
+        let mut out = Vec::with_capacity(self.layer_count());
+        for layer in self.backing.iter().rev() {
+            out.push(match layer {
+                Layer::Qcow2(q) => q.identity()?,
+                Layer::Raw(r) => r.identity()?,
+            });
+        }
+        out.push(self.top.identity()?);
+        Ok(out)
     }
 
     /// What the **top layer alone** holds, covering `[0, virtual_size)`: `Data`

@@ -198,6 +198,17 @@ impl Qcow2Layer {
         self.header.size
     }
 
+    /// The layer's identity: file length, modification time, layout digest.
+    pub(crate) fn identity(&self) -> Result<crate::identity::LayerIdentity> {
+        crate::identity::of_file(
+            &self.path,
+            &self.file,
+            crate::chain::ImageFormat::Qcow2,
+            self.file_len,
+            Some(crate::identity::qcow2_layout(&self.header, &self.l1)),
+        )
+    }
+
     fn corrupt(&self, reason: String) -> Error {
         Error::corrupt(&self.path, reason)
     }

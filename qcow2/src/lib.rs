@@ -69,6 +69,7 @@ mod chain;
 mod compression;
 mod error;
 mod header;
+mod identity;
 mod layer;
 mod raw;
 mod writer;
@@ -79,6 +80,7 @@ pub use bitmap::BitmapInfo;
 pub use chain::{ImageFormat, Qcow2Image};
 pub use error::{Error, Result};
 pub use header::{CompressionType, Qcow2Header};
+pub use identity::LayerIdentity;
 pub use raw::RawImage;
 pub use writer::Qcow2Writer;
 

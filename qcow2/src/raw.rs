@@ -47,6 +47,18 @@ impl RawImage {
         &self.path
     }
 
+    /// The file's identity: length and modification time (see
+    /// [`LayerIdentity`](crate::LayerIdentity)).
+    pub fn identity(&self) -> Result<crate::LayerIdentity> {
+        crate::identity::of_file(
+            &self.path,
+            &self.file,
+            crate::ImageFormat::Raw,
+            self.size,
+            None,
+        )
+    }
+
     /// Next data or hole boundary at or after `offset`, via `lseek`.
     /// `None` means the file system cannot tell.
     fn seek(&self, offset: u64, whence: libc::c_int) -> Option<SeekResult> {

@@ -4,5 +4,6 @@
 
 pub mod garage;
 pub mod harness;
+pub mod images;
 pub mod mounts;
 pub mod sshd;

@@ -135,6 +135,7 @@ fn cli_image_backup_restore_and_chain() {
         image["virtual_size"].as_u64().unwrap(),
         "{summary}"
     );
+    // A target ending in / is a folder: the image is named for its format.
     let out = sb.join("restored");
     sb.restix([
         "-r",
@@ -142,12 +143,12 @@ fn cli_image_backup_restore_and_chain() {
         "restore",
         &inc_id,
         "--target",
-        s(&out),
+        &format!("{}/", out.display()),
         "--format",
         "qcow2",
     ])
     .ok();
-    let restored = out.join("disk.0.0");
+    let restored = out.join("disk.0.0.qcow2");
     sh("qemu-img", &["check", s(&restored)]);
     let raw = sb.join("dumped.raw");
     sb.restix([
@@ -216,4 +217,382 @@ fn cli_image_backup_restore_and_chain() {
         .ok();
     assert!(std::fs::read(back.join("vm.raw")).unwrap() == bytes);
     sb.restic(["-r", r, "check", "--read-data"]).ok();
+}
+
+/// `dump --format` and `restore --format` honour every snapshot filter: the
+/// latest snapshot *with the tag* (or host, or path), not the latest of all.
+#[test]
+fn image_dump_and_restore_honour_snapshot_filters() {
+    use restix_tests::images::{make_disk, snapshot_id as id_of};
+    harness::require_restic!();
+    if !have_qemu() || !harness::is_restix() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = sb.join("repo");
+    let r = s(&repo);
+    sb.restix(["-r", r, "init"]).ok();
+    let tagged = make_disk(&sb.join("zstd.qcow2"), 21, 16);
+    let other = make_disk(&sb.join("other.qcow2"), 22, 16);
+    let zstd = id_of(
+        &sb.restix([
+            "-r",
+            r,
+            "backup",
+            "--json",
+            "--tag",
+            "zstd",
+            "--host",
+            "h1",
+            "--image",
+            s(&tagged),
+        ])
+        .ok(),
+    );
+    // A newer snapshot, of another image, without the tag, from another host.
+    sb.restix([
+        "-r",
+        r,
+        "backup",
+        "--json",
+        "--host",
+        "h2",
+        "--image",
+        s(&other),
+    ])
+    .ok();
+    let dumped = sb.join("tag.qcow2");
+    sb.restix([
+        "-r",
+        r,
+        "dump",
+        "--tag",
+        "zstd",
+        "--format",
+        "qcow2",
+        "--target",
+        s(&dumped),
+        "latest",
+        "/zstd.qcow2",
+    ])
+    .ok();
+    sh("qemu-img", &["compare", s(&dumped), s(&tagged)]);
+    let by_host = sb.join("host.raw");
+    sb.restix([
+        "-r",
+        r,
+        "dump",
+        "--host",
+        "h1",
+        "--format",
+        "raw",
+        "--target",
+        s(&by_host),
+        "latest",
+        "/zstd.qcow2",
+    ])
+    .ok();
+    assert!(std::fs::read(&by_host).unwrap() == guest_view(&tagged));
+    // Snapshot paths are absolute: --path selects by the image's full path.
+    let by_path = sb.join("path.raw");
+    sb.restix([
+        "-r",
+        r,
+        "dump",
+        "--path",
+        s(&tagged),
+        "--format",
+        "raw",
+        "--target",
+        s(&by_path),
+        "latest",
+        "/zstd.qcow2",
+    ])
+    .ok();
+    assert!(std::fs::read(&by_path).unwrap() == guest_view(&tagged));
+    let restored = sb.join("restore");
+    std::fs::create_dir(&restored).unwrap();
+    sb.restix([
+        "-r",
+        r,
+        "restore",
+        "--tag",
+        "zstd",
+        "latest",
+        "--format",
+        "raw",
+        "--target",
+        s(&restored),
+    ])
+    .ok()
+    .stdout_has(&format!("of snapshot {}", &zstd[..8]));
+    assert!(std::fs::read(restored.join("zstd.raw")).unwrap() == guest_view(&tagged));
+    // A filter nothing matches is an error, not another snapshot.
+    sb.restix([
+        "-r",
+        r,
+        "dump",
+        "--tag",
+        "nope",
+        "--format",
+        "qcow2",
+        "--target",
+        s(&dumped),
+        "latest",
+        "/zstd.qcow2",
+    ])
+    .code_is(1)
+    .stderr_has("no snapshot found");
+}
+
+/// `--target` is the file to write, or a folder (existing, or ending in /)
+/// where the image is named for its format, for restore, dump and
+/// restore-chain alike; raw output is sparse and never called .qcow2 by
+/// restix; dump writes to a pipe.
+#[test]
+fn image_targets_mean_the_same_everywhere() {
+    use restix_tests::images::{make_disk, snapshot_id as id_of};
+    if !have_qemu() || !harness::is_restix() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = sb.join("repo");
+    let r = s(&repo);
+    sb.restix(["-r", r, "init"]).ok();
+    let disk = make_disk(&sb.join("disk.qcow2"), 23, 32);
+    let snap = id_of(
+        &sb.restix(["-r", r, "backup", "--json", "--image", s(&disk)])
+            .ok(),
+    );
+    let view = guest_view(&disk);
+    let dir = sb.join("out");
+    std::fs::create_dir(&dir).unwrap();
+    for (command, format, expected) in [
+        ("restore", "raw", "disk.raw"),
+        ("restore", "qcow2", "disk.qcow2"),
+        ("dump", "raw", "disk.raw"),
+        ("dump", "qcow2", "disk.qcow2"),
+        ("restore-chain", "raw", "disk.raw"),
+        ("restore-chain", "qcow2", "disk.qcow2"),
+    ] {
+        for target in [s(&dir).to_string(), format!("{}/new/", dir.display())] {
+            let mut args = vec!["-r", r, command, "--format", format, "--target", &target];
+            match command {
+                "dump" => args.extend([snap.as_str(), "/disk.qcow2"]),
+                _ => args.push(&snap),
+            }
+            let run = sb.restix(&args).ok();
+            let out = Path::new(target.trim_end_matches('/')).join(expected);
+            assert!(
+                run.out().contains(&format!("wrote {}", out.display())),
+                "{}",
+                run.describe()
+            );
+            assert!(guest_view(&out) == view, "{command} {format} {target}");
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    // A file name is used as given; raw output is sparse, and a raw image
+    // given a .qcow2 name says what it is.
+    let named = sb.join("named.qcow2");
+    let run = sb
+        .restix([
+            "-r",
+            r,
+            "dump",
+            "--format",
+            "raw",
+            "--target",
+            s(&named),
+            &snap,
+            "/disk.qcow2",
+        ])
+        .ok();
+    assert!(run.out().contains("not qcow2"), "{}", run.describe());
+    assert!(std::fs::read(&named).unwrap() == view);
+    let allocated = std::fs::metadata(&named).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.blocks() * 512
+    });
+    assert!(allocated.unwrap() < view.len() as u64 / 2, "sparse");
+    // Standard output, when it is not a terminal.
+    for format in ["raw", "qcow2"] {
+        let run = sb
+            .restix(["-r", r, "dump", "--format", format, &snap, "/disk.qcow2"])
+            .ok();
+        let piped = sb.join(format!("piped.{format}"));
+        std::fs::write(&piped, &run.stdout).unwrap();
+        assert!(guest_view(&piped) == view, "{format} on stdout");
+    }
+}
+
+/// Progress on every image job: restic's status line on a terminal (a pty,
+/// through `script`), `status` lines and a `summary` with --json.
+#[test]
+fn image_jobs_show_progress() {
+    use restix_tests::images::{make_disk, snapshot_id as id_of};
+    if !have_qemu() || !harness::is_restix() {
+        return;
+    }
+    if !restix_testkit::have_program("script", &["--version"]) {
+        restix_testkit::skip("script", "apt-get install bsdutils");
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = sb.join("repo");
+    let r = s(&repo);
+    sb.restix(["-r", r, "init"]).ok();
+    let disk = make_disk(&sb.join("disk.qcow2"), 24, 32);
+    let snap = id_of(
+        &sb.restix(["-r", r, "backup", "--json", "--image", s(&disk)])
+            .ok(),
+    );
+    let bin = harness::restix_bin().display().to_string();
+    let in_pty = |command: String| -> String {
+        let out = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(sb.path())
+            .env("RESTIC_PASSWORD", harness::PASSWORD)
+            .env("RESTIC_CACHE_DIR", sb.join("cache"))
+            .env("HOME", sb.join("home"))
+            .env_remove("RESTIC_PROGRESS_FPS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{command}:\n{text}");
+        text
+    };
+    let target = sb.join("out");
+    std::fs::create_dir(&target).unwrap();
+    let jobs = [
+        (
+            format!("{bin} -r {r} backup --image {} --changes none", s(&disk)),
+            " files ",
+        ),
+        (
+            format!(
+                "{bin} -r {r} restore {snap} --format raw --target {}",
+                s(&target)
+            ),
+            " files/dirs ",
+        ),
+        (
+            format!(
+                "{bin} -r {r} dump --format qcow2 --target {}/d.qcow2 {snap} /disk.qcow2",
+                s(&target)
+            ),
+            " files/dirs ",
+        ),
+        (
+            format!(
+                "{bin} -r {r} restore-chain --target {}/c.raw {snap}",
+                s(&target)
+            ),
+            " files/dirs ",
+        ),
+    ];
+    for (command, unit) in jobs {
+        let text = in_pty(command.clone());
+        // The line is rewritten in place ("\r" + erase line), shows the
+        // bytes done of the total, and is cleared at the end.
+        let line = text
+            .split("\r\x1b[2K")
+            .find(|l| l.starts_with("[0:") && l.contains("100.00%"))
+            .unwrap_or_else(|| panic!("no progress line for {command}:\n{text:?}"));
+        assert!(line.contains(unit) && line.contains("total 1"), "{line:?}");
+        // restore-chain counts each layer it restores, then the image.
+        assert!(line.contains("MiB"), "{line:?}");
+    }
+    // --json: status lines, then the summary.
+    for args in [
+        vec![
+            "-r",
+            r,
+            "--json",
+            "backup",
+            "--image",
+            s(&disk),
+            "--changes",
+            "none",
+        ],
+        vec![
+            "-r",
+            r,
+            "--json",
+            "restore",
+            &snap,
+            "--format",
+            "raw",
+            "--target",
+            s(&target),
+        ],
+    ] {
+        let run = sb.restix(&args).ok();
+        let lines = run.json_lines();
+        let status = lines
+            .iter()
+            .find(|v| v["message_type"] == "status")
+            .unwrap_or_else(|| panic!("no status line: {}", run.describe()));
+        assert_eq!(status["total_files"], 1, "{status}");
+        assert_eq!(status["total_bytes"], 32 * M, "{status}");
+        assert_eq!(
+            lines.last().map(|v| v["message_type"].clone()),
+            Some("summary".into()),
+            "{}",
+            run.describe()
+        );
+    }
+}
+
+/// restore-chain's errors name the snapshot and the file of the layer, not
+/// the temporary file it was restored to.
+#[test]
+fn restore_chain_errors_name_the_snapshot_and_file() {
+    use restix_tests::images::{make_disk, snapshot_id as id_of};
+    if !have_qemu() || !harness::is_restix() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = sb.join("repo");
+    let r = s(&repo);
+    sb.restix(["-r", r, "init"]).ok();
+    let full = make_disk(&sb.join("disk.0.0"), 25, 16);
+    let not_qcow = sb.join("disk.0.1");
+    std::fs::write(&not_qcow, vec![7u8; M]).unwrap();
+    let full_id = id_of(
+        &sb.restix(["-r", r, "backup", "--json", "--image", s(&full)])
+            .ok(),
+    );
+    let bad_id = id_of(
+        &sb.restix([
+            "-r",
+            r,
+            "backup",
+            "--json",
+            "--image",
+            s(&not_qcow),
+            "--image-format",
+            "raw",
+        ])
+        .ok(),
+    );
+    let run = sb
+        .restix([
+            "-r",
+            r,
+            "restore-chain",
+            "--target",
+            s(&sb.join("flat.raw")),
+            &full_id,
+            &bad_id,
+        ])
+        .code_is(1);
+    let err = run.err();
+    assert!(
+        err.contains(&format!("/disk.0.1 of snapshot {}", &bad_id[..8])),
+        "{}",
+        run.describe()
+    );
+    assert!(!err.contains(".restix-chain"), "{}", run.describe());
 }

@@ -20,29 +20,8 @@ use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
 use crate::timefmt::parse_local_time;
 
-/// `status` line (spec: cli §11.1): everything but `message_type` and
-/// `percent_done` is omitempty.
-#[derive(Serialize, Default, Debug, PartialEq)]
-pub struct StatusJson {
-    pub message_type: &'static str,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub seconds_elapsed: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub seconds_remaining: u64,
-    pub percent_done: f64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub total_files: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub files_done: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub total_bytes: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub bytes_done: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub error_count: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub current_files: Vec<String>,
-}
+/// `status` line (spec: cli §11.1), shared with image mode.
+pub use crate::progress::BackupStatusJson as StatusJson;
 
 /// `verbose_status` line: no omitempty.
 #[derive(Serialize)]
@@ -104,10 +83,6 @@ struct ErrorJson<'a> {
 #[derive(Serialize)]
 struct ErrorMessage<'a> {
     message: &'a str,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 impl SummaryJson {
@@ -420,85 +395,23 @@ impl ArchiveProgress for BackupProgress {
     }
 }
 
-/// Status reporter: JSON `status` lines 10 times a second (also when piped),
-/// or a single updated line on a terminal; nothing with `-q`.
-fn spawn_reporter(
-    progress: Arc<BackupProgress>,
-    stop: Arc<AtomicBool>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let json = progress.printer.json;
-    let terminal = progress.printer.stdout_is_terminal && !json;
-    if progress.printer.verbosity == 0 || !(json || terminal) {
-        return None;
-    }
-    let interval = std::env::var("RESTIC_PROGRESS_FPS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|fps| *fps > 0.0)
-        .map(|fps| Duration::from_secs_f64(1.0 / fps.min(60.0)))
-        .unwrap_or(Duration::from_millis(100));
-    std::thread::Builder::new()
-        .name("restix-progress".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(interval);
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                if !progress.started.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let status = progress.status();
-                let _guard = progress.output.lock();
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                if json {
-                    progress.printer.json_line(&status);
-                } else {
-                    let eta = if status.seconds_remaining > 0 {
-                        format!(" ETA {}", format_duration(status.seconds_remaining))
-                    } else {
-                        String::new()
-                    };
-                    let current = status.current_files.first().cloned().unwrap_or_default();
-                    let line = format!(
-                        "[{}] {:.2}%  {} files {}, total {} files {}, {} errors{eta} {current}",
-                        format_duration(status.seconds_elapsed),
-                        status.percent_done * 100.0,
-                        status.files_done,
-                        format_bytes(status.bytes_done),
-                        status.total_files,
-                        format_bytes(status.total_bytes),
-                        status.error_count
-                    );
-                    let width = terminal_width();
-                    let line: String = line.chars().take(width.saturating_sub(1)).collect();
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = write!(stdout, "\r\x1b[2K{line}");
-                    let _ = stdout.flush();
-                }
-            }
-            if terminal {
-                let mut stdout = std::io::stdout().lock();
-                let _ = write!(stdout, "\r\x1b[2K");
-                let _ = stdout.flush();
-            }
+/// What the shared status reporter prints for a backup: JSON `status`
+/// lines, or restic's line on a terminal; nothing before the first event.
+impl crate::progress::StatusSource for BackupProgress {
+    fn status(&self, _elapsed: Duration) -> Option<crate::progress::Status> {
+        if !self.started.load(Ordering::Relaxed) {
+            return None;
+        }
+        let status = BackupProgress::status(self);
+        let current = status.current_files.first().cloned().unwrap_or_default();
+        Some(crate::progress::Status {
+            text: crate::progress::backup_line(&status, &current),
+            json: crate::output::to_go_json(&status),
         })
-        .ok()
-}
+    }
 
-/// Columns of the terminal on stdout (80 if unknown).
-fn terminal_width() -> usize {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it for a terminal fd
-    // and we only read it when the call succeeded.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and a pointer to a winsize for the ioctl to fill.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
+    fn output_lock(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        Some(self.output.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -769,15 +682,11 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         ..ArchiveOptions::default()
     };
     let progress = Arc::new(BackupProgress::new(ctx.printer.clone()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reporter = spawn_reporter(Arc::clone(&progress), Arc::clone(&stop));
+    let reporter = crate::progress::Reporter::start(&ctx.printer, progress.clone());
     let mut archiver = Archiver::new(Arc::clone(&opened.repo), options);
     let targets: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let result = archiver.backup(&targets, progress.as_ref());
-    stop.store(true, Ordering::Relaxed);
-    if let Some(handle) = reporter {
-        let _ = handle.join();
-    }
+    reporter.finish(false);
     if let Some(mut child) = child {
         let status = child.wait()?;
         if !status.success() {

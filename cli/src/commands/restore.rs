@@ -1,6 +1,6 @@
 //! `restore` (spec: cli §10.4, JSON §11.5).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,48 +17,7 @@ use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
 use crate::timefmt::go_time_string;
 
-#[derive(Serialize, Default)]
-struct RestoreStatusJson {
-    message_type: &'static str,
-    #[serde(skip_serializing_if = "is_zero")]
-    seconds_elapsed: u64,
-    percent_done: f64,
-    #[serde(skip_serializing_if = "is_zero")]
-    total_files: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_restored: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_skipped: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_deleted: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    total_bytes: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    bytes_restored: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    bytes_skipped: u64,
-}
-
-#[derive(Serialize, Default)]
-struct RestoreSummaryJson {
-    message_type: &'static str,
-    #[serde(skip_serializing_if = "is_zero")]
-    seconds_elapsed: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    total_files: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_restored: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_skipped: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    files_deleted: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    total_bytes: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    bytes_restored: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    bytes_skipped: u64,
-}
+use crate::progress::{RestoreStatusJson, RestoreSummaryJson};
 
 #[derive(Serialize)]
 struct ErrorJson<'a> {
@@ -71,10 +30,6 @@ struct ErrorJson<'a> {
 #[derive(Serialize)]
 struct ErrorMessage<'a> {
     message: &'a str,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 /// Counters shared with the restorer's worker threads.
@@ -184,58 +139,19 @@ impl Progress {
     }
 }
 
-/// Periodic progress: JSON status lines (10/s) or a terminal line.
-fn spawn_reporter(
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-    start: Instant,
-) -> Option<std::thread::JoinHandle<()>> {
-    let json = progress.printer.json;
-    let terminal = progress.printer.stdout_is_terminal && !json;
-    if progress.printer.verbosity == 0 || !(json || terminal) {
-        return None;
-    }
-    std::thread::Builder::new()
-        .name("restix-progress".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let status = progress.status(start.elapsed());
-                let _guard = progress.output.lock();
-                if json {
-                    progress.printer.json_line(&status);
-                } else {
-                    use std::io::Write;
-                    let mut line = format!(
-                        "[{}] {:.2}%  {} files/dirs {}, total {} files/dirs {}",
-                        format_duration(status.seconds_elapsed),
-                        status.percent_done * 100.0,
-                        status.files_restored,
-                        format_bytes(status.bytes_restored),
-                        status.total_files,
-                        format_bytes(status.total_bytes)
-                    );
-                    line.push_str(&skipped_and_deleted(
-                        status.files_skipped,
-                        status.bytes_skipped,
-                        status.files_deleted,
-                    ));
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = write!(stdout, "\r\x1b[2K{line}");
-                    let _ = stdout.flush();
-                }
-            }
-            if terminal {
-                use std::io::Write;
-                let mut stdout = std::io::stdout().lock();
-                let _ = write!(stdout, "\r\x1b[2K");
-                let _ = stdout.flush();
-            }
+/// What the shared status reporter prints for a restore.
+impl crate::progress::StatusSource for Progress {
+    fn status(&self, elapsed: Duration) -> Option<crate::progress::Status> {
+        let status = Progress::status(self, elapsed);
+        Some(crate::progress::Status {
+            text: crate::progress::restore_line(&status),
+            json: crate::output::to_go_json(&status),
         })
-        .ok()
+    }
+
+    fn output_lock(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        Some(self.output.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
@@ -382,13 +298,9 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         output: Mutex::new(()),
     });
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let reporter = spawn_reporter(Arc::clone(&progress), Arc::clone(&stop), start);
+    let reporter = crate::progress::Reporter::start_at(&ctx.printer, progress.clone(), start);
     let result = restorer.restore(&root, subfolder.map(str::as_bytes), progress.as_ref());
-    stop.store(true, Ordering::Relaxed);
-    if let Some(handle) = reporter {
-        let _ = handle.join();
-    }
+    reporter.finish(false);
     let summary: RestoreSummary = result.map_err(fatal)?;
     let elapsed = start.elapsed();
     if ctx.printer.json {
@@ -424,7 +336,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         ctx.printer.print(&format!(
             "Summary: Restored {counts} in {}{}",
             format_duration(elapsed.as_secs()),
-            skipped_and_deleted(
+            crate::progress::skipped_and_deleted(
                 summary.files_skipped,
                 summary.bytes_skipped,
                 summary.files_deleted
@@ -441,22 +353,6 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
         return Err(fatal(format!("There were {} errors", summary.errors)).into());
     }
     Ok(())
-}
-
-/// restic's `, skipped N files/dirs SIZE, deleted N files/dirs` suffix of
-/// the status and summary lines.
-fn skipped_and_deleted(files_skipped: u64, bytes_skipped: u64, files_deleted: u64) -> String {
-    let mut out = String::new();
-    if files_skipped > 0 {
-        out.push_str(&format!(
-            ", skipped {files_skipped} files/dirs {}",
-            format_bytes(bytes_skipped)
-        ));
-    }
-    if files_deleted > 0 {
-        out.push_str(&format!(", deleted {files_deleted} files/dirs"));
-    }
-    out
 }
 
 /// Patterns from a file: one per line, trimmed, `#` comments and blank lines

@@ -64,10 +64,25 @@ pub fn block_hash_cache_path(cache_dir: &Path, repo_id: &str, image_path: &Path)
         .join(key.to_hex())
 }
 
+/// Digest of a snapshot's content list (its blob IDs in order), which binds
+/// a block-hash cache to the content it was made with.
+pub fn content_digest(ids: &[Id]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"restix content list 1\0");
+    for id in ids {
+        hasher.update(&id.0);
+    }
+    *hasher.finalize().as_bytes()
+}
+
 /// File magic and format version. Version 01 held truncated SHA-256 block
-/// hashes; 02 holds BLAKE3. A file with any other magic (an older or newer
-/// version) is ignored, never misread: the next backup re-chunks in full.
-const MAGIC: &[u8; 8] = b"RXBLKH02";
+/// hashes; 02 holds BLAKE3; 03 adds what binds the hashes to their snapshot
+/// (the image's absolute path and a digest of the snapshot's content list).
+/// A file with any other magic (an older or newer version) is ignored, never
+/// misread: the next backup re-chunks in full.
+const MAGIC: &[u8; 8] = b"RXBLKH03";
+/// Longest image path a cache file holds.
+const MAX_PATH_BYTES: usize = 64 * 1024;
 /// Stored bytes per block hash (BLAKE3, 256 bits).
 const HASH_LEN: usize = 32;
 /// Bytes hashed per batch (bounded memory).
@@ -79,10 +94,20 @@ const HASH_WINDOW: u64 = 16 << 20;
 /// collision-resistant, so an equal hash means an unchanged block) is cheaper
 /// than chunking plus hashing chunks; zero and unallocated blocks are not
 /// read.
+///
+/// A cache is only used for the snapshot it names, for the image it was
+/// taken of (`image_path`), and when that snapshot's content list is the one
+/// it was made with (`content`, see [`content_digest`]); anything else (a
+/// stale or a foreign cache) makes the backup read the whole image and write
+/// a new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHashes {
     /// The snapshot whose content these hashes describe.
     pub snapshot: Option<Id>,
+    /// Absolute path of the image the hashes were taken of ("" = unknown).
+    pub image_path: String,
+    /// [`content_digest`] of the snapshot's content list.
+    pub content: Option<[u8; 32]>,
     /// Guest disk size.
     pub virtual_size: u64,
     /// Bytes per block.
@@ -100,12 +125,17 @@ impl BlockHashes {
     }
 
     /// Hashes the guest view of `image`; returns the hashes and the bytes read.
+    /// The pass counts towards `progress` as a whole disk of its own.
     pub(crate) fn compute(
         image: &dyn DiskImage,
         layout: &GuestLayout,
         threads: usize,
+        progress: Option<&super::ImageProgress>,
     ) -> Result<(BlockHashes, u64), ImageError> {
         let size = layout.size;
+        if let Some(p) = progress {
+            p.add_total(size);
+        }
         let block = Self::BLOCK_SIZE;
         let zero_hash = Self::hash(&vec![0u8; block as usize]);
         let mut hashes = Vec::with_capacity(size.div_ceil(block) as usize);
@@ -139,11 +169,16 @@ impl BlockHashes {
                 });
                 hashes.extend(window);
             }
+            if let Some(p) = progress {
+                p.add_done(end - pos);
+            }
             pos = end;
         }
         Ok((
             BlockHashes {
                 snapshot: None,
+                image_path: String::new(),
+                content: None,
                 virtual_size: size,
                 block_size: block,
                 hashes,
@@ -157,6 +192,8 @@ impl BlockHashes {
     pub(crate) fn from_hashes(virtual_size: u64, hashes: Vec<[u8; HASH_LEN]>) -> Self {
         BlockHashes {
             snapshot: None,
+            image_path: String::new(),
+            content: None,
             virtual_size,
             block_size: Self::BLOCK_SIZE,
             hashes,
@@ -215,7 +252,13 @@ impl BlockHashes {
         let virtual_size = u64_at(40)?;
         let block_size = u64_at(48)?;
         let count = usize::try_from(u64_at(56)?).ok()?;
-        let table = body.get(64..)?;
+        let content: [u8; 32] = body.get(64..96)?.try_into().ok()?;
+        let path_len = usize::try_from(u64_at(96)?).ok()?;
+        if path_len > MAX_PATH_BYTES {
+            return None;
+        }
+        let image_path = String::from_utf8(body.get(104..104 + path_len)?.to_vec()).ok()?;
+        let table = body.get(104 + path_len..)?;
         if block_size == 0
             || table.len() != count.checked_mul(HASH_LEN)?
             || virtual_size.div_ceil(block_size) != count as u64
@@ -232,6 +275,8 @@ impl BlockHashes {
             .collect();
         Some(BlockHashes {
             snapshot: (snapshot != [0u8; 32]).then_some(Id(snapshot)),
+            image_path,
+            content: (content != [0u8; 32]).then_some(content),
             virtual_size,
             block_size,
             hashes,
@@ -243,12 +288,16 @@ impl BlockHashes {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| ImageError::io(dir, e))?;
         }
-        let mut body = Vec::with_capacity(64 + self.hashes.len() * HASH_LEN + 32);
+        let mut body =
+            Vec::with_capacity(136 + self.image_path.len() + self.hashes.len() * HASH_LEN);
         body.extend_from_slice(MAGIC);
         body.extend_from_slice(&self.snapshot.map_or([0u8; 32], |id| id.0));
         body.extend_from_slice(&self.virtual_size.to_le_bytes());
         body.extend_from_slice(&self.block_size.to_le_bytes());
         body.extend_from_slice(&(self.hashes.len() as u64).to_le_bytes());
+        body.extend_from_slice(&self.content.unwrap_or([0u8; 32]));
+        body.extend_from_slice(&(self.image_path.len() as u64).to_le_bytes());
+        body.extend_from_slice(self.image_path.as_bytes());
         for h in &self.hashes {
             body.extend_from_slice(h);
         }
@@ -370,6 +419,8 @@ impl BlockHasher {
         }
         BlockHashes {
             snapshot: None,
+            image_path: String::new(),
+            content: None,
             virtual_size: self.size,
             block_size: BlockHashes::BLOCK_SIZE,
             hashes: self.hashes,

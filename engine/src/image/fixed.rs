@@ -502,6 +502,7 @@ pub(crate) fn fixed_content(
                 stats.bytes_reused += range.end - range.start;
             }
         }
+        counters.progressed(stats.bytes_reused);
     }
 
     // 2. Runs of new blocks, cut into tasks of about TASK_BYTES (and where
@@ -616,6 +617,7 @@ pub(crate) fn fixed_content(
                 };
                 out.ids.push(id);
             }
+            counters.progressed(end - start);
             return Ok(out);
         }
         if layout.is_zero_run(start, end) {
@@ -635,6 +637,7 @@ pub(crate) fn fixed_content(
                     pos += n;
                 }
             }
+            counters.progressed(end - start);
             return Ok(out);
         }
         let mut data = vec![0u8; (end - start) as usize];
@@ -654,6 +657,7 @@ pub(crate) fn fixed_content(
             };
             out.ids.push(id);
         }
+        counters.progressed(end - start);
         if cache_hashes {
             out.hashes = data
                 .chunks(cache_block)

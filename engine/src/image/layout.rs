@@ -54,6 +54,11 @@ impl GuestLayout {
         })
     }
 
+    /// The extents covering the disk, in order.
+    pub(crate) fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
     /// Total bytes in `Data` extents (what a backup reads at most).
     pub(crate) fn data_bytes(&self) -> u64 {
         self.extents

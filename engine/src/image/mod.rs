@@ -29,6 +29,12 @@
 //!   then the parent's blobs ([`load_parent_blobs`]) load, and
 //!   [`prepare_content_tree`] builds the new content list's tree meanwhile;
 //!   the backup then only stores them.
+//! - A changed-block incremental never trusts its parent blindly: every
+//!   image node records the disk it was read from ([`ImageRecord`], the
+//!   extended attribute [`RECORD_XATTR`]), [`judge`] compares the parent's
+//!   record with the change source, and a sample of the blocks called
+//!   unchanged is compared with the parent's blobs; a mismatch is
+//!   [`ImageError::Refused`] before anything is written (see `provenance`).
 //! - [`restore_node`] writes a sparse raw file or a qcow2 image;
 //!   [`restore_chain`] flattens an OpenNebula chain (full + qcow2 increments,
 //!   one snapshot each) without qemu-img.
@@ -53,7 +59,9 @@
 mod changes;
 mod fixed;
 mod layout;
+mod provenance;
 mod restore;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -74,24 +82,37 @@ use crate::archiver::BackupSummary;
 use crate::repository::{compress_blob, os_identity, RepoError, Repository};
 
 pub use changes::{
-    block_hash_cache_path, changed_ranges_from_bitmap, changed_ranges_in_top_layer, merge_ranges,
-    BlockHashes,
+    block_hash_cache_path, changed_ranges_from_bitmap, changed_ranges_in_top_layer, content_digest,
+    merge_ranges, BlockHashes,
 };
 pub use fixed::{
     default_block_size, prefetch_blocks, valid_block_size, zero_block_id, ImageChunking,
     PlannedBlocks, PrefetchedBlocks, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
 pub use layout::LONG_ZERO_RUN;
+pub use provenance::{
+    chain_digest, first_uncovered, judge, BitmapFacts, BitmapRecord, ChangeSource, ImageFacts,
+    ImageRecord, LayerRecord, ParentRecord, Verdict, MAX_RECORD_BYTES, RECORD_VERSION,
+    RECORD_XATTR,
+};
 pub use restix_qcow2::{
-    open_disk_image, DiskImage, Extent, ExtentKind, ImageFormat, Qcow2Image, Qcow2Writer, RawImage,
+    open_disk_image, DiskImage, Extent, ExtentKind, ImageFormat, LayerIdentity, Qcow2Image,
+    Qcow2Writer, RawImage,
 };
 pub use restore::{
-    find_file_node, restore_chain, restore_node, write_guest_view, ChainLayer, ImageRestoreStats,
-    RestoreFormat,
+    find_file_node, restore_chain, restore_chain_with, restore_node, restore_node_with,
+    write_guest_view, write_guest_view_with, ChainLayer, ImageRestoreStats, RestoreFormat,
+    RestoreSettings, RestoreTarget,
 };
 
 use changes::BlockHasher;
 use layout::{ChunkCutter, GuestBuffer, GuestLayout};
+
+/// This host's name, as image snapshots record it by default (and as a
+/// parent is looked up by).
+pub fn host_name() -> String {
+    os_identity::hostname()
+}
 
 /// Errors of image backups and restores.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +143,26 @@ pub enum ImageError {
     /// The caller asked for something impossible.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A layer of a chain could not be flattened (the message names its
+    /// snapshot and file).
+    #[error("{0}")]
+    Chain(String),
+    /// A changed-block incremental's parent does not match its change source;
+    /// nothing was written.
+    #[error(
+        "snapshot {} cannot be the parent of {image}: {reason}. Nothing was written; back up \
+         the whole image with --changes none, or name the snapshot this change source \
+         continues from with --parent",
+        parent.short()
+    )]
+    Refused {
+        /// The parent snapshot.
+        parent: Id,
+        /// The image (its absolute path, when known).
+        image: String,
+        /// What did not match.
+        reason: String,
+    },
 }
 
 impl ImageError {
@@ -140,9 +181,22 @@ pub enum ChangedBlocks {
     #[default]
     Unknown,
     /// These guest ranges (a superset of what changed since the parent's
-    /// content was taken); see [`changed_ranges_in_top_layer`] and
-    /// [`changed_ranges_from_bitmap`].
+    /// content was taken), from a source the engine knows nothing about: the
+    /// parent is verified by content, thoroughly (see `verify`).
     Ranges(Vec<Range<u64>>),
+    /// The top layer's own clusters ([`changed_ranges_in_top_layer`]): the
+    /// parent's record must show that it read exactly the overlay's backing
+    /// chain ([`judge`]).
+    Layer(Vec<Range<u64>>),
+    /// The persistent dirty bitmap `name` ([`changed_ranges_from_bitmap`]):
+    /// the parent's record must show the bitmap then, and that it only grew
+    /// since ([`judge`]).
+    Bitmap {
+        /// Bitmap name.
+        name: String,
+        /// Its dirty ranges.
+        ranges: Vec<Range<u64>>,
+    },
     /// Compare with the block hashes cached at this path by the previous
     /// backup of the same image into the same repository (see
     /// [`block_hash_cache_path`]); refreshed after the backup. Without an
@@ -150,6 +204,65 @@ pub enum ChangedBlocks {
     BlockHashCache(PathBuf),
 }
 
+impl ChangedBlocks {
+    /// A short name for messages: `none`, `ranges`, `layer`, `bitmap`,
+    /// `hash-cache`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChangedBlocks::Unknown => "none",
+            ChangedBlocks::Ranges(_) => "ranges",
+            ChangedBlocks::Layer(_) => "layer",
+            ChangedBlocks::Bitmap { .. } => "bitmap",
+            ChangedBlocks::BlockHashCache(_) => "hash-cache",
+        }
+    }
+
+    fn source(&self) -> ChangeSource<'_> {
+        match self {
+            ChangedBlocks::Layer(_) => ChangeSource::Layer,
+            ChangedBlocks::Bitmap { name, ranges } => ChangeSource::Bitmap {
+                name,
+                dirty: ranges,
+            },
+            ChangedBlocks::BlockHashCache(_) => ChangeSource::HashCache,
+            ChangedBlocks::Unknown | ChangedBlocks::Ranges(_) => ChangeSource::Given,
+        }
+    }
+}
+
+/// Byte counters an image job advances as it goes, for a progress display:
+/// the guest bytes to handle and those handled (stored, reused or hashed;
+/// written or skipped as zeros).
+#[derive(Debug, Default)]
+pub struct ImageProgress {
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl ImageProgress {
+    /// Counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes the job will handle (grows as the job learns more).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Bytes handled so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_total(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+}
 /// Options of [`backup_image`].
 #[derive(Debug, Clone)]
 pub struct ImageBackupOptions {
@@ -157,7 +270,8 @@ pub struct ImageBackupOptions {
     pub file_name: String,
     /// The node's modification time (normally the image file's); default now.
     pub mtime: Option<GoTime>,
-    /// Snapshot paths; default `["/<file_name>"]`.
+    /// Snapshot paths; default the image's absolute path (from `facts`),
+    /// else `["/<file_name>"]`.
     pub paths: Vec<String>,
     /// Parent snapshot.
     pub parent: Option<Id>,
@@ -185,6 +299,13 @@ pub struct ImageBackupOptions {
     /// The image file's tree made ahead ([`prepare_content_tree`]), used
     /// when the backup's node turns out the same.
     pub prepared_tree: Option<PreparedTree>,
+    /// The image described ([`ImageFacts::of_qcow2`], [`ImageFacts::of_raw`]):
+    /// its record is stored on the image node, and a parent's record is
+    /// judged against it. Without it a changed-block backup verifies its
+    /// parent by content only.
+    pub facts: Option<ImageFacts>,
+    /// Counters for a progress display.
+    pub progress: Option<std::sync::Arc<ImageProgress>>,
 }
 
 impl ImageBackupOptions {
@@ -206,6 +327,8 @@ impl ImageBackupOptions {
             program_version: format!("restix {}", env!("CARGO_PKG_VERSION")),
             backup_start: None,
             prepared_tree: None,
+            facts: None,
+            progress: None,
         }
     }
 }
@@ -241,6 +364,19 @@ pub struct ImageStats {
     pub changed_bytes: u64,
     /// Why a requested incremental fell back to a full re-chunk.
     pub fallback_reason: Option<String>,
+    /// Where the changed ranges came from ([`ChangedBlocks::kind`]).
+    pub change_source: &'static str,
+    /// Why the parent was trusted (its record vouched for the change source,
+    /// or there was nothing to check against and its content was verified).
+    pub parent_verdict: Option<String>,
+    /// Whether the parent's record vouched for the change source.
+    pub vouched: bool,
+    /// Unchanged blocks checked to be zero in the parent, without reading.
+    pub verified_zero_blocks: u64,
+    /// Unchanged blocks read and compared with the parent's.
+    pub verified_blocks: u64,
+    /// Bytes read for that (also counted in `bytes_read`).
+    pub verified_bytes: u64,
 }
 
 /// Result of [`backup_image`]: restic's summary plus image statistics.
@@ -278,6 +414,16 @@ struct Counters {
     data_blobs: AtomicU64,
     data_added: AtomicU64,
     data_added_packed: AtomicU64,
+    progress: Option<std::sync::Arc<ImageProgress>>,
+}
+
+impl Counters {
+    /// `n` more guest bytes handled.
+    fn progressed(&self, n: u64) {
+        if let Some(p) = &self.progress {
+            p.add_done(n);
+        }
+    }
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -313,53 +459,24 @@ pub fn backup_image(
         allocated_bytes: layout.data_bytes(),
         ..ImageStats::default()
     };
-
-    // What changed, and against which parent.
-    let mut parent = options.parent;
-    let mut new_hashes = None;
-    let changed: Option<Vec<Range<u64>>> = match &options.changes {
-        ChangedBlocks::Unknown => None,
-        ChangedBlocks::Ranges(ranges) => Some(merge_ranges(ranges.clone())),
-        ChangedBlocks::BlockHashCache(path) => {
-            let old = BlockHashes::load(path);
-            let cached = old.as_ref().and_then(|o| o.snapshot);
-            if parent.is_none() && cached.is_some_and(|id| repo.load_snapshot(&id).is_ok()) {
-                parent = cached;
-            }
-            match old {
-                Some(old)
-                    if cached.is_some() && parent == cached && old.comparable(layout.size) =>
-                {
-                    // Hash every block now to learn what changed.
-                    let (hashes, read) = BlockHashes::compute(image, &layout, threads)?;
-                    stats.hash_bytes_read = read;
-                    let ranges = old.changed_ranges(&hashes);
-                    new_hashes = Some(hashes);
-                    ranges
-                }
-                old => {
-                    stats.fallback_reason = Some(
-                        match old {
-                            None => "no block-hash cache yet",
-                            Some(o) if !o.comparable(layout.size) => {
-                                "the block-hash cache is for another disk size"
-                            }
-                            Some(_) => "the block-hash cache belongs to another snapshot",
-                        }
-                        .into(),
-                    );
-                    // The full pass hashes the blocks from what it reads.
-                    None
-                }
-            }
-        }
+    let counters = Counters {
+        progress: options.progress.clone(),
+        ..Counters::default()
     };
-    stats.changed_bytes = changed
-        .as_ref()
-        .map_or(layout.size, |r| r.iter().map(|r| r.end - r.start).sum());
+    if let Some(progress) = &counters.progress {
+        progress.add_total(layout.size);
+    }
 
-    // Blocks or restic's chunks (see `fixed`): an incremental follows its
-    // parent unless told otherwise.
+    // Against which parent, and whether a block-hash cache belongs to it
+    // (to the image, the snapshot and that snapshot's content).
+    let mut parent = options.parent;
+    let mut cache = None;
+    if let ChangedBlocks::BlockHashCache(path) = &options.changes {
+        match bind_cache(repo, path, options.facts.as_ref(), layout.size, &mut parent) {
+            Ok(old) => cache = Some(old),
+            Err(reason) => stats.fallback_reason = Some(reason),
+        }
+    }
     let parent_blobs = match options
         .parent_blobs
         .take()
@@ -368,6 +485,45 @@ pub fn backup_image(
         Some(loaded) => Some(loaded),
         None => parent.and_then(|id| load_parent_blobs(repo, &id, &options.file_name)),
     };
+    if let (Some(old), Some(p)) = (&cache, &parent_blobs) {
+        if old.content != Some(changes::content_digest(&p.ids)) {
+            stats.fallback_reason = Some(format!(
+                "the block-hash cache is stale: it does not describe the content of snapshot {}",
+                p.snapshot.short()
+            ));
+            cache = None;
+        }
+    }
+
+    // What changed since.
+    let mut new_hashes = None;
+    let changed: Option<Vec<Range<u64>>> = match &options.changes {
+        ChangedBlocks::Unknown => None,
+        ChangedBlocks::Ranges(ranges) | ChangedBlocks::Layer(ranges) => {
+            Some(merge_ranges(ranges.clone()))
+        }
+        ChangedBlocks::Bitmap { ranges, .. } => Some(merge_ranges(ranges.clone())),
+        ChangedBlocks::BlockHashCache(_) => match cache.take() {
+            Some(old) => {
+                // Hash every block now to learn what changed.
+                let (hashes, read) =
+                    BlockHashes::compute(image, &layout, threads, counters.progress.as_deref())?;
+                stats.hash_bytes_read = read;
+                let ranges = old.changed_ranges(&hashes);
+                new_hashes = Some(hashes);
+                ranges
+            }
+            // The full pass hashes the blocks from what it reads.
+            None => None,
+        },
+    };
+    stats.changed_bytes = changed
+        .as_ref()
+        .map_or(layout.size, |r| r.iter().map(|r| r.end - r.start).sum());
+    stats.change_source = options.changes.kind();
+
+    // Blocks or restic's chunks (see `fixed`): an incremental follows its
+    // parent unless told otherwise.
     let block = match options.chunking {
         ImageChunking::ContentDefined => None,
         ImageChunking::Fixed(block) => Some(block),
@@ -376,30 +532,47 @@ pub fn backup_image(
             None => Some(default_block_size(layout.size)),
         },
     };
-    let counters = Counters::default();
+
+    // Whether the parent's blobs will stand in for unread blocks; if so,
+    // nothing is written unless the parent passes the checks.
+    let reuse = match (&parent_blobs, &changed) {
+        (Some(p), Some(_)) => match block {
+            Some(block) if fixed::block_size_of(&p.lengths, block) == Some(block) => true,
+            Some(block) => {
+                stats.fallback_reason =
+                    Some(format!("the parent's blobs are not {block}-byte blocks"));
+                false
+            }
+            None if p.size != layout.size => {
+                // The last parent chunk ended at the old end of file, not at a cut.
+                stats.fallback_reason = Some(format!(
+                    "disk size changed ({} -> {} bytes)",
+                    p.size, layout.size
+                ));
+                false
+            }
+            None => true,
+        },
+        (None, Some(_)) if parent.is_some() => {
+            stats.fallback_reason = Some("the parent snapshot has no readable image file".into());
+            false
+        }
+        _ => false,
+    };
+    if let (true, Some(p), Some(changed)) = (reuse, &parent_blobs, &changed) {
+        check_parent(image, &layout, &options, p, changed, threads, &mut stats)?;
+    }
+    let changed = if reuse { changed } else { None };
+
     let (content, parent_content) = match block {
         Some(block) => {
             stats.block_size = block;
             let reuse = match (&parent_blobs, &changed) {
-                (Some(p), Some(changed))
-                    if fixed::block_size_of(&p.lengths, block) == Some(block) =>
-                {
-                    Some(fixed::FixedParent {
-                        ids: &p.ids,
-                        size: p.size,
-                        changed,
-                    })
-                }
-                (Some(_), Some(_)) => {
-                    stats.fallback_reason =
-                        Some(format!("the parent's blobs are not {block}-byte blocks"));
-                    None
-                }
-                (None, Some(_)) if parent.is_some() => {
-                    stats.fallback_reason =
-                        Some("the parent snapshot has no readable image file".into());
-                    None
-                }
+                (Some(p), Some(changed)) => Some(fixed::FixedParent {
+                    ids: &p.ids,
+                    size: p.size,
+                    changed,
+                }),
                 _ => None,
             };
             stats.incremental = reuse.is_some();
@@ -437,12 +610,16 @@ pub fn backup_image(
         )?,
     };
 
+    stats.bytes_read += stats.verified_bytes;
+
     // No more data blobs: their last pack is stored while the content list
     // is encoded and saved.
     repo.finish_open_pack(BlobType::Data)?;
     // The snapshot: one file node at the root (like `--stdin`).
     let time = options.time.unwrap_or_else(GoTime::now_local);
     let unmodified = parent_content.as_ref() == Some(&content);
+    let cache_content = matches!(options.changes, ChangedBlocks::BlockHashCache(_))
+        .then(|| changes::content_digest(&content));
     let node = image_node(&options, time, layout.size, content);
     let (uid, gid) = (node.uid, node.gid);
     let (tree_bytes, hashed) = match options.prepared_tree.take().filter(|p| p.node == node) {
@@ -489,10 +666,11 @@ pub fn backup_image(
         total_files_processed: 1,
         total_bytes_processed: layout.size,
     };
-    let paths = if options.paths.is_empty() {
-        vec![format!("/{}", options.file_name)]
-    } else {
-        options.paths.clone()
+    let paths = match (&options.paths, &options.facts) {
+        (paths, _) if !paths.is_empty() => paths.clone(),
+        // As restic records paths: the image's absolute path.
+        (_, Some(facts)) => vec![facts.path.clone()],
+        (_, None) => vec![format!("/{}", options.file_name)],
     };
     let snapshot = Snapshot {
         time,
@@ -514,6 +692,12 @@ pub fn backup_image(
     if let (ChangedBlocks::BlockHashCache(path), Some(mut hashes)) = (&options.changes, new_hashes)
     {
         hashes.snapshot = Some(snapshot_id);
+        hashes.content = cache_content;
+        hashes.image_path = options
+            .facts
+            .as_ref()
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
         hashes.save(path)?;
     }
 
@@ -540,6 +724,113 @@ pub fn backup_image(
         parent,
     };
     Ok(ImageBackupSummary { summary, stats })
+}
+
+/// Binds a block-hash cache to this backup: the image it was taken of, and
+/// its snapshot (which becomes the parent when none was given). `Err` says
+/// why it cannot be used (the backup then reads everything and rewrites it).
+fn bind_cache(
+    repo: &Repository,
+    path: &std::path::Path,
+    facts: Option<&ImageFacts>,
+    size: u64,
+    parent: &mut Option<Id>,
+) -> Result<BlockHashes, String> {
+    let Some(old) = BlockHashes::load(path) else {
+        return Err("no block-hash cache yet".into());
+    };
+    if let Some(facts) = facts {
+        if old.image_path != facts.path {
+            return Err(format!(
+                "the block-hash cache {} belongs to another image ({})",
+                path.display(),
+                if old.image_path.is_empty() {
+                    "unknown"
+                } else {
+                    old.image_path.as_str()
+                }
+            ));
+        }
+    }
+    if !old.comparable(size) {
+        return Err("the block-hash cache is for another disk size".into());
+    }
+    let Some(cached) = old.snapshot else {
+        return Err("the block-hash cache names no snapshot".into());
+    };
+    match *parent {
+        None if repo.load_snapshot(&cached).is_ok() => *parent = Some(cached),
+        None => {
+            return Err(format!(
+                "the block-hash cache's snapshot {} no longer exists",
+                cached.short()
+            ))
+        }
+        Some(p) if p != cached => {
+            return Err(format!(
+                "the block-hash cache belongs to snapshot {}, not {}",
+                cached.short(),
+                p.short()
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(old)
+}
+
+/// Checks a parent before its blobs stand in for unread blocks: its record
+/// against the change source ([`judge`]), then its content ([`verify`]);
+/// refuses on a mismatch.
+fn check_parent(
+    image: &dyn DiskImage,
+    layout: &GuestLayout,
+    options: &ImageBackupOptions,
+    parent: &ParentBlobs,
+    changed: &[Range<u64>],
+    threads: usize,
+    stats: &mut ImageStats,
+) -> Result<(), ImageError> {
+    let refuse = |reason: String| ImageError::Refused {
+        parent: parent.snapshot,
+        image: options
+            .facts
+            .as_ref()
+            .map_or_else(|| options.file_name.clone(), |f| f.path.clone()),
+        reason,
+    };
+    let verdict = judge(
+        options.facts.as_ref(),
+        &parent.record,
+        options.changes.source(),
+    )
+    .map_err(refuse)?;
+    let budget = match verdict {
+        Verdict::Vouched(_) => verify::Budget::LIGHT,
+        Verdict::Unvouched(_) => verify::Budget::FULL,
+    };
+    match verify::verify_unchanged(
+        image,
+        layout,
+        &parent.ids,
+        &parent.lengths,
+        changed,
+        budget,
+        &parent.snapshot,
+        threads,
+    )? {
+        verify::Outcome::Matched(verified) => {
+            stats.vouched = matches!(verdict, Verdict::Vouched(_));
+            stats.parent_verdict = Some(verdict.reason().to_string());
+            stats.verified_zero_blocks = verified.zero_blocks;
+            stats.verified_blocks = verified.blocks_read;
+            stats.verified_bytes = verified.bytes_read;
+            Ok(())
+        }
+        verify::Outcome::Mismatch(what) => Err(refuse(format!(
+            "{what}, although the change source ({}) calls it unchanged",
+            options.changes.kind()
+        ))),
+    }
 }
 
 /// An image backup in restic's content-defined chunks: a changed-block
@@ -677,7 +968,16 @@ fn hash_and_compress(repo: &Repository, tree: &[u8]) -> (Id, Option<(i32, Vec<u8
 /// image's mtime when given).
 fn image_node(options: &ImageBackupOptions, time: GoTime, size: u64, content: Vec<Id>) -> Node {
     let mtime = options.mtime.unwrap_or(time);
-    crate::archiver::stream_file_node(options.file_name.as_bytes().to_vec(), mtime, size, content)
+    let mut node = crate::archiver::stream_file_node(
+        options.file_name.as_bytes().to_vec(),
+        mtime,
+        size,
+        content,
+    );
+    if let Some(facts) = &options.facts {
+        node.extended_attributes = vec![facts.record().to_xattr()];
+    }
+    node
 }
 
 /// The image file's node and tree, encoded, hashed and compressed ahead of
@@ -745,6 +1045,19 @@ pub struct ParentBlobs {
     ids: Vec<Id>,
     lengths: Vec<u64>,
     size: u64,
+    record: ParentRecord,
+}
+
+impl ParentBlobs {
+    /// The parent snapshot.
+    pub fn snapshot(&self) -> Id {
+        self.snapshot
+    }
+
+    /// The image record its node carries.
+    pub fn record(&self) -> &ParentRecord {
+        &self.record
+    }
 }
 
 impl std::fmt::Debug for ParentBlobs {
@@ -764,6 +1077,7 @@ impl std::fmt::Debug for ParentBlobs {
 /// size.
 pub fn load_parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Option<ParentBlobs> {
     let node = parent_node(repo, parent, file_name).ok()?;
+    let record = ParentRecord::of_node(&node);
     let ids = node.content.unwrap_or_default();
     let lengths = ids
         .iter()
@@ -778,6 +1092,7 @@ pub fn load_parent_blobs(repo: &Repository, parent: &Id, file_name: &str) -> Opt
         ids,
         lengths,
         size: node.size,
+        record,
     })
 }
 
@@ -954,6 +1269,7 @@ fn chunk_guest(
             }
         }
         buffer.drop_before(end);
+        counters.progressed(end - pos);
         pos = end;
     }
     stats.chunks = content.len() as u64;
@@ -1119,6 +1435,7 @@ fn incremental_content(
             pieces.push(Piece::Parent(id));
             stats.chunks_reused += 1;
             stats.bytes_reused += end - pos;
+            counters.progressed(end - pos);
             pos = end;
         }
         if start >= size {
@@ -1177,6 +1494,7 @@ fn incremental_content(
                     add(&counters.data_added, data.len() as u64);
                     add(&counters.data_added_packed, packed);
                 }
+                counters.progressed(end - start);
                 Ok((index, id, read))
             })
             .collect()

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -11,7 +12,7 @@ use restix_chunker::{is_all_zero, ZERO_CHUNK_ID};
 use restix_qcow2::{DiskImage, ExtentKind, ImageFormat, Qcow2Image, Qcow2Writer, RawImage};
 use restix_repo_format::{BlobType, Id, Node, NodeType, Tree};
 
-use super::ImageError;
+use super::{ImageError, ImageProgress};
 use crate::repository::{parallel_map, Repository};
 
 /// Output format of an image restore.
@@ -132,13 +133,59 @@ fn collect_files(
     Ok(())
 }
 
-enum Sink {
-    Raw(File, PathBuf),
-    Qcow2(Box<Qcow2Writer>),
+/// Where an image restore writes.
+pub enum RestoreTarget<'a> {
+    /// This file, created or truncated (sparse when raw).
+    Path(&'a Path),
+    /// A stream (standard output), written in order with holes as zeros;
+    /// raw only (a qcow2 header is written last).
+    Stream(&'a mut dyn Write),
 }
 
-impl Sink {
-    fn create(target: &Path, size: u64, format: RestoreFormat) -> Result<Sink, ImageError> {
+/// How an image restore writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreSettings<'a> {
+    /// Output format.
+    pub format: RestoreFormat,
+    /// Blob loaders (0 = number of CPUs).
+    pub threads: usize,
+    /// Counters for a progress display.
+    pub progress: Option<&'a ImageProgress>,
+    /// Folder for temporary files of [`restore_chain_with`] (default: the
+    /// target's folder).
+    pub work_dir: Option<&'a Path>,
+}
+
+enum Sink<'a> {
+    Raw(File, PathBuf),
+    Qcow2(Box<Qcow2Writer>),
+    Stream {
+        out: &'a mut dyn Write,
+        position: u64,
+        size: u64,
+    },
+}
+
+impl<'a> Sink<'a> {
+    fn open(
+        target: RestoreTarget<'a>,
+        size: u64,
+        format: RestoreFormat,
+    ) -> Result<Sink<'a>, ImageError> {
+        match (target, format) {
+            (RestoreTarget::Path(path), format) => Sink::create(path, size, format),
+            (RestoreTarget::Stream(out), RestoreFormat::Raw) => Ok(Sink::Stream {
+                out,
+                position: 0,
+                size,
+            }),
+            (RestoreTarget::Stream(_), RestoreFormat::Qcow2) => Err(ImageError::InvalidArgument(
+                "a qcow2 image cannot be written to a stream: its header is written last".into(),
+            )),
+        }
+    }
+
+    fn create(target: &Path, size: u64, format: RestoreFormat) -> Result<Sink<'a>, ImageError> {
         match format {
             RestoreFormat::Raw => {
                 let file = OpenOptions::new()
@@ -165,15 +212,44 @@ impl Sink {
                 .write_all_at(data, offset)
                 .map_err(|e| ImageError::io(path.as_path(), e)),
             Sink::Qcow2(writer) => Ok(writer.write_at(offset, data)?),
+            Sink::Stream { out, position, .. } => {
+                Self::zeros_until(*out, position, offset)?;
+                out.write_all(data).map_err(stream_error)?;
+                *position += data.len() as u64;
+                Ok(())
+            }
         }
+    }
+
+    /// Writes zeros from `position` up to `offset` (a stream has no holes).
+    fn zeros_until(out: &mut dyn Write, position: &mut u64, offset: u64) -> Result<(), ImageError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while *position < offset {
+            let n = (offset - *position).min(ZEROS.len() as u64) as usize;
+            out.write_all(&ZEROS[..n]).map_err(stream_error)?;
+            *position += n as u64;
+        }
+        Ok(())
     }
 
     fn finish(self) -> Result<(), ImageError> {
         match self {
             Sink::Raw(file, path) => file.sync_all().map_err(|e| ImageError::io(path, e)),
             Sink::Qcow2(writer) => Ok(writer.finish()?),
+            Sink::Stream {
+                out,
+                mut position,
+                size,
+            } => {
+                Self::zeros_until(out, &mut position, size)?;
+                out.flush().map_err(stream_error)
+            }
         }
     }
+}
+
+fn stream_error(e: std::io::Error) -> ImageError {
+    ImageError::io("standard output", e)
 }
 
 /// Restores the content of file `node` to `target` as a sparse raw file or a
@@ -185,7 +261,24 @@ pub fn restore_node(
     format: RestoreFormat,
     threads: usize,
 ) -> Result<ImageRestoreStats, ImageError> {
-    let threads = match threads {
+    let settings = RestoreSettings {
+        format,
+        threads,
+        ..RestoreSettings::default()
+    };
+    restore_node_with(repo, node, RestoreTarget::Path(target), &settings)
+}
+
+/// [`restore_node`] to a file or a stream, reporting progress.
+pub fn restore_node_with(
+    repo: &Repository,
+    node: &Node,
+    target: RestoreTarget<'_>,
+    settings: &RestoreSettings<'_>,
+) -> Result<ImageRestoreStats, ImageError> {
+    let format = settings.format;
+    let progress = settings.progress;
+    let threads = match settings.threads {
         0 => std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2),
@@ -217,12 +310,16 @@ pub fn restore_node(
             node.size
         )));
     }
-    let mut sink = Sink::create(target, node.size, format)?;
+    if let Some(p) = progress {
+        p.add_total(node.size);
+    }
+    let mut sink = Sink::open(target, node.size, format)?;
     let mut stats = ImageRestoreStats {
         size: node.size,
         ..ImageRestoreStats::default()
     };
     let items: Vec<(u64, Id)> = offsets.into_iter().zip(content).collect();
+    let mut done_up_to = 0u64;
     // Batches of about 16 MiB per thread (block-sized blobs are small; one
     // batch per few blobs would spend the time starting threads).
     let batch_bytes = 16u64 << 20;
@@ -249,6 +346,7 @@ pub fn restore_node(
             let data = repo.load_blob(BlobType::Data, id)?;
             Ok::<_, ImageError>((*offset, (!is_all_zero(&data)).then_some(data)))
         });
+        let batch_end = batch.last().map_or(0, |(offset, _)| *offset);
         for result in loaded {
             match result? {
                 (offset, Some(data)) => {
@@ -258,9 +356,21 @@ pub fn restore_node(
                 (_, None) => stats.zero_chunks += 1,
             }
         }
+        if let Some(p) = progress {
+            // Up to the start of the next batch (or the end of the file).
+            let next = rest_start(&items, batch_end).unwrap_or(node.size);
+            p.add_done(next.saturating_sub(done_up_to));
+            done_up_to = next;
+        }
     }
     sink.finish()?;
     Ok(stats)
+}
+
+/// The offset of the first item after the one at `offset`.
+fn rest_start(items: &[(u64, Id)], offset: u64) -> Option<u64> {
+    let i = items.partition_point(|(o, _)| *o <= offset);
+    items.get(i).map(|(o, _)| *o)
 }
 
 /// Bytes copied per read when writing a guest view.
@@ -273,8 +383,21 @@ pub fn write_guest_view(
     target: &Path,
     format: RestoreFormat,
 ) -> Result<ImageRestoreStats, ImageError> {
+    write_guest_view_with(image, RestoreTarget::Path(target), format, None)
+}
+
+/// [`write_guest_view`] to a file or a stream, reporting progress.
+pub fn write_guest_view_with(
+    image: &dyn DiskImage,
+    target: RestoreTarget<'_>,
+    format: RestoreFormat,
+    progress: Option<&ImageProgress>,
+) -> Result<ImageRestoreStats, ImageError> {
     let size = image.virtual_size();
-    let mut sink = Sink::create(target, size, format)?;
+    if let Some(p) = progress {
+        p.add_total(size);
+    }
+    let mut sink = Sink::open(target, size, format)?;
     let mut stats = ImageRestoreStats {
         size,
         ..ImageRestoreStats::default()
@@ -288,6 +411,9 @@ pub fn write_guest_view(
     for extent in extents {
         if extent.kind != ExtentKind::Data {
             stats.zero_chunks += 1;
+            if let Some(p) = progress {
+                p.add_done(extent.length);
+            }
             continue;
         }
         let mut pos = extent.offset;
@@ -298,6 +424,9 @@ pub fn write_guest_view(
             if !is_all_zero(&buf) {
                 sink.write(pos, &buf)?;
                 stats.bytes_written += n;
+            }
+            if let Some(p) = progress {
+                p.add_done(n);
             }
             pos += n;
         }
@@ -331,22 +460,61 @@ pub fn restore_chain(
     work_dir: Option<&Path>,
     threads: usize,
 ) -> Result<ImageRestoreStats, ImageError> {
+    let settings = RestoreSettings {
+        format,
+        threads,
+        progress: None,
+        work_dir,
+    };
+    restore_chain_with(repo, layers, target, &settings)
+}
+
+/// [`restore_chain`] reporting progress. Errors about a layer name its
+/// snapshot and file, not the temporary file it was restored to.
+pub fn restore_chain_with(
+    repo: &Repository,
+    layers: &[ChainLayer],
+    target: &Path,
+    settings: &RestoreSettings<'_>,
+) -> Result<ImageRestoreStats, ImageError> {
     if layers.is_empty() {
         return Err(ImageError::InvalidArgument("no layers given".into()));
     }
-    let parent = work_dir
+    let parent = settings
+        .work_dir
         .map(Path::to_path_buf)
         .or_else(|| target.parent().map(Path::to_path_buf))
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     let temp = parent.join(format!(".restix-chain-{}", std::process::id()));
     fs::create_dir_all(&temp).map_err(|e| ImageError::io(&temp, e))?;
+    // Each temporary file and what it holds, for error messages.
+    let mut labels: Vec<(PathBuf, String)> = Vec::with_capacity(layers.len());
     let result = (|| {
+        let mut found = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let (file, node) = find_file_node(repo, &layer.snapshot, layer.path.as_deref())?;
+            if let Some(p) = settings.progress {
+                p.add_total(node.size);
+            }
+            found.push((file, node));
+        }
         let mut files = Vec::with_capacity(layers.len());
-        for (i, layer) in layers.iter().enumerate() {
-            let (_, node) = find_file_node(repo, &layer.snapshot, layer.path.as_deref())?;
+        for (i, (layer, (file, node))) in layers.iter().zip(&found).enumerate() {
             let path = temp.join(format!("layer-{i}"));
-            restore_node(repo, &node, &path, RestoreFormat::Raw, threads)?;
+            labels.push((
+                path.clone(),
+                format!("{file} of snapshot {}", layer.snapshot.short()),
+            ));
+            let layer_settings = RestoreSettings {
+                format: RestoreFormat::Raw,
+                progress: None,
+                ..*settings
+            };
+            restore_node_with(repo, node, RestoreTarget::Path(&path), &layer_settings)?;
+            if let Some(p) = settings.progress {
+                p.add_done(node.size);
+            }
             let format = if is_qcow2(&path)? {
                 ImageFormat::Qcow2
             } else {
@@ -358,10 +526,36 @@ pub fn restore_chain(
             [(path, ImageFormat::Raw)] => Box::new(RawImage::open(path)?),
             _ => Box::new(Qcow2Image::open_chain_with_formats(&files)?),
         };
-        write_guest_view(image.as_ref(), target, format)
+        write_guest_view_with(
+            image.as_ref(),
+            RestoreTarget::Path(target),
+            settings.format,
+            settings.progress,
+        )
     })();
     let _ = fs::remove_dir_all(&temp);
-    result
+    result.map_err(|e| name_layers(e, &labels))
+}
+
+/// An error that mentions a temporary layer file, reworded to name the
+/// snapshot and file it holds instead.
+fn name_layers(error: ImageError, labels: &[(PathBuf, String)]) -> ImageError {
+    let text = error.to_string();
+    if matches!(error, ImageError::Repo(_)) || !labels.iter().any(|(p, _)| mentions(&text, p)) {
+        return error;
+    }
+    let mut text = text;
+    // Longest paths first: layer-1 must not eat layer-10's prefix.
+    let mut sorted: Vec<&(PathBuf, String)> = labels.iter().collect();
+    sorted.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+    for (path, label) in sorted {
+        text = text.replace(&path.display().to_string(), label);
+    }
+    ImageError::Chain(format!("cannot flatten the chain: {text}"))
+}
+
+fn mentions(text: &str, path: &Path) -> bool {
+    text.contains(&path.display().to_string())
 }
 
 fn is_qcow2(path: &Path) -> Result<bool, ImageError> {

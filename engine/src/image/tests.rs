@@ -55,6 +55,11 @@ impl MemDisk {
     fn write(&mut self, offset: u64, data: &[u8]) {
         let end = offset + data.len() as u64;
         self.bytes[offset as usize..end as usize].copy_from_slice(data);
+        self.mark(offset, end, ExtentKind::Data);
+    }
+
+    /// Makes `[offset, end)` one extent of `kind` (splitting others).
+    fn mark(&mut self, offset: u64, end: u64, kind_now: ExtentKind) {
         let mut out: Vec<Extent> = Vec::new();
         let mut push = |offset: u64, end: u64, kind: ExtentKind| {
             if end <= offset {
@@ -74,7 +79,7 @@ impl MemDisk {
         for e in &self.extents {
             push(e.offset, e.end().min(offset), e.kind);
             if e.offset < end && e.end() > offset {
-                push(e.offset.max(offset), e.end().min(end), ExtentKind::Data);
+                push(e.offset.max(offset), e.end().min(end), kind_now);
             }
             push(e.offset.max(end), e.end(), e.kind);
         }
@@ -363,6 +368,8 @@ fn block_hash_cache_is_blake3_and_ignores_old_versions() {
     let path = t.0.join("cache");
     let hashes = BlockHashes {
         snapshot: Some(Id([7; 32])),
+        image_path: "/vm/disk.raw".into(),
+        content: Some([9; 32]),
         virtual_size: 3 * BlockHashes::BLOCK_SIZE - 5,
         block_size: BlockHashes::BLOCK_SIZE,
         hashes: vec![*blake3::hash(b"a").as_bytes(); 3],
@@ -370,13 +377,27 @@ fn block_hash_cache_is_blake3_and_ignores_old_versions() {
     hashes.save(&path).unwrap();
     assert_eq!(BlockHashes::load(&path), Some(hashes.clone()));
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(&bytes[..8], b"RXBLKH02");
-    // 64-byte header, three 32-byte hashes, a 32-byte BLAKE3 check.
-    assert_eq!(bytes.len(), 64 + 3 * 32 + 32);
+    assert_eq!(&bytes[..8], b"RXBLKH03");
+    // 104-byte header, the image path, three 32-byte hashes, a 32-byte
+    // BLAKE3 check.
+    assert_eq!(bytes.len(), 104 + 12 + 3 * 32 + 32);
     assert_eq!(
         &bytes[bytes.len() - 32..],
         blake3::hash(&bytes[..bytes.len() - 32]).as_bytes()
     );
+
+    // A version-02 file (no binding to the image and the content) is ignored.
+    let mut v2 = Vec::new();
+    v2.extend_from_slice(b"RXBLKH02");
+    v2.extend_from_slice(&[7; 32]);
+    v2.extend_from_slice(&hashes.virtual_size.to_le_bytes());
+    v2.extend_from_slice(&hashes.block_size.to_le_bytes());
+    v2.extend_from_slice(&3u64.to_le_bytes());
+    v2.extend_from_slice(&[1; 3 * 32]);
+    let check = *blake3::hash(&v2).as_bytes();
+    v2.extend_from_slice(&check);
+    std::fs::write(&path, &v2).unwrap();
+    assert_eq!(BlockHashes::load(&path), None);
 
     // A version-01 file (truncated SHA-256 hashes, SHA-256 check) is ignored.
     let mut old = Vec::new();
@@ -526,6 +547,9 @@ fn incremental_with_many_scattered_changes_reads_only_around_them() {
     // per region): under twice what was re-chunked, plus a step per region.
     let read = disk.read.load(Ordering::Relaxed);
     assert_eq!(read, stats.bytes_read);
+    // Besides, a sample of unchanged blocks is read to verify the parent.
+    assert!(stats.verified_blocks > 0, "{stats:?}");
+    let read = read - stats.verified_bytes;
     assert!(
         read < 2 * stats.bytes_rechunked + blocks.len() as u64 * 128 * K,
         "{read} {stats:?}"
@@ -537,7 +561,7 @@ fn incremental_with_many_scattered_changes_reads_only_around_them() {
 fn assert_cache_is_fresh(cache: &std::path::Path, disk: &MemDisk, snapshot: &Id) {
     let stored = BlockHashes::load(cache).unwrap();
     let layout = GuestLayout::new(disk).unwrap();
-    let (separate, _) = BlockHashes::compute(disk, &layout, 2).unwrap();
+    let (separate, _) = BlockHashes::compute(disk, &layout, 2, None).unwrap();
     assert_eq!(stored.hashes, separate.hashes);
     assert_eq!(stored.snapshot, Some(*snapshot));
 }
@@ -663,8 +687,10 @@ fn fixed_incremental_case(seed: u64, layout: &[(u64, ExtentKind)], writes: &[(u6
         inc.stats.chunks_reused as usize + touched.len(),
         expected.len()
     );
+    // And a sample of unchanged ones, to verify the parent.
     assert!(
-        disk.read.load(Ordering::Relaxed) <= touched.len() as u64 * block,
+        disk.read.load(Ordering::Relaxed) - inc.stats.verified_bytes
+            <= touched.len() as u64 * block,
         "read only touched blocks"
     );
     let again = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
@@ -838,7 +864,8 @@ fn prefetched_blocks_stand_in_for_reads() {
             counted,
             "level {level:?}"
         );
-        let reread = disk.read.load(Ordering::Relaxed);
+        // Only the sample that verifies the parent, beyond the prefetch.
+        let reread = disk.read.load(Ordering::Relaxed) - inc.stats.verified_bytes;
         if level == Some(19) {
             assert!(reread > 0, "blocks at a foreign level are read again");
         } else {
@@ -919,4 +946,138 @@ fn sealed_on_threads_and_prepared_tree() {
             "threads {threads}"
         );
     }
+}
+
+// ------------------------------------------------------------ provenance
+
+impl MemDisk {
+    /// Discards `[offset, offset + len)`: zeros, unallocated.
+    fn discard(&mut self, offset: u64, len: u64) {
+        self.write(offset, &vec![0u8; len as usize]);
+        self.mark(offset, offset + len, Unallocated);
+    }
+}
+
+fn snapshot_and_pack_count(repo: &Repository) -> (usize, usize) {
+    use crate::backend::FileType;
+    (
+        repo.list_snapshots().unwrap().len(),
+        repo.list_files(FileType::Pack).unwrap().len(),
+    )
+}
+
+/// A disk, its full backup, and a write the change source reports.
+fn missed_change_case(miss: impl FnOnce(&mut MemDisk)) -> (String, (usize, usize), (usize, usize)) {
+    let t = TempDir::new("image-missed");
+    let repo = new_repo(&t.0, 2);
+    let mut disk = MemDisk::new(5, &[(8 * M, Data)]);
+    let full = backup_image(&repo, &disk, ImageBackupOptions::new("disk")).unwrap();
+    disk.write(M, &pseudo_random(900, 64 * K as usize));
+    miss(&mut disk);
+    let before = snapshot_and_pack_count(&repo);
+    let mut options = ImageBackupOptions::new("disk");
+    options.parent = Some(full.summary.snapshot_id);
+    options.changes = ChangedBlocks::Ranges(std::iter::once(M..M + 64 * K).collect());
+    let err = backup_image(&repo, &disk, options).unwrap_err();
+    assert!(matches!(err, ImageError::Refused { .. }), "{err}");
+    (err.to_string(), before, snapshot_and_pack_count(&repo))
+}
+
+#[test]
+fn a_missed_write_is_refused_and_nothing_is_written() {
+    let (why, before, after) = missed_change_case(|disk| {
+        disk.write(5 * M, &pseudo_random(901, 64 * K as usize));
+    });
+    assert!(
+        why.contains("offset 5242880") && why.contains("differs"),
+        "{why}"
+    );
+    assert!(why.contains("--changes none"), "{why}");
+    assert_eq!(before, after, "nothing written");
+}
+
+#[test]
+fn a_missed_discard_is_refused_without_reading_it() {
+    let (why, before, after) = missed_change_case(|disk| disk.discard(6 * M, 64 * K));
+    assert!(
+        why.contains("offset 6291456") && why.contains("zeros now"),
+        "{why}"
+    );
+    assert_eq!(before, after, "nothing written");
+}
+
+fn facts_of(path: &str, disk: &MemDisk) -> ImageFacts {
+    ImageFacts {
+        path: path.into(),
+        size: disk.virtual_size(),
+        format: ImageFormat::Raw,
+        file: None,
+        layers: vec![(path.into(), [1; 16])],
+        bitmaps: Vec::new(),
+        top_changes: None,
+    }
+}
+
+#[test]
+fn a_block_hash_cache_is_bound_to_its_image_and_snapshot() {
+    let t = TempDir::new("image-cache-bound");
+    let repo = new_repo(&t.0, 2);
+    let mut disk = MemDisk::new(7, &[(4 * M, Data), (M, Unallocated), (3 * M, Data)]);
+    let cache = t.0.join("cache");
+    let backup = |disk: &MemDisk, path: &str, parent: Option<Id>| {
+        let mut options = ImageBackupOptions::new("disk");
+        options.changes = ChangedBlocks::BlockHashCache(cache.clone());
+        options.facts = Some(facts_of(path, disk));
+        options.parent = parent;
+        backup_image(&repo, disk, options).unwrap()
+    };
+    let first = backup(&disk, "/vm/a.raw", None);
+    assert_eq!(
+        BlockHashes::load(&cache).unwrap().image_path,
+        "/vm/a.raw",
+        "bound to the image"
+    );
+    disk.write(2 * M, &pseudo_random(70, 64 * K as usize));
+    // The honest case: the cache's snapshot becomes the parent.
+    let second = backup(&disk, "/vm/a.raw", None);
+    assert!(
+        second.stats.incremental,
+        "{:?}",
+        second.stats.fallback_reason
+    );
+    assert_eq!(second.summary.parent, Some(first.summary.snapshot_id));
+    assert!(second.stats.vouched);
+
+    // Foreign: another image's cache in this one's place is not used.
+    disk.write(3 * M, &pseudo_random(71, 64 * K as usize));
+    let foreign = backup(&disk, "/vm/b.raw", None);
+    assert!(!foreign.stats.incremental);
+    let why = foreign.stats.fallback_reason.unwrap();
+    assert!(
+        why.contains("belongs to another image (/vm/a.raw)"),
+        "{why}"
+    );
+    assert_eq!(
+        content_of(&repo, &foreign.summary.snapshot_id),
+        block_content(&disk.bytes, 64 * K as usize)
+    );
+
+    // Stale: a cache that names a snapshot whose content it does not
+    // describe (here: the hashes of `first`, relabelled) is not used.
+    let mut stale = BlockHashes::load(&cache).unwrap();
+    let (ahead, _) =
+        BlockHashes::compute(&disk, &GuestLayout::new(&disk).unwrap(), 2, None).unwrap();
+    disk.write(7 * M, &pseudo_random(72, 64 * K as usize));
+    stale.hashes = ahead.hashes;
+    stale.image_path = "/vm/a.raw".into();
+    stale.snapshot = Some(first.summary.snapshot_id);
+    stale.save(&cache).unwrap();
+    let relabelled = backup(&disk, "/vm/a.raw", None);
+    assert!(!relabelled.stats.incremental);
+    let why = relabelled.stats.fallback_reason.unwrap();
+    assert!(why.contains("stale"), "{why}");
+    assert_eq!(
+        content_of(&repo, &relabelled.summary.snapshot_id),
+        block_content(&disk.bytes, 64 * K as usize)
+    );
 }
