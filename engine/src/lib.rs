@@ -7,14 +7,16 @@
 //! know files and trees.
 
 pub mod archiver;
-pub mod backend;
+/// Storage backends live in their own crate (`restix-backend`); re-exported
+/// so `restix_engine::backend::...` keeps working.
+pub use restix_backend as backend;
 pub mod check;
 pub mod copy;
 pub mod diff;
 pub mod dump;
 pub mod find;
 pub mod forget;
-pub mod go_path;
+pub use restix_backend::go_path;
 pub mod image;
 pub mod keys;
 pub mod path_pattern;

@@ -1,19 +1,44 @@
-//! Storage backends: the small interface every repository location speaks.
+//! Storage backends: the small interface every repository location speaks,
+//! and the layer every backend goes through (restic's `internal/backend`).
 //!
 //! A backend stores opaque, write-once files addressed by a [`FileType`] and a
 //! name (the hex ID, or `"config"`). It knows nothing about encryption; the
-//! repository layer above does. Wrappers such as bandwidth limiting or retries
-//! implement [`Backend`] around another backend, so every location gets them
-//! once (restic's `backend/limiter`, `backend/retry`).
+//! repository layer above does.
+//!
+//! - [`Backend`]: the trait; [`BackendError`] with its [`ErrorKind`] (not
+//!   found, transient, permanent, ...), which the retry wrapper goes by.
+//! - [`local`]: the local folder backend. SFTP (`restix-sftp`), S3
+//!   (`restix-s3`) and the others live in their own crates on top of this one.
+//! - Wrappers, each a [`Backend`] around another: [`limited`] (bandwidth,
+//!   `--limit-upload`/`--limit-download`), [`sema`] (at most
+//!   [`Backend::connections`] operations at once), [`retry`] (one backoff
+//!   policy for every backend). [`wrap()`] composes them, in one place, for
+//!   every location.
+//! - [`registry`]: URL scheme to backend factory with its `-o` options.
+//! - [`options`] (Go's number syntax for `-o` values) and [`go_path`] (Go's
+//!   `path.Clean`), shared by the backends.
+//! - With the `testing` feature: `fault` (fault injection) and `testing`
+//!   (the conformance suite every backend must pass).
 //!
 //! The trait is synchronous: the engine drives it from worker threads. A
 //! backend built on an async protocol (SFTP, S3) keeps its own runtime inside.
+//! docs/backends.md describes the layer and how a new backend plugs in.
 
-pub mod fault;
+pub mod go_path;
 pub mod limited;
 pub mod local;
 pub mod options;
+pub mod registry;
 pub mod retry;
+pub mod sema;
+mod wrap;
+
+#[cfg(feature = "testing")]
+pub mod fault;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use wrap::{wrap, WrapOptions};
 
 use std::fmt;
 
@@ -94,6 +119,32 @@ pub struct FileInfo {
     pub size: u64,
 }
 
+/// How an error should be treated: what it means for the caller, and
+/// whether another attempt may succeed ([`retry`] goes by this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The file (or the repository) does not exist. Permanent.
+    NotFound,
+    /// The file exists where a new one was required. Permanent.
+    AlreadyExists,
+    /// The file is shorter than the requested range. Permanent.
+    ShortRead,
+    /// The storage is full. Permanent (restix does not wait for space).
+    NoSpace,
+    /// Refused for good: permissions, authentication, a bad request.
+    Permanent,
+    /// The transport or the server failed (connection lost, timeout, 5xx,
+    /// I/O error): another attempt may succeed.
+    Transient,
+}
+
+impl ErrorKind {
+    /// True for [`ErrorKind::Transient`]: worth another attempt.
+    pub fn is_transient(self) -> bool {
+        self == ErrorKind::Transient
+    }
+}
+
 /// Errors of any backend. They carry the location (path or URL) of the file.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -103,7 +154,9 @@ pub enum BackendError {
     /// The file exists already where the caller required a new one.
     #[error("{path}: file already exists")]
     AlreadyExists { path: String },
-    /// An I/O error from the local file system or the transport.
+    /// An I/O error from the local file system or the transport; its
+    /// [`std::io::ErrorKind`] decides whether it is transient
+    /// ([`BackendError::kind`]).
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -122,7 +175,16 @@ pub enum BackendError {
         wanted: u64,
         got: u64,
     },
-    /// Anything else a remote backend reports (protocol errors, auth, ...).
+    /// The transport or the server failed in a way another attempt may fix
+    /// (connection lost, timeout, HTTP 5xx/408/429, server down).
+    #[error("{op} {path}: {reason}")]
+    Transient {
+        op: &'static str,
+        path: String,
+        reason: String,
+    },
+    /// Anything else a remote backend reports (protocol errors, auth, ...);
+    /// permanent.
     #[error("{0}")]
     Other(String),
 }
@@ -133,31 +195,92 @@ impl BackendError {
         matches!(self, BackendError::NotFound { .. })
     }
 
+    /// What the error means, and whether retrying may help.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackendError::NotFound { .. } => ErrorKind::NotFound,
+            BackendError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            BackendError::ShortRead { .. } => ErrorKind::ShortRead,
+            BackendError::NoSpace { .. } => ErrorKind::NoSpace,
+            BackendError::Transient { .. } => ErrorKind::Transient,
+            BackendError::Io { source, .. } if io_error_is_transient(source) => {
+                ErrorKind::Transient
+            }
+            BackendError::Io { .. } | BackendError::Other(_) => ErrorKind::Permanent,
+        }
+    }
+
+    /// True when another attempt may succeed ([`ErrorKind::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind().is_transient()
+    }
+
     /// Classify an `std::io::Error` for `path` the way every backend should.
     pub fn from_io(op: &'static str, path: impl Into<String>, source: std::io::Error) -> Self {
         let path = path.into();
         match source.kind() {
             std::io::ErrorKind::NotFound => BackendError::NotFound { path },
             std::io::ErrorKind::AlreadyExists => BackendError::AlreadyExists { path },
-            std::io::ErrorKind::StorageFull => BackendError::NoSpace { path },
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                BackendError::NoSpace { path }
+            }
             _ => BackendError::Io { op, path, source },
         }
     }
 }
 
+/// Whether an I/O error may go away on its own. Answers that describe the
+/// request or the file (permissions, bad names, read-only or full storage,
+/// wrong file kind) do not; everything else does: lost or refused
+/// connections, timeouts, and plain I/O errors (EIO), which restic retries
+/// too (`internal/backend/local`: only missing files, short files and
+/// permission errors are permanent).
+fn io_error_is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(
+        error.kind(),
+        K::NotFound
+            | K::PermissionDenied
+            | K::AlreadyExists
+            | K::InvalidInput
+            | K::InvalidData
+            | K::InvalidFilename
+            | K::Unsupported
+            | K::ReadOnlyFilesystem
+            | K::StorageFull
+            | K::QuotaExceeded
+            | K::FileTooLarge
+            | K::IsADirectory
+            | K::NotADirectory
+            | K::DirectoryNotEmpty
+            | K::NotSeekable
+            | K::TooManyLinks
+            | K::CrossesDevices
+            | K::ArgumentListTooLong
+            | K::OutOfMemory
+    )
+}
+
 /// Result type of backend operations.
 pub type BackendResult<T> = Result<T, BackendError>;
 
-/// The interface every repository location implements (local, SFTP, S3).
+/// The interface every repository location implements (local, SFTP, S3, ...).
 ///
-/// Contract (spec: repository layout, read/write ordering invariants):
+/// Contract (spec: repository layout, read/write ordering invariants), checked
+/// for every backend by the conformance suite (`testing::conformance`):
 /// - `write` is atomic: the file appears under its final name complete (and
-///   durably stored, e.g. fsynced) or not at all; it never overwrites an
-///   existing file of type other than `Config`... callers never rewrite files.
+///   durably stored, e.g. fsynced) or not at all, even when the writer is
+///   killed mid-way; callers never rewrite files (except `config` on init).
 /// - `list` ignores names that are not 64-hex IDs (except for `Config`, which
-///   lists `config` when present) and temporary files.
+///   lists `config` when present) and temporary files; a repository or
+///   folder that does not exist lists as empty.
 /// - `read_range` returns exactly `length` bytes or an error
 ///   ([`BackendError::ShortRead`] when the file is shorter).
+/// - A missing file is [`BackendError::NotFound`] for `read`, `read_range`
+///   and `stat`; `remove` of a missing file is `NotFound`, or `Ok` on object
+///   stores whose DELETE of a missing key succeeds (S3).
+/// - Errors say whether another attempt may help ([`BackendError::kind`]);
+///   backends do not retry on their own: [`retry`] does, for all of them.
 /// - Implementations are `Send + Sync`; the engine calls them from many threads.
 pub trait Backend: Send + Sync {
     /// Human-readable location, as the user wrote it (`/srv/repo`, `sftp:host:/repo`).
@@ -208,6 +331,13 @@ pub trait Backend: Send + Sync {
     fn list_after_write_consistent(&self) -> bool {
         false
     }
+
+    /// Whether the backend may report an error as permanent (not found, say)
+    /// that goes away on its own; the retry wrapper then tries such errors a
+    /// few times too (restic's `HasFlakyErrors`, set for `rclone:`).
+    fn has_flaky_errors(&self) -> bool {
+        false
+    }
 }
 
 /// True when `name` is a 64-character lowercase hex ID (restic ignores other
@@ -256,6 +386,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn list_after_write_consistent(&self) -> bool {
         (**self).list_after_write_consistent()
     }
+    fn has_flaky_errors(&self) -> bool {
+        (**self).has_flaky_errors()
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -294,5 +427,50 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn list_after_write_consistent(&self) -> bool {
         (**self).list_after_write_consistent()
+    }
+    fn has_flaky_errors(&self) -> bool {
+        (**self).has_flaky_errors()
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for &B {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn create(&self) -> BackendResult<()> {
+        (**self).create()
+    }
+    fn list(&self, t: FileType) -> BackendResult<Vec<FileInfo>> {
+        (**self).list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> BackendResult<Vec<u8>> {
+        (**self).read(t, name)
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>> {
+        (**self).read_range(t, name, offset, length)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+        (**self).write(t, name, data)
+    }
+    fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
+        (**self).remove(t, name)
+    }
+    fn stat(&self, t: FileType, name: &str) -> BackendResult<FileInfo> {
+        (**self).stat(t, name)
+    }
+    fn connections(&self) -> usize {
+        (**self).connections()
+    }
+    fn list_after_write_consistent(&self) -> bool {
+        (**self).list_after_write_consistent()
+    }
+    fn has_flaky_errors(&self) -> bool {
+        (**self).has_flaky_errors()
     }
 }
