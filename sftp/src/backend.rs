@@ -190,6 +190,29 @@ impl SftpBackend {
     }
 }
 
+/// The temporary file of one upload attempt; on drop, unless disarmed, its
+/// name goes to the backend's list of stale temporary files.
+struct StaleTemp<'a> {
+    list: &'a std::sync::Mutex<Vec<String>>,
+    tmp: Option<String>,
+}
+
+impl StaleTemp<'_> {
+    fn disarm(&mut self) {
+        self.tmp = None;
+    }
+}
+
+impl Drop for StaleTemp<'_> {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            if let Ok(mut list) = self.list.lock() {
+                list.push(tmp);
+            }
+        }
+    }
+}
+
 /// Random suffix for temporary files (32 hex digits).
 fn random_suffix() -> String {
     let mut bytes = [0u8; 16];
@@ -582,7 +605,6 @@ impl SftpBackend {
 
     async fn write_async(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
         let path = self.file_path(file_type, name);
-        let stale_temps = &self.stale_temps;
         self.attempt("write", &path, |conn| {
             let path = path.clone();
             async move {
@@ -590,23 +612,26 @@ impl SftpBackend {
                     let _ = conn.sftp.remove(tmp).await;
                 }
                 let tmp = format!("{path}-tmp-{}", random_suffix());
-                // Noted before the upload starts: the attempt may be
-                // cancelled (the connection closed) at any await point.
-                if let Ok(mut l) = stale_temps.lock() {
-                    l.push(tmp.clone());
-                }
+                // Armed until the attempt ends with an answer from the
+                // server: a lost connection or a cancelled attempt (the
+                // connection closed at any await point) leaves the name for
+                // the next write to remove.
+                let mut guard = StaleTemp {
+                    list: &self.stale_temps,
+                    tmp: Some(tmp.clone()),
+                };
                 let outcome = async {
                     upload(&conn, &tmp, data).await?;
                     rename(&conn, &tmp, &path).await
                 }
                 .await;
-                if !matches!(outcome, Err(AttemptError::Transport(_))) {
-                    if let Ok(mut l) = stale_temps.lock() {
-                        l.retain(|t| t != &tmp);
+                match &outcome {
+                    Ok(()) => guard.disarm(),
+                    Err(AttemptError::Final(_)) => {
+                        guard.disarm();
+                        let _ = conn.sftp.remove(tmp).await;
                     }
-                }
-                if let Err(AttemptError::Final(_)) = &outcome {
-                    let _ = conn.sftp.remove(tmp).await;
+                    Err(AttemptError::Transport(_)) => {}
                 }
                 outcome
             }
