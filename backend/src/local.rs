@@ -402,8 +402,9 @@ impl BackendFactory for LocalFactory {
     ) -> Result<Box<dyn Backend>, OpenError> {
         let mut backend = LocalBackend::new(location.rest.clone());
         if let Some(value) = options.get("connections") {
-            let n = parse_go_uint(value)
-                .ok_or_else(|| OpenError::OptionSyntax(crate::options::go_uint_syntax_error(value)))?;
+            let n = parse_go_uint(value).ok_or_else(|| {
+                OpenError::OptionSyntax(crate::options::go_uint_syntax_error(value))
+            })?;
             backend = backend.with_connections(usize::try_from(n).unwrap_or(usize::MAX));
         }
         Ok(Box::new(backend))

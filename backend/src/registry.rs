@@ -315,7 +315,10 @@ mod tests {
         assert_eq!(loc("/a:b").scheme, "local");
         assert_eq!(loc("C:\\repo").scheme, "local");
         let sftp = loc("sftp:u@h:/p");
-        assert_eq!((sftp.scheme.as_str(), sftp.text.as_str()), ("sftp", "sftp:u@h:/p"));
+        assert_eq!(
+            (sftp.scheme.as_str(), sftp.text.as_str()),
+            ("sftp", "sftp:u@h:/p")
+        );
         assert_eq!(loc("gs:bucket:/p").scheme, "gs");
         let err = r.parse("foo:bar").unwrap_err().to_string();
         assert!(err.starts_with("invalid backend\n"), "{err}");
@@ -326,7 +329,11 @@ mod tests {
         let r = Registry::with_local();
         let tls = TlsOptions::default();
         let err = r
-            .open("b2:bucket:path", &BTreeMap::new(), &OpenContext::process(&tls))
+            .open(
+                "b2:bucket:path",
+                &BTreeMap::new(),
+                &OpenContext::process(&tls),
+            )
             .err()
             .unwrap();
         assert!(

@@ -322,12 +322,7 @@ impl<B: Backend> Backend for Retrying<B> {
         self.read_guarded(
             file_type,
             name,
-            || {
-                format!(
-                    "Load({}, {length}, {offset})",
-                    handle_text(file_type, name)
-                )
-            },
+            || format!("Load({}, {length}, {offset})", handle_text(file_type, name)),
             |b| b.read_range(file_type, name, offset, length),
         )
     }
@@ -530,7 +525,10 @@ mod tests {
         let mut flaky = Flaky::new(3, missing);
         flaky.flaky = true;
         let r = Retrying::new(flaky, RetryPolicy::fast());
-        assert!(r.stat(FileType::Config, "config").unwrap_err().is_not_found());
+        assert!(r
+            .stat(FileType::Config, "config")
+            .unwrap_err()
+            .is_not_found());
         assert_eq!(r.inner().calls(), 1);
     }
 
@@ -577,7 +575,10 @@ mod tests {
     #[test]
     fn handles_read_like_restics() {
         assert_eq!(handle_text(FileType::Config, "config"), "<config/>");
-        assert_eq!(handle_text(FileType::Lock, "0123456789abcdef"), "<lock/0123456789>");
+        assert_eq!(
+            handle_text(FileType::Lock, "0123456789abcdef"),
+            "<lock/0123456789>"
+        );
         assert_eq!(handle_text(FileType::Key, "short"), "<key/short>");
     }
 }

@@ -159,10 +159,7 @@ mod tests {
             "Fatal: bad bucket-lookup style \"x\" must be \"auto\", \"path\" or \"dns\""
         );
         assert_eq!(
-            open_message(
-                "sftp:h:/p",
-                &[("sftp.command", "a"), ("sftp.args", "b")]
-            ),
+            open_message("sftp:h:/p", &[("sftp.command", "a"), ("sftp.args", "b")]),
             "Fatal: cannot specify both sftp.command and sftp.args options"
         );
         assert_eq!(

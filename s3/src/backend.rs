@@ -12,8 +12,8 @@ use url::Url;
 use crate::credentials::resolve_credentials;
 use crate::location::S3Location;
 use crate::options::{BucketLookup, S3Options};
-use crate::TlsOptions;
 use crate::S3Error;
+use crate::TlsOptions;
 
 /// How long a signed URL stays valid. Requests are signed right before they
 /// are sent; the margin covers slow uploads and clock skew.

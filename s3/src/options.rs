@@ -111,9 +111,8 @@ impl S3Options {
 
 /// `-o s3.connections=0x10` etc., parsed as restic does (Go's ParseUint).
 fn parse_go_uint(value: &str) -> Result<u64, S3Error> {
-    restix_backend::options::parse_go_uint(value).ok_or_else(|| {
-        S3Error::InvalidOption(restix_backend::options::go_uint_syntax_error(value))
-    })
+    restix_backend::options::parse_go_uint(value)
+        .ok_or_else(|| S3Error::InvalidOption(restix_backend::options::go_uint_syntax_error(value)))
 }
 
 /// Go's `strconv.ParseBool`.

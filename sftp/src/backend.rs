@@ -286,11 +286,7 @@ async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
 }
 
 /// Upload `data` to `tmp` with many write requests in flight, fsync, close.
-async fn upload(
-    conn: &Connection,
-    tmp: &str,
-    data: &[u8],
-) -> Attempt<()> {
+async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let attrs = FileAttributes {
         permissions: Some(0o600),
         ..FileAttributes::empty()
@@ -376,12 +372,7 @@ async fn rename(conn: &Connection, from: &str, to: &str) -> Attempt<()> {
 }
 
 /// Read `length` bytes at `offset` with many read requests in flight.
-async fn download(
-    conn: &Connection,
-    path: &str,
-    offset: u64,
-    length: u64,
-) -> Attempt<Vec<u8>> {
+async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> Attempt<Vec<u8>> {
     let handle = conn
         .sftp
         .open(path, OpenFlags::READ, FileAttributes::empty())

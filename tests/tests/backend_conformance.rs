@@ -76,8 +76,7 @@ fn retry_around_local() {
 #[test]
 fn fault_injection_without_faults_around_local() {
     let locations = Locations::new();
-    Suite::new(|| FaultyBackend::new(LocalBackend::new(locations.next()), FaultPlan::new()))
-        .run();
+    Suite::new(|| FaultyBackend::new(LocalBackend::new(locations.next()), FaultPlan::new())).run();
 }
 
 /// Every 3rd operation of every kind fails with a transient error: through

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use restix_engine::archiver::{ArchiveOptions, Archiver, NoProgress};
 use restix_backend::fault::{Fault, FaultPlan, FaultyBackend, OpKind};
 use restix_backend::local::LocalBackend;
 use restix_backend::retry::RetryPolicy;
 use restix_backend::{wrap, Backend, WrapOptions};
+use restix_engine::archiver::{ArchiveOptions, Archiver, NoProgress};
 use restix_engine::repository::Repository;
 use restix_repo_format::ScryptParams;
 use restix_tests::harness::{self, Sandbox, PASSWORD};
@@ -312,6 +312,10 @@ fn transient_faults_are_retried_and_the_backup_completes() {
     let wrapped = wrap(Box::new(Arc::clone(&faulty)), &options);
     std::fs::write(source.join("new.txt"), b"written over an unreliable link").unwrap();
     backup(wrapped, &source).expect("the retries carry the backup through");
-    assert!(faulty.injected() > 5, "{} faults injected", faulty.injected());
+    assert!(
+        faulty.injected() > 5,
+        "{} faults injected",
+        faulty.injected()
+    );
     restic_check_clean(&sb, &repo, "after the retried backup");
 }

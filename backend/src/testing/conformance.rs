@@ -161,7 +161,11 @@ fn listed(backend: &dyn Backend, file_type: FileType) -> BTreeMap<String, u64> {
 
 fn write(backend: &dyn Backend, file_type: FileType, name: &str, bytes: &[u8]) {
     must(
-        &format!("write {} ({} bytes)", file_type.relative_path(name), bytes.len()),
+        &format!(
+            "write {} ({} bytes)",
+            file_type.relative_path(name),
+            bytes.len()
+        ),
         backend.write(file_type, name, bytes),
     );
 }
@@ -187,7 +191,11 @@ fn slice(bytes: &[u8], offset: u64, length: u64) -> &[u8] {
 }
 
 /// Expect an error of `kind` from `result`.
-fn expect_kind<T: std::fmt::Debug>(what: &str, result: Result<T, BackendError>, kind: ErrorKind) -> BackendError {
+fn expect_kind<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, BackendError>,
+    kind: ErrorKind,
+) -> BackendError {
     match result {
         Ok(v) => panic!("{what}: succeeded ({v:?}), expected {kind:?}"),
         Err(e) => {
@@ -220,7 +228,10 @@ pub fn create_and_config(backend: &dyn Backend) {
     assert_eq!(read(backend, FileType::Config, "config"), b"the config");
     let config: Vec<_> = listed(backend, FileType::Config).into_iter().collect();
     assert_eq!(config, vec![("config".to_string(), 10)], "list config");
-    assert_eq!(must("stat config", backend.stat(FileType::Config, "config")).size, 10);
+    assert_eq!(
+        must("stat config", backend.stat(FileType::Config, "config")).size,
+        10
+    );
     expect_kind(
         "create with a config",
         backend.create(),
@@ -231,13 +242,16 @@ pub fn create_and_config(backend: &dyn Backend) {
 /// One file of each type: each type lists exactly its own; packs in
 /// several `data/xx` folders are all listed, with their sizes.
 pub fn list_by_type(backend: &dyn Backend) {
-    let types = [FileType::Key, FileType::Snapshot, FileType::Index, FileType::Lock];
+    let types = [
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Lock,
+    ];
     for (i, t) in types.into_iter().enumerate() {
         write(backend, t, &id(i as u64), &data(i as u64, 100 + i));
     }
-    let packs: BTreeMap<String, u64> = (10..30u64)
-        .map(|n| (id(n), 1000 + n * 7))
-        .collect();
+    let packs: BTreeMap<String, u64> = (10..30u64).map(|n| (id(n), 1000 + n * 7)).collect();
     for (name, size) in &packs {
         write(backend, FileType::Pack, name, &data(*size, *size as usize));
     }
@@ -278,7 +292,10 @@ pub fn stat_sizes(backend: &dyn Backend) {
         let name = id(n);
         write(backend, FileType::Index, &name, &data(n, size));
         let info = must("stat", backend.stat(FileType::Index, &name));
-        assert_eq!((info.name.as_str(), info.size), (name.as_str(), size as u64));
+        assert_eq!(
+            (info.name.as_str(), info.size),
+            (name.as_str(), size as u64)
+        );
     }
     assert_eq!(read(backend, FileType::Index, &id(0)), b"");
 }
@@ -290,7 +307,10 @@ pub fn whole_and_ranged_reads(backend: &dyn Backend) {
     let bytes = data(7, 1_234_567);
     let size = bytes.len() as u64;
     write(backend, FileType::Pack, &name, &bytes);
-    assert!(read(backend, FileType::Pack, &name) == bytes, "whole read differs");
+    assert!(
+        read(backend, FileType::Pack, &name) == bytes,
+        "whole read differs"
+    );
     for (offset, length) in [
         (0, 1),
         (0, 10),
@@ -324,14 +344,20 @@ pub fn missing_files(backend: &dyn Backend) {
     let name = id(99);
     for t in [FileType::Key, FileType::Pack, FileType::Snapshot] {
         let e = expect_kind("read missing", backend.read(t, &name), ErrorKind::NotFound);
-        assert!(e.to_string().contains(&name), "not found error without the name: {e}");
+        assert!(
+            e.to_string().contains(&name),
+            "not found error without the name: {e}"
+        );
         expect_kind(
             "read_range missing",
             backend.read_range(t, &name, 0, 1),
             ErrorKind::NotFound,
         );
         let e = expect_kind("stat missing", backend.stat(t, &name), ErrorKind::NotFound);
-        assert!(e.to_string().contains(&name), "not found error without the name: {e}");
+        assert!(
+            e.to_string().contains(&name),
+            "not found error without the name: {e}"
+        );
         match backend.remove(t, &name) {
             Ok(()) => {}
             Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "remove missing: {e}"),
@@ -371,10 +397,20 @@ pub fn large_file(backend: &dyn Backend, size: usize) {
     let name = id(3);
     let bytes = data(3, size);
     write(backend, FileType::Pack, &name, &bytes);
-    assert_eq!(must("stat", backend.stat(FileType::Pack, &name)).size, size as u64);
-    assert!(read(backend, FileType::Pack, &name) == bytes, "large file differs");
+    assert_eq!(
+        must("stat", backend.stat(FileType::Pack, &name)).size,
+        size as u64
+    );
+    assert!(
+        read(backend, FileType::Pack, &name) == bytes,
+        "large file differs"
+    );
     let end = size as u64;
-    for (offset, length) in [(end - 1, 1), (end / 2 - 3, 70_000), (end - 300_000, 300_000)] {
+    for (offset, length) in [
+        (end - 1, 1),
+        (end / 2 - 3, 70_000),
+        (end - 300_000, 300_000),
+    ] {
         assert!(
             range(backend, &name, offset, length) == slice(&bytes, offset, length),
             "range {offset}+{length} differs"
@@ -410,7 +446,10 @@ pub fn atomic_write_observed(backend: &dyn Backend, size: usize) {
         }
     });
     assert!(observations > 0);
-    assert!(read(backend, FileType::Pack, &name) == bytes, "file differs after write");
+    assert!(
+        read(backend, FileType::Pack, &name) == bytes,
+        "file differs after write"
+    );
 }
 
 /// 8 threads write 4 files each (0 bytes to 600 KB) and read them back at
@@ -433,7 +472,11 @@ pub fn concurrent_writers(backend: &dyn Backend) {
         }
     });
     let want: BTreeMap<String, u64> = (100..132).map(|n| (id(n), size(n) as u64)).collect();
-    assert_eq!(listed(backend, FileType::Pack), want, "list after concurrent writes");
+    assert_eq!(
+        listed(backend, FileType::Pack),
+        want,
+        "list after concurrent writes"
+    );
     for n in 100..132 {
         assert!(read(backend, FileType::Pack, &id(n)) == data(n, size(n)));
     }
@@ -447,7 +490,10 @@ pub fn list_after_write(backend: &dyn Backend) {
     for n in 0..8 {
         let name = id(n);
         write(backend, FileType::Snapshot, &name, &data(n, 300));
-        assert_eq!(must("stat after write", backend.stat(FileType::Snapshot, &name)).size, 300);
+        assert_eq!(
+            must("stat after write", backend.stat(FileType::Snapshot, &name)).size,
+            300
+        );
         let mut tries = 0;
         while !listed(backend, FileType::Snapshot).contains_key(&name) {
             assert!(
@@ -479,7 +525,11 @@ pub fn error_kinds(backend: &dyn Backend) {
         ),
     ];
     write(backend, FileType::Config, "config", b"c");
-    let exists = expect_kind("create over a config", backend.create(), ErrorKind::AlreadyExists);
+    let exists = expect_kind(
+        "create over a config",
+        backend.create(),
+        ErrorKind::AlreadyExists,
+    );
     for e in cases.iter().chain([&exists]) {
         assert!(!e.is_transient(), "{e} counts as transient");
     }
@@ -529,7 +579,10 @@ pub fn outage(backend: &dyn Backend, stopper: &dyn Outage) {
         jitter: false,
     };
     let retrying = Retrying::new(backend, patient);
-    assert_eq!(read(&retrying, FileType::Snapshot, &before), b"before the outage");
+    assert_eq!(
+        read(&retrying, FileType::Snapshot, &before),
+        b"before the outage"
+    );
     write(&retrying, FileType::Snapshot, &during, b"after");
     let names: Vec<String> = listed(&retrying, FileType::Snapshot).into_keys().collect();
     let mut want = vec![before, during];

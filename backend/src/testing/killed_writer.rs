@@ -134,7 +134,10 @@ pub fn check(backend: &dyn Backend, entry: &str, location: &str, env: &[(&str, &
             bytes.len()
         );
         match backend.read(FileType::Pack, &name) {
-            Ok(stored) => assert!(stored == bytes, "killed-writer: write {n} stored wrong bytes"),
+            Ok(stored) => assert!(
+                stored == bytes,
+                "killed-writer: write {n} stored wrong bytes"
+            ),
             Err(e) => panic!("killed-writer: read of write {n}: {e}"),
         }
     }
