@@ -62,6 +62,9 @@ pub trait Outage: Sync {
     fn end(&self);
 }
 
+/// One check of the suite, run on a created, empty backend.
+type Check<'c> = dyn Fn(&dyn Backend) + 'c;
+
 /// The suite for one backend. See the module docs.
 pub struct Suite<'a> {
     make: Box<dyn Fn() -> Box<dyn Backend> + 'a>,
@@ -106,7 +109,7 @@ impl<'a> Suite<'a> {
 
     /// Run every check, each on a fresh location.
     pub fn run(&self) {
-        let checks: [(&str, &dyn Fn(&dyn Backend)); 11] = [
+        let checks: [(&str, &Check<'_>); 11] = [
             ("list_by_type", &list_by_type),
             ("list_ignores_foreign_names", &list_ignores_foreign_names),
             ("stat_sizes", &stat_sizes),
