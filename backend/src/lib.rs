@@ -229,36 +229,48 @@ impl BackendError {
     }
 }
 
-/// Whether an I/O error may go away on its own. Answers that describe the
-/// request or the file (permissions, bad names, read-only or full storage,
-/// wrong file kind) do not; everything else does: lost or refused
-/// connections, timeouts, and plain I/O errors (EIO), which restic retries
-/// too (`internal/backend/local`: only missing files, short files and
-/// permission errors are permanent).
+/// Whether an I/O error may go away on its own: lost, refused or timed-out
+/// connections, interrupted or busy calls, errors made by remote backends
+/// and tests (`std::io::Error::other`), and the errno values of a storage
+/// that hiccups (EIO, EAGAIN, ESTALE, ETIMEDOUT, ENFILE/EMFILE, ENOLCK),
+/// which restic retries too. Everything else describes the request or the
+/// file (permissions, a file where a folder should be, a symlink loop, a
+/// name too long, read-only or full storage) and is permanent, so hostile
+/// or broken repositories fail at once instead of after 15 minutes.
 fn io_error_is_transient(error: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
-    !matches!(
+    let kind_is_transient = matches!(
         error.kind(),
-        K::NotFound
-            | K::PermissionDenied
-            | K::AlreadyExists
-            | K::InvalidInput
-            | K::InvalidData
-            | K::InvalidFilename
-            | K::Unsupported
-            | K::ReadOnlyFilesystem
-            | K::StorageFull
-            | K::QuotaExceeded
-            | K::FileTooLarge
-            | K::IsADirectory
-            | K::NotADirectory
-            | K::DirectoryNotEmpty
-            | K::NotSeekable
-            | K::TooManyLinks
-            | K::CrossesDevices
-            | K::ArgumentListTooLong
-            | K::OutOfMemory
-    )
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::Interrupted
+            | K::UnexpectedEof
+            | K::WouldBlock
+            | K::AddrNotAvailable
+            | K::NetworkDown
+            | K::NetworkUnreachable
+            | K::HostUnreachable
+            | K::ResourceBusy
+            | K::StaleNetworkFileHandle
+            | K::Other
+    );
+    kind_is_transient
+        || matches!(
+            error.raw_os_error(),
+            Some(
+                libc::EIO
+                    | libc::EAGAIN
+                    | libc::ESTALE
+                    | libc::ETIMEDOUT
+                    | libc::ENFILE
+                    | libc::EMFILE
+                    | libc::ENOLCK
+            )
+        )
 }
 
 /// Result type of backend operations.
@@ -472,5 +484,51 @@ impl<B: Backend + ?Sized> Backend for &B {
     }
     fn has_flaky_errors(&self) -> bool {
         (**self).has_flaky_errors()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind_or_errno: Result<std::io::ErrorKind, i32>) -> BackendError {
+        let source = match kind_or_errno {
+            Ok(kind) => std::io::Error::new(kind, "test"),
+            Err(errno) => std::io::Error::from_raw_os_error(errno),
+        };
+        BackendError::from_io("read", "data/00/00", source)
+    }
+
+    #[test]
+    fn error_kinds_of_io_errors() {
+        use std::io::ErrorKind as K;
+        for transient in [
+            Ok(K::ConnectionReset),
+            Ok(K::TimedOut),
+            Ok(K::Other),
+            Err(libc::EIO),
+            Err(libc::ESTALE),
+        ] {
+            assert_eq!(io(transient).kind(), ErrorKind::Transient, "{transient:?}");
+        }
+        for permanent in [
+            Ok(K::PermissionDenied),
+            Err(libc::ELOOP),
+            Err(libc::ENAMETOOLONG),
+            Err(libc::ENOTDIR),
+            Err(libc::EROFS),
+        ] {
+            assert_eq!(io(permanent).kind(), ErrorKind::Permanent, "{permanent:?}");
+        }
+        assert_eq!(io(Err(libc::ENOENT)).kind(), ErrorKind::NotFound);
+        assert_eq!(io(Err(libc::ENOSPC)).kind(), ErrorKind::NoSpace);
+        assert_eq!(io(Err(libc::EEXIST)).kind(), ErrorKind::AlreadyExists);
+        let transient = BackendError::Transient {
+            op: "write",
+            path: "p".into(),
+            reason: "reset".into(),
+        };
+        assert!(transient.is_transient());
+        assert!(!BackendError::Other("refused".into()).is_transient());
     }
 }
