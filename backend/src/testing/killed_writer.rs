@@ -1,6 +1,7 @@
 //! Atomic writes when the writing process dies: a child process writes pack
-//! after pack and is killed (SIGKILL) in the middle; afterwards no file is
-//! visible under its final name unless it is complete.
+//! after pack (8 MiB each) and is killed (SIGKILL) in the middle of one;
+//! afterwards no file is visible under its final name unless it is
+//! complete.
 //!
 //! The child is the test binary itself, started again with a filter that
 //! runs one test function, the *entry*, which calls [`child_entry`]. In a
@@ -42,11 +43,19 @@ const PROGRESS: &str = "restix-killed-writer: wrote";
 /// Writes the parent waits for before it kills the child.
 const WRITES_BEFORE_KILL: u64 = 3;
 
-/// The `n`-th file the child writes: its name and contents (3 MiB and a
-/// bit, different for each `n`).
-pub fn child_file(n: u64) -> (String, Vec<u8>) {
-    let size = (3 << 20) + (n as usize) * 4099;
-    (id(1_000_000 + n), data(1_000_000 + n, size))
+/// Size of every file the child writes.
+const FILE_SIZE: usize = 8 << 20;
+
+/// The name of the `n`-th file the child writes.
+pub fn child_file_name(n: u64) -> String {
+    id(1_000_000 + n)
+}
+
+/// The contents of every file the child writes (one buffer, made once, so
+/// that between two writes the child does next to nothing and the kill
+/// lands inside a write).
+pub fn child_file_contents() -> Vec<u8> {
+    data(1_000_000, FILE_SIZE)
 }
 
 /// In the child (when [`CHILD_ENV`] is set): open the backend with `open`
@@ -57,10 +66,10 @@ pub fn child_entry(open: impl FnOnce(&str) -> Box<dyn Backend>) {
         return;
     };
     let backend = open(&location);
+    let bytes = child_file_contents();
     let mut stdout = std::io::stdout();
     for n in 0.. {
-        let (name, bytes) = child_file(n);
-        if let Err(e) = backend.write(FileType::Pack, &name, &bytes) {
+        if let Err(e) = backend.write(FileType::Pack, &child_file_name(n), &bytes) {
             panic!("killed-writer child: write {n} failed: {e}");
         }
         let _ = writeln!(stdout, "{PROGRESS} {n}");
@@ -95,13 +104,21 @@ pub fn check(backend: &dyn Backend, entry: &str, location: &str, env: &[(&str, &
         panic!("killed-writer: the child has no stdout");
     };
     let mut completed = 0;
+    let mut reports = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if line.starts_with(PROGRESS) {
             completed += 1;
+            reports.push(std::time::Instant::now());
             if completed >= WRITES_BEFORE_KILL {
-                // The child is inside its next write now (it does nothing
-                // else); SIGKILL gives it no chance to clean up.
+                // The child starts its next write right after the report;
+                // half a write later it is in the middle of it (this only
+                // places the kill, nothing is asserted about time). SIGKILL
+                // gives it no chance to clean up.
+                if let (Some(first), Some(last)) = (reports.first(), reports.last()) {
+                    let writes = u32::try_from(reports.len() - 1).unwrap_or(1).max(1);
+                    std::thread::sleep(last.duration_since(*first) / writes / 2);
+                }
                 let _ = child.kill();
                 break;
             }
@@ -121,11 +138,11 @@ pub fn check(backend: &dyn Backend, entry: &str, location: &str, env: &[(&str, &
         "killed-writer: {} packs listed, {completed} were written",
         files.len()
     );
+    let bytes = child_file_contents();
     for file in files {
-        let Some(n) = (0..completed + 1).find(|n| child_file(*n).0 == file.name) else {
+        let Some(n) = (0..completed + 2).find(|n| child_file_name(*n) == file.name) else {
             panic!("killed-writer: unexpected file {} listed", file.name);
         };
-        let (name, bytes) = child_file(n);
         assert_eq!(
             file.size,
             bytes.len() as u64,
@@ -133,7 +150,7 @@ pub fn check(backend: &dyn Backend, entry: &str, location: &str, env: &[(&str, &
             file.size,
             bytes.len()
         );
-        match backend.read(FileType::Pack, &name) {
+        match backend.read(FileType::Pack, &file.name) {
             Ok(stored) => assert!(
                 stored == bytes,
                 "killed-writer: write {n} stored wrong bytes"
