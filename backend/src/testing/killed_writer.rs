@@ -59,8 +59,8 @@ pub fn child_file_contents() -> Vec<u8> {
 }
 
 /// In the child (when [`CHILD_ENV`] is set): open the backend with `open`
-/// and write [`child_file`]s one after the other, reporting each on stdout,
-/// until killed. Otherwise return at once.
+/// and write [`child_file_contents`] under [`child_file_name`]s one after the
+/// other, reporting each on stdout, until killed. Otherwise return at once.
 pub fn child_entry(open: impl FnOnce(&str) -> Box<dyn Backend>) {
     let Ok(location) = std::env::var(CHILD_ENV) else {
         return;
