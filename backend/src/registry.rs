@@ -12,9 +12,11 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
+//! use restix_backend::local::LocalFactory;
 //! use restix_backend::registry::{OpenContext, Registry, TlsOptions};
 //! # let dir = std::env::temp_dir().join(format!("restix-registry-doc-{}", std::process::id()));
-//! let registry = Registry::with_local();
+//! let mut registry = Registry::new();
+//! registry.register(Box::new(LocalFactory));
 //! let mut options = BTreeMap::new();
 //! options.insert("local.connections".to_string(), "4".to_string());
 //! options.insert("sftp.connections".to_string(), "9".to_string()); // another scheme's: ignored
@@ -180,13 +182,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with the local backend (`local:` and plain paths).
-    pub fn with_local() -> Registry {
-        let mut registry = Registry::new();
-        registry.register(Box::new(crate::local::LocalFactory));
-        registry
-    }
-
     /// Add a factory; one registered before for the same scheme is replaced.
     pub fn register(&mut self, factory: Box<dyn BackendFactory>) -> &mut Registry {
         self.factories.retain(|f| f.scheme() != factory.scheme());
@@ -307,7 +302,7 @@ mod tests {
 
     #[test]
     fn schemes_and_paths() {
-        let r = Registry::with_local();
+        let r = Registry::new();
         let loc = |s: &str| r.parse(s).unwrap();
         assert_eq!(loc("/srv/repo").scheme, "local");
         assert_eq!(loc("repo").rest, "repo");
@@ -326,7 +321,7 @@ mod tests {
 
     #[test]
     fn unregistered_known_scheme_is_unsupported() {
-        let r = Registry::with_local();
+        let r = Registry::new();
         let tls = TlsOptions::default();
         let err = r
             .open(

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use restix_engine::backend::limited::RateLimits;
+use restix_engine::backend::local::LocalFactory;
 use restix_engine::backend::registry::{Location, OpenContext, OpenError, Registry, TlsOptions};
 use restix_engine::backend::retry::{RetryEvent, RetryPolicy, RetryReport};
 use restix_engine::backend::{wrap, Backend, WrapOptions};
@@ -18,7 +19,8 @@ use crate::options::ExtendedOptions;
 /// Every backend restix has, by scheme (restic's `internal/backend/all`).
 /// A new backend crate adds its factory here.
 pub fn registry() -> Registry {
-    let mut registry = Registry::with_local();
+    let mut registry = Registry::new();
+    registry.register(Box::new(LocalFactory));
     registry.register(Box::new(restix_sftp::SftpFactory));
     registry.register(Box::new(restix_s3::S3Factory));
     registry
