@@ -5,7 +5,7 @@
 //! for a fresh, empty location each time it is called (not yet `create`d),
 //! and runs it:
 //!
-//! ```
+//! ```no_run
 //! use restix_backend::local::LocalBackend;
 //! use restix_backend::testing::conformance;
 //! let root = std::env::temp_dir().join(format!("restix-conformance-doc-{}", std::process::id()));
