@@ -1,12 +1,12 @@
 //! The seam between the CLI and `restix-engine`: opening repositories with
-//! restic's password/location algorithm (spec: cli §4), locking (§7),
-//! bandwidth limits (§6.1) and lock cleanup on signals.
+//! restic's password/location algorithm (spec: cli §4; the backend and its
+//! wrappers, bandwidth limits included, come from `location`), locking (§7)
+//! and lock cleanup on signals.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use restix_engine::backend::limited::{Limited, RateLimits};
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_engine::repository::{LockGuard, Repository};
 use restix_repo_format::{CompressionMode, Id, Snapshot};
@@ -16,20 +16,6 @@ use crate::engine_errors::{map_lock_error, map_open_error};
 use crate::errors::{fatal, CliError};
 use crate::location::{open_backend_tls, tls_options};
 use crate::options::{self, PasswordSource, ProcessEnv};
-
-/// Wrap `backend` in the engine's bandwidth limiter (spec: cli §6.1); values
-/// ≤ 0 mean unlimited.
-pub fn wrap_limits(
-    backend: Arc<dyn Backend>,
-    upload_kib: Option<i64>,
-    download_kib: Option<i64>,
-) -> Arc<dyn Backend> {
-    let limits = RateLimits::from_kib(upload_kib.unwrap_or(0), download_kib.unwrap_or(0));
-    if limits.is_unlimited() {
-        return backend;
-    }
-    Arc::new(Limited::new(backend, limits))
-}
 
 /// The lock a command takes (spec: cli §7 table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,64 +1,36 @@
-//! Repository locations (spec: cli §5.1) and opening their backend, with the
-//! extended options (§5.4) and bandwidth limits (§6.1) applied.
+//! Repository locations (spec: cli §5.1) and opening their backend: the
+//! registry of the backends restix links, with their `-o` options (§5.4),
+//! then `restix_backend::wrap` with the bandwidth limits (§6.1), the
+//! operation semaphore and restic's retry policy, whose retries are printed
+//! like restic's (docs/backends.md).
 
 use std::sync::Arc;
 
-use restix_engine::backend::local::LocalBackend;
-use restix_engine::backend::Backend;
-use restix_s3::{S3Location, S3Options, TlsOptions};
-use restix_sftp::{SftpLocation, SftpOptions};
+use restix_engine::backend::limited::RateLimits;
+use restix_engine::backend::local::LocalFactory;
+use restix_engine::backend::registry::{Location, OpenContext, OpenError, Registry, TlsOptions};
+use restix_engine::backend::retry::{RetryEvent, RetryPolicy, RetryReport};
+use restix_engine::backend::{wrap, Backend, WrapOptions};
+use restix_engine::repository::lock::go_duration_string;
 
 use crate::errors::{fatal, CliError};
-use crate::options::{options_for_scheme, parse_go_uint, ExtendedOptions};
+use crate::options::ExtendedOptions;
 
-/// Backends restic knows by scheme (spec: cli §5.1 step 1).
-const KNOWN_SCHEMES: &[&str] = &[
-    "local", "sftp", "rest", "s3", "gs", "azure", "b2", "swift", "rclone",
-];
-
-/// A parsed repository location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A local folder (`/srv/repo`, `repo`, `local:/srv/repo`).
-    Local(String),
-    /// `sftp:...`, parsed later by restix-sftp (it owns the exact rules).
-    Sftp(String),
-    /// `s3:...`, parsed later by restix-s3 (it owns the exact rules).
-    S3(String),
-    /// A backend restic has and restix does not (yet).
-    Unsupported(String),
-}
-
-/// Path-like strings are local even when they contain `:`.
-fn is_path_like(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    let windows_drive =
-        matches!(bytes, [letter, b':', b'\\' | b'/', ..] if letter.is_ascii_alphabetic());
-    s.starts_with('/')
-        || s.starts_with('\\')
-        || s.starts_with("../")
-        || s.starts_with("..\\")
-        || windows_drive
+/// Every backend restix has, by scheme (restic's `internal/backend/all`).
+/// A new backend crate adds its factory here.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(Box::new(LocalFactory));
+    registry.register(Box::new(restix_sftp::SftpFactory));
+    registry.register(Box::new(restix_s3::S3Factory));
+    registry
 }
 
 /// Parse a location string (spec: cli §5.1).
 pub fn parse_location(s: &str) -> Result<Location, CliError> {
-    if let Some((scheme, rest)) = s.split_once(':') {
-        if KNOWN_SCHEMES.contains(&scheme) {
-            return Ok(match scheme {
-                "local" => Location::Local(rest.to_string()),
-                "sftp" => Location::Sftp(s.to_string()),
-                "s3" => Location::S3(s.to_string()),
-                other => Location::Unsupported(other.to_string()),
-            });
-        }
-        if !is_path_like(s) {
-            return Err(fatal(
-                "parsing repository location failed: invalid backend\nIf the repository is in a local directory, you need to add a `local:` prefix",
-            ));
-        }
-    }
-    Ok(Location::Local(s.to_string()))
+    registry()
+        .parse(s)
+        .map_err(|e| fatal(format!("parsing repository location failed: {e}")))
 }
 
 /// The global `--cacert` / `--insecure-tls` flags as the HTTP backends take
@@ -73,11 +45,43 @@ pub fn tls_options(cacert: &[String], insecure_tls: bool) -> TlsOptions {
     TlsOptions {
         ca_cert_files: files,
         insecure: insecure_tls,
+        client_cert: None,
     }
 }
 
+/// restic's messages for a location that cannot be opened.
+fn open_error(error: OpenError, location: &str) -> CliError {
+    match error {
+        OpenError::Location(m) => fatal(format!("parsing repository location failed: {m}")),
+        OpenError::Option(m) => fatal(m),
+        OpenError::OptionSyntax(m) => CliError::plain(1, m),
+        OpenError::Unsupported { scheme } => fatal(format!(
+            "the {scheme} backend is not supported yet by restix (repository {location})"
+        )),
+        OpenError::Open(e) => fatal(format!("unable to open repository at {location}: {e}")),
+    }
+}
+
+/// Retries printed to stderr as restic's `Warnf` does (cmd/restic/global.go).
+fn print_retries() -> RetryReport {
+    Arc::new(|event: &RetryEvent<'_>| match event {
+        RetryEvent::Retrying {
+            operation,
+            error,
+            wait,
+        } => {
+            let wait = go_duration_string(i128::try_from(wait.as_nanos()).unwrap_or(i128::MAX));
+            eprintln!("{operation} returned error, retrying after {wait}: {error}");
+        }
+        RetryEvent::GaveUp { operation, error } => eprintln!("{operation} failed: {error}"),
+        RetryEvent::Recovered { operation, retries } => {
+            eprintln!("{operation} operation successful after {retries} retries")
+        }
+    })
+}
+
 /// Open the backend for `location` with its `-o` options, rate limits and
-/// the TLS settings of `--cacert` / `--insecure-tls` (used by `s3:`).
+/// the TLS settings of `--cacert` / `--insecure-tls`, wrapped for use.
 pub fn open_backend_tls(
     location_text: &str,
     options: &ExtendedOptions,
@@ -85,102 +89,84 @@ pub fn open_backend_tls(
     limit_download_kib: Option<i64>,
     tls: &TlsOptions,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let location = parse_location(location_text)?;
-    let backend: Arc<dyn Backend> = match &location {
-        Location::Local(path) => {
-            // restix has no layout option; 0.14's local.layout is accepted and ignored.
-            let local = options_for_scheme(options, "local", &["connections", "layout"])?;
-            let mut backend = LocalBackend::new(path.clone());
-            if let Some(connections) = local.get("connections") {
-                let n = parse_go_uint(connections)?;
-                backend = backend.with_connections(usize::try_from(n).unwrap_or(usize::MAX));
-            }
-            Arc::new(backend)
-        }
-        Location::Sftp(text) => {
-            let parsed = SftpLocation::parse(text)
-                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
-            let pairs = options_for_scheme(options, "sftp", &["connections", "command", "args"])?;
-            let mut sftp_options = SftpOptions::default();
-            for (key, value) in &pairs {
-                sftp_options
-                    .set(key, value)
-                    .map_err(|e| CliError::plain(1, e.to_string()))?;
-            }
-            sftp_options.validate().map_err(|e| fatal(e.to_string()))?;
-            let backend = restix_sftp::open(&parsed, &sftp_options)
-                .map_err(|e| fatal(format!("unable to open repository at {location_text}: {e}")))?;
-            Arc::new(backend)
-        }
-        Location::S3(text) => {
-            let parsed = S3Location::parse(text)
-                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
-            let pairs = options_for_scheme(options, "s3", restix_s3::KNOWN_OPTIONS)?;
-            let mut s3_options = S3Options::default();
-            for (key, value) in &pairs {
-                s3_options.set(key, value).map_err(|e| match e {
-                    // Bad numbers print without `Fatal:` (spec: cli §5.4).
-                    restix_s3::S3Error::InvalidOption(m) if m.starts_with("strconv.") => {
-                        CliError::plain(1, m)
-                    }
-                    other => fatal(other.to_string()),
-                })?;
-            }
-            let backend = restix_s3::S3Backend::open(&parsed, &s3_options, tls)
-                .map_err(|e| fatal(format!("unable to open repository at {location_text}: {e}")))?;
-            Arc::new(backend)
-        }
-        Location::Unsupported(scheme) => {
-            return Err(fatal(format!(
-                "the {scheme} backend is not supported yet by restix (repository {location_text})"
-            ))
-            .into())
-        }
+    let registry = registry();
+    let inner = registry
+        .open(location_text, options, &OpenContext::process(tls))
+        .map_err(|e| open_error(e, &registry.strip_password(location_text)))?;
+    let wrap_options = WrapOptions {
+        limits: RateLimits::from_kib(
+            limit_upload_kib.unwrap_or(0),
+            limit_download_kib.unwrap_or(0),
+        ),
+        retry: RetryPolicy::default(),
+        report: Some(print_retries()),
     };
-    Ok(crate::engine_glue::wrap_limits(
-        backend,
-        limit_upload_kib,
-        limit_download_kib,
-    ))
+    Ok(wrap(inner, &wrap_options))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn scheme_of(s: &str) -> String {
+        parse_location(s).unwrap().scheme
+    }
+
     #[test]
     fn location_forms() {
-        assert_eq!(
-            parse_location("/srv/repo").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
-        assert_eq!(
-            parse_location("repo").unwrap(),
-            Location::Local("repo".into())
-        );
-        assert_eq!(
-            parse_location("local:/srv/r").unwrap(),
-            Location::Local("/srv/r".into())
-        );
-        assert_eq!(
-            parse_location("/a:b").unwrap(),
-            Location::Local("/a:b".into())
-        );
-        assert_eq!(
-            parse_location("sftp:u@h:/p").unwrap(),
-            Location::Sftp("sftp:u@h:/p".into())
-        );
-        assert_eq!(
-            parse_location("s3:s3.amazonaws.com/b/42").unwrap(),
-            Location::S3("s3:s3.amazonaws.com/b/42".into())
-        );
-        assert_eq!(
-            parse_location("gs:bucket:/p").unwrap(),
-            Location::Unsupported("gs".into())
-        );
+        assert_eq!(scheme_of("/srv/repo"), "local");
+        assert_eq!(parse_location("repo").unwrap().rest, "repo");
+        assert_eq!(parse_location("local:/srv/r").unwrap().rest, "/srv/r");
+        assert_eq!(parse_location("/a:b").unwrap().rest, "/a:b");
+        assert_eq!(scheme_of("sftp:u@h:/p"), "sftp");
+        assert_eq!(scheme_of("s3:s3.amazonaws.com/b/42"), "s3");
+        assert_eq!(scheme_of("gs:bucket:/p"), "gs");
         assert_eq!(
             parse_location("foo:bar").unwrap_err().message,
             "Fatal: parsing repository location failed: invalid backend\nIf the repository is in a local directory, you need to add a `local:` prefix"
+        );
+    }
+
+    fn open_message(location: &str, options: &[(&str, &str)]) -> String {
+        let options: ExtendedOptions = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match open_backend_tls(location, &options, None, None, &TlsOptions::default()) {
+            Ok(_) => "opened".to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn restics_messages() {
+        assert_eq!(
+            open_message("gs:bucket:/p", &[]),
+            "Fatal: the gs backend is not supported yet by restix (repository gs:bucket:/p)"
+        );
+        assert_eq!(
+            open_message("/nonexistent/repo", &[("local.bogus", "1")]),
+            "Fatal: option local.bogus is not known"
+        );
+        assert_eq!(
+            open_message("/nonexistent/repo", &[("local.connections", "x")]),
+            "strconv.ParseUint: parsing \"x\": invalid syntax"
+        );
+        assert_eq!(
+            open_message("sftp:hostonly", &[("sftp.bogus", "1")]),
+            "Fatal: parsing repository location failed: sftp: invalid format, hostname or path not found"
+        );
+        assert_eq!(
+            open_message("s3:h/b", &[("s3.bucket-lookup", "x")]),
+            "Fatal: bad bucket-lookup style \"x\" must be \"auto\", \"path\" or \"dns\""
+        );
+        assert_eq!(
+            open_message("sftp:h:/p", &[("sftp.command", "a"), ("sftp.args", "b")]),
+            "Fatal: cannot specify both sftp.command and sftp.args options"
+        );
+        assert_eq!(
+            open_message("/nonexistent/repo", &[("sftp.bogus", "1")]),
+            "opened"
         );
     }
 }

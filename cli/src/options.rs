@@ -284,20 +284,8 @@ pub fn options_for_scheme(
     scheme: &str,
     known: &[&str],
 ) -> Result<BTreeMap<String, String>, CliError> {
-    let mut selected = BTreeMap::new();
-    for (key, value) in options {
-        let Some((namespace, name)) = key.split_once('.') else {
-            continue;
-        };
-        if namespace != scheme {
-            continue;
-        }
-        if !known.contains(&name) {
-            return Err(fatal(format!("option {key} is not known")));
-        }
-        selected.insert(name.to_string(), value.clone());
-    }
-    Ok(selected)
+    restix_engine::backend::registry::options_for_scheme(options, scheme, known)
+        .map_err(|e| fatal(e.to_string()))
 }
 
 /// Parse a Go `strconv.ParseUint(s, 0, ...)` number (decimal, `0x`, `0o`, `0b`, leading `0` octal).

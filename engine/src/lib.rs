@@ -7,7 +7,9 @@
 //! know files and trees.
 
 pub mod archiver;
-pub mod backend;
+/// Storage backends live in their own crate (`restix-backend`); re-exported
+/// so `restix_engine::backend::...` keeps working.
+pub use restix_backend as backend;
 pub mod check;
 pub mod copy;
 pub mod diff;
@@ -17,7 +19,7 @@ pub mod dump_zip;
 pub mod find;
 pub mod forget;
 pub mod go_error;
-pub mod go_path;
+pub use restix_backend::go_path;
 pub mod image;
 pub mod keys;
 pub mod migrate;

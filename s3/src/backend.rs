@@ -4,17 +4,16 @@
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use restix_engine::backend::{
-    is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
-};
+use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use url::Url;
 
 use crate::credentials::resolve_credentials;
 use crate::location::S3Location;
-use crate::options::{BucketLookup, S3Options, TlsOptions};
+use crate::options::{BucketLookup, S3Options};
 use crate::S3Error;
+use crate::TlsOptions;
 
 /// How long a signed URL stays valid. Requests are signed right before they
 /// are sent; the margin covers slow uploads and clock skew.
@@ -66,7 +65,8 @@ impl Reply {
     }
 }
 
-/// Why an attempt failed: retrying helps or it does not.
+/// Why an attempt failed: retrying may help or it does not (the retry
+/// wrapper of `restix-backend` decides by the error's kind).
 enum Failure {
     Permanent(BackendError),
     Transient(String),
@@ -213,8 +213,8 @@ impl S3Backend {
     }
 
     /// One attempt: send, then sort the answer into success, a permanent
-    /// error or one worth retrying (spec: restic retries backend errors with
-    /// backoff; 4xx answers other than 408/429 do not change on retry).
+    /// error or a transient one (4xx answers other than 408/429 do not
+    /// change on retry; transport errors, 408, 429 and 5xx may).
     fn attempt(
         &self,
         op: &'static str,
@@ -244,35 +244,23 @@ impl S3Backend {
         }
     }
 
-    /// Run `attempt` until it succeeds, fails permanently or the retries are
-    /// used up, waiting 250 ms, 500 ms, 1 s, ... (at most 8 s) between tries.
-    fn with_retries<T>(
+    /// Run one `attempt`: a transient failure becomes
+    /// [`BackendError::Transient`] naming the object; `restix_backend::retry`
+    /// tries again (every backend under one policy).
+    fn once<T>(
         &self,
         op: &'static str,
         key: &str,
-        mut attempt: impl FnMut() -> Result<T, Failure>,
+        attempt: impl FnOnce() -> Result<T, Failure>,
     ) -> BackendResult<T> {
-        let mut tries: u32 = 0;
-        loop {
-            match attempt() {
-                Ok(value) => return Ok(value),
-                Err(Failure::Permanent(e)) => return Err(e),
-                Err(Failure::Transient(message)) => {
-                    if tries >= self.options.retries {
-                        return Err(BackendError::Io {
-                            op,
-                            path: self.display_path(key),
-                            source: std::io::Error::other(message),
-                        });
-                    }
-                    let wait = Duration::from_millis(250)
-                        .saturating_mul(1u32 << tries.min(5))
-                        .min(Duration::from_secs(8));
-                    std::thread::sleep(wait);
-                    tries += 1;
-                }
-            }
-        }
+        attempt().map_err(|failure| match failure {
+            Failure::Permanent(e) => e,
+            Failure::Transient(reason) => BackendError::Transient {
+                op,
+                path: self.display_path(key),
+                reason,
+            },
+        })
     }
 
     fn display_path(&self, key: &str) -> String {
@@ -284,7 +272,7 @@ impl S3Backend {
     }
 
     fn head_object(&self, key: &str) -> BackendResult<u64> {
-        self.with_retries("stat", key, || {
+        self.once("stat", key, || {
             let url = self
                 .bucket
                 .head_object(self.credentials.as_ref(), key)
@@ -301,7 +289,7 @@ impl S3Backend {
 
     fn put_single(&self, key: &str, data: &[u8]) -> BackendResult<()> {
         let md5 = content_md5(data);
-        self.with_retries("save", key, || {
+        self.once("save", key, || {
             let mut action = self.bucket.put_object(self.credentials.as_ref(), key);
             let mut headers = vec![("content-md5", md5.clone())];
             if let Some(class) = &self.options.storage_class {
@@ -319,7 +307,7 @@ impl S3Backend {
     /// Multipart upload for large objects: the object appears only when the
     /// upload is completed, so writes stay atomic.
     fn put_multipart(&self, key: &str, data: &[u8]) -> BackendResult<()> {
-        let upload_id = self.with_retries("save", key, || {
+        let upload_id = self.once("save", key, || {
             let mut action = self
                 .bucket
                 .create_multipart_upload(self.credentials.as_ref(), key);
@@ -362,7 +350,7 @@ impl S3Backend {
             let number = u16::try_from(index + 1)
                 .map_err(|_| BackendError::Other(format!("save {key}: more than 65535 parts")))?;
             let md5 = content_md5(part);
-            let etag = self.with_retries("save", key, || {
+            let etag = self.once("save", key, || {
                 let mut action =
                     self.bucket
                         .upload_part(self.credentials.as_ref(), key, number, upload_id);
@@ -378,7 +366,7 @@ impl S3Backend {
             })?;
             etags.push(etag);
         }
-        self.with_retries("save", key, || {
+        self.once("save", key, || {
             let action = self.bucket.complete_multipart_upload(
                 self.credentials.as_ref(),
                 key,
@@ -405,7 +393,7 @@ impl S3Backend {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self.with_retries("list", dir_key, || {
+            let page = self.once("list", dir_key, || {
                 let mut action = ListObjectsV2::new(&self.bucket, self.credentials.as_ref());
                 action.with_prefix(dir_key);
                 if let Some(t) = &token {
@@ -437,7 +425,7 @@ impl S3Backend {
     /// server says it is missing (an access-denied answer counts as present).
     fn ensure_bucket(&self) -> BackendResult<()> {
         let bucket_name = self.location.bucket.clone();
-        let exists = self.with_retries("create", &bucket_name, || {
+        let exists = self.once("create", &bucket_name, || {
             let url = self
                 .bucket
                 .head_bucket(self.credentials.as_ref())
@@ -458,7 +446,7 @@ impl S3Backend {
                 "bucket {bucket_name} does not exist and cannot be created anonymously"
             )));
         };
-        self.with_retries("create", &bucket_name, || {
+        self.once("create", &bucket_name, || {
             let action = self.bucket.create_bucket(credentials);
             let url = action.sign(SIGNED_URL_LIFETIME);
             let body = action.body();
@@ -531,7 +519,7 @@ impl Backend for S3Backend {
 
     fn read(&self, file_type: FileType, name: &str) -> BackendResult<Vec<u8>> {
         let key = self.key_of(file_type, name);
-        self.with_retries("load", &key, || {
+        self.once("load", &key, || {
             let url = self
                 .bucket
                 .get_object(self.credentials.as_ref(), &key)
@@ -572,7 +560,7 @@ impl Backend for S3Backend {
             wanted: length,
             got,
         };
-        let body = self.with_retries("load", &key, || {
+        let body = self.once("load", &key, || {
             let url = self
                 .bucket
                 .get_object(self.credentials.as_ref(), &key)
@@ -615,7 +603,7 @@ impl Backend for S3Backend {
         let key = self.key_of(file_type, name);
         // S3 answers DELETE of a missing key with success, so removing a
         // missing file is not reported (restic's S3 backend behaves the same).
-        self.with_retries("remove", &key, || {
+        self.once("remove", &key, || {
             let url = self
                 .bucket
                 .delete_object(self.credentials.as_ref(), &key)

@@ -27,17 +27,21 @@
 //!   ([`credentials`]). Region: `-o s3.region`, `AWS_DEFAULT_REGION`, `AWS_REGION`,
 //!   the AWS host name, the server's `x-amz-bucket-region`, else `us-east-1`.
 //! - Options `s3.connections` (default 5), `s3.bucket-lookup=auto|dns|path`,
-//!   `s3.region`, `s3.retries`, `s3.storage-class`, `s3.unsafe-anonymous-auth`
-//!   ([`S3Options`]); `--cacert` and `--insecure-tls` ([`TlsOptions`]).
+//!   `s3.region`, `s3.storage-class`, `s3.unsafe-anonymous-auth`
+//!   ([`S3Options`]; `s3.retries` is accepted and left to the one retry
+//!   policy); `--cacert` and `--insecure-tls` ([`TlsOptions`]).
 //! - Every write is one atomic PUT with `Content-MD5`; objects of 64 MiB or
-//!   more go up as a multipart upload. Transport errors, 5xx, 408 and 429 are
-//!   retried with exponential backoff; other 4xx answers fail at once.
+//!   more go up as a multipart upload.
+//! - Each call makes one attempt: transport errors, 5xx, 408 and 429 are
+//!   transient (`BackendError::Transient`), other 4xx answers permanent; the
+//!   retry wrapper of `restix-backend` (`restix_backend::wrap`) retries.
+//!   [`S3Factory`] plugs the scheme into `restix_backend::registry`.
 //! - `create` (init) creates the bucket when it is missing, like restic.
 //!
 //! # Example
 //!
 //! ```no_run
-//! use restix_engine::backend::{Backend, FileType};
+//! use restix_backend::{Backend, FileType};
 //! use restix_s3::{S3Backend, S3Location, S3Options, TlsOptions};
 //!
 //! let location = S3Location::parse("s3:http://127.0.0.1:3900/backups/host1")?;
@@ -56,13 +60,14 @@ pub mod options;
 
 pub use backend::S3Backend;
 pub use location::S3Location;
-pub use options::{BucketLookup, S3Options, TlsOptions, KNOWN_OPTIONS};
+pub use options::{BucketLookup, S3Options, KNOWN_OPTIONS};
+pub use restix_backend::registry::TlsOptions;
 
-#[cfg(doc)]
-use restix_engine::backend::Backend;
+use restix_backend::registry::{BackendFactory, Location, OpenContext, OpenError, SchemeOptions};
+use restix_backend::Backend;
 
-/// Errors while opening an S3 repository (errors of operations are the
-/// engine's `BackendError`).
+/// Errors while opening an S3 repository (errors of operations are
+/// `restix_backend::BackendError`).
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
     /// The `s3:` location cannot be parsed.
@@ -92,4 +97,48 @@ pub fn open<'a>(
         options.set(key, value)?;
     }
     S3Backend::open(&location, &options, tls)
+}
+
+/// The `s3:` scheme for `restix_backend::registry` (options:
+/// [`KNOWN_OPTIONS`]; credentials from the context's environment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct S3Factory;
+
+impl BackendFactory for S3Factory {
+    fn scheme(&self) -> &'static str {
+        "s3"
+    }
+
+    fn option_names(&self) -> &'static [&'static str] {
+        KNOWN_OPTIONS
+    }
+
+    fn check_location(&self, location: &Location) -> Result<(), OpenError> {
+        S3Location::parse(&location.text)
+            .map(|_| ())
+            .map_err(|e| OpenError::Location(e.to_string()))
+    }
+
+    fn open(
+        &self,
+        location: &Location,
+        options: &SchemeOptions,
+        ctx: &OpenContext<'_>,
+    ) -> Result<Box<dyn Backend>, OpenError> {
+        let parsed =
+            S3Location::parse(&location.text).map_err(|e| OpenError::Location(e.to_string()))?;
+        let mut s3_options = S3Options::default();
+        for (key, value) in options {
+            s3_options.set(key, value).map_err(|e| match e {
+                // Bad numbers print without `Fatal:` (spec: cli §5.4).
+                S3Error::InvalidOption(m) if m.starts_with("strconv.") => {
+                    OpenError::OptionSyntax(m)
+                }
+                other => OpenError::Option(other.to_string()),
+            })?;
+        }
+        let backend = S3Backend::open_with_env(&parsed, &s3_options, ctx.tls, ctx.env)
+            .map_err(OpenError::open)?;
+        Ok(Box::new(backend))
+    }
 }

@@ -80,7 +80,7 @@ impl S3Location {
         let prefix = if prefix.is_empty() {
             String::new()
         } else {
-            restix_engine::go_path::clean(&prefix)
+            restix_backend::go_path::clean(&prefix)
         };
         Ok(S3Location {
             endpoint,
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(l.key("config"), "pre/config");
         let root = S3Location::parse("s3:h/b").unwrap();
         assert_eq!(root.key("keys/ab"), "keys/ab");
-        assert_eq!(restix_engine::go_path::clean("./"), ".");
+        assert_eq!(restix_backend::go_path::clean("./"), ".");
         assert_eq!(root.endpoint_url(), "https://h");
         let dot = S3Location::parse("s3:h/b/.").unwrap();
         assert_eq!(dot.key("config"), "config");

@@ -1,8 +1,6 @@
 //! Extended options of the `s3` namespace (`-o s3.key=value`, spec: cli §5.4)
 //! and the TLS settings of the global `--cacert` / `--insecure-tls` flags.
 
-use std::path::PathBuf;
-
 use crate::S3Error;
 
 /// How the bucket is addressed in request URLs (`-o s3.bucket-lookup`).
@@ -23,8 +21,6 @@ pub enum BucketLookup {
 pub struct S3Options {
     /// Operations run in parallel (`s3.connections`, default 5).
     pub connections: usize,
-    /// Retries of a failed request (`s3.retries`; restic's default is 10 minio retries).
-    pub retries: u32,
     /// Signing region (`s3.region`); `None` = environment or discovery.
     pub region: Option<String>,
     /// Bucket addressing (`s3.bucket-lookup`).
@@ -45,7 +41,6 @@ impl Default for S3Options {
     fn default() -> Self {
         S3Options {
             connections: 5,
-            retries: 6,
             region: None,
             bucket_lookup: BucketLookup::Auto,
             storage_class: None,
@@ -59,7 +54,9 @@ impl Default for S3Options {
 /// The option names restix knows in the `s3.` namespace (others are an error,
 /// like restic's `option s3.x is not known`). `layout` and `list-objects-v1`
 /// are accepted for compatibility: restix always uses the default layout and
-/// ListObjectsV2.
+/// ListObjectsV2. `retries` (restic: the S3 client's own retries) is checked
+/// and otherwise ignored: every backend is retried by one policy, the retry
+/// wrapper of `restix-backend` (docs/backends.md).
 pub const KNOWN_OPTIONS: &[&str] = &[
     "connections",
     "retries",
@@ -82,8 +79,7 @@ impl S3Options {
                 self.connections = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 1024);
             }
             "retries" => {
-                let n = parse_go_uint(value)?;
-                self.retries = u32::try_from(n).unwrap_or(u32::MAX).min(100);
+                parse_go_uint(value)?;
             }
             "region" => self.region = Some(value.to_string()).filter(|r| !r.is_empty()),
             "bucket-lookup" => {
@@ -113,21 +109,10 @@ impl S3Options {
     }
 }
 
-/// TLS settings from the global flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// `--cacert FILE` (repeatable): PEM files whose certificates replace the
-    /// default roots, like restic does.
-    pub ca_cert_files: Vec<PathBuf>,
-    /// `--insecure-tls`: skip server certificate verification.
-    pub insecure: bool,
-}
-
 /// `-o s3.connections=0x10` etc., parsed as restic does (Go's ParseUint).
 fn parse_go_uint(value: &str) -> Result<u64, S3Error> {
-    restix_engine::backend::options::parse_go_uint(value).ok_or_else(|| {
-        S3Error::InvalidOption(restix_engine::backend::options::go_uint_syntax_error(value))
-    })
+    restix_backend::options::parse_go_uint(value)
+        .ok_or_else(|| S3Error::InvalidOption(restix_backend::options::go_uint_syntax_error(value)))
 }
 
 /// Go's `strconv.ParseBool`.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use restix_engine::backend::{Backend, FileType};
+use restix_backend::{Backend, FileType};
 use restix_sftp::{open, SftpLocation, SftpOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,13 +2,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use restix_engine::backend::limited::{RateLimits, TokenBucket};
-use restix_engine::backend::{
-    is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
-};
+use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 use russh_sftp::client::error::Error as SftpProtoError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
@@ -26,19 +22,16 @@ const WRITES_IN_FLIGHT: usize = 64;
 const WRITE_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Read requests in flight per download.
 const READS_IN_FLIGHT: usize = 64;
-/// Attempts of one operation when the connection drops (first try included).
-const MAX_ATTEMPTS: u32 = 6;
-/// Backoff before the second attempt; doubles each time (0.25 .. 4 s).
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// The folders `create` makes below the repository root (spec: repository layout).
 const LAYOUT_DIRS: [&str; 5] = ["data", "index", "keys", "locks", "snapshots"];
 
 /// Why one attempt of an operation failed.
 enum AttemptError {
-    /// Final: the server answered (not found, permission, ...).
+    /// The server answered (not found, permission, ...): the error as is.
     Final(BackendError),
-    /// The connection failed; reconnect and try again.
+    /// The connection failed: it is dropped, and the error is transient (the
+    /// retry wrapper tries again, on a fresh connection).
     Transport(String),
 }
 
@@ -99,8 +92,9 @@ pub struct SftpBackend {
     root: String,
     location: String,
     connections: usize,
-    /// `--limit-upload` / `--limit-download`, applied per SFTP request.
-    limits: RateLimits,
+    /// Temporary files of uploads cut off by a lost connection; removed
+    /// (best effort) by the next write.
+    stale_temps: std::sync::Mutex<Vec<String>>,
 }
 
 impl SftpBackend {
@@ -117,17 +111,8 @@ impl SftpBackend {
             root,
             location,
             connections,
-            limits: RateLimits::default(),
+            stale_temps: std::sync::Mutex::new(Vec::new()),
         }
-    }
-
-    /// Shape uploads and downloads with `limits` (spec: cli §6.1), paying
-    /// for every SFTP read/write request (32-64 KiB) as it goes, so the rate
-    /// is smooth even within one pack. Use this instead of wrapping the
-    /// backend in `restix_engine::backend::limited::Limited`.
-    pub fn with_rate_limits(mut self, limits: RateLimits) -> SftpBackend {
-        self.limits = limits;
-        self
     }
 
     /// Dial the first connection now, so `open` reports unreachable hosts,
@@ -155,53 +140,76 @@ impl SftpBackend {
         self.path(&file_type.relative_path(name))
     }
 
-    /// Run `op` on a pooled connection; on transport errors drop that
-    /// connection, back off and retry on a fresh one (bounded).
-    async fn with_retry<T, F, Fut>(&self, op: &'static str, path: &str, f: F) -> BackendResult<T>
+    /// Run `f` once on a pooled connection. A lost connection is dropped
+    /// from the pool and reported as [`BackendError::Transient`]: the retry
+    /// wrapper (`restix_backend::retry`) tries again, and the pool dials a
+    /// fresh connection then.
+    async fn attempt<T, F, Fut>(&self, op: &'static str, path: &str, f: F) -> BackendResult<T>
     where
-        F: Fn(Arc<Connection>) -> Fut,
+        F: FnOnce(Arc<Connection>) -> Fut,
         Fut: Future<Output = Attempt<T>>,
     {
-        let mut backoff = FIRST_BACKOFF;
-        let mut last_reason = String::new();
-        for attempt in 1..=MAX_ATTEMPTS {
-            if attempt > 1 {
-                tokio::time::sleep(backoff).await;
-                backoff = backoff.saturating_mul(2);
+        let lease = match self.pool.get().await {
+            Ok(lease) => lease,
+            Err(e) if e.is_retryable() => {
+                return Err(BackendError::Transient {
+                    op,
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })
             }
-            let lease = match self.pool.get().await {
-                Ok(lease) => lease,
-                Err(e) if e.is_retryable() => {
-                    last_reason = e.to_string();
-                    continue;
-                }
-                Err(e) => return Err(BackendError::Other(format!("{op} {path}: {e}"))),
-            };
-            let conn = lease.conn.clone();
-            let outcome = tokio::select! {
-                outcome = f(conn.clone()) => outcome,
-                () = conn.closed() => {
-                    Err(AttemptError::Transport("the connection closed".to_string()))
-                }
-            };
-            match outcome {
-                Ok(v) => return Ok(v),
-                Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Transport(reason)) => {
-                    log::warn!("sftp: {op} {path}: {reason}; reconnecting (attempt {attempt})");
-                    last_reason = reason;
-                    self.pool.discard(lease).await;
-                }
+            Err(e) => return Err(BackendError::Other(format!("{op} {path}: {e}"))),
+        };
+        let conn = lease.conn.clone();
+        let outcome = tokio::select! {
+            outcome = f(conn.clone()) => outcome,
+            () = conn.closed() => {
+                Err(AttemptError::Transport("the connection closed".to_string()))
+            }
+        };
+        match outcome {
+            Ok(v) => Ok(v),
+            Err(AttemptError::Final(e)) => Err(e),
+            Err(AttemptError::Transport(reason)) => {
+                self.pool.discard(lease).await;
+                Err(BackendError::Transient {
+                    op,
+                    path: path.to_string(),
+                    reason: format!("{reason} (connection to {})", self.pool.target().describe()),
+                })
             }
         }
-        Err(BackendError::Io {
-            op,
-            path: path.to_string(),
-            source: std::io::Error::other(format!(
-                "{last_reason} (gave up after {MAX_ATTEMPTS} attempts to {})",
-                self.pool.target().describe()
-            )),
-        })
+    }
+
+    /// Take the list of temporary files left by cut-off uploads.
+    fn take_stale_temps(&self) -> Vec<String> {
+        self.stale_temps
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+}
+
+/// The temporary file of one upload attempt; on drop, unless disarmed, its
+/// name goes to the backend's list of stale temporary files.
+struct StaleTemp<'a> {
+    list: &'a std::sync::Mutex<Vec<String>>,
+    tmp: Option<String>,
+}
+
+impl StaleTemp<'_> {
+    fn disarm(&mut self) {
+        self.tmp = None;
+    }
+}
+
+impl Drop for StaleTemp<'_> {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            if let Ok(mut list) = self.list.lock() {
+                list.push(tmp);
+            }
+        }
     }
 }
 
@@ -278,12 +286,7 @@ async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
 }
 
 /// Upload `data` to `tmp` with many write requests in flight, fsync, close.
-async fn upload(
-    conn: &Connection,
-    tmp: &str,
-    data: &[u8],
-    bucket: Option<&TokenBucket>,
-) -> Attempt<()> {
+async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let attrs = FileAttributes {
         permissions: Some(0o600),
         ..FileAttributes::empty()
@@ -310,7 +313,6 @@ async fn upload(
     let written = stream::iter(data.chunks(chunk).enumerate())
         .map(|(i, piece)| async move {
             let offset = (i as u64) * (chunk as u64);
-            pay(bucket, piece.len()).await;
             sftp.write(handle_ref.clone(), offset, piece.to_vec()).await
         })
         .buffer_unordered((WRITE_BYTES_IN_FLIGHT / chunk).clamp(8, WRITES_IN_FLIGHT))
@@ -331,16 +333,6 @@ async fn upload(
         .await
         .map_err(|e| classify("close", tmp, e))?;
     Ok(())
-}
-
-/// Wait for `n` bytes' worth of tokens, if limited.
-async fn pay(bucket: Option<&TokenBucket>, n: usize) {
-    if let Some(bucket) = bucket {
-        let wait = bucket.reserve_at(n as u64, std::time::Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
 }
 
 /// SSH string encoding: u32 length, bytes.
@@ -380,20 +372,14 @@ async fn rename(conn: &Connection, from: &str, to: &str) -> Attempt<()> {
 }
 
 /// Read `length` bytes at `offset` with many read requests in flight.
-async fn download(
-    conn: &Connection,
-    path: &str,
-    offset: u64,
-    length: u64,
-    bucket: Option<&TokenBucket>,
-) -> Attempt<Vec<u8>> {
+async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> Attempt<Vec<u8>> {
     let handle = conn
         .sftp
         .open(path, OpenFlags::READ, FileAttributes::empty())
         .await
         .map_err(|e| classify("open", path, e))?
         .handle;
-    let result = download_open(conn, &handle, path, offset, length, bucket).await;
+    let result = download_open(conn, &handle, path, offset, length).await;
     let _ = conn.sftp.close(handle).await;
     result
 }
@@ -404,7 +390,6 @@ async fn download_open(
     path: &str,
     offset: u64,
     length: u64,
-    bucket: Option<&TokenBucket>,
 ) -> Attempt<Vec<u8>> {
     let chunk = conn.read_len.max(1);
     let capacity = usize::try_from(length).unwrap_or(0).min(1 << 30);
@@ -427,7 +412,6 @@ async fn download_open(
         })
         .buffered(READS_IN_FLIGHT);
     while let Some((off, len, reply)) = replies.next().await {
-        pay(bucket, usize::try_from(len).unwrap_or(usize::MAX)).await;
         let mut got = match reply {
             Ok(data) => {
                 let n = (data.data.len() as u64).min(len);
@@ -521,14 +505,14 @@ impl SftpBackend {
         let dir = self.path(file_type.dir_name());
         if file_type != FileType::Pack {
             return self
-                .with_retry("list", &dir, |conn| {
+                .attempt("list", &dir, |conn| {
                     let dir = dir.clone();
                     async move { read_dir(&conn, &dir).await.map(id_files) }
                 })
                 .await;
         }
         // data/: list the 2-hex subfolders, several at a time on one connection.
-        self.with_retry("list", &dir, |conn| {
+        self.attempt("list", &dir, |conn| {
             let dir = dir.clone();
             async move {
                 let subdirs: Vec<String> = read_dir(&conn, &dir)
@@ -557,7 +541,7 @@ impl SftpBackend {
 
     async fn stat_async(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
         let path = self.file_path(file_type, name);
-        self.with_retry("stat", &path, |conn| {
+        self.attempt("stat", &path, |conn| {
             let path = path.clone();
             async move {
                 let attrs = conn
@@ -587,7 +571,7 @@ impl SftpBackend {
         let root = self.root.clone();
         let mut dirs: Vec<String> = LAYOUT_DIRS.iter().map(|d| self.path(d)).collect();
         dirs.extend((0..=255u8).map(|i| self.path(&format!("data/{i:02x}"))));
-        self.with_retry("create", &root, |conn| {
+        self.attempt("create", &root, |conn| {
             let root = root.clone();
             let dirs = dirs.clone();
             async move {
@@ -612,51 +596,38 @@ impl SftpBackend {
 
     async fn write_async(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
         let path = self.file_path(file_type, name);
-        // Temporary files of failed attempts, removed once a connection works.
-        let leftovers = std::sync::Mutex::new(Vec::<String>::new());
-        let upload_bucket = self.limits.upload.as_deref();
-        let result = self
-            .with_retry("write", &path, |conn| {
-                let path = path.clone();
-                let leftovers = &leftovers;
-                async move {
-                    let stale: Vec<String> = leftovers
-                        .lock()
-                        .map(|mut l| std::mem::take(&mut *l))
-                        .unwrap_or_default();
-                    for tmp in stale {
+        self.attempt("write", &path, |conn| {
+            let path = path.clone();
+            async move {
+                for tmp in self.take_stale_temps() {
+                    let _ = conn.sftp.remove(tmp).await;
+                }
+                let tmp = format!("{path}-tmp-{}", random_suffix());
+                // Armed until the attempt ends with an answer from the
+                // server: a lost connection or a cancelled attempt (the
+                // connection closed at any await point) leaves the name for
+                // the next write to remove.
+                let mut guard = StaleTemp {
+                    list: &self.stale_temps,
+                    tmp: Some(tmp.clone()),
+                };
+                let outcome = async {
+                    upload(&conn, &tmp, data).await?;
+                    rename(&conn, &tmp, &path).await
+                }
+                .await;
+                match &outcome {
+                    Ok(()) => guard.disarm(),
+                    Err(AttemptError::Final(_)) => {
+                        guard.disarm();
                         let _ = conn.sftp.remove(tmp).await;
                     }
-                    let tmp = format!("{path}-tmp-{}", random_suffix());
-                    // Noted before the upload starts: the attempt may be
-                    // cancelled (the connection closed) at any await point.
-                    if let Ok(mut l) = leftovers.lock() {
-                        l.push(tmp.clone());
-                    }
-                    let outcome = async {
-                        upload(&conn, &tmp, data, upload_bucket).await?;
-                        rename(&conn, &tmp, &path).await
-                    }
-                    .await;
-                    if !matches!(outcome, Err(AttemptError::Transport(_))) {
-                        if let Ok(mut l) = leftovers.lock() {
-                            l.retain(|t| t != &tmp);
-                        }
-                    }
-                    match outcome {
-                        Ok(()) => Ok(()),
-                        Err(AttemptError::Transport(reason)) => {
-                            Err(AttemptError::Transport(reason))
-                        }
-                        Err(AttemptError::Final(e)) => {
-                            let _ = conn.sftp.remove(tmp).await;
-                            Err(AttemptError::Final(e))
-                        }
-                    }
+                    Err(AttemptError::Transport(_)) => {}
                 }
-            })
-            .await;
-        result
+                outcome
+            }
+        })
+        .await
     }
 
     async fn read_range_async(
@@ -667,8 +638,7 @@ impl SftpBackend {
         length: Option<u64>,
     ) -> BackendResult<Vec<u8>> {
         let path = self.file_path(file_type, name);
-        let download_bucket = self.limits.download.as_deref();
-        self.with_retry("read", &path, |conn| {
+        self.attempt("read", &path, |conn| {
             let path = path.clone();
             async move {
                 let length = match length {
@@ -690,7 +660,7 @@ impl SftpBackend {
                         .map_err(|e| classify("stat", &path, e))?;
                     return Ok(Vec::new());
                 }
-                download(&conn, &path, offset, length, download_bucket).await
+                download(&conn, &path, offset, length).await
             }
         })
         .await
@@ -698,7 +668,7 @@ impl SftpBackend {
 
     async fn remove_async(&self, file_type: FileType, name: &str) -> BackendResult<()> {
         let path = self.file_path(file_type, name);
-        self.with_retry("remove", &path, |conn| {
+        self.attempt("remove", &path, |conn| {
             let path = path.clone();
             async move {
                 conn.sftp

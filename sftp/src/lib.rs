@@ -16,22 +16,23 @@
 //!   in flight 281 MB/s, two connections 421 MB/s.
 //! - Writes are atomic: `<final>-tmp-<32 hex>` (mode 0600), fsync when the
 //!   server offers `fsync@openssh.com`, then `posix-rename@openssh.com`.
-//! - A dropped connection is re-dialed and the operation retried with
-//!   exponential backoff (6 attempts, 0.25 s .. 4 s); the final error names
-//!   the file and the reason. Do not wrap this backend in
-//!   `restix_engine::backend::retry::Retrying` as well.
-//!
-//! - Bandwidth limits: [`SftpBackend::with_rate_limits`] pays the
-//!   process-wide token buckets of `restix_engine::backend::limited` per SFTP
-//!   request, so the rate is smooth within a pack (spec: cli §6.1).
+//! - Each call makes one attempt. A lost connection is dropped from the pool
+//!   and reported as a transient error (`BackendError::Transient`, naming
+//!   the file); the retry wrapper of `restix-backend` (`restix_backend::wrap`)
+//!   tries again and the pool dials a fresh connection. Host key,
+//!   authentication and server answers (no such file, permission) are
+//!   permanent.
+//! - Bandwidth limits and the operation semaphore are `restix-backend`'s
+//!   wrappers too, composed by `restix_backend::wrap` for every backend.
 //! - [`open`] reads `$HOME` and `$SSH_AUTH_SOCK`; [`open_with_env`] takes
-//!   them explicitly ([`SshEnv`]).
+//!   them explicitly ([`SshEnv`]); [`SftpFactory`] plugs the scheme into
+//!   `restix_backend::registry`.
 //!
 //! The API is blocking: the backend owns a tokio runtime and must not be
 //! called from inside another tokio runtime.
 //!
 //! ```no_run
-//! use restix_engine::backend::{Backend, FileType};
+//! use restix_backend::{Backend, FileType};
 //! use restix_sftp::{open, SftpLocation, SftpOptions};
 //!
 //! let location = SftpLocation::parse("sftp:backup@nas:/srv/restic")?;
@@ -54,7 +55,8 @@ pub use backend::SftpBackend;
 pub use connection::SshEnv;
 pub use location::{SftpLocation, SftpOptions};
 
-use restix_engine::backend::BackendError;
+use restix_backend::registry::{BackendFactory, Location, OpenContext, OpenError, SchemeOptions};
+use restix_backend::{Backend, BackendError};
 
 /// Errors of opening an SFTP repository (operations return
 /// [`BackendError`]s).
@@ -145,4 +147,49 @@ pub fn open_with_env(
     );
     backend.connect_first()?;
     Ok(backend)
+}
+
+/// The `sftp:` scheme for `restix_backend::registry`: options
+/// `sftp.connections`, `sftp.command`, `sftp.args` (spec: cli §5.4).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SftpFactory;
+
+impl BackendFactory for SftpFactory {
+    fn scheme(&self) -> &'static str {
+        "sftp"
+    }
+
+    fn option_names(&self) -> &'static [&'static str] {
+        &["connections", "command", "args"]
+    }
+
+    fn check_location(&self, location: &Location) -> Result<(), OpenError> {
+        SftpLocation::parse(&location.text)
+            .map(|_| ())
+            .map_err(|e| OpenError::Location(e.to_string()))
+    }
+
+    fn open(
+        &self,
+        location: &Location,
+        options: &SchemeOptions,
+        _ctx: &OpenContext<'_>,
+    ) -> Result<Box<dyn Backend>, OpenError> {
+        let parsed =
+            SftpLocation::parse(&location.text).map_err(|e| OpenError::Location(e.to_string()))?;
+        let mut sftp_options = SftpOptions::default();
+        for (key, value) in options {
+            sftp_options.set(key, value).map_err(|e| match e {
+                SftpError::InvalidOption(m) if m.starts_with("strconv.") => {
+                    OpenError::OptionSyntax(m)
+                }
+                other => OpenError::Option(other.to_string()),
+            })?;
+        }
+        sftp_options
+            .validate()
+            .map_err(|e| OpenError::Option(e.to_string()))?;
+        let backend = open(&parsed, &sftp_options).map_err(OpenError::open)?;
+        Ok(Box::new(backend))
+    }
 }

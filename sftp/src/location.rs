@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use restix_engine::backend::options::parse_go_uint;
+use restix_backend::options::parse_go_uint;
 
 use crate::SftpError;
 
@@ -43,7 +43,7 @@ impl SftpLocation {
                 "sftp: invalid format, hostname or path not found".to_string(),
             ));
         }
-        let path = restix_engine::go_path::clean(&dir);
+        let path = restix_backend::go_path::clean(&dir);
         if path.starts_with('~') {
             return Err(SftpError::InvalidLocation(
                 "sftp path starts with the tilde (~) character, that fails for most sftp servers.\n\

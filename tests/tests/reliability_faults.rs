@@ -4,23 +4,27 @@
 //!
 //! For each operation kind (read, write, list, remove, stat) and several N,
 //! the N-th operation fails (through `FaultyBackend<LocalBackend>` from
-//! `restix_engine::backend::fault`) while the engine opens the repository,
+//! `restix_backend::fault`, the `testing` feature) while the engine opens the repository,
 //! locks it, loads the index and backs up a small tree with small packs.
 //! The backup either completes or returns an error whose chain names the
 //! injected fault. Then `restic unlock --remove-all` (a lock left by a failed
-//! removal is expected and harmless) and `restic check` must succeed (packs
-//! that no index references are hints, not errors, in restic's check), and a
-//! fault-free backup through the engine must succeed and be checked again.
-//! Truncated and short reads, a delay, and a full disk are covered too.
+//! removal is expected and harmless) and `restic check --read-data` must
+//! succeed (packs that no index references are hints, not errors, in
+//! restic's check), and a fault-free backup through the engine must succeed
+//! and be checked again. Truncated and short reads, a delay, and a full disk
+//! are covered too. Through the wrappers restix opens every repository with
+//! (`restix_backend::wrap`: retries), an unreliable backend that fails every
+//! few operations still completes the backup.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use restix_backend::fault::{Fault, FaultPlan, FaultyBackend, OpKind};
+use restix_backend::local::LocalBackend;
+use restix_backend::retry::RetryPolicy;
+use restix_backend::{wrap, Backend, WrapOptions};
 use restix_engine::archiver::{ArchiveOptions, Archiver, NoProgress};
-use restix_engine::backend::fault::{Fault, FaultPlan, FaultyBackend, OpKind};
-use restix_engine::backend::local::LocalBackend;
-use restix_engine::backend::Backend;
 use restix_engine::repository::Repository;
 use restix_repo_format::ScryptParams;
 use restix_tests::harness::{self, Sandbox, PASSWORD};
@@ -93,10 +97,10 @@ struct Case {
 fn restic_check_clean(sb: &Sandbox, repo: &Path, context: &str) {
     sb.restic(["-r", harness::s(repo), "unlock", "--remove-all"])
         .ok();
-    let run = sb.restic(["-r", harness::s(repo), "check"]);
+    let run = sb.restic(["-r", harness::s(repo), "check", "--read-data"]);
     assert!(
         run.success() && run.out().contains("no errors were found"),
-        "{context}: restic check is not clean:\n{}",
+        "{context}: restic check --read-data is not clean:\n{}",
         run.describe()
     );
 }
@@ -281,4 +285,37 @@ fn full_disk_gives_a_clear_error() {
         backup(Arc::new(LocalBackend::new(&repo)), &source).unwrap();
         restic_check_clean(&sb, &repo, &format!("full disk after {cap}, next backup"));
     }
+}
+
+/// Every 4th operation of each kind fails with a transient error, as over
+/// an unreliable link: through the wrappers restix opens repositories with
+/// (the retry wrapper), the backup completes and the repository is clean.
+#[test]
+fn transient_faults_are_retried_and_the_backup_completes() {
+    harness::require_restic!();
+    let sb = Sandbox::new();
+    let source = sb.join("src");
+    make_source(&source);
+    let template = template_repo(&sb);
+    let repo = sb.join("repo-unreliable");
+    harness::copy_dir(&template, &repo);
+    backup(Arc::new(LocalBackend::new(&repo)), &source).unwrap();
+    let mut plan = FaultPlan::new();
+    for op in OpKind::ALL {
+        plan = plan.every(op, 1, 4, Fault::Fail);
+    }
+    let faulty = Arc::new(FaultyBackend::new(LocalBackend::new(&repo), plan));
+    let options = WrapOptions {
+        retry: RetryPolicy::fast(),
+        ..WrapOptions::default()
+    };
+    let wrapped = wrap(Box::new(Arc::clone(&faulty)), &options);
+    std::fs::write(source.join("new.txt"), b"written over an unreliable link").unwrap();
+    backup(wrapped, &source).expect("the retries carry the backup through");
+    assert!(
+        faulty.injected() > 5,
+        "{} faults injected",
+        faulty.injected()
+    );
+    restic_check_clean(&sb, &repo, "after the retried backup");
 }

@@ -6,15 +6,20 @@
 //!    restarted and the repository checks clean.
 //! 2. The real restic 0.14 checks (`--read-data`) and restores what restix
 //!    wrote to the bucket, and restix does the same with what restic wrote.
-//! 3. The backend library on its own: multipart uploads, ranges, listing,
-//!    removal, and `create` making a missing bucket like restic does.
+//! 3. The backend conformance suite (restix_backend::testing::conformance),
+//!    with the endpoint's node stopped and started for its outage check.
+//! 4. What is S3's own: multipart uploads, `create` making a missing bucket
+//!    like restic does, refused credentials.
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use restix_engine::backend::{Backend, FileType};
+use restix_backend::testing::conformance::{Outage, Suite};
+use restix_backend::{Backend, FileType};
 use restix_s3::{S3Backend, S3Location, S3Options, TlsOptions};
-use restix_tests::garage::GarageCluster;
+use restix_tests::garage::{GarageCluster, BUCKET};
 use restix_tests::harness::{
     assert_trees_equal, pseudo_random_bytes, restored_path, s, CompareOptions, Run, Sandbox, Tool,
 };
@@ -201,100 +206,106 @@ fn restic_and_restix_share_a_garage_bucket() {
     .ok();
 }
 
-fn open_backend(cluster: &GarageCluster, location: &str, options: &S3Options) -> S3Backend {
+fn env_lookup(cluster: &GarageCluster) -> impl Fn(&str) -> Option<String> {
     let env: Vec<(&str, String)> = cluster.env();
-    let lookup = move |name: &str| {
+    move |name: &str| {
         env.iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value.clone())
-    };
+    }
+}
+
+fn open_backend(cluster: &GarageCluster, location: &str, options: &S3Options) -> S3Backend {
     S3Backend::open_with_env(
         &S3Location::parse(location).unwrap(),
         options,
         &TlsOptions::default(),
-        &lookup,
+        &env_lookup(cluster),
     )
     .unwrap()
 }
 
-#[test]
-fn backend_multipart_ranges_listing_and_bucket_creation() {
-    let cluster = require_garage!();
-    let options = S3Options {
+/// Small multipart settings, so the suite's large file goes up in parts.
+fn small_parts() -> S3Options {
+    S3Options {
         multipart_threshold: 6 * 1024 * 1024,
         part_size: 5 * 1024 * 1024,
         ..S3Options::default()
-    };
+    }
+}
+
+/// Stops node 1, whose S3 endpoint the backend talks to (connections are
+/// refused), and starts it again, for the suite's outage check. (The other
+/// two nodes stay up: a node that restarts finds its peers again through
+/// them; three restarted at once would not find each other.)
+struct EndpointOutage<'a>(&'a Mutex<GarageCluster>);
+
+impl Outage for EndpointOutage<'_> {
+    fn begin(&self) {
+        lock(self.0).stop_node(0);
+    }
+    fn end(&self) {
+        let mut cluster = lock(self.0);
+        cluster.start_node(0);
+        cluster.wait_healthy();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The backend conformance suite (restix_backend::testing::conformance) on
+/// fresh prefixes of the bucket; the endpoint's node is stopped and started
+/// for its outage check.
+#[test]
+fn conformance() {
+    let cluster = require_garage!();
+    let endpoint = cluster.endpoint(0);
+    let lookup = env_lookup(&cluster);
+    let next = AtomicUsize::new(0);
+    let cluster = Mutex::new(cluster);
+    let outage = EndpointOutage(&cluster);
+    Suite::new(|| {
+        let n = next.fetch_add(1, Ordering::SeqCst);
+        let location = format!("s3:{endpoint}/{BUCKET}/conformance{n}");
+        S3Backend::open_with_env(
+            &S3Location::parse(&location).unwrap(),
+            &small_parts(),
+            &TlsOptions::default(),
+            &lookup,
+        )
+        .unwrap()
+    })
+    .outage(&outage)
+    .run();
+}
+
+/// What S3 does beyond the contract: `create` makes a missing bucket (as
+/// restic does), the region comes from the server, large objects go up in
+/// parts, and a refused signature is permanent, not retried.
+#[test]
+fn bucket_creation_multipart_and_refused_credentials() {
+    let cluster = require_garage!();
     // A bucket that does not exist yet: `create` makes it (restic does too).
     let url = format!("s3:{}/fresh-bucket/repo", cluster.endpoint(0));
-    let backend = open_backend(&cluster, &url, &options);
+    let backend = open_backend(&cluster, &url, &small_parts());
     assert_eq!(backend.region(), "garage");
     backend.create().unwrap();
-    assert!(backend.list(FileType::Config).unwrap().is_empty());
-    assert!(backend
-        .read(FileType::Config, "config")
-        .unwrap_err()
-        .is_not_found());
 
     let id = "ab".repeat(32);
     let data = pseudo_random_bytes(7, 12 * 1024 * 1024 + 123);
     backend.write(FileType::Pack, &id, &data).unwrap(); // 3 parts
-    let small_id = "cd".repeat(32);
-    backend.write(FileType::Pack, &small_id, b"small").unwrap(); // one PUT
-    backend.write(FileType::Config, "config", b"cfg").unwrap();
-    backend.write(FileType::Snapshot, &id, b"snap").unwrap();
-
     assert_eq!(backend.read(FileType::Pack, &id).unwrap(), data);
+    // A range across the first part boundary.
     assert_eq!(
         backend
             .read_range(FileType::Pack, &id, 5 * 1024 * 1024 - 10, 20)
             .unwrap(),
         &data[5 * 1024 * 1024 - 10..5 * 1024 * 1024 + 10]
     );
-    let err = backend
-        .read_range(FileType::Pack, &small_id, 3, 10)
-        .unwrap_err();
-    assert!(
-        matches!(err, restix_engine::backend::BackendError::ShortRead { .. }),
-        "{err}"
-    );
-    assert_eq!(
-        backend.stat(FileType::Pack, &id).unwrap().size,
-        data.len() as u64
-    );
 
-    let mut packs: Vec<(String, u64)> = backend
-        .list(FileType::Pack)
-        .unwrap()
-        .into_iter()
-        .map(|f| (f.name, f.size))
-        .collect();
-    packs.sort();
-    assert_eq!(
-        packs,
-        vec![(id.clone(), data.len() as u64), (small_id.clone(), 5)]
-    );
-    assert_eq!(backend.list(FileType::Config).unwrap().len(), 1);
-    assert_eq!(backend.list(FileType::Snapshot).unwrap().len(), 1);
-    assert!(backend.list(FileType::Index).unwrap().is_empty());
-    // init on an existing repository refuses.
-    assert!(matches!(
-        backend.create().unwrap_err(),
-        restix_engine::backend::BackendError::AlreadyExists { .. }
-    ));
-
-    backend.remove(FileType::Pack, &id).unwrap();
-    assert!(backend
-        .stat(FileType::Pack, &id)
-        .unwrap_err()
-        .is_not_found());
-    assert_eq!(backend.list(FileType::Pack).unwrap().len(), 1);
-
-    // Wrong credentials fail at once, with the server's reason.
-    let bad = S3Options {
-        retries: 0,
-        ..S3Options::default()
-    };
+    // Wrong credentials fail at once, permanently, with the server's reason.
     let lookup = |name: &str| match name {
         "AWS_ACCESS_KEY_ID" => Some("GK000000000000000000000000".to_string()),
         "AWS_SECRET_ACCESS_KEY" => Some("00".repeat(32)),
@@ -303,11 +314,12 @@ fn backend_multipart_ranges_listing_and_bucket_creation() {
     };
     let denied = S3Backend::open_with_env(
         &S3Location::parse(&url).unwrap(),
-        &bad,
+        &S3Options::default(),
         &TlsOptions::default(),
         &lookup,
     )
     .unwrap();
     let err = denied.stat(FileType::Config, "config").unwrap_err();
     assert!(!err.is_not_found(), "{err}");
+    assert!(!err.is_transient(), "{err}");
 }

@@ -1,16 +1,21 @@
 //! The SFTP backend against a real, private OpenSSH sshd (tests/src/sshd.rs):
-//! backend conformance, atomic writes, host key checking, authentication
-//! errors, reconnecting after a server restart, subprocess mode.
+//! the backend conformance suite (with the server killed for its outage
+//! check), a writer process killed mid-upload, and what is SFTP's own: the
+//! layout and file modes, host key checking, authentication errors,
+//! reconnecting after a server restart, subprocess mode, ssh-agent.
 //!
 //! Full restix-over-SFTP interop (the CLI against restic) comes with the CLI;
 //! see sftp_restic.rs for the harness proven with the real restic.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use restix_engine::backend::{Backend, BackendError, FileType};
+use restix_backend::retry::{RetryPolicy, Retrying};
+use restix_backend::testing::conformance::{Outage, Suite};
+use restix_backend::testing::killed_writer;
+use restix_backend::{wrap, Backend, FileType, WrapOptions};
 use restix_sftp::{open_with_env, SftpBackend, SftpLocation, SftpOptions, SshEnv};
 use restix_tests::harness;
 use restix_tests::sshd::{Sshd, TestHome};
@@ -48,13 +53,105 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Stops and restarts the private sshd for the suite's outage check.
+struct SshdOutage<'a>(&'a Mutex<Sshd>);
+
+impl Outage for SshdOutage<'_> {
+    fn begin(&self) {
+        lock(self.0).kill();
+    }
+    fn end(&self) {
+        lock(self.0).restart();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The backend conformance suite (restix_backend::testing::conformance),
+/// with the server killed and restarted for its outage check.
 #[test]
 fn conformance() {
     let Some(sshd) = Sshd::start_if_available() else {
         return;
     };
     let home = sshd.home();
-    // A nested, missing folder: create() makes parents too.
+    let next = AtomicUsize::new(0);
+    let sshd = Mutex::new(sshd);
+    let outage = SshdOutage(&sshd);
+    Suite::new(|| {
+        let n = next.fetch_add(1, Ordering::SeqCst);
+        let url = {
+            let sshd = lock(&sshd);
+            sshd.sftp_url(&sshd.dir().join(format!("conformance{n}")))
+        };
+        open_url(&url, &home, &SftpOptions::default()).unwrap()
+    })
+    .outage(&outage)
+    .run();
+}
+
+/// Where the killed-writer child finds its ssh keys.
+const CHILD_HOME: &str = "RESTIX_TEST_SSH_HOME";
+
+/// The child of [`writes_survive_a_killed_writer`] (a no-op in a normal run).
+#[test]
+fn killed_writer_child() {
+    killed_writer::child_entry(|url| {
+        let home = std::env::var_os(CHILD_HOME).expect("the parent sets the ssh home");
+        let env = SshEnv {
+            home: PathBuf::from(home),
+            agent_socket: None,
+        };
+        let location = SftpLocation::parse(url).unwrap();
+        let backend = open_with_env(&location, &SftpOptions::default(), &env).unwrap();
+        Box::new(wrap(Box::new(backend), &WrapOptions::default()))
+    });
+}
+
+/// A process killed in the middle of an upload leaves no partial file under
+/// a final name, only its `-tmp-` file, which nothing lists. (Should the kill
+/// miss every upload, the experiment is repeated, up to three times.)
+#[test]
+fn writes_survive_a_killed_writer() {
+    let Some(sshd) = Sshd::start_if_available() else {
+        return;
+    };
+    let home = sshd.home();
+    let home_text = home.path().display().to_string();
+    let mut cut_off = 0;
+    for attempt in 0..3 {
+        let repo = sshd.dir().join(format!("killed{attempt}"));
+        let url = sshd.sftp_url(&repo);
+        let backend = open_url(&url, &home, &SftpOptions::default()).unwrap();
+        backend.create().unwrap();
+        killed_writer::check(
+            &backend,
+            "killed_writer_child",
+            &url,
+            &[(CHILD_HOME, home_text.as_str())],
+        );
+        cut_off = harness::files_below(&repo)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("-tmp-"))
+            .count();
+        if cut_off > 0 {
+            break;
+        }
+    }
+    assert!(cut_off > 0, "the kill never landed inside an upload");
+}
+
+/// What SFTP does beyond the contract: `create` makes missing parents and
+/// the whole layout; files are written 0600 through temporary files that do
+/// not stay behind.
+#[test]
+fn create_layout_modes_and_no_leftovers() {
+    let Some(sshd) = Sshd::start_if_available() else {
+        return;
+    };
+    let home = sshd.home();
     let repo = sshd.dir().join("deep").join("er").join("repo");
     let b = open_url(&sshd.sftp_url(&repo), &home, &SftpOptions::default()).unwrap();
     assert_eq!(b.connections(), 5);
@@ -70,176 +167,19 @@ fn conformance() {
     ] {
         assert!(repo.join(d).is_dir(), "{d} missing");
     }
-    assert!(b.list(FileType::Config).unwrap().is_empty());
-    assert!(b.list(FileType::Pack).unwrap().is_empty());
-
-    // config, then create() refuses.
-    b.write(FileType::Config, "config", b"cfg").unwrap();
-    assert_eq!(b.read(FileType::Config, "config").unwrap(), b"cfg");
-    assert!(matches!(
-        b.create(),
-        Err(BackendError::AlreadyExists { .. })
-    ));
-    assert_eq!(b.list(FileType::Config).unwrap().len(), 1);
-
-    // Small files of every type.
-    for (i, t) in [
-        FileType::Key,
-        FileType::Snapshot,
-        FileType::Index,
-        FileType::Lock,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let name = id(i as u32);
-        let data = bytes(1000 + i, i as u64);
-        b.write(t, &name, &data).unwrap();
-        assert_eq!(b.read(t, &name).unwrap(), data);
-        assert_eq!(b.stat(t, &name).unwrap().size, data.len() as u64);
-        let listed = b.list(t).unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].name, name);
-        assert_eq!(listed[0].size, data.len() as u64);
-    }
-    // Written files are 0600 (written as temporary files with that mode).
+    b.write(FileType::Key, &id(0), b"key").unwrap();
+    b.write(FileType::Pack, &id(1), &bytes(3 << 20, 1)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     let key_file = repo.join("keys").join(id(0));
     assert_eq!(
         fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-
-    // Empty file.
-    b.write(FileType::Lock, &id(99), b"").unwrap();
-    assert_eq!(b.read(FileType::Lock, &id(99)).unwrap(), b"");
-
-    // Packs, 20 MiB one included, from several threads at once.
-    let b = Arc::new(b);
-    let big = bytes(20 << 20, 42);
-    let mut handles = Vec::new();
-    for i in 0..6u32 {
-        let b = b.clone();
-        let data = if i == 0 {
-            big.clone()
-        } else {
-            bytes(300_000 + i as usize * 7777, u64::from(i))
-        };
-        handles.push(std::thread::spawn(move || {
-            let name = id(100 + i);
-            b.write(FileType::Pack, &name, &data).unwrap();
-            (name, data)
-        }));
-    }
-    let packs: Vec<(String, Vec<u8>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let listed: BTreeSet<(String, u64)> = b
-        .list(FileType::Pack)
-        .unwrap()
-        .into_iter()
-        .map(|f| (f.name, f.size))
-        .collect();
-    let expected: BTreeSet<(String, u64)> = packs
-        .iter()
-        .map(|(n, d)| (n.clone(), d.len() as u64))
-        .collect();
-    assert_eq!(listed, expected);
-    let (big_name, _) = &packs[0];
-    assert!(repo
-        .join("data")
-        .join(&big_name[..2])
-        .join(big_name)
-        .is_file());
-    assert_eq!(b.read(FileType::Pack, big_name).unwrap(), big);
-    // Ranges: start, middle across request boundaries, end, empty.
-    for (off, len) in [
-        (0u64, 10u64),
-        (65_000, 200_000),
-        (big.len() as u64 - 5, 5),
-        (1234, 0),
-    ] {
-        let got = b.read_range(FileType::Pack, big_name, off, len).unwrap();
-        assert_eq!(
-            got,
-            &big[off as usize..(off + len) as usize],
-            "range {off}+{len}"
-        );
-    }
-    // Past the end: short read.
-    let e = b
-        .read_range(FileType::Pack, big_name, big.len() as u64 - 5, 10)
-        .unwrap_err();
-    assert!(matches!(e, BackendError::ShortRead { .. }), "{e}");
-
-    // list ignores temporary files and foreign names.
-    fs::write(repo.join("keys").join(format!("{}-tmp-abc", id(5))), b"x").unwrap();
-    fs::write(repo.join("keys").join("README"), b"x").unwrap();
-    assert_eq!(b.list(FileType::Key).unwrap().len(), 1);
-
-    // Not found.
-    assert!(b.read(FileType::Key, &id(77)).unwrap_err().is_not_found());
-    assert!(b
-        .read_range(FileType::Key, &id(77), 0, 1)
-        .unwrap_err()
-        .is_not_found());
-    assert!(b.stat(FileType::Key, &id(77)).unwrap_err().is_not_found());
-    assert!(b.remove(FileType::Key, &id(77)).unwrap_err().is_not_found());
-
-    // Remove.
-    b.remove(FileType::Key, &id(0)).unwrap();
-    assert!(b.stat(FileType::Key, &id(0)).unwrap_err().is_not_found());
-    assert!(b.list(FileType::Key).unwrap().is_empty());
-
-    // No temporary files left behind by our writes.
     let tmp: Vec<PathBuf> = harness::files_below(&repo)
         .into_iter()
-        .filter(|p| {
-            p.to_string_lossy().contains("-tmp-") && !p.to_string_lossy().contains("-tmp-abc")
-        })
+        .filter(|p| p.to_string_lossy().contains("-tmp-"))
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
-}
-
-/// While a 20 MiB file is being written, its final name never shows a
-/// partial file: it is absent, or complete.
-#[test]
-fn write_is_atomic() {
-    let Some(sshd) = Sshd::start_if_available() else {
-        return;
-    };
-    let home = sshd.home();
-    let repo = sshd.dir().join("repo");
-    let b = open_url(&sshd.sftp_url(&repo), &home, &SftpOptions::default()).unwrap();
-    b.create().unwrap();
-    let data = bytes(20 << 20, 7);
-    let name = id(1);
-    let final_path = repo.join("data").join(&name[..2]).join(&name);
-    let size = data.len() as u64;
-    let writer = std::thread::spawn(move || {
-        b.write(FileType::Pack, &name, &data).unwrap();
-        b
-    });
-    let mut seen_tmp = false;
-    while !writer.is_finished() {
-        if let Ok(m) = fs::metadata(&final_path) {
-            assert_eq!(m.len(), size, "partial file under the final name");
-        }
-        let dir = final_path.parent().unwrap();
-        seen_tmp |= fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains("-tmp-"));
-        std::thread::yield_now();
-    }
-    let _b = writer.join().unwrap();
-    assert_eq!(fs::metadata(&final_path).unwrap().len(), size);
-    // The temporary file existed at some point (usually) and is gone now.
-    let _ = seen_tmp;
-    let leftovers = fs::read_dir(final_path.parent().unwrap())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("-tmp-"))
-        .count();
-    assert_eq!(leftovers, 0);
 }
 
 #[test]
@@ -362,7 +302,12 @@ fn reconnects_after_sshd_restart() {
     let home = sshd.home();
     let repo = sshd.dir().join("repo");
     let opts = SftpOptions::from_pairs([("sftp.connections", "2")]).unwrap();
-    let b = open_url(&sshd.sftp_url(&repo), &home, &opts).unwrap();
+    // Reconnecting takes a retry: the backend makes one attempt per call
+    // and drops a dead connection; the retry wrapper tries again.
+    let b = Retrying::new(
+        open_url(&sshd.sftp_url(&repo), &home, &opts).unwrap(),
+        RetryPolicy::fast(),
+    );
     b.create().unwrap();
     let data = bytes(3 << 20, 3);
     b.write(FileType::Pack, &id(1), &data).unwrap();
@@ -372,15 +317,15 @@ fn reconnects_after_sshd_restart() {
     assert_eq!(b.read(FileType::Pack, &id(1)).unwrap(), data);
     assert_eq!(b.list(FileType::Pack).unwrap().len(), 2);
 
-    // With the server gone for good, the error names the file and the reason.
+    // With the server gone for good, the retries end in a transient error
+    // that names the file and the server.
     sshd.kill();
-    let err = b
-        .write(FileType::Pack, &id(3), &data)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(&id(3)), "{err}");
+    let err = b.write(FileType::Pack, &id(3), &data).unwrap_err();
     eprintln!("{err}");
-    assert!(err.contains("gave up after"), "{err}");
+    assert!(err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&id(3)), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
 }
 
 #[test]
@@ -420,29 +365,6 @@ fn subprocess_mode_via_sftp_command_and_args() {
         .expect("false is no server")
         .to_string();
     assert!(err.contains("unable to start the sftp session"), "{err}");
-}
-
-/// `with_rate_limits` shapes per SFTP request; data stays intact (no timing
-/// is asserted: the limit is far above what the test moves).
-#[test]
-fn rate_limited_transfers_are_intact() {
-    let Some(sshd) = Sshd::start_if_available() else {
-        return;
-    };
-    let home = sshd.home();
-    let repo = sshd.dir().join("repo");
-    let limits = restix_engine::backend::limited::RateLimits::from_kib(1 << 20, 1 << 20);
-    let b = open_url(&sshd.sftp_url(&repo), &home, &SftpOptions::default())
-        .unwrap()
-        .with_rate_limits(limits);
-    b.create().unwrap();
-    let data = bytes(2 << 20, 11);
-    b.write(FileType::Pack, &id(1), &data).unwrap();
-    assert_eq!(b.read(FileType::Pack, &id(1)).unwrap(), data);
-    assert_eq!(
-        b.read_range(FileType::Pack, &id(1), 100, 70_000).unwrap(),
-        &data[100..70_100]
-    );
 }
 
 /// Keys held by a real ssh-agent (`SSH_AUTH_SOCK`) are used when no key

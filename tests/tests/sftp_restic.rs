@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use restix_engine::backend::{Backend, FileType};
+use restix_backend::{Backend, FileType};
 use restix_sftp::{open_with_env, SftpLocation, SftpOptions, SshEnv};
 use restix_tests::sshd::{Sshd, TestHome};
 

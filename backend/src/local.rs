@@ -13,7 +13,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
+use crate::options::parse_go_uint;
+use crate::registry::{BackendFactory, OpenContext, OpenError, SchemeOptions};
+use crate::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 
 /// Files are written in pieces of this size, not in one `write` call: for a
 /// multi-megabyte write Linux allocates the page cache in large folios
@@ -26,7 +28,7 @@ const WRITE_PIECE: usize = 64 << 10;
 /// A repository in a local folder.
 ///
 /// ```no_run
-/// use restix_engine::backend::{local::LocalBackend, Backend, FileType};
+/// use restix_backend::{local::LocalBackend, Backend, FileType};
 /// let be = LocalBackend::new("/srv/repo");
 /// be.create().unwrap();
 /// let keys = be.list(FileType::Key).unwrap();
@@ -377,6 +379,38 @@ impl Backend for LocalBackend {
     }
 }
 
+/// The `local:` scheme (and plain paths) for the [`crate::registry`].
+/// Options: `local.connections` (default 2); `local.layout` is accepted and
+/// ignored (restix has only restic's default layout; 0.14 knew the option).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalFactory;
+
+impl BackendFactory for LocalFactory {
+    fn scheme(&self) -> &'static str {
+        "local"
+    }
+
+    fn option_names(&self) -> &'static [&'static str] {
+        &["connections", "layout"]
+    }
+
+    fn open(
+        &self,
+        location: &crate::registry::Location,
+        options: &SchemeOptions,
+        _ctx: &OpenContext<'_>,
+    ) -> Result<Box<dyn Backend>, OpenError> {
+        let mut backend = LocalBackend::new(location.rest.clone());
+        if let Some(value) = options.get("connections") {
+            let n = parse_go_uint(value).ok_or_else(|| {
+                OpenError::OptionSyntax(crate::options::go_uint_syntax_error(value))
+            })?;
+            backend = backend.with_connections(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        Ok(Box::new(backend))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,8 +425,11 @@ mod tests {
         dir
     }
 
+    /// Folders 0700, files 0400 (restic's modes), written through a
+    /// temporary file; the contract itself is the conformance suite's
+    /// (tests/tests/backend_conformance.rs).
     #[test]
-    fn create_write_list_read_remove() {
+    fn modes_of_folders_and_files() {
         let dir = tempdir();
         let root = dir.join("a/b/repo");
         let be = LocalBackend::new(&root);
@@ -409,40 +446,28 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o400
         );
-        assert_eq!(be.read(FileType::Pack, &pack).unwrap(), b"hello world");
-        assert_eq!(
-            be.read_range(FileType::Pack, &pack, 6, 5).unwrap(),
-            b"world"
-        );
-        assert!(matches!(
-            be.read_range(FileType::Pack, &pack, 6, 10),
-            Err(BackendError::ShortRead { got: 5, .. })
-        ));
-        // Non-ID names and temp files are ignored.
-        fs::write(root.join("data/ab/junk"), b"x").unwrap();
-        fs::write(root.join("keys").join(format!("{}-tmp-1", id('2'))), b"x").unwrap();
-        be.write(FileType::Key, &id('2'), b"{}").unwrap();
-        let packs = be.list(FileType::Pack).unwrap();
-        assert_eq!(
-            packs,
-            vec![FileInfo {
-                name: pack.clone(),
-                size: 11
-            }]
-        );
-        assert_eq!(be.list(FileType::Key).unwrap().len(), 1);
-        assert_eq!(be.stat(FileType::Pack, &pack).unwrap().size, 11);
+        // A read-only file can still be removed.
         be.remove(FileType::Pack, &pack).unwrap();
-        assert!(be.read(FileType::Pack, &pack).unwrap_err().is_not_found());
-        assert!(be.remove(FileType::Pack, &pack).unwrap_err().is_not_found());
-        assert!(be.stat(FileType::Pack, &pack).unwrap_err().is_not_found());
-        // config makes create refuse.
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A group-readable config (restic's `init` by a group) makes new files
+    /// and folders group-accessible too.
+    #[test]
+    fn group_readable_config_spreads_group_bits() {
+        let dir = tempdir();
+        let root = dir.join("repo");
+        let be = LocalBackend::new(&root);
+        be.create().unwrap();
         be.write(FileType::Config, "config", b"c").unwrap();
-        assert_eq!(be.list(FileType::Config).unwrap().len(), 1);
-        assert!(matches!(
-            be.create(),
-            Err(BackendError::AlreadyExists { .. })
-        ));
+        fs::set_permissions(root.join("config"), fs::Permissions::from_mode(0o440)).unwrap();
+        let be = LocalBackend::new(&root);
+        be.write(FileType::Key, &id('4'), b"k").unwrap();
+        let mode = fs::metadata(root.join("keys").join(id('4')))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o440);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -475,19 +500,6 @@ mod tests {
                 other => panic!("{offset}+{length}: {other:?}"),
             }
         }
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn missing_repository_lists_empty_and_reads_not_found() {
-        let dir = tempdir();
-        let be = LocalBackend::new(dir.join("nope"));
-        assert!(be.list(FileType::Snapshot).unwrap().is_empty());
-        assert!(be.list(FileType::Config).unwrap().is_empty());
-        assert!(be
-            .read(FileType::Config, "config")
-            .unwrap_err()
-            .is_not_found());
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -13,8 +13,8 @@
 //! process-wide rate stays smooth.
 //!
 //! ```
-//! use restix_engine::backend::limited::{Limited, RateLimits};
-//! use restix_engine::backend::local::LocalBackend;
+//! use restix_backend::limited::{Limited, RateLimits};
+//! use restix_backend::local::LocalBackend;
 //! # let dir = std::env::temp_dir().join(format!("restix-limited-doc-{}", std::process::id()));
 //! let limits = RateLimits::from_kib(1024, 0); // 1 MiB/s up, download unlimited
 //! let backend = Limited::new(LocalBackend::new(&dir), limits);
@@ -24,7 +24,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendResult, FileInfo, FileType};
+use crate::{Backend, BackendResult, FileInfo, FileType};
 
 /// Bytes paid for at a time (and the largest wait step).
 pub const SLICE: u64 = 64 * 1024;

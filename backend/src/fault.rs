@@ -10,14 +10,17 @@
 //! writes atomic, so a full disk leaves no partial file).
 //!
 //! It exists to prove the engine's reliability claims (errors are reported
-//! clearly, a failed backup leaves a repository that `restic check` accepts);
-//! it is not meant for production use.
+//! clearly, a failed backup leaves a repository that `restic check` accepts)
+//! and that the retry wrapper rides out transient faults; it is compiled
+//! only with the `testing` feature. [`Fault::Fail`] is a transient error
+//! (an I/O error another attempt may not meet), [`Fault::FailPermanently`]
+//! a permanent one.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use restix_engine::backend::fault::{FaultPlan, FaultyBackend, OpKind};
-//! use restix_engine::backend::local::LocalBackend;
-//! use restix_engine::backend::{Backend, FileType};
+//! use restix_backend::fault::{FaultPlan, FaultyBackend, OpKind};
+//! use restix_backend::local::LocalBackend;
+//! use restix_backend::{Backend, FileType};
 //! # let dir = std::env::temp_dir().join(format!("restix-fault-doc-{}", std::process::id()));
 //! let plan = FaultPlan::new().fail(OpKind::Write, 2).no_space_after(1 << 20);
 //! let backend = Arc::new(FaultyBackend::new(LocalBackend::new(&dir), plan));
@@ -33,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Backend, BackendError, BackendResult, FileInfo, FileType};
+use crate::{Backend, BackendError, BackendResult, FileInfo, FileType};
 
 /// The operation kinds that are counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,8 +93,12 @@ impl std::fmt::Display for OpKind {
 /// What happens to a chosen operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The operation is not performed and returns [`BackendError::Io`].
+    /// The operation is not performed and returns [`BackendError::Io`]
+    /// (an [`std::io::ErrorKind::Other`] error: transient, retried).
     Fail,
+    /// The operation is not performed and returns [`BackendError::Other`]
+    /// (permanent, not retried).
+    FailPermanently,
     /// Reads return (successfully) only the first half of the data; writes
     /// store only the first half under the final name and then fail, like a
     /// non-atomic remote that lost the connection mid-upload; lists return
@@ -115,8 +122,11 @@ pub struct FaultRule {
     pub op: OpKind,
     /// The first operation hit (1-based count of operations of this kind).
     pub nth: u64,
-    /// Also hit every later operation of this kind (a lasting outage).
+    /// Also hit later operations of this kind (a lasting outage).
     pub persistent: bool,
+    /// With `persistent`: hit every `every`-th operation from `nth` on
+    /// (0 and 1: all of them).
+    pub every: u64,
     /// Only operations on this file type match (they still count towards
     /// `nth` only when they match); `None` matches every type.
     pub file_type: Option<FileType>,
@@ -152,6 +162,7 @@ impl FaultPlan {
             op,
             nth,
             persistent: false,
+            every: 1,
             file_type: None,
             fault,
         })
@@ -163,6 +174,20 @@ impl FaultPlan {
             op,
             nth,
             persistent: true,
+            every: 1,
+            file_type: None,
+            fault,
+        })
+    }
+
+    /// Hit the `nth` operation of kind `op`, then every `every`-th after it
+    /// (an unreliable link: with a retry wrapper every operation succeeds).
+    pub fn every(self, op: OpKind, nth: u64, every: u64, fault: Fault) -> FaultPlan {
+        self.rule(FaultRule {
+            op,
+            nth,
+            persistent: true,
+            every,
             file_type: None,
             fault,
         })
@@ -279,7 +304,7 @@ impl<B: Backend> FaultyBackend<B> {
             }
             *seen += 1;
             let hit = if rule.persistent {
-                *seen >= rule.nth
+                *seen >= rule.nth && (*seen - rule.nth) % rule.every.max(1) == 0
             } else {
                 *seen == rule.nth
             };
@@ -308,6 +333,18 @@ impl<B: Backend> FaultyBackend<B> {
                 file_type.relative_path(name)
             ),
             source: std::io::Error::other(format!("injected fault on {op}")),
+        }
+    }
+
+    /// The error of a failing operation: transient for [`Fault::Fail`] (and
+    /// the kinds that fail like it), permanent for [`Fault::FailPermanently`].
+    fn failure(&self, fault: Fault, op: OpKind, file_type: FileType, name: &str) -> BackendError {
+        match fault {
+            Fault::FailPermanently => BackendError::Other(format!(
+                "{}: injected permanent fault on {op}",
+                self.path(file_type, name)
+            )),
+            _ => self.injected_error(op, file_type, name),
         }
     }
 
@@ -353,7 +390,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
                 all.truncate(all.len() / 2);
                 Ok(all)
             }
-            Some(_) => Err(self.injected_error(OpKind::List, file_type, "")),
+            Some(f) => Err(self.failure(f, OpKind::List, file_type, "")),
         }
     }
 
@@ -366,7 +403,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             Some(f @ (Fault::Truncate | Fault::ShortRead(_))) => {
                 Ok(shorten_read(self.inner.read(file_type, name)?, f))
             }
-            Some(_) => Err(self.injected_error(OpKind::Read, file_type, name)),
+            Some(f) => Err(self.failure(f, OpKind::Read, file_type, name)),
         }
     }
 
@@ -386,7 +423,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
                 self.inner.read_range(file_type, name, offset, length)?,
                 f,
             )),
-            Some(_) => Err(self.injected_error(OpKind::Read, file_type, name)),
+            Some(f) => Err(self.failure(f, OpKind::Read, file_type, name)),
         }
     }
 
@@ -414,7 +451,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
                 self.inner.write(file_type, name, stored)?;
                 Err(self.injected_error(OpKind::Write, file_type, name))
             }
-            Some(_) => Err(self.injected_error(OpKind::Write, file_type, name)),
+            Some(f) => Err(self.failure(f, OpKind::Write, file_type, name)),
         }
     }
 
@@ -422,7 +459,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         match self.decide(OpKind::Remove, file_type) {
             None => self.inner.remove(file_type, name),
             Some(Fault::Drop) => Ok(()),
-            Some(_) => Err(self.injected_error(OpKind::Remove, file_type, name)),
+            Some(f) => Err(self.failure(f, OpKind::Remove, file_type, name)),
         }
     }
 
@@ -432,7 +469,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             Some(Fault::Drop) => Err(BackendError::NotFound {
                 path: self.path(file_type, name),
             }),
-            Some(_) => Err(self.injected_error(OpKind::Stat, file_type, name)),
+            Some(f) => Err(self.failure(f, OpKind::Stat, file_type, name)),
         }
     }
 
@@ -447,7 +484,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
+    use crate::local::LocalBackend;
     use std::path::PathBuf;
     use std::sync::atomic::AtomicUsize;
 
@@ -520,6 +557,7 @@ mod tests {
             op: OpKind::Write,
             nth: 1,
             persistent: false,
+            every: 1,
             file_type: Some(FileType::Index),
             fault: Fault::Fail,
         });

@@ -8,7 +8,7 @@
 /// leading `..`), no trailing slash; an empty result is `.`.
 ///
 /// ```
-/// use restix_engine::go_path::clean;
+/// use restix_backend::go_path::clean;
 /// assert_eq!(clean("a//b/./c/.."), "a/b");
 /// assert_eq!(clean("/../x/"), "/x");
 /// assert_eq!(clean("./../y"), "../y");

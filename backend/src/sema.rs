@@ -1,0 +1,248 @@
+//! At most [`Backend::connections`] operations at once (restic's
+//! `internal/backend/sema`).
+//!
+//! The engine runs more workers than the backend has connections (workers
+//! also decrypt and hash); this wrapper makes the extra ones wait for a
+//! permit instead of piling requests onto the server. Operations on lock
+//! files never wait, so a lock can be refreshed or removed while every
+//! permit is busy with long uploads (restic does the same).
+//!
+//! ```
+//! use restix_backend::local::LocalBackend;
+//! use restix_backend::sema::ConnectionLimited;
+//! use restix_backend::Backend;
+//! # let dir = std::env::temp_dir().join(format!("restix-sema-doc-{}", std::process::id()));
+//! let backend = ConnectionLimited::new(LocalBackend::new(&dir).with_connections(3));
+//! assert_eq!(backend.connections(), 3);
+//! ```
+
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use crate::{Backend, BackendResult, FileInfo, FileType};
+
+/// A counting semaphore on std primitives (the trait is synchronous).
+#[derive(Debug)]
+struct Permits {
+    free: Mutex<usize>,
+    returned: Condvar,
+}
+
+/// One permit, given back on drop.
+struct Permit<'a>(Option<&'a Permits>);
+
+impl Permits {
+    fn new(count: usize) -> Permits {
+        Permits {
+            free: Mutex::new(count.max(1)),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .returned
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Permit(Some(self))
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(permits) = self.0.take() {
+            let mut free = permits.free.lock().unwrap_or_else(PoisonError::into_inner);
+            *free += 1;
+            permits.returned.notify_one();
+        }
+    }
+}
+
+/// A backend that runs at most `connections()` operations at once.
+pub struct ConnectionLimited<B: Backend> {
+    inner: B,
+    permits: Permits,
+}
+
+impl<B: Backend> ConnectionLimited<B> {
+    /// Wrap `inner`, allowing `inner.connections()` operations at once.
+    pub fn new(inner: B) -> ConnectionLimited<B> {
+        let permits = Permits::new(inner.connections());
+        ConnectionLimited { inner, permits }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// A permit, except for lock files (they must never wait behind uploads).
+    fn permit(&self, file_type: FileType) -> Permit<'_> {
+        if file_type == FileType::Lock {
+            Permit(None)
+        } else {
+            self.permits.acquire()
+        }
+    }
+}
+
+impl<B: Backend> Backend for ConnectionLimited<B> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn create(&self) -> BackendResult<()> {
+        let _permit = self.permits.acquire();
+        self.inner.create()
+    }
+
+    fn list(&self, file_type: FileType) -> BackendResult<Vec<FileInfo>> {
+        let _permit = self.permit(file_type);
+        self.inner.list(file_type)
+    }
+
+    fn read(&self, file_type: FileType, name: &str) -> BackendResult<Vec<u8>> {
+        let _permit = self.permit(file_type);
+        self.inner.read(file_type, name)
+    }
+
+    fn read_range(
+        &self,
+        file_type: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Vec<u8>> {
+        let _permit = self.permit(file_type);
+        self.inner.read_range(file_type, name, offset, length)
+    }
+
+    fn write(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+        let _permit = self.permit(file_type);
+        self.inner.write(file_type, name, data)
+    }
+
+    fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
+        let _permit = self.permit(file_type);
+        self.inner.remove(file_type, name)
+    }
+
+    fn stat(&self, file_type: FileType, name: &str) -> BackendResult<FileInfo> {
+        let _permit = self.permit(file_type);
+        self.inner.stat(file_type, name)
+    }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+    fn list_after_write_consistent(&self) -> bool {
+        self.inner.list_after_write_consistent()
+    }
+    fn has_flaky_errors(&self) -> bool {
+        self.inner.has_flaky_errors()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts operations in flight and remembers the most at once; each
+    /// operation waits until `release` lets it go.
+    struct Probe {
+        connections: usize,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        gate: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Probe {
+        fn op(&self) -> BackendResult<()> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let mut open = self.gate.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    impl Backend for Probe {
+        fn location(&self) -> String {
+            "probe".into()
+        }
+        fn create(&self) -> BackendResult<()> {
+            self.op()
+        }
+        fn list(&self, _: FileType) -> BackendResult<Vec<FileInfo>> {
+            self.op().map(|()| Vec::new())
+        }
+        fn read(&self, _: FileType, _: &str) -> BackendResult<Vec<u8>> {
+            self.op().map(|()| Vec::new())
+        }
+        fn read_range(&self, _: FileType, _: &str, _: u64, _: u64) -> BackendResult<Vec<u8>> {
+            self.op().map(|()| Vec::new())
+        }
+        fn write(&self, _: FileType, _: &str, _: &[u8]) -> BackendResult<()> {
+            self.op()
+        }
+        fn remove(&self, _: FileType, _: &str) -> BackendResult<()> {
+            self.op()
+        }
+        fn stat(&self, _: FileType, name: &str) -> BackendResult<FileInfo> {
+            self.op().map(|()| FileInfo {
+                name: name.into(),
+                size: 0,
+            })
+        }
+        fn connections(&self) -> usize {
+            self.connections
+        }
+    }
+
+    #[test]
+    fn never_more_than_connections_in_flight_and_locks_pass() {
+        let backend = Arc::new(ConnectionLimited::new(Probe {
+            connections: 3,
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            gate: Mutex::new(false),
+            opened: Condvar::new(),
+        }));
+        let workers: Vec<_> = (0..10)
+            .map(|i| {
+                let b = Arc::clone(&backend);
+                std::thread::spawn(move || b.write(FileType::Pack, &format!("{i}"), b"x"))
+            })
+            .collect();
+        // Wait until three operations hold all permits; the others queue.
+        while backend.inner().in_flight.load(Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
+        // A lock operation still gets through while every permit is taken.
+        let locker = {
+            let b = Arc::clone(&backend);
+            std::thread::spawn(move || b.write(FileType::Lock, "lock", b"l"))
+        };
+        while backend.inner().in_flight.load(Ordering::SeqCst) < 4 {
+            std::thread::yield_now();
+        }
+        *backend.inner().gate.lock().unwrap() = true;
+        backend.inner().opened.notify_all();
+        for w in workers {
+            w.join().unwrap().unwrap();
+        }
+        locker.join().unwrap().unwrap();
+        // 3 permits + the lock operation, never more.
+        assert_eq!(backend.inner().most.load(Ordering::SeqCst), 4);
+    }
+}
