@@ -510,10 +510,14 @@ fn flipped_bytes_are_detected_and_named() {
 
         // A restore fails with a non-zero exit, and whatever it wrote is
         // intact (a file whose blob is damaged is not left behind as good).
+        // `--no-cache`: every copy has the template's repository ID, so the
+        // cache the backup filled holds the intact index and snapshot, and
+        // a restore would use them (as restic uses its cached copies).
         let target = sb.join(format!("target-{}", kind.replace(' ', "-")));
         let run = sb.restix([
             "-r",
             harness::s(&repo),
+            "--no-cache",
             "restore",
             &snap,
             "--target",

@@ -952,6 +952,20 @@ impl Restorer {
         } else {
             let missing = merge_ranges(failure.missing);
             let lost: u64 = missing.iter().map(|(_, len)| len).sum();
+            if lost >= file.node.size && file.node.size > 0 && file.node.links <= 1 {
+                // Not one byte could be restored: a file of zeros would only
+                // look like a restored file. restic 0.18 likewise creates a
+                // file only when it writes its first blob.
+                if std::fs::remove_file(&file.write_path).is_ok() {
+                    run.report(
+                        &file.path,
+                        &format!(
+                            "{first}; nothing of it could be restored, the file was not created"
+                        ),
+                    );
+                    return;
+                }
+            }
             format!(
                 "{first}; kept {} of {} bytes, missing {}",
                 file.node.size.saturating_sub(lost),
