@@ -54,7 +54,7 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -952,10 +952,15 @@ impl Restorer {
         } else {
             let missing = merge_ranges(failure.missing);
             let lost: u64 = missing.iter().map(|(_, len)| len).sum();
-            if lost >= file.node.size && file.node.size > 0 && file.node.links <= 1 {
-                // Not one byte could be restored: a file of zeros would only
-                // look like a restored file. restic 0.18 likewise creates a
-                // file only when it writes its first blob.
+            // Not one byte reached the disk (no block allocated; a blob
+            // whose write failed half-way still leaves its first bytes, which
+            // are kept): a file of zeros would only look like a restored
+            // file. restic 0.18 likewise creates a file at its first blob.
+            let nothing_written = lost >= file.node.size
+                && file.node.size > 0
+                && file.node.links <= 1
+                && std::fs::symlink_metadata(&file.write_path).is_ok_and(|m| m.blocks() == 0);
+            if nothing_written {
                 if std::fs::remove_file(&file.write_path).is_ok() {
                     run.report(
                         &file.path,
