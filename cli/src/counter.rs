@@ -52,6 +52,17 @@ pub fn counter_line(elapsed: Duration, done: u64, total: u64, what: &str) -> Str
     }
 }
 
+/// The final counter line restic prints when stdout is not a terminal
+/// (spec: cli §1.1): `[0:00] 100.00%  2 / 2 files deleted`, always in
+/// the form with a total (as `forget` and `prune` print it).
+pub fn counter_line_with_total(start: Instant, done: u64, total: u64, what: &str) -> String {
+    format!(
+        "[{}] {}  {done} / {total} {what}",
+        format_duration(start.elapsed().as_secs()),
+        format_percent(done, total)
+    )
+}
+
 struct Shared {
     done: AtomicU64,
     total: AtomicU64,

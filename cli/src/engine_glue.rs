@@ -11,9 +11,8 @@ use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_engine::repository::{LockGuard, Repository};
 use restix_repo_format::{CompressionMode, Id, Snapshot};
 
-use crate::commands::Context;
-use crate::engine_errors::{map_lock_error, map_open_error};
-use crate::errors::{fatal, CliError};
+use crate::context::Context;
+use crate::errors::{fatal, map_lock_error, map_open_error, CliError};
 use crate::location::{open_backend_tls, tls_options};
 use crate::options::{self, PasswordSource, ProcessEnv};
 
@@ -129,7 +128,7 @@ fn check_config_exists(backend: &dyn Backend, location: &str) -> Result<(), CliE
     match backend.stat(FileType::Config, "config") {
         Ok(info) if info.size == 0 => Err(fatal("config file has zero size, invalid repository?")),
         Ok(_) => Ok(()),
-        Err(BackendError::NotFound { path }) => Err(crate::engine_errors::missing_repository(&path, location)),
+        Err(BackendError::NotFound { path }) => Err(crate::errors::missing_repository(&path, location)),
         Err(e) => Err(fatal(format!("unable to open config file: {e}\nIs there a repository at the following location?\n{location}"))),
     }
 }

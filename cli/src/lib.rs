@@ -13,24 +13,31 @@
 //! ```
 
 pub mod args;
+mod blob_source;
 mod cache_dirs;
 mod commands;
+mod context;
 mod counter;
-mod engine_errors;
 mod engine_glue;
 mod errors;
 mod features;
 mod help;
 mod help_text;
+mod image_args;
+mod image_mode;
 pub mod location;
 pub mod options;
 mod output;
+mod patterns;
 pub mod pflag;
 mod progress;
+mod pruning;
 mod repo_check;
 mod rewrite_report;
 mod secondary_repo;
 mod signals;
+mod snapshot_select;
+mod snapshot_view;
 mod timefmt;
 
 use clap::FromArgMatches;

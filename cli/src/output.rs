@@ -513,6 +513,17 @@ impl Table {
     }
 }
 
+/// Go's `%v` of a string slice: `[a b]`.
+pub fn go_slice(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%v` of restic's `[]TagList`: `[[a b] [c]]`.
+pub fn go_tag_lists(groups: &[Vec<String>]) -> String {
+    let inner: Vec<String> = groups.iter().map(|g| go_slice(g)).collect();
+    go_slice(&inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@ use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use restix_engine::archiver::BackupSummary;
+use restix_repo_format::{GoTime, Id};
 use serde::Serialize;
 
 use crate::output::{format_bytes, format_duration, to_go_json, Printer};
@@ -194,6 +196,80 @@ fn show(printer: &Printer, mode: Mode, status: &Status) {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// `backup`'s `summary` line, 0.18 field order (spec: cli §11.1), shared
+/// with image mode.
+#[derive(Serialize, Debug)]
+pub struct BackupSummaryJson {
+    pub message_type: &'static str,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    pub total_duration: GoFloat,
+    pub backup_start: GoTime,
+    pub backup_end: GoTime,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub snapshot_id: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// A float serialized with Go's shortest formatting (via the Go formatter).
+#[derive(Debug, Clone, Copy)]
+pub struct GoFloat(pub f64);
+
+impl Serialize for GoFloat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+impl BackupSummaryJson {
+    pub fn from_summary(summary: &BackupSummary, dry_run: bool) -> BackupSummaryJson {
+        BackupSummaryJson {
+            message_type: "summary",
+            files_new: summary.files_new,
+            files_changed: summary.files_changed,
+            files_unmodified: summary.files_unmodified,
+            dirs_new: summary.dirs_new,
+            dirs_changed: summary.dirs_changed,
+            dirs_unmodified: summary.dirs_unmodified,
+            data_blobs: summary.data_blobs,
+            tree_blobs: summary.tree_blobs,
+            data_added: summary.data_added,
+            data_added_packed: summary.data_added_packed,
+            total_files_processed: summary.total_files_processed,
+            total_bytes_processed: summary.total_bytes_processed,
+            total_duration: GoFloat(backup_duration(summary).as_secs_f64()),
+            backup_start: summary.backup_start,
+            backup_end: summary.backup_end,
+            // Empty (left out) when --skip-if-unchanged stored nothing.
+            snapshot_id: if summary.snapshot_id == Id::NULL {
+                String::new()
+            } else {
+                summary.snapshot_id.to_hex()
+            },
+            dry_run,
+        }
+    }
+}
+
+/// 0.18+: `total_duration` is `backup_end - backup_start` (spec: cli §11.1).
+pub fn backup_duration(summary: &BackupSummary) -> Duration {
+    let nanos = summary.backup_end.unix_nanos() - summary.backup_start.unix_nanos();
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .unwrap_or(summary.total_duration)
 }
 
 /// `backup`'s `status` line (spec: cli §11.1): everything but

@@ -4,14 +4,13 @@
 use restix_engine::copy::{copy_snapshot, find_existing_copy, CopyState};
 use restix_engine::repository::{LockGuard, Repository};
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::CopyArgs;
-use crate::engine_errors::map_lock_error;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, read_password, LockMode};
-use crate::errors::fatal;
+use crate::errors::{fatal, map_lock_error};
 use crate::options::{self, ProcessEnv};
 use crate::secondary_repo::open_secondary;
+use crate::snapshot_select::select_snapshots;
 use crate::timefmt::go_time_string;
 
 pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
@@ -51,7 +50,7 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
         (&primary.repo, &secondary.repo)
     };
     let all = src.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     let dst_snaps = dst.list_snapshots()?;
     src.load_index()?;

@@ -6,8 +6,8 @@ use restix_engine::dump::{dump_file, dump_tar};
 use restix_engine::walker::{resolve_path, ResolvedPath, WalkError};
 use restix_repo_format::NodeType;
 
-use super::Context;
 use crate::args::DumpArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 
@@ -16,7 +16,7 @@ const OUTPUT_BUFFER: usize = 4 << 20;
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
     if let Some(format) = &args.image.format {
-        return super::image::run_dump(ctx, args, format);
+        return crate::image_mode::run_dump(ctx, args, format);
     }
     let [snapshot_arg, path] = args.args.as_slice() else {
         return Err(fatal("no file and no snapshot ID specified").into());
@@ -27,7 +27,8 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
         other => return Err(fatal(format!("unknown archive format \"{other}\"")).into()),
     }
     let opened = open_repository(ctx, LockMode::Shared)?;
-    let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (_, _, root) =
+        crate::snapshot_select::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
     let repo = &opened.repo;
     let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
         WalkError::NotFound { .. } => fatal(format!(
@@ -95,7 +96,8 @@ fn clean_base(path: &str) -> Vec<u8> {
 /// zip archive ([`restix_engine::dump_zip`]).
 fn run_zip(ctx: &Context, args: &DumpArgs, snapshot_arg: &str, path: &str) -> anyhow::Result<()> {
     let opened = open_repository(ctx, LockMode::Shared)?;
-    let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (_, _, root) =
+        crate::snapshot_select::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
     let repo = &opened.repo;
     let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
         WalkError::NotFound { .. } => fatal(format!(

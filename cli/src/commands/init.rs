@@ -4,8 +4,8 @@ use restix_engine::repository::{RepoError, Repository};
 use restix_repo_format::ScryptParams;
 use serde::Serialize;
 
-use super::Context;
 use crate::args::InitArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_location, read_password};
 use crate::errors::fatal;
 use crate::options::{self, PasswordSource, ProcessEnv};

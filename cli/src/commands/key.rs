@@ -6,8 +6,8 @@ use restix_engine::keys::{add_key, find_key, list_keys, remove_key, KeyError};
 use restix_repo_format::{GoTime, ScryptParams};
 use serde::Serialize;
 
-use super::Context;
 use crate::args::{KeyAddArgs, KeyArgs, KeyCommand};
+use crate::context::Context;
 use crate::engine_glue::{open_repository, read_password, LockMode, OpenedRepository};
 use crate::errors::{fatal, CliError};
 use crate::options::decode_text_file;
