@@ -31,6 +31,7 @@ mod output;
 mod patterns;
 pub mod pflag;
 mod progress;
+mod progress_rate;
 mod pruning;
 mod repo_check;
 mod rewrite_report;

@@ -7,9 +7,8 @@
 //! [`Reporter`] asks it for a [`Status`] at restic's rate and prints it:
 //! one line rewritten in place on a terminal (cut to the terminal's width),
 //! a `status` JSON line with `--json` (also when stdout is not a terminal),
-//! nothing with `--quiet` or when stdout is neither. `RESTIC_PROGRESS_FPS`
-//! sets the rate (restic: `calculateProgressInterval`, at most 60 per
-//! second); without it restix prints 10 a second.
+//! nothing with `--quiet` or when stdout is neither. The rate is restic's
+//! ([`crate::progress_rate`]: `RESTIC_PROGRESS_FPS`, else 60 a second).
 
 use std::io::Write;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
@@ -42,17 +41,6 @@ pub trait StatusSource: Send + Sync {
     fn output_lock(&self) -> Option<MutexGuard<'_, ()>> {
         None
     }
-}
-
-/// Time between updates: `RESTIC_PROGRESS_FPS` (at most 60), else 10 a
-/// second.
-pub fn interval() -> Duration {
-    std::env::var("RESTIC_PROGRESS_FPS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|fps| *fps > 0.0)
-        .map(|fps| Duration::from_secs_f64(1.0 / fps.min(60.0)))
-        .unwrap_or(Duration::from_millis(100))
 }
 
 /// Columns of the terminal on stdout (80 if unknown).
@@ -108,25 +96,24 @@ impl Reporter {
             Mode::Off
         };
         let (stop, stopped) = channel::<()>();
-        let handle = (mode != Mode::Off)
-            .then(|| {
-                let source = Arc::clone(&source);
-                let printer = printer.clone();
-                let every = interval();
-                std::thread::Builder::new()
-                    .name("restix-progress".into())
-                    .spawn(move || {
-                        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                            let Some(status) = source.status(start.elapsed()) else {
-                                continue;
-                            };
-                            let _guard = source.output_lock();
-                            show(&printer, mode, &status);
-                        }
-                    })
-                    .ok()
-            })
-            .flatten();
+        // Shown at all means shown with a rate: --json, or a terminal.
+        let every = printer.progress_interval(mode != Mode::Off, printer.json);
+        let handle = every.filter(|_| mode != Mode::Off).and_then(|every| {
+            let source = Arc::clone(&source);
+            let printer = printer.clone();
+            std::thread::Builder::new()
+                .name("restix-progress".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                        let Some(status) = source.status(start.elapsed()) else {
+                            continue;
+                        };
+                        let _guard = source.output_lock();
+                        show(&printer, mode, &status);
+                    }
+                })
+                .ok()
+        });
         Reporter {
             stop: Some(stop),
             handle,
