@@ -3,7 +3,7 @@
 //! wrappers, bandwidth limits included, come from `location`), locking (§7)
 //! and lock cleanup on signals.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -269,12 +269,7 @@ pub use crate::options::parse_go_duration;
 pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let mut stderr = std::io::stderr();
-        let _ = write!(stderr, "{prompt}");
-        let _ = stderr.flush();
-        let line = read_line_without_echo()?;
-        let _ = writeln!(stderr);
-        return Ok(line);
+        return Ok(read_password_from_terminal(prompt)?);
     }
     ctx.printer
         .print_terminal("reading repository password from stdin");
@@ -283,28 +278,16 @@ pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Read one line from the terminal with echo disabled (termios).
-fn read_line_without_echo() -> anyhow::Result<String> {
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd and
-    // we check its result before using the value.
-    let mut original: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is stdin (a terminal, checked by the caller); pointer is valid.
-    let have_termios = unsafe { libc::tcgetattr(fd, &mut original) } == 0;
-    if have_termios {
-        let mut silent = original;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: valid fd and pointer to an initialised termios.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
-    }
-    let mut line = String::new();
-    let result = std::io::stdin().lock().read_line(&mut line);
-    if have_termios {
-        // SAFETY: restores the settings read above on the same fd.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &original) };
-    }
-    result?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+/// restic's prompt (`term.ReadPassword` on stdin): the prompt on stderr,
+/// the line read from the terminal on stdin with echo off, then a newline
+/// on stderr. The `rpassword` crate does the terminal work.
+fn read_password_from_terminal(prompt: &str) -> std::io::Result<String> {
+    let config = rpassword::ConfigBuilder::new()
+        .input_file_path("/dev/stdin")
+        .output_writer(std::io::stderr())
+        .password_feedback_hide()
+        .build();
+    rpassword::prompt_password_with_config(prompt, config)
 }
 
 /// The local cache folder (`--cache-dir`, `RESTIC_CACHE_DIR`,

@@ -43,17 +43,12 @@ pub trait StatusSource: Send + Sync {
     }
 }
 
-/// Columns of the terminal on stdout (80 if unknown).
+/// Columns of the terminal on stdout (80 if unknown), from the
+/// `terminal_size` crate.
 pub fn terminal_width() -> usize {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it for a terminal fd
-    // and we only read it when the call succeeded.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and a pointer to a winsize for the ioctl to fill.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((terminal_size::Width(columns), _)) if columns > 0 => usize::from(columns),
+        _ => 80,
     }
 }
 
