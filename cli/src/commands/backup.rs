@@ -508,7 +508,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("RESTIC_HOST").ok())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(local_hostname);
+        .unwrap_or_else(restix_engine::repository::hostname);
     let tags = flatten_tags(&args.tag);
 
     let stdin_is_data = args.stdin
@@ -687,19 +687,6 @@ fn print_summary(ctx: &Context, summary: &BackupSummary, dry_run: bool) {
             p.print(&format!("snapshot {} saved", summary.snapshot_id.short()));
         }
     }
-}
-
-/// `os.Hostname()`.
-fn local_hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(buffer.get(..end).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]

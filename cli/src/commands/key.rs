@@ -32,19 +32,6 @@ fn key_error(e: KeyError) -> anyhow::Error {
     }
 }
 
-/// `os.Hostname()`.
-fn local_hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success, and we only read up to the first NUL.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(buffer.get(..end).unwrap_or_default()).into_owned()
-}
-
 /// The current user's name (`$USER`, else the passwd entry's uid as text).
 fn local_username() -> String {
     std::env::var("USER")
@@ -101,7 +88,10 @@ fn store_new_key(
 ) -> anyhow::Result<(restix_repo_format::Id, String, String, GoTime)> {
     let password = new_password(ctx, args)?;
     let user = args.user.clone().unwrap_or_else(local_username);
-    let host = args.host.clone().unwrap_or_else(local_hostname);
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(restix_engine::repository::hostname);
     let created = GoTime::now_local();
     let id = add_key(
         &opened.repo,
