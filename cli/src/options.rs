@@ -445,24 +445,8 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs_f64(total))
 }
 
-/// Parse a size argument (`ParseBytes`, spec: cli §1.4): integer with an
-/// optional `b/k/m/g/t` suffix (powers of 1024).
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let trimmed = value.trim();
-    let (number, multiplier) = match trimmed.chars().last() {
-        Some('b' | 'B') => (&trimmed[..trimmed.len() - 1], 1u64),
-        Some('k' | 'K') => (&trimmed[..trimmed.len() - 1], 1 << 10),
-        Some('m' | 'M') => (&trimmed[..trimmed.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&trimmed[..trimmed.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&trimmed[..trimmed.len() - 1], 1 << 40),
-        _ => (trimmed, 1),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("strconv.ParseInt: parsing \"{number}\": invalid syntax"))?;
-    n.checked_mul(multiplier)
-        .ok_or_else(|| format!("value {value} is too large"))
-}
+/// Sizes have one home, the engine's (`ui.ParseBytes`, spec: cli §1.4).
+pub use restix_engine::size::parse_size;
 
 #[cfg(test)]
 mod tests {

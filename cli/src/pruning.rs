@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use restix_engine::check::parse_size;
 use restix_engine::prune::{
     execute_prune, execute_prune_without_free_space, plan_prune, MaxUnused, PruneError,
     PruneOptions, PruneStats, PruneStep,
 };
+use restix_engine::size::parse_size;
 
 use crate::args::PruneOptions as PruneFlags;
 use crate::context::Context;
@@ -24,14 +24,14 @@ pub fn prune_options(flags: &PruneFlags) -> anyhow::Result<PruneOptions> {
         opts.max_unused = MaxUnused::parse(text).map_err(fatal)?;
     }
     if let Some(text) = &flags.max_repack_size {
-        opts.max_repack_bytes = Some(parse_size(text).ok_or_else(|| {
+        opts.max_repack_bytes = Some(parse_size(text).map_err(|_| {
             fatal(format!(
                 "invalid number of bytes \"{text}\" for --max-repack-size"
             ))
         })?);
     }
     if let Some(text) = &flags.repack_smaller_than {
-        opts.repack_smaller_than = Some(parse_size(text).ok_or_else(|| {
+        opts.repack_smaller_than = Some(parse_size(text).map_err(|_| {
             fatal(format!(
                 "invalid number of bytes \"{text}\" for --repack-smaller-than"
             ))
