@@ -818,17 +818,29 @@ pub fn run_restore(ctx: &Context, args: &RestoreArgs, format: &str) -> anyhow::R
         id.short(),
         out.display()
     ));
-    let stats = with_progress(ctx, true, |counters| {
+    let stats = restore_node_to(ctx, &opened, &node, format, &out)?;
+    report_written(ctx, &out, format, &stats, started.elapsed(), "");
+    Ok(())
+}
+
+/// Restore one image file's node to `out` in `format`, with the progress
+/// reporter (`restore --format` and `dump --format --target`).
+fn restore_node_to(
+    ctx: &Context,
+    opened: &OpenedRepository,
+    node: &restix_repo_format::Node,
+    format: RestoreFormat,
+    out: &Path,
+) -> anyhow::Result<ImageRestoreStats> {
+    with_progress(ctx, true, |counters| {
         let settings = RestoreSettings {
             format,
             threads: ctx.threads,
             progress: Some(counters),
             work_dir: None,
         };
-        image::restore_node_with(&opened.repo, &node, RestoreTarget::Path(&out), &settings)
-    })?;
-    report_written(ctx, &out, format, &stats, started.elapsed(), "");
-    Ok(())
+        image::restore_node_with(&opened.repo, node, RestoreTarget::Path(out), &settings)
+    })
 }
 
 /// `dump --format`: one image file to `--target` (a file, or a directory to
@@ -858,15 +870,7 @@ pub fn run_dump(ctx: &Context, args: &DumpArgs, format: &str) -> anyhow::Result<
         return dump_to_stdout(&opened, &node, format, &file, settings);
     };
     let out = output_path(target, &String::from_utf8_lossy(&node.name), format);
-    let stats = with_progress(ctx, true, |counters| {
-        let settings = RestoreSettings {
-            format,
-            threads: ctx.threads,
-            progress: Some(counters),
-            work_dir: None,
-        };
-        image::restore_node_with(&opened.repo, &node, RestoreTarget::Path(&out), &settings)
-    })?;
+    let stats = restore_node_to(ctx, &opened, &node, format, &out)?;
     report_written(ctx, &out, format, &stats, started.elapsed(), "");
     Ok(())
 }

@@ -88,11 +88,12 @@ pub fn snapshot_table_with_reasons(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use restix_repo_format::GoTime;
 
-    fn snap(secs: i64, host: &str, paths: &[&str]) -> Snapshot {
+    /// A snapshot for tests: `secs` after the epoch, host and paths.
+    pub(crate) fn snap(secs: i64, host: &str, paths: &[&str]) -> Snapshot {
         Snapshot {
             time: GoTime::from_unix_utc(secs, 5),
             hostname: host.into(),

@@ -116,17 +116,7 @@ pub fn run(ctx: &Context, args: &SnapshotsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use restix_repo_format::GoTime;
-
-    fn snap(secs: i64, host: &str, paths: &[&str]) -> Snapshot {
-        Snapshot {
-            time: GoTime::from_unix_utc(secs, 5),
-            hostname: host.into(),
-            paths: paths.iter().map(|p| p.to_string()).collect(),
-            tree: Some(Id([1; 32])),
-            ..Default::default()
-        }
-    }
+    use crate::snapshot_view::tests::snap;
 
     #[test]
     fn latest_per_host_and_paths() {
