@@ -7,6 +7,12 @@
 //! and passwords, [`commands`] drive `restix-engine`, and [`output`]/[`errors`]
 //! print exactly what restic prints and exit with its status codes.
 //!
+//! The modules stand in floors (docs/cli-layers.md): each imports only
+//! modules below it. Arguments ([`args`], [`pflag`], `help`) import no
+//! command; `context` resolves the global options once and every command
+//! receives it; commands import no sibling command, and what two of them
+//! share lives below both (`snapshot_select`, `pruning`, `image_mode`, ...).
+//!
 //! ```text
 //! restix -r /srv/repo init
 //! RESTIC_PASSWORD=secret restix --json -r sftp:backup@nas:/srv/repo backup /data
