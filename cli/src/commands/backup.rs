@@ -17,12 +17,11 @@ use crate::context::Context;
 use crate::engine_glue::{open_repository_impl, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
+use crate::progress::{
+    backup_duration, BackupStatusJson as StatusJson, BackupSummaryJson as SummaryJson,
+};
 use crate::snapshot_select::GroupBy;
 use crate::timefmt::parse_local_time;
-
-/// `status` line (spec: cli §11.1), shared with image mode.
-pub use crate::progress::BackupStatusJson as StatusJson;
-use crate::progress::{backup_duration, BackupSummaryJson as SummaryJson};
 
 /// `verbose_status` line: no omitempty.
 #[derive(Serialize)]
