@@ -6,8 +6,12 @@
 //! It sits below every command and imports none: commands take a
 //! `&Context`, and [`crate::engine_glue`] opens the repository from it.
 
+use restix_engine::repository::Repository;
+use restix_repo_format::CompressionMode;
+
 use crate::args::GlobalOptions;
-use crate::options::{self, ExtendedOptions, ProcessEnv};
+use crate::errors::{fatal, CliError};
+use crate::options::{self, ExtendedOptions, PasswordSource, ProcessEnv};
 use crate::output::Printer;
 
 /// Everything a command needs from the global flags.
@@ -35,5 +39,41 @@ impl Context {
             extended,
             threads,
         })
+    }
+}
+
+/// Global options read when a command needs them, not up front: restic
+/// reads these when it opens a repository, so a command that opens none
+/// (`version`, `generate`) is not refused for a bad value.
+impl Context {
+    /// The password's source: `--password-file`, `--password-command`,
+    /// `RESTIC_PASSWORD*`, or none (spec: cli §4).
+    pub fn password_source(&self) -> Result<PasswordSource, CliError> {
+        options::resolve_password(&self.global, &ProcessEnv)
+    }
+
+    /// `--compression` or `$RESTIC_COMPRESSION` (default `auto`).
+    pub fn compression_mode(&self) -> Result<String, CliError> {
+        options::compression_mode(&self.global, &ProcessEnv)
+    }
+
+    /// `--pack-size` or `$RESTIC_PACK_SIZE` in bytes, if given.
+    pub fn pack_size_bytes(&self) -> Result<Option<u64>, CliError> {
+        options::pack_size_bytes(&self.global, &ProcessEnv)
+    }
+
+    /// Apply the compression and pack size to a repository the command
+    /// writes to (the one opened, or `copy`'s destination); returns the
+    /// compression applied.
+    pub fn apply_write_settings(&self, repo: &Repository) -> anyhow::Result<CompressionMode> {
+        let compression: CompressionMode = self
+            .compression_mode()?
+            .parse()
+            .map_err(|e| fatal(format!("{e}")))?;
+        repo.set_compression(compression);
+        if let Some(bytes) = self.pack_size_bytes()? {
+            repo.set_pack_size(bytes).map_err(fatal)?;
+        }
+        Ok(compression)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_engine::repository::{LockGuard, Repository};
-use restix_repo_format::{CompressionMode, Id, Snapshot};
+use restix_repo_format::{Id, Snapshot};
 
 use crate::context::Context;
 use crate::errors::{fatal, map_lock_error, map_open_error, CliError};
@@ -169,7 +169,7 @@ pub fn open_repository_impl(
     dry_run: bool,
 ) -> anyhow::Result<OpenedRepository> {
     let lock_mode = if dry_run { LockMode::None } else { lock_mode };
-    let password_source = options::resolve_password(&ctx.global, &ProcessEnv)?;
+    let password_source = ctx.password_source()?;
     let (location, backend) = open_location(ctx)?;
     let backend: Arc<dyn Backend> = if dry_run {
         Arc::new(restix_engine::dry_run::DryRunBackend::new(backend))
@@ -202,13 +202,7 @@ pub fn open_repository_impl(
         .filter(|h| !h.is_empty());
     let repo = Repository::open(backend, password.as_bytes(), key_hint.as_deref())
         .map_err(|e| map_open_error(e, &location))?;
-    let compression: CompressionMode = options::compression_mode(&ctx.global, &ProcessEnv)?
-        .parse()
-        .map_err(|e| fatal(format!("{e}")))?;
-    repo.set_compression(compression);
-    if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
-        repo.set_pack_size(bytes).map_err(fatal)?;
-    }
+    let compression = ctx.apply_write_settings(&repo)?;
     let id = repo.config().id.get(..8).unwrap_or_default().to_string();
     if repo.version() >= 2 {
         ctx.printer.print_terminal(&format!(

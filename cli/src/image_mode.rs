@@ -48,7 +48,6 @@ use crate::engine_glue::{
 };
 use crate::errors::fatal;
 use crate::image_args::{ImageBackupFlags, RestoreChainArgs};
-use crate::options::{self, ProcessEnv};
 use crate::output::format_bytes;
 use crate::progress::{
     self, BackupSummaryJson as SummaryJson, Reporter, RestoreSummaryJson, Status, StatusSource,
@@ -400,11 +399,13 @@ pub fn run_backup(
         ImageChunking::Auto => Some(image::default_block_size(image.disk().virtual_size())),
         ImageChunking::ContentDefined => None,
     };
-    let level = options::compression_mode(&ctx.global, &ProcessEnv)
+    let level = ctx
+        .compression_mode()
         .ok()
         .and_then(|mode| mode.parse::<CompressionMode>().ok())
         .and_then(CompressionMode::data_level);
-    let pack_size = options::pack_size_bytes(&ctx.global, &ProcessEnv)
+    let pack_size = ctx
+        .pack_size_bytes()
         .ok()
         .flatten()
         .unwrap_or(restix_engine::repository::DEFAULT_PACK_SIZE);

@@ -8,7 +8,7 @@ use crate::args::CopyArgs;
 use crate::context::Context;
 use crate::engine_glue::{open_repository, read_password, LockMode};
 use crate::errors::{fatal, map_lock_error};
-use crate::options::{self, ProcessEnv};
+use crate::options::ProcessEnv;
 use crate::secondary_repo::open_secondary;
 use crate::snapshot_select::select_snapshots;
 use crate::timefmt::go_time_string;
@@ -40,13 +40,7 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
     let (src, dst): (&Repository, &Repository) = if secondary.from_repo {
         (&secondary.repo, &primary.repo)
     } else {
-        let compression = options::compression_mode(&ctx.global, &ProcessEnv)?
-            .parse()
-            .map_err(|e| fatal(format!("{e}")))?;
-        secondary.repo.set_compression(compression);
-        if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
-            secondary.repo.set_pack_size(bytes).map_err(fatal)?;
-        }
+        ctx.apply_write_settings(&secondary.repo)?;
         (&primary.repo, &secondary.repo)
     };
     let all = src.list_snapshots()?;
