@@ -31,6 +31,8 @@ mod help;
 mod help_text;
 mod image_args;
 mod image_mode;
+#[cfg(test)]
+mod layers;
 pub mod location;
 pub mod options;
 mod output;
