@@ -15,8 +15,9 @@
 //!   policy for every backend). [`wrap()`] composes them, in one place, for
 //!   every location.
 //! - [`registry`]: URL scheme to backend factory with its `-o` options.
-//! - [`options`] (Go's number syntax for `-o` values) and [`go_path`] (Go's
-//!   `path.Clean`), shared by the backends.
+//! - [`options`] (Go's number syntax for `-o` values), [`go_path`] (Go's
+//!   `path.Clean`) and [`shell_split`] (restic's `SplitShellStrings`),
+//!   shared by the backends (and the CLI's `--password-command`).
 //! - With the `testing` feature: `fault` (fault injection) and `testing`
 //!   (the conformance suite every backend must pass).
 //!
@@ -31,6 +32,7 @@ pub mod options;
 pub mod registry;
 pub mod retry;
 pub mod sema;
+pub mod shell_split;
 mod wrap;
 
 #[cfg(feature = "testing")]

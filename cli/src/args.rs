@@ -193,7 +193,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Flatten an OpenNebula backup chain (full + qcow2 increments) into one image
     #[command(name = "restore-chain")]
-    RestoreChain(crate::commands::image::RestoreChainArgs),
+    RestoreChain(crate::image_args::RestoreChainArgs),
     /// Rewrite snapshots to exclude unwanted files
     Rewrite(RewriteArgs),
     /// Update the restic binary
@@ -360,7 +360,7 @@ pub struct BackupArgs {
     pub skip_if_unchanged: bool,
     /// Image mode (see `restix backup --image`)
     #[command(flatten)]
-    pub image: crate::commands::image::ImageBackupFlags,
+    pub image: crate::image_args::ImageBackupFlags,
     /// Files and directories to back up
     pub paths: Vec<String>,
 }
@@ -439,7 +439,7 @@ pub struct RestoreArgs {
     pub delete: bool,
     /// Image mode
     #[command(flatten)]
-    pub image: crate::commands::image::ImageRestoreFlags,
+    pub image: crate::image_args::ImageRestoreFlags,
     /// Snapshot ID (or `latest`), optionally `ID:subfolder`
     pub args: Vec<String>,
 }
@@ -456,7 +456,7 @@ pub struct DumpArgs {
     pub archive: String,
     /// Image mode
     #[command(flatten)]
-    pub image: crate::commands::image::ImageRestoreFlags,
+    pub image: crate::image_args::ImageRestoreFlags,
     /// Write the output to target path
     #[arg(short = 't', long = "target", value_name = "PATH")]
     pub target: Option<String>,

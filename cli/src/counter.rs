@@ -1,42 +1,16 @@
 //! restic's counter progress line (`[0:02] 45.00%  9 / 20 packs`) and how
 //! often it is redrawn (cmd/restic/progress.go).
 //!
-//! `RESTIC_PROGRESS_FPS` sets the rate (at most 60 per second) on a terminal
-//! and also when stdout is not one (each update is then a line of its
-//! own); without it a terminal gets 60 updates a second and a pipe only
+//! The rate is restic's ([`crate::progress_rate`]): without
+//! `RESTIC_PROGRESS_FPS` a terminal gets 60 updates a second and a pipe only
 //! the final line. `-q` and `--json` show nothing.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::output::{format_duration, format_percent, Printer};
-
-/// The redraw interval restic uses (`calculateProgressInterval`): from
-/// `RESTIC_PROGRESS_FPS` (capped at 60), else 1/60 s on a terminal (or for
-/// JSON status lines), else `None` (no periodic updates).
-pub fn progress_interval(
-    fps: Option<&str>,
-    show: bool,
-    json: bool,
-    terminal: bool,
-) -> Option<Duration> {
-    let fps = fps
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|f| *f > 0.0 && f.is_finite());
-    match fps {
-        Some(fps) => Some(Duration::from_secs_f64(1.0 / fps.min(60.0))),
-        None if !show || (!json && !terminal) => None,
-        None => Some(Duration::from_secs_f64(1.0 / 60.0)),
-    }
-}
-
-/// [`progress_interval`] for this process's environment and stdout.
-pub fn interval_from_env(show: bool, json: bool) -> Option<Duration> {
-    let fps = std::env::var("RESTIC_PROGRESS_FPS").ok();
-    progress_interval(fps.as_deref(), show, json, std::io::stdout().is_terminal())
-}
 
 /// restic's counter text: with a total `[m:ss] p%  n / total what`,
 /// without `[m:ss]          n what`.
@@ -50,6 +24,17 @@ pub fn counter_line(elapsed: Duration, done: u64, total: u64, what: &str) -> Str
             format_percent(done, total)
         )
     }
+}
+
+/// The final counter line restic prints when stdout is not a terminal
+/// (spec: cli §1.1): `[0:00] 100.00%  2 / 2 files deleted`, always in
+/// the form with a total (as `forget` and `prune` print it).
+pub fn counter_line_with_total(start: Instant, done: u64, total: u64, what: &str) -> String {
+    format!(
+        "[{}] {}  {done} / {total} {what}",
+        format_duration(start.elapsed().as_secs()),
+        format_percent(done, total)
+    )
 }
 
 struct Shared {
@@ -80,7 +65,7 @@ impl Counter {
             stop: AtomicBool::new(false),
         });
         let start = Instant::now();
-        let thread = match interval_from_env(show, false) {
+        let thread = match printer.progress_interval(show, false) {
             Some(interval) if show => {
                 let shared = Arc::clone(&shared);
                 let what = what.to_string();
@@ -165,30 +150,6 @@ impl Drop for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn intervals_as_restic() {
-        assert_eq!(
-            progress_interval(Some("2"), true, false, false),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(
-            progress_interval(Some("1000"), true, false, true),
-            Some(Duration::from_secs_f64(1.0 / 60.0))
-        );
-        assert_eq!(progress_interval(None, true, false, false), None);
-        assert_eq!(progress_interval(Some("x"), true, false, false), None);
-        assert_eq!(progress_interval(Some("0"), true, false, false), None);
-        assert_eq!(
-            progress_interval(None, true, false, true),
-            Some(Duration::from_secs_f64(1.0 / 60.0))
-        );
-        assert_eq!(
-            progress_interval(None, true, true, false),
-            Some(Duration::from_secs_f64(1.0 / 60.0))
-        );
-        assert_eq!(progress_interval(None, false, false, true), None);
-    }
 
     #[test]
     fn counter_text() {

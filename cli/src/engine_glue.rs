@@ -3,17 +3,16 @@
 //! wrappers, bandwidth limits included, come from `location`), locking (§7)
 //! and lock cleanup on signals.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 use std::time::Duration;
 
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_engine::repository::{LockGuard, Repository};
-use restix_repo_format::{CompressionMode, Id, Snapshot};
+use restix_repo_format::{Id, Snapshot};
 
-use crate::commands::Context;
-use crate::engine_errors::{map_lock_error, map_open_error};
-use crate::errors::{fatal, CliError};
+use crate::context::Context;
+use crate::errors::{fatal, map_lock_error, map_open_error, CliError};
 use crate::location::{open_backend_tls, tls_options};
 use crate::options::{self, PasswordSource, ProcessEnv};
 
@@ -129,7 +128,7 @@ fn check_config_exists(backend: &dyn Backend, location: &str) -> Result<(), CliE
     match backend.stat(FileType::Config, "config") {
         Ok(info) if info.size == 0 => Err(fatal("config file has zero size, invalid repository?")),
         Ok(_) => Ok(()),
-        Err(BackendError::NotFound { path }) => Err(crate::engine_errors::missing_repository(&path, location)),
+        Err(BackendError::NotFound { path }) => Err(crate::errors::missing_repository(&path, location)),
         Err(e) => Err(fatal(format!("unable to open config file: {e}\nIs there a repository at the following location?\n{location}"))),
     }
 }
@@ -170,7 +169,7 @@ pub fn open_repository_impl(
     dry_run: bool,
 ) -> anyhow::Result<OpenedRepository> {
     let lock_mode = if dry_run { LockMode::None } else { lock_mode };
-    let password_source = options::resolve_password(&ctx.global, &ProcessEnv)?;
+    let password_source = ctx.password_source()?;
     let (location, backend) = open_location(ctx)?;
     let backend: Arc<dyn Backend> = if dry_run {
         Arc::new(restix_engine::dry_run::DryRunBackend::new(backend))
@@ -203,13 +202,7 @@ pub fn open_repository_impl(
         .filter(|h| !h.is_empty());
     let repo = Repository::open(backend, password.as_bytes(), key_hint.as_deref())
         .map_err(|e| map_open_error(e, &location))?;
-    let compression: CompressionMode = options::compression_mode(&ctx.global, &ProcessEnv)?
-        .parse()
-        .map_err(|e| fatal(format!("{e}")))?;
-    repo.set_compression(compression);
-    if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
-        repo.set_pack_size(bytes).map_err(fatal)?;
-    }
+    let compression = ctx.apply_write_settings(&repo)?;
     let id = repo.config().id.get(..8).unwrap_or_default().to_string();
     if repo.version() >= 2 {
         ctx.printer.print_terminal(&format!(
@@ -270,12 +263,7 @@ pub use crate::options::parse_go_duration;
 pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let mut stderr = std::io::stderr();
-        let _ = write!(stderr, "{prompt}");
-        let _ = stderr.flush();
-        let line = read_line_without_echo()?;
-        let _ = writeln!(stderr);
-        return Ok(line);
+        return Ok(read_password_from_terminal(prompt)?);
     }
     ctx.printer
         .print_terminal("reading repository password from stdin");
@@ -284,28 +272,16 @@ pub fn read_password(ctx: &Context, prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Read one line from the terminal with echo disabled (termios).
-fn read_line_without_echo() -> anyhow::Result<String> {
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd and
-    // we check its result before using the value.
-    let mut original: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is stdin (a terminal, checked by the caller); pointer is valid.
-    let have_termios = unsafe { libc::tcgetattr(fd, &mut original) } == 0;
-    if have_termios {
-        let mut silent = original;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: valid fd and pointer to an initialised termios.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
-    }
-    let mut line = String::new();
-    let result = std::io::stdin().lock().read_line(&mut line);
-    if have_termios {
-        // SAFETY: restores the settings read above on the same fd.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &original) };
-    }
-    result?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+/// restic's prompt (`term.ReadPassword` on stdin): the prompt on stderr,
+/// the line read from the terminal on stdin with echo off, then a newline
+/// on stderr. The `rpassword` crate does the terminal work.
+fn read_password_from_terminal(prompt: &str) -> std::io::Result<String> {
+    let config = rpassword::ConfigBuilder::new()
+        .input_file_path("/dev/stdin")
+        .output_writer(std::io::stderr())
+        .password_feedback_hide()
+        .build();
+    rpassword::prompt_password_with_config(prompt, config)
 }
 
 /// The local cache folder (`--cache-dir`, `RESTIC_CACHE_DIR`,

@@ -3,8 +3,15 @@
 //! Commands return `anyhow::Error`. A [`CliError`] carries its own exit code
 //! and exact text; engine errors are classified by [`classify`] (wrong
 //! password → 12, missing repository → 10, locked → 11, ...).
+//!
+//! This is the one mapping from errors to exit codes: the engine's
+//! repository and lock errors are mapped here too ([`map_open_error`],
+//! [`map_lock_error`], [`classify_engine_error`]). It sits on the ground
+//! floor of the crate and imports only the JSON writer of [`crate::output`].
 
 use std::fmt;
+
+use restix_engine::repository::{LockError, RepoError};
 
 /// Exit statuses of restic 0.18 (spec: cli §8.1).
 pub mod exit_code {
@@ -61,7 +68,7 @@ pub fn classify(error: &anyhow::Error) -> (i32, String) {
             return (cli.code, cli.message.clone());
         }
     }
-    if let Some(classified) = crate::engine_errors::classify_engine_error(error) {
+    if let Some(classified) = classify_engine_error(error) {
         return classified;
     }
     (exit_code::FAILURE, render(error))
@@ -99,6 +106,68 @@ pub fn exit_error_json(code: i32, message: &str) -> String {
         code,
         message,
     })
+}
+
+// Errors of `restix-engine` (spec: cli §8).
+/// restic 0.18's "repository does not exist" text (exit 10).
+pub fn missing_repository(config_path: &str, location: &str) -> CliError {
+    CliError::plain(
+        exit_code::NO_REPOSITORY,
+        format!(
+            "Fatal: repository does not exist: unable to open config file: stat {config_path}: no such file or directory\nIs there a repository at the following location?\n{location}"
+        ),
+    )
+}
+
+/// Map an error of `Repository::open`.
+pub fn map_open_error(error: RepoError, location: &str) -> anyhow::Error {
+    match error {
+        RepoError::WrongPassword => {
+            CliError::plain(exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT).into()
+        }
+        RepoError::NotFound { path, .. } => missing_repository(&path, location).into(),
+        RepoError::EmptyConfig => fatal("config file has zero size, invalid repository?").into(),
+        other => fatal(other).into(),
+    }
+}
+
+/// Map a lock error: conflicts get the unlock hint and exit 11.
+pub fn map_lock_error(error: LockError) -> anyhow::Error {
+    match error {
+        locked @ LockError::Locked { .. } => {
+            CliError::plain(exit_code::LOCKED, format!("{locked}\n{UNLOCK_HINT}")).into()
+        }
+        LockError::Invalid { .. } => fatal(format!(
+            "{error}\n\nthe `unlock --remove-all` command can be used to remove invalid locks. Make sure that no other restic process is accessing the repository when running the command"
+        ))
+        .into(),
+        other => fatal(other).into(),
+    }
+}
+
+/// Classify an engine error found anywhere in the chain; `None` if unknown.
+pub fn classify_engine_error(error: &anyhow::Error) -> Option<(i32, String)> {
+    for cause in error.chain() {
+        if let Some(repo_error) = cause.downcast_ref::<RepoError>() {
+            match repo_error {
+                RepoError::WrongPassword => {
+                    return Some((exit_code::WRONG_PASSWORD, WRONG_PASSWORD_TEXT.to_string()))
+                }
+                RepoError::NotFound { path, location } => {
+                    let e = missing_repository(path, location);
+                    return Some((e.code, e.message));
+                }
+                RepoError::Lock(LockError::Locked { .. }) => {
+                    return Some((exit_code::LOCKED, format!("{repo_error}\n{UNLOCK_HINT}")))
+                }
+                _ => {}
+            }
+        }
+        if let Some(locked @ LockError::Locked { .. }) = cause.downcast_ref::<LockError>() {
+            return Some((exit_code::LOCKED, format!("{locked}\n{UNLOCK_HINT}")));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -7,30 +7,46 @@
 //! and passwords, [`commands`] drive `restix-engine`, and [`output`]/[`errors`]
 //! print exactly what restic prints and exit with its status codes.
 //!
+//! The modules stand in floors (docs/cli-layers.md): each imports only
+//! modules below it. Arguments ([`args`], [`pflag`], `help`) import no
+//! command; `context` resolves the global options once and every command
+//! receives it; commands import no sibling command, and what two of them
+//! share lives below both (`snapshot_select`, `pruning`, `image_mode`, ...).
+//!
 //! ```text
 //! restix -r /srv/repo init
 //! RESTIC_PASSWORD=secret restix --json -r sftp:backup@nas:/srv/repo backup /data
 //! ```
 
 pub mod args;
+mod blob_source;
 mod cache_dirs;
 mod commands;
+mod context;
 mod counter;
-mod engine_errors;
 mod engine_glue;
 mod errors;
 mod features;
 mod help;
 mod help_text;
+mod image_args;
+mod image_mode;
+#[cfg(test)]
+mod layers;
 pub mod location;
 pub mod options;
 mod output;
+mod patterns;
 pub mod pflag;
 mod progress;
+mod progress_rate;
+mod pruning;
 mod repo_check;
 mod rewrite_report;
 mod secondary_repo;
 mod signals;
+mod snapshot_select;
+mod snapshot_view;
 mod timefmt;
 
 use clap::FromArgMatches;

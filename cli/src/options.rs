@@ -160,7 +160,7 @@ pub fn resolve_password(
 /// Run `--password-command` (split with the shell splitter, not a shell) and
 /// return its trimmed stdout.
 fn run_password_command(command: &str) -> Result<String, CliError> {
-    let words = split_shell_strings(command).map_err(|e| CliError::plain(1, e))?;
+    let words = split_shell_strings(command).map_err(|e| CliError::plain(1, e.to_string()))?;
     let Some((program, args)) = words.split_first() else {
         return Err(CliError::plain(1, "command string is empty"));
     };
@@ -177,57 +177,9 @@ fn run_password_command(command: &str) -> Result<String, CliError> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Split a command string like restic's `SplitShellStrings` (spec: cli §4):
-/// whitespace separates fields, `'…'`/`"…"` group, a backslash suppresses
-/// quote recognition of the next character (and is itself a separator).
-pub fn split_shell_strings(input: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    let flush = |current: &mut String, fields: &mut Vec<String>| {
-        if !current.is_empty() {
-            fields.push(std::mem::take(current));
-        }
-    };
-    for c in input.chars() {
-        if escaped {
-            escaped = false;
-            current.push(c);
-            continue;
-        }
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                flush(&mut current, &mut fields);
-            }
-            Some(_) => current.push(c),
-            None => {
-                if c == '\\' {
-                    escaped = true;
-                    flush(&mut current, &mut fields);
-                } else if c == '\'' || c == '"' {
-                    quote = Some(c);
-                    flush(&mut current, &mut fields);
-                } else if c.is_whitespace() {
-                    flush(&mut current, &mut fields);
-                } else {
-                    current.push(c);
-                }
-            }
-        }
-    }
-    match quote {
-        Some('\'') => return Err("single-quoted string not terminated".to_string()),
-        Some(_) => return Err("double-quoted string not terminated".to_string()),
-        None => {}
-    }
-    flush(&mut current, &mut fields);
-    if fields.is_empty() {
-        return Err("command string is empty".to_string());
-    }
-    Ok(fields)
-}
+/// Shell splitting has one home, the backends' (restic's
+/// `backend.SplitShellStrings`, which the sftp backend uses too).
+pub use restix_engine::backend::shell_split::split_shell_strings;
 
 /// Extended options (`-o key=value`), spec: cli §5.4.
 pub type ExtendedOptions = BTreeMap<String, String>;
@@ -445,24 +397,8 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs_f64(total))
 }
 
-/// Parse a size argument (`ParseBytes`, spec: cli §1.4): integer with an
-/// optional `b/k/m/g/t` suffix (powers of 1024).
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let trimmed = value.trim();
-    let (number, multiplier) = match trimmed.chars().last() {
-        Some('b' | 'B') => (&trimmed[..trimmed.len() - 1], 1u64),
-        Some('k' | 'K') => (&trimmed[..trimmed.len() - 1], 1 << 10),
-        Some('m' | 'M') => (&trimmed[..trimmed.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&trimmed[..trimmed.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&trimmed[..trimmed.len() - 1], 1 << 40),
-        _ => (trimmed, 1),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("strconv.ParseInt: parsing \"{number}\": invalid syntax"))?;
-    n.checked_mul(multiplier)
-        .ok_or_else(|| format!("value {value} is too large"))
-}
+/// Sizes have one home, the engine's (`ui.ParseBytes`, spec: cli §1.4).
+pub use restix_engine::size::parse_size;
 
 #[cfg(test)]
 mod tests {
@@ -589,28 +525,6 @@ mod tests {
         );
         g.verbose = 0;
         assert_eq!(verbosity(&g).unwrap(), 0);
-    }
-
-    #[test]
-    fn shell_splitting() {
-        assert_eq!(split_shell_strings("echo pw").unwrap(), vec!["echo", "pw"]);
-        assert_eq!(
-            split_shell_strings("ssh -i 'my key' \"a b\"").unwrap(),
-            vec!["ssh", "-i", "my key", "a b"]
-        );
-        assert_eq!(split_shell_strings("a\\ b").unwrap(), vec!["a", " b"]);
-        assert_eq!(
-            split_shell_strings("'x").unwrap_err(),
-            "single-quoted string not terminated"
-        );
-        assert_eq!(
-            split_shell_strings("\"x").unwrap_err(),
-            "double-quoted string not terminated"
-        );
-        assert_eq!(
-            split_shell_strings("  ").unwrap_err(),
-            "command string is empty"
-        );
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct Printer {
     pub verbosity: u8,
     pub json: bool,
     pub stdout_is_terminal: bool,
+    /// `RESTIC_PROGRESS_FPS`, read once (see [`crate::progress_rate`]).
+    pub progress_fps: Option<f64>,
 }
 
 impl Printer {
@@ -116,7 +118,19 @@ impl Printer {
             verbosity,
             json,
             stdout_is_terminal: std::io::stdout().is_terminal(),
+            progress_fps: crate::progress_rate::fps_from_env(),
         }
+    }
+
+    /// How often a progress display redraws (`None`: no periodic update),
+    /// restic's rule ([`crate::progress_rate::progress_interval`]).
+    pub fn progress_interval(&self, show: bool, json: bool) -> Option<std::time::Duration> {
+        crate::progress_rate::progress_interval(
+            self.progress_fps,
+            show,
+            json,
+            self.stdout_is_terminal,
+        )
     }
 
     fn out(&self, text: &str) {
@@ -511,6 +525,17 @@ impl Table {
         }
         out
     }
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+pub fn go_slice(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%v` of restic's `[]TagList`: `[[a b] [c]]`.
+pub fn go_tag_lists(groups: &[Vec<String>]) -> String {
+    let inner: Vec<String> = groups.iter().map(|g| go_slice(g)).collect();
+    go_slice(&inner)
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@
 //! [`Reporter`] asks it for a [`Status`] at restic's rate and prints it:
 //! one line rewritten in place on a terminal (cut to the terminal's width),
 //! a `status` JSON line with `--json` (also when stdout is not a terminal),
-//! nothing with `--quiet` or when stdout is neither. `RESTIC_PROGRESS_FPS`
-//! sets the rate (restic: `calculateProgressInterval`, at most 60 per
-//! second); without it restix prints 10 a second.
+//! nothing with `--quiet` or when stdout is neither. The rate is restic's
+//! ([`crate::progress_rate`]: `RESTIC_PROGRESS_FPS`, else 60 a second).
 
 use std::io::Write;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
@@ -17,6 +16,8 @@ use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use restix_engine::archiver::BackupSummary;
+use restix_repo_format::{GoTime, Id};
 use serde::Serialize;
 
 use crate::output::{format_bytes, format_duration, to_go_json, Printer};
@@ -42,28 +43,12 @@ pub trait StatusSource: Send + Sync {
     }
 }
 
-/// Time between updates: `RESTIC_PROGRESS_FPS` (at most 60), else 10 a
-/// second.
-pub fn interval() -> Duration {
-    std::env::var("RESTIC_PROGRESS_FPS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|fps| *fps > 0.0)
-        .map(|fps| Duration::from_secs_f64(1.0 / fps.min(60.0)))
-        .unwrap_or(Duration::from_millis(100))
-}
-
-/// Columns of the terminal on stdout (80 if unknown).
+/// Columns of the terminal on stdout (80 if unknown), from the
+/// `terminal_size` crate.
 pub fn terminal_width() -> usize {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it for a terminal fd
-    // and we only read it when the call succeeded.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and a pointer to a winsize for the ioctl to fill.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
+    match terminal_size::terminal_size_of(std::io::stdout()) {
+        Some((terminal_size::Width(columns), _)) if columns > 0 => usize::from(columns),
+        _ => 80,
     }
 }
 
@@ -106,25 +91,24 @@ impl Reporter {
             Mode::Off
         };
         let (stop, stopped) = channel::<()>();
-        let handle = (mode != Mode::Off)
-            .then(|| {
-                let source = Arc::clone(&source);
-                let printer = printer.clone();
-                let every = interval();
-                std::thread::Builder::new()
-                    .name("restix-progress".into())
-                    .spawn(move || {
-                        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                            let Some(status) = source.status(start.elapsed()) else {
-                                continue;
-                            };
-                            let _guard = source.output_lock();
-                            show(&printer, mode, &status);
-                        }
-                    })
-                    .ok()
-            })
-            .flatten();
+        // Shown at all means shown with a rate: --json, or a terminal.
+        let every = printer.progress_interval(mode != Mode::Off, printer.json);
+        let handle = every.filter(|_| mode != Mode::Off).and_then(|every| {
+            let source = Arc::clone(&source);
+            let printer = printer.clone();
+            std::thread::Builder::new()
+                .name("restix-progress".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                        let Some(status) = source.status(start.elapsed()) else {
+                            continue;
+                        };
+                        let _guard = source.output_lock();
+                        show(&printer, mode, &status);
+                    }
+                })
+                .ok()
+        });
         Reporter {
             stop: Some(stop),
             handle,
@@ -194,6 +178,80 @@ fn show(printer: &Printer, mode: Mode, status: &Status) {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// `backup`'s `summary` line, 0.18 field order (spec: cli §11.1), shared
+/// with image mode.
+#[derive(Serialize, Debug)]
+pub struct BackupSummaryJson {
+    pub message_type: &'static str,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    pub total_duration: GoFloat,
+    pub backup_start: GoTime,
+    pub backup_end: GoTime,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub snapshot_id: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// A float serialized with Go's shortest formatting (via the Go formatter).
+#[derive(Debug, Clone, Copy)]
+pub struct GoFloat(pub f64);
+
+impl Serialize for GoFloat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+impl BackupSummaryJson {
+    pub fn from_summary(summary: &BackupSummary, dry_run: bool) -> BackupSummaryJson {
+        BackupSummaryJson {
+            message_type: "summary",
+            files_new: summary.files_new,
+            files_changed: summary.files_changed,
+            files_unmodified: summary.files_unmodified,
+            dirs_new: summary.dirs_new,
+            dirs_changed: summary.dirs_changed,
+            dirs_unmodified: summary.dirs_unmodified,
+            data_blobs: summary.data_blobs,
+            tree_blobs: summary.tree_blobs,
+            data_added: summary.data_added,
+            data_added_packed: summary.data_added_packed,
+            total_files_processed: summary.total_files_processed,
+            total_bytes_processed: summary.total_bytes_processed,
+            total_duration: GoFloat(backup_duration(summary).as_secs_f64()),
+            backup_start: summary.backup_start,
+            backup_end: summary.backup_end,
+            // Empty (left out) when --skip-if-unchanged stored nothing.
+            snapshot_id: if summary.snapshot_id == Id::NULL {
+                String::new()
+            } else {
+                summary.snapshot_id.to_hex()
+            },
+            dry_run,
+        }
+    }
+}
+
+/// 0.18+: `total_duration` is `backup_end - backup_start` (spec: cli §11.1).
+pub fn backup_duration(summary: &BackupSummary) -> Duration {
+    let nanos = summary.backup_end.unix_nanos() - summary.backup_start.unix_nanos();
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .unwrap_or(summary.total_duration)
 }
 
 /// `backup`'s `status` line (spec: cli §11.1): everything but

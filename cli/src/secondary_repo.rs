@@ -22,8 +22,7 @@ use std::sync::Arc;
 use restix_engine::repository::Repository;
 
 use crate::args::{GlobalOptions, SecondaryRepoOptions};
-use crate::engine_errors::map_open_error;
-use crate::errors::fatal;
+use crate::errors::{fatal, map_open_error};
 use crate::location::{open_backend_tls, tls_options};
 use crate::options::{self, EnvLookup, ExtendedOptions, PasswordSource};
 

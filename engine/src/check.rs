@@ -592,7 +592,10 @@ impl ReadSubset {
             }
             return Some(ReadSubset::Percent(p));
         }
-        parse_size(text).filter(|&n| n > 0).map(ReadSubset::Bytes)
+        crate::size::parse_size(text)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(ReadSubset::Bytes)
     }
 
     /// Pick the packs to read from `(id, size)` pairs.
@@ -637,22 +640,6 @@ fn shuffle(v: &mut [(Id, u64)]) {
         let j = (u64::from_le_bytes(b) % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
-}
-
-/// Parse a size like restic's `ParseBytes`: a number with an optional
-/// k/K, m/M, g/G, t/T suffix (powers of 1024).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (number, mult) = match text.chars().last()? {
-        'k' | 'K' => (&text[..text.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&text[..text.len() - 1], 1 << 20),
-        'g' | 'G' => (&text[..text.len() - 1], 1 << 30),
-        't' | 'T' => (&text[..text.len() - 1], 1 << 40),
-        'b' | 'B' => (&text[..text.len() - 1], 1),
-        _ => (text, 1),
-    };
-    let n: u64 = number.parse().ok()?;
-    n.checked_mul(mult)
 }
 
 #[cfg(test)]

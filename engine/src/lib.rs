@@ -31,6 +31,7 @@ pub mod repository;
 pub mod restorer;
 pub mod rewrite;
 pub mod selection;
+pub mod size;
 pub mod stats;
 pub mod vfs;
 pub mod walker;

@@ -90,9 +90,9 @@ impl MaxUnused {
             }
             return Ok(MaxUnused::Percent(v));
         }
-        crate::check::parse_size(text)
+        crate::size::parse_size(text)
             .map(MaxUnused::Bytes)
-            .ok_or_else(|| {
+            .map_err(|_| {
                 PruneError::InvalidOption(format!(
                     "invalid number of bytes \"{text}\" for --max-unused"
                 ))

@@ -67,8 +67,9 @@ impl Ord for GoTime {
 
 /// The process's local zone, resolved once like Go's `time.Local`:
 /// `TZ` unset → `/etc/localtime`; `TZ=""` → UTC; `TZ=[:]Name` → zoneinfo
-/// (or the file if `Name` is an absolute path); unknown → UTC.
-fn local_zone() -> &'static jiff::tz::TimeZone {
+/// (or the file if `Name` is an absolute path); unknown → UTC. Public so
+/// that the CLI shows and reads local times in the same zone.
+pub fn local_zone() -> &'static jiff::tz::TimeZone {
     static ZONE: OnceLock<jiff::tz::TimeZone> = OnceLock::new();
     ZONE.get_or_init(|| match std::env::var_os("TZ") {
         // The file itself, as Go reads it: asking jiff for the system zone

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use restix_backend::shell_split::split_shell_strings;
 use russh::client::{self, AuthResult};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
@@ -68,13 +69,13 @@ impl Target {
     ) -> Result<Target, SftpError> {
         opts.validate()?;
         if let Some(command) = &opts.command {
-            let argv = shell_words::split(command)
-                .map_err(|e| SftpError::InvalidOption(format!("sftp.command {command:?}: {e}")))?;
-            if argv.is_empty() {
+            if command.trim().is_empty() {
                 return Err(SftpError::InvalidOption(
                     "sftp.command is empty".to_string(),
                 ));
             }
+            let argv = split_shell_strings(command)
+                .map_err(|e| SftpError::InvalidOption(format!("sftp.command {command:?}: {e}")))?;
             return Ok(Target::Command(argv));
         }
         if let Some(args) = &opts.args {
@@ -86,10 +87,14 @@ impl Target {
             if let Some(user) = &location.user {
                 argv.extend(["-l".to_string(), user.clone()]);
             }
-            argv.extend(
-                shell_words::split(args)
-                    .map_err(|e| SftpError::InvalidOption(format!("sftp.args {args:?}: {e}")))?,
-            );
+            // restic splits sftp.args only when it is not empty.
+            if !args.is_empty() {
+                argv.extend(
+                    split_shell_strings(args).map_err(|e| {
+                        SftpError::InvalidOption(format!("sftp.args {args:?}: {e}"))
+                    })?,
+                );
+            }
             argv.extend(["-s".to_string(), "sftp".to_string()]);
             return Ok(Target::Command(argv));
         }

@@ -12,16 +12,16 @@ use restix_engine::archiver::{
 use restix_repo_format::{GoTime, Id, Snapshot};
 use serde::Serialize;
 
-use super::snapshots::GroupBy;
-use super::Context;
 use crate::args::BackupArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository_impl, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
+use crate::progress::{
+    backup_duration, BackupStatusJson as StatusJson, BackupSummaryJson as SummaryJson,
+};
+use crate::snapshot_select::GroupBy;
 use crate::timefmt::parse_local_time;
-
-/// `status` line (spec: cli §11.1), shared with image mode.
-pub use crate::progress::BackupStatusJson as StatusJson;
 
 /// `verbose_status` line: no omitempty.
 #[derive(Serialize)]
@@ -37,41 +37,6 @@ struct VerboseStatusJson<'a> {
     total_files: u64,
 }
 
-/// `summary` line, 0.18 field order (spec: cli §11.1).
-#[derive(Serialize, Debug)]
-pub struct SummaryJson {
-    pub message_type: &'static str,
-    pub files_new: u64,
-    pub files_changed: u64,
-    pub files_unmodified: u64,
-    pub dirs_new: u64,
-    pub dirs_changed: u64,
-    pub dirs_unmodified: u64,
-    pub data_blobs: u64,
-    pub tree_blobs: u64,
-    pub data_added: u64,
-    pub data_added_packed: u64,
-    pub total_files_processed: u64,
-    pub total_bytes_processed: u64,
-    pub total_duration: GoFloat,
-    pub backup_start: GoTime,
-    pub backup_end: GoTime,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub snapshot_id: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub dry_run: bool,
-}
-
-/// A float serialized with Go's shortest formatting (via the Go formatter).
-#[derive(Debug, Clone, Copy)]
-pub struct GoFloat(pub f64);
-
-impl Serialize for GoFloat {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(self.0)
-    }
-}
-
 #[derive(Serialize)]
 struct ErrorJson<'a> {
     message_type: &'static str,
@@ -83,44 +48,6 @@ struct ErrorJson<'a> {
 #[derive(Serialize)]
 struct ErrorMessage<'a> {
     message: &'a str,
-}
-
-impl SummaryJson {
-    pub fn from_summary(summary: &BackupSummary, dry_run: bool) -> SummaryJson {
-        SummaryJson {
-            message_type: "summary",
-            files_new: summary.files_new,
-            files_changed: summary.files_changed,
-            files_unmodified: summary.files_unmodified,
-            dirs_new: summary.dirs_new,
-            dirs_changed: summary.dirs_changed,
-            dirs_unmodified: summary.dirs_unmodified,
-            data_blobs: summary.data_blobs,
-            tree_blobs: summary.tree_blobs,
-            data_added: summary.data_added,
-            data_added_packed: summary.data_added_packed,
-            total_files_processed: summary.total_files_processed,
-            total_bytes_processed: summary.total_bytes_processed,
-            total_duration: GoFloat(backup_duration(summary).as_secs_f64()),
-            backup_start: summary.backup_start,
-            backup_end: summary.backup_end,
-            // Empty (left out) when --skip-if-unchanged stored nothing.
-            snapshot_id: if summary.snapshot_id == Id::NULL {
-                String::new()
-            } else {
-                summary.snapshot_id.to_hex()
-            },
-            dry_run,
-        }
-    }
-}
-
-/// 0.18+: `total_duration` is `backup_end - backup_start` (spec: cli §11.1).
-fn backup_duration(summary: &BackupSummary) -> Duration {
-    let nanos = summary.backup_end.unix_nanos() - summary.backup_start.unix_nanos();
-    u64::try_from(nanos)
-        .map(Duration::from_nanos)
-        .unwrap_or(summary.total_duration)
 }
 
 /// Progress state shared with the archiver's threads and the reporter.
@@ -491,7 +418,7 @@ fn flatten_tags(values: &[String]) -> Vec<String> {
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     if args.image.image.is_some() {
-        return super::image::run_backup(ctx, args, &args.image);
+        return crate::image_mode::run_backup(ctx, args, &args.image);
     }
     let backup_start = GoTime::now_local();
     let has_files_from = !args.files_from.is_empty()
@@ -516,7 +443,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     // collectRejectFuncs; a bad tag spec is a plain error).
     let mut iexcludes = args.iexclude.clone();
     for file in &args.iexclude_file {
-        iexcludes.extend(super::restore::read_pattern_file(file)?);
+        iexcludes.extend(crate::patterns::read_pattern_file(file)?);
     }
     let mut exclude_if_present = args.exclude_if_present.clone();
     if args.exclude_caches {
@@ -535,7 +462,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
     };
     let mut excludes = args.exclude.clone();
     for file in &args.exclude_file {
-        excludes.extend(super::restore::read_pattern_file(file)?);
+        excludes.extend(crate::patterns::read_pattern_file(file)?);
     }
     let exclude_larger_than = match &args.exclude_larger_than {
         Some(size) => Some(
@@ -580,7 +507,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("RESTIC_HOST").ok())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(local_hostname);
+        .unwrap_or_else(restix_engine::repository::hostname);
     let tags = flatten_tags(&args.tag);
 
     let stdin_is_data = args.stdin
@@ -759,19 +686,6 @@ fn print_summary(ctx: &Context, summary: &BackupSummary, dry_run: bool) {
             p.print(&format!("snapshot {} saved", summary.snapshot_id.short()));
         }
     }
-}
-
-/// `os.Hostname()`.
-fn local_hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(buffer.get(..end).unwrap_or_default()).into_owned()
 }
 
 #[cfg(test)]

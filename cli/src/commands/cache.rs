@@ -4,9 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::Context;
 use crate::args::CacheArgs;
 use crate::cache_dirs;
+use crate::context::Context;
 use crate::engine_glue::cache_dir;
 use crate::errors::fatal;
 use crate::output::{format_bytes, Table};

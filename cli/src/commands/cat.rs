@@ -11,8 +11,8 @@ use restix_engine::selection::{find_in, split_snapshot_arg};
 use restix_engine::walker::resolve_subfolder;
 use restix_repo_format::{BlobType, Id, KeyFile, Lock};
 
-use super::Context;
 use crate::args::PositionalArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::output::{indent_json, to_go_json_indent};
@@ -81,8 +81,12 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
         }
         "snapshot" => {
             let all = opened.list_snapshots()?;
-            let (_, snapshot) = find_in(&all, id_arg, &super::snapshot_filter(&Default::default()))
-                .map_err(|e| fatal(format!("could not find snapshot: {e}")))?;
+            let (_, snapshot) = find_in(
+                &all,
+                id_arg,
+                &crate::snapshot_select::snapshot_filter(&Default::default()),
+            )
+            .map_err(|e| fatal(format!("could not find snapshot: {e}")))?;
             ctx.printer.important(&to_go_json_indent(&snapshot));
         }
         "pack" => {
@@ -107,7 +111,7 @@ pub fn run(ctx: &Context, args: &PositionalArgs) -> anyhow::Result<()> {
             let (_, snapshot) = find_in(
                 &all,
                 snapshot_arg,
-                &super::snapshot_filter(&Default::default()),
+                &crate::snapshot_select::snapshot_filter(&Default::default()),
             )
             .map_err(|e| fatal(format!("could not find snapshot: {e}")))?;
             opened.load_index()?;

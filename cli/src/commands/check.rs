@@ -12,8 +12,8 @@
 
 use restix_engine::check::ReadSubset;
 
-use super::Context;
 use crate::args::CheckArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::repo_check::check_repository;

@@ -4,14 +4,13 @@
 use restix_engine::copy::{copy_snapshot, find_existing_copy, CopyState};
 use restix_engine::repository::{LockGuard, Repository};
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::CopyArgs;
-use crate::engine_errors::map_lock_error;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, read_password, LockMode};
-use crate::errors::fatal;
-use crate::options::{self, ProcessEnv};
+use crate::errors::{fatal, map_lock_error};
+use crate::options::ProcessEnv;
 use crate::secondary_repo::open_secondary;
+use crate::snapshot_select::select_snapshots;
 use crate::timefmt::go_time_string;
 
 pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
@@ -41,17 +40,11 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
     let (src, dst): (&Repository, &Repository) = if secondary.from_repo {
         (&secondary.repo, &primary.repo)
     } else {
-        let compression = options::compression_mode(&ctx.global, &ProcessEnv)?
-            .parse()
-            .map_err(|e| fatal(format!("{e}")))?;
-        secondary.repo.set_compression(compression);
-        if let Some(bytes) = options::pack_size_bytes(&ctx.global, &ProcessEnv)? {
-            secondary.repo.set_pack_size(bytes).map_err(fatal)?;
-        }
+        ctx.apply_write_settings(&secondary.repo)?;
         (&primary.repo, &secondary.repo)
     };
     let all = src.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     let dst_snaps = dst.list_snapshots()?;
     src.load_index()?;

@@ -3,11 +3,12 @@
 use restix_engine::diff::{diff_trees, DiffStat};
 use serde::Serialize;
 
-use super::{select_single, Context};
 use crate::args::{DiffArgs, SnapshotFilterOptions};
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::output::format_bytes;
+use crate::snapshot_select::select_single;
 
 #[derive(Serialize)]
 struct ChangeJson<'a> {

@@ -6,9 +6,9 @@ use restix_engine::dump::{dump_file, dump_tar};
 use restix_engine::walker::{resolve_path, ResolvedPath, WalkError};
 use restix_repo_format::NodeType;
 
-use super::Context;
 use crate::args::DumpArgs;
-use crate::engine_glue::{open_repository, LockMode};
+use crate::context::Context;
+use crate::engine_glue::{open_repository, LockMode, OpenedRepository};
 use crate::errors::fatal;
 
 /// Output buffer: large writes keep multi-GB image dumps fast.
@@ -16,7 +16,7 @@ const OUTPUT_BUFFER: usize = 4 << 20;
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
     if let Some(format) = &args.image.format {
-        return super::image::run_dump(ctx, args, format);
+        return crate::image_mode::run_dump(ctx, args, format);
     }
     let [snapshot_arg, path] = args.args.as_slice() else {
         return Err(fatal("no file and no snapshot ID specified").into());
@@ -26,15 +26,8 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> anyhow::Result<()> {
         "zip" => return run_zip(ctx, args, snapshot_arg, path),
         other => return Err(fatal(format!("unknown archive format \"{other}\"")).into()),
     }
-    let opened = open_repository(ctx, LockMode::Shared)?;
-    let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (opened, resolved) = open_and_resolve(ctx, args, snapshot_arg, path)?;
     let repo = &opened.repo;
-    let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
-        WalkError::NotFound { .. } => fatal(format!(
-            "cannot dump file: path \"{path}\" not found in snapshot"
-        )),
-        other => fatal(format!("cannot dump file: {other}")),
-    })?;
     let is_archive =
         !matches!(&resolved, ResolvedPath::Node(node) if node.node_type == NodeType::File);
     let mut writer: Box<dyn Write> = match &args.target {
@@ -91,18 +84,31 @@ fn clean_base(path: &str) -> Vec<u8> {
     out
 }
 
-/// `dump --archive zip` (#17): a file's content as with tar, a folder as a
-/// zip archive ([`restix_engine::dump_zip`]).
-fn run_zip(ctx: &Context, args: &DumpArgs, snapshot_arg: &str, path: &str) -> anyhow::Result<()> {
+/// Open the repository and find `path` in the snapshot `snapshot_arg`
+/// names (restic's "cannot dump file" errors).
+fn open_and_resolve(
+    ctx: &Context,
+    args: &DumpArgs,
+    snapshot_arg: &str,
+    path: &str,
+) -> anyhow::Result<(OpenedRepository, ResolvedPath)> {
     let opened = open_repository(ctx, LockMode::Shared)?;
-    let (_, _, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
-    let repo = &opened.repo;
-    let resolved = resolve_path(repo, &root, path.as_bytes()).map_err(|e| match e {
+    let (_, _, root) =
+        crate::snapshot_select::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let resolved = resolve_path(&opened.repo, &root, path.as_bytes()).map_err(|e| match e {
         WalkError::NotFound { .. } => fatal(format!(
             "cannot dump file: path \"{path}\" not found in snapshot"
         )),
         other => fatal(format!("cannot dump file: {other}")),
     })?;
+    Ok((opened, resolved))
+}
+
+/// `dump --archive zip` (#17): a file's content as with tar, a folder as a
+/// zip archive ([`restix_engine::dump_zip`]).
+fn run_zip(ctx: &Context, args: &DumpArgs, snapshot_arg: &str, path: &str) -> anyhow::Result<()> {
+    let (opened, resolved) = open_and_resolve(ctx, args, snapshot_arg, path)?;
+    let repo = &opened.repo;
     let (tree, base) = match resolved {
         ResolvedPath::Root(tree) => (tree, Vec::new()),
         ResolvedPath::Node(node) if node.node_type == NodeType::Dir => {

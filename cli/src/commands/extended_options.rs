@@ -5,8 +5,8 @@
 //! The list is what the backends accept: `local.connections`, the sftp
 //! options of `cli/src/location.rs`, and `restix_s3::KNOWN_OPTIONS`.
 
-use super::Context;
 use crate::args::PositionalArgs;
+use crate::context::Context;
 
 /// What an option does, in restix.
 fn describe(name: &str) -> &'static str {

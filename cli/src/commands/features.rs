@@ -1,8 +1,8 @@
 //! `features`: the feature flags, their state and default (restic
 //! cmd_features.go), as a table.
 
-use super::Context;
 use crate::args::PositionalArgs;
+use crate::context::Context;
 use crate::errors::fatal;
 use crate::features::FEATURES;
 use crate::output::Table;

@@ -7,12 +7,12 @@ use restix_engine::walker::go_file_mode_string;
 use restix_repo_format::{BlobType, GoTime, Id, Snapshot};
 use serde::Serialize;
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::FindArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::output::format_bytes;
+use crate::snapshot_select::select_snapshots;
 use crate::timefmt::{local_time_text, parse_local_time};
 
 fn is_zero(v: &u64) -> bool {
@@ -168,7 +168,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> anyhow::Result<()> {
     };
     let id_mode = !matches!(target, FindTarget::Patterns { .. });
     let all = opened.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let mut selected: Vec<(Id, Snapshot)> = select_snapshots(ctx, &all, &args.snapshot, &filter);
     sort_snapshots(&mut selected);
     if !args.reverse {

@@ -11,23 +11,14 @@ use restix_engine::selection::SnapshotFilter;
 use restix_repo_format::{Id, Snapshot};
 use serde::Serialize;
 
-use super::snapshots::snapshot_table_with_reasons;
-use super::snapshots::{select_snapshots, SnapshotJson};
-use super::Context;
 use crate::args::ForgetArgs;
+use crate::context::Context;
+use crate::counter::counter_line_with_total;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
-use crate::output::{format_duration, format_percent};
-
-/// The final counter line restic prints when stdout is not a terminal
-/// (spec: cli §1.1): `[0:00] 100.00%  2 / 2 files deleted`.
-pub(crate) fn counter_line(start: Instant, done: u64, total: u64, what: &str) -> String {
-    format!(
-        "[{}] {}  {done} / {total} {what}",
-        format_duration(start.elapsed().as_secs()),
-        format_percent(done, total)
-    )
-}
+use crate::snapshot_select::select_snapshots;
+use crate::snapshot_view::snapshot_table_with_reasons;
+use crate::snapshot_view::SnapshotJson;
 
 fn count_flag(value: &Option<String>, flag: &str) -> anyhow::Result<i64> {
     match value {
@@ -300,7 +291,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
                 }
             }
             if !ctx.printer.json {
-                ctx.printer.print(&counter_line(
+                ctx.printer.print(&counter_line_with_total(
                     start,
                     done,
                     to_remove.len() as u64,
@@ -325,7 +316,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> anyhow::Result<()> {
                 to_remove.len()
             ));
         }
-        super::prune::run_with_repo(ctx, &opened, &args.prune_options, args.dry_run)?;
+        crate::pruning::run_with_repo(ctx, &opened, &args.prune_options, args.dry_run)?;
     }
     opened.unlock();
     Ok(())

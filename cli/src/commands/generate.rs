@@ -13,8 +13,8 @@ use std::path::Path;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use super::Context;
 use crate::args::{Cli, GenerateArgs};
+use crate::context::Context;
 use crate::errors::fatal;
 
 /// The program name completions and man pages are made for: `restic`

@@ -4,11 +4,11 @@ use restix_engine::repository::{RepoError, Repository};
 use restix_repo_format::ScryptParams;
 use serde::Serialize;
 
-use super::Context;
 use crate::args::InitArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_location, read_password};
 use crate::errors::fatal;
-use crate::options::{self, PasswordSource, ProcessEnv};
+use crate::options::{PasswordSource, ProcessEnv};
 use crate::secondary_repo::{any_given, open_secondary};
 
 #[derive(Serialize)]
@@ -36,7 +36,7 @@ fn repository_version(text: &str) -> anyhow::Result<u32> {
 
 /// The new repository's password: given, or read (twice on a terminal).
 fn new_password(ctx: &Context) -> anyhow::Result<String> {
-    match options::resolve_password(&ctx.global, &ProcessEnv)? {
+    match ctx.password_source()? {
         PasswordSource::Given(p) => Ok(p),
         PasswordSource::Empty => Ok(String::new()),
         PasswordSource::NotGiven => {

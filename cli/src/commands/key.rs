@@ -6,8 +6,8 @@ use restix_engine::keys::{add_key, find_key, list_keys, remove_key, KeyError};
 use restix_repo_format::{GoTime, ScryptParams};
 use serde::Serialize;
 
-use super::Context;
 use crate::args::{KeyAddArgs, KeyArgs, KeyCommand};
+use crate::context::Context;
 use crate::engine_glue::{open_repository, read_password, LockMode, OpenedRepository};
 use crate::errors::{fatal, CliError};
 use crate::options::decode_text_file;
@@ -30,19 +30,6 @@ fn key_error(e: KeyError) -> anyhow::Error {
         KeyError::CurrentKey => fatal(e.to_string()).into(),
         other => fatal(other.to_string()).into(),
     }
-}
-
-/// `os.Hostname()`.
-fn local_hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success, and we only read up to the first NUL.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(buffer.get(..end).unwrap_or_default()).into_owned()
 }
 
 /// The current user's name (`$USER`, else the passwd entry's uid as text).
@@ -101,7 +88,10 @@ fn store_new_key(
 ) -> anyhow::Result<(restix_repo_format::Id, String, String, GoTime)> {
     let password = new_password(ctx, args)?;
     let user = args.user.clone().unwrap_or_else(local_username);
-    let host = args.host.clone().unwrap_or_else(local_hostname);
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(restix_engine::repository::hostname);
     let created = GoTime::now_local();
     let id = add_key(
         &opened.repo,

@@ -2,8 +2,8 @@
 
 use restix_engine::backend::FileType;
 
-use super::Context;
 use crate::args::PositionalArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::CliError;
 

@@ -1,15 +1,17 @@
 //! `ls` (spec: cli §10.11, JSON §11.4).
 
+mod ncdu;
+
 use restix_engine::walker::{self, LsFilter, LsNode};
 use restix_repo_format::GoTime;
 use serde::Serialize;
 
-use super::snapshots::SnapshotJson;
-use super::Context;
 use crate::args::LsArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::output::format_bytes;
+use crate::snapshot_view::SnapshotJson;
 use crate::timefmt::{go_time_string, local_time_text};
 
 #[derive(Serialize)]
@@ -117,9 +119,10 @@ pub fn run(ctx: &Context, args: &LsArgs) -> anyhow::Result<()> {
         return Err(fatal("--reverse and --ncdu are mutually exclusive").into());
     }
     let opened = open_repository(ctx, LockMode::Shared)?;
-    let (id, snapshot, root) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (id, snapshot, root) =
+        crate::snapshot_select::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
     if args.ncdu {
-        let text = super::ls_ncdu::listing(&opened.repo, &snapshot, &root, dirs, args.recursive)?;
+        let text = ncdu::listing(&opened.repo, &snapshot, &root, dirs, args.recursive)?;
         ctx.printer.important(&text);
         return Ok(());
     }

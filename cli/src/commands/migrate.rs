@@ -4,8 +4,8 @@
 
 use restix_engine::migrate::{check, upgrade_repo_v2, MIGRATIONS};
 
-use super::Context;
 use crate::args::MigrateArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::repo_check::check_repository;
 

@@ -1,4 +1,9 @@
 //! One module per command; [`dispatch`] runs the parsed command line.
+//!
+//! This is the top floor of the crate below `lib.rs`: each command module
+//! takes a [`Context`] and its own argument struct and imports only the
+//! layers below (see docs/cli-layers.md); no command imports another, and
+//! nothing below imports a command.
 
 mod backup;
 mod cache;
@@ -12,18 +17,17 @@ mod features;
 mod find;
 mod forget;
 mod generate;
-pub(crate) mod image;
 mod init;
 mod key;
 mod list;
 mod ls;
-mod ls_ncdu;
 mod migrate;
 mod mount;
 mod prune;
 mod recover;
 mod repair;
 mod restore;
+mod restore_chain;
 mod rewrite;
 mod self_update;
 mod serve_nbd;
@@ -33,99 +37,9 @@ mod tag;
 mod unlock;
 mod version;
 
-use restix_engine::selection::{find_in, split_snapshot_arg, SelectionError, SnapshotFilter};
-use restix_engine::walker::resolve_subfolder;
-use restix_repo_format::{Id, Snapshot};
-
-use crate::args::{Cli, Command, GlobalOptions, SnapshotFilterOptions};
-use crate::engine_glue::OpenedRepository;
-use crate::errors::{exit_code, fatal};
-use crate::options::{self, ExtendedOptions, ProcessEnv};
-use crate::output::Printer;
-
-/// Everything a command needs from the global flags.
-pub struct Context {
-    pub global: GlobalOptions,
-    pub printer: Printer,
-    pub extended: ExtendedOptions,
-    pub threads: usize,
-}
-
-impl Context {
-    /// Validate the global flags (spec: cli §4 step 1).
-    fn new(mut global: GlobalOptions) -> anyhow::Result<Context> {
-        // --cacert lists, $RESTIC_CACERT, $RESTIC_TLS_CLIENT_CERT,
-        // $RESTIC_HTTP_USER_AGENT and --stuck-request-timeout, resolved
-        // once for the backends (restic global.go).
-        options::resolve_transport(&mut global, &ProcessEnv)?;
-        let verbosity = options::verbosity(&global)?;
-        let extended = options::parse_extended_options(&global.option)?;
-        let threads = options::worker_threads(&global, &ProcessEnv);
-        let printer = Printer::new(verbosity, global.json);
-        Ok(Context {
-            global,
-            printer,
-            extended,
-            threads,
-        })
-    }
-}
-
-/// Snapshot filter from `--host/--tag/--path`; `$RESTIC_HOST` is the
-/// default host filter (spec: cli §9).
-pub fn snapshot_filter(args: &SnapshotFilterOptions) -> SnapshotFilter {
-    let mut hosts = args.host.clone();
-    if hosts.is_empty() {
-        if let Some(host) = std::env::var("RESTIC_HOST").ok().filter(|h| !h.is_empty()) {
-            hosts.push(host);
-        }
-    }
-    SnapshotFilter::from_args(&hosts, &args.tag, &args.path)
-}
-
-/// Go's `%v` of a string slice: `[a b]`.
-pub fn go_slice(items: &[String]) -> String {
-    format!("[{}]", items.join(" "))
-}
-
-/// Go's `%v` of restic's `[]TagList`: `[[a b] [c]]`.
-pub fn go_tag_lists(groups: &[Vec<String>]) -> String {
-    let inner: Vec<String> = groups.iter().map(|g| go_slice(g)).collect();
-    go_slice(&inner)
-}
-
-/// Resolve the argument of a single-snapshot command (`ID`, prefix,
-/// `latest`, optionally `:subfolder`): the snapshot and the tree to work on.
-/// Loads the index.
-pub fn select_single(
-    ctx: &Context,
-    opened: &OpenedRepository,
-    arg: &str,
-    filter_args: &SnapshotFilterOptions,
-) -> anyhow::Result<(Id, Snapshot, Id)> {
-    let (id_arg, subfolder) = split_snapshot_arg(arg);
-    let filter = snapshot_filter(filter_args);
-    let all = opened.list_snapshots()?;
-    let (id, snapshot) = find_in(&all, id_arg, &filter).map_err(|e| match e {
-        SelectionError::NoLatest => fatal(format!(
-            "failed to find snapshot: snapshot filter (Paths:{} Tags:{} Hosts:{}): no snapshot found",
-            go_slice(&filter.paths),
-            go_tag_lists(&filter.tags),
-            go_slice(&filter.hosts)
-        )),
-        other => fatal(format!("failed to find snapshot: {other}")),
-    })?;
-    opened.load_index_cached(ctx)?;
-    let root = snapshot
-        .tree
-        .ok_or_else(|| fatal(format!("snapshot {} has no tree", id.short())))?;
-    let tree = match subfolder {
-        Some(sub) => resolve_subfolder(&opened.repo, &root, sub.as_bytes())
-            .map_err(|e| fatal(format!("failed to find snapshot: {e}")))?,
-        None => root,
-    };
-    Ok((id, snapshot, tree))
-}
+use crate::args::{Cli, Command};
+use crate::context::Context;
+use crate::errors::exit_code;
 
 /// Run the command; returns the exit status on success paths.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -142,7 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup(args) => backup::run(&ctx, args)?,
         Command::Snapshots(args) => snapshots::run(&ctx, args)?,
         Command::Restore(args) => restore::run(&ctx, args)?,
-        Command::RestoreChain(args) => image::run_restore_chain(&ctx, args)?,
+        Command::RestoreChain(args) => restore_chain::run(&ctx, args)?,
         Command::Dump(args) => dump::run(&ctx, args)?,
         Command::Ls(args) => ls::run(&ctx, args)?,
         Command::Cat(args) => cat::run(&ctx, args)?,
@@ -170,27 +84,4 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::ServeNbd(args) => serve_nbd::run(&ctx, args)?,
     }
     Ok(exit_code::SUCCESS)
-}
-
-/// The blob cache and loader threads `mount` and `serve-nbd` read file
-/// data through: `--blob-cache SIZE` (default 128 MiB), two loads in
-/// flight per backend connection, at least four.
-pub fn blob_source(
-    opened: &OpenedRepository,
-    cache_flag: Option<&str>,
-) -> anyhow::Result<std::sync::Arc<restix_engine::vfs::BlobSource>> {
-    let bytes = match cache_flag {
-        Some(text) => options::parse_size(text).map_err(|e| {
-            fatal(format!(
-                "invalid argument \"{text}\" for \"--blob-cache\" flag: {e}"
-            ))
-        })?,
-        None => restix_engine::vfs::DEFAULT_CACHE_BYTES,
-    };
-    let loaders = (opened.repo.backend().connections() * 2).max(4);
-    Ok(restix_engine::vfs::BlobSource::new(
-        std::sync::Arc::clone(&opened.repo),
-        bytes,
-        loaders,
-    ))
 }

@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use restix_mount::{FuseOptions, MountConfig, SnapshotFs};
 
-use super::{blob_source, snapshot_filter, Context};
 use crate::args::MountArgs;
+use crate::blob_source::blob_source;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
+use crate::snapshot_select::snapshot_filter;
 
 /// Threads answering kernel requests (reads of several files, or the
 /// kernel's parallel readahead of one, run at once).

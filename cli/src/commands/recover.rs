@@ -5,8 +5,8 @@
 use restix_engine::recover::{find_unreferenced_roots, save_recovery_snapshot, RecoverStep};
 use restix_engine::repair::{repair_index, RepairStep};
 
-use super::Context;
 use crate::args::PositionalArgs;
+use crate::context::Context;
 use crate::counter::Counter;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;

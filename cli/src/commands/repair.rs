@@ -10,13 +10,13 @@ use restix_engine::repository::RepoError;
 use restix_engine::rewrite::{replace_snapshot, Change, RewriteError, TreeRewriter};
 use restix_repo_format::{BlobType, Id, NodeType, Tree};
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::{RepairArgs, RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::context::Context;
 use crate::counter::{counter_line, Counter};
 use crate::engine_glue::{open_repository, open_repository_dry_run, LockMode};
 use crate::errors::fatal;
 use crate::rewrite_report::{report_outcome, report_total, snapshot_line};
+use crate::snapshot_select::select_snapshots;
 
 /// `repair <subcommand>`.
 pub fn run(ctx: &Context, args: &RepairArgs) -> anyhow::Result<()> {
@@ -156,7 +156,7 @@ fn run_packs(ctx: &Context, args: &[String]) -> anyhow::Result<()> {
 fn run_snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> anyhow::Result<()> {
     let mut opened = open_repository_dry_run(ctx, LockMode::Exclusive, args.dry_run)?;
     let (all, damaged) = opened.list_snapshots_and_damaged()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     opened.load_index()?;
     let repo = opened.repo.clone();

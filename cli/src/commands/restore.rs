@@ -10,8 +10,8 @@ use restix_engine::restorer::{
 use restix_engine::selection::split_snapshot_arg;
 use serde::Serialize;
 
-use super::Context;
 use crate::args::RestoreArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::{exit_code, fatal, CliError};
 use crate::output::{format_bytes, format_duration, Printer};
@@ -156,7 +156,7 @@ impl crate::progress::StatusSource for Progress {
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     if let Some(format) = &args.image.format {
-        return super::image::run_restore(ctx, args, format);
+        return crate::image_mode::run_restore(ctx, args, format);
     }
     let snapshot_arg = match args.args.as_slice() {
         [] => return Err(fatal("no snapshot ID specified").into()),
@@ -215,14 +215,14 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     );
     for file in &args.include_file {
         include.extend(
-            read_pattern_file(file)?
+            crate::patterns::read_pattern_file(file)?
                 .iter()
                 .map(|p| FilterPattern::new(p)),
         );
     }
     for file in &args.iinclude_file {
         include.extend(
-            read_pattern_file(file)?
+            crate::patterns::read_pattern_file(file)?
                 .iter()
                 .map(|p| FilterPattern::new_case_insensitive(p)),
         );
@@ -236,21 +236,22 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     );
     for file in &args.exclude_file {
         exclude.extend(
-            read_pattern_file(file)?
+            crate::patterns::read_pattern_file(file)?
                 .iter()
                 .map(|p| FilterPattern::new(p)),
         );
     }
     for file in &args.iexclude_file {
         exclude.extend(
-            read_pattern_file(file)?
+            crate::patterns::read_pattern_file(file)?
                 .iter()
                 .map(|p| FilterPattern::new_case_insensitive(p)),
         );
     }
 
     let opened = open_repository(ctx, LockMode::Shared)?;
-    let (id, snapshot, _) = super::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
+    let (id, snapshot, _) =
+        crate::snapshot_select::select_single(ctx, &opened, snapshot_arg, &args.filter)?;
     let (_, subfolder) = split_snapshot_arg(snapshot_arg);
     let root = snapshot.tree.ok_or_else(|| fatal("snapshot has no tree"))?;
     ctx.printer.print(&format!(
@@ -355,59 +356,6 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Patterns from a file: one per line, trimmed, `#` comments and blank lines
-/// skipped (restic's `readPatternsFromFiles`).
-pub fn read_pattern_file(path: &str) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fatal(format!("failed to read pattern file {path}: {e}")))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(expand_env)
-        .collect())
-}
-
-/// `$VAR`/`${VAR}` expansion with `$$` = `$` (restic's exclude files).
-fn expand_env(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            Some('$') => {
-                chars.next();
-                out.push('$');
-            }
-            Some('{') => {
-                chars.next();
-                let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                out.push_str(&std::env::var(&name).unwrap_or_default());
-            }
-            _ => {
-                let mut name = String::new();
-                while let Some(&n) = chars.peek() {
-                    if n.is_ascii_alphanumeric() || n == '_' {
-                        name.push(n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                if name.is_empty() {
-                    out.push('$');
-                } else {
-                    out.push_str(&std::env::var(&name).unwrap_or_default());
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,14 +379,5 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(status, r#"{"message_type":"status","percent_done":0}"#);
-    }
-
-    #[test]
-    fn env_expansion() {
-        std::env::set_var("RESTIX_TEST_VAR", "x");
-        assert_eq!(
-            expand_env("/a/$RESTIX_TEST_VAR/${RESTIX_TEST_VAR}/$$"),
-            "/a/x/x/$"
-        );
     }
 }

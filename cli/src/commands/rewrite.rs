@@ -8,12 +8,12 @@ use restix_engine::rewrite::{
     replace_snapshot, rewritten_summary, Change, RewriteError, TreeRewriter,
 };
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::{ExcludePatternOptions, RewriteArgs};
+use crate::context::Context;
 use crate::engine_glue::{open_repository_dry_run, LockMode};
 use crate::errors::fatal;
 use crate::rewrite_report::{report_outcome, report_total, snapshot_line};
+use crate::snapshot_select::select_snapshots;
 use crate::timefmt::parse_local_time;
 
 /// The exclude rules of `--exclude`, `--iexclude` and their `-file`
@@ -21,11 +21,11 @@ use crate::timefmt::parse_local_time;
 pub fn exclude_matcher(options: &ExcludePatternOptions) -> anyhow::Result<ExcludeMatcher> {
     let mut excludes = options.exclude.clone();
     for file in &options.exclude_file {
-        excludes.extend(super::restore::read_pattern_file(file)?);
+        excludes.extend(crate::patterns::read_pattern_file(file)?);
     }
     let mut iexcludes = options.iexclude.clone();
     for file in &options.iexclude_file {
-        iexcludes.extend(super::restore::read_pattern_file(file)?);
+        iexcludes.extend(crate::patterns::read_pattern_file(file)?);
     }
     Ok(ExcludeMatcher::new(&excludes).with_insensitive(&iexcludes))
 }
@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, args: &RewriteArgs) -> anyhow::Result<()> {
     };
     let mut opened = open_repository_dry_run(ctx, lock, args.dry_run)?;
     let all = opened.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     opened.load_index()?;
     let repo = opened.repo.clone();

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use super::Context;
 use crate::args::SelfUpdateArgs;
+use crate::context::Context;
 use crate::errors::fatal;
 
 pub fn run(ctx: &Context, args: &SelfUpdateArgs) -> anyhow::Result<()> {

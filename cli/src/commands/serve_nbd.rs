@@ -12,10 +12,12 @@ use restix_engine::image::find_file_node;
 use restix_engine::selection::{find_in, split_snapshot_arg};
 use restix_mount::nbd::{Export, Listen, NbdServer};
 
-use super::{blob_source, snapshot_filter, Context};
 use crate::args::ServeNbdArgs;
+use crate::blob_source::blob_source;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
+use crate::snapshot_select::snapshot_filter;
 
 pub fn run(ctx: &Context, args: &ServeNbdArgs) -> anyhow::Result<()> {
     let [snapshot_arg] = args.args.as_slice() else {

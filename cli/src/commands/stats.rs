@@ -3,12 +3,12 @@
 use restix_engine::stats::{compute_stats, StatsMode};
 use serde::Serialize;
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::StatsArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
 use crate::output::format_bytes;
+use crate::snapshot_select::select_snapshots;
 
 fn is_zero_u64(v: &u64) -> bool {
     *v == 0
@@ -46,7 +46,7 @@ pub fn run(ctx: &Context, args: &StatsArgs) -> anyhow::Result<()> {
     })?;
     let mut opened = open_repository(ctx, LockMode::Shared)?;
     let all = opened.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     if !selected.is_empty() {
         opened.load_index()?;

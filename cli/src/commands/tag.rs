@@ -4,11 +4,11 @@ use restix_engine::backend::FileType;
 use restix_repo_format::Snapshot;
 use serde::Serialize;
 
-use super::snapshots::select_snapshots;
-use super::Context;
 use crate::args::TagArgs;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
 use crate::errors::fatal;
+use crate::snapshot_select::select_snapshots;
 
 #[derive(Serialize)]
 struct ChangedJson {
@@ -72,7 +72,7 @@ pub fn run(ctx: &Context, args: &TagArgs) -> anyhow::Result<()> {
         ctx.printer.verbose("create exclusive lock for repository");
     }
     let all = opened.list_snapshots()?;
-    let filter = super::snapshot_filter(&args.filter);
+    let filter = crate::snapshot_select::snapshot_filter(&args.filter);
     let selected = select_snapshots(ctx, &all, &args.ids, &filter);
     let mut changed = 0u64;
     for (id, snapshot) in selected {

@@ -2,10 +2,10 @@
 
 use restix_engine::repository::lock::{remove_all_locks, remove_stale_locks};
 
-use super::Context;
 use crate::args::UnlockArgs;
-use crate::engine_errors::map_lock_error;
+use crate::context::Context;
 use crate::engine_glue::{open_repository, LockMode};
+use crate::errors::map_lock_error;
 
 pub fn run(ctx: &Context, args: &UnlockArgs) -> anyhow::Result<()> {
     let opened = open_repository(ctx, LockMode::None)?;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::Context;
+use crate::context::Context;
 
 /// restic's Go architecture names.
 fn go_arch() -> &'static str {

@@ -38,6 +38,8 @@ pub mod index;
 pub mod lock;
 pub(crate) mod mapped_index;
 pub(crate) mod os_identity;
+/// The host name (`os.Hostname()`), for the CLI's defaults too.
+pub use os_identity::hostname;
 mod packer;
 
 #[cfg(test)]

@@ -6,17 +6,11 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::sync::{Mutex, OnceLock};
 
-/// The host name (`os.Hostname()`), or "" when unknown.
+/// The host name (`os.Hostname()`: the kernel's node name), from the
+/// `gethostname` crate. The one home of the host name for the engine and
+/// the CLI.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for writes of buf.len() bytes; gethostname writes
-    // at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned()
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// The current user's numeric IDs.
