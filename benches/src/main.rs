@@ -103,7 +103,9 @@ struct Options {
     mount: bool,
     /// Round trips of the distance scenario, ms (empty: not run).
     distance: Vec<u64>,
-    /// Extra `sftp.connections` values of the distance scenario.
+    /// Extra `sftp.connections` values of the distance scenario (read only
+    /// when built with the `sftp` and `s3` features).
+    #[cfg_attr(not(all(feature = "sftp", feature = "s3")), allow(dead_code))]
     connections: Vec<usize>,
 }
 

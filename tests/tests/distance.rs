@@ -84,12 +84,12 @@ fn sftp_backup_and_restore_through_a_delay_line() {
     let url = format!("sftp:{}@{HOST_ALIAS}:{}", sshd.user(), repo.display());
 
     over_ssh(&sb, &home, Tool::Restix)
-        .args(["-r", &url, "init"])
+        .args(["-r", url.as_str(), "init"])
         .run()
         .ok();
     // Small packs, so that several upload (and later download) at once.
     over_ssh(&sb, &home, Tool::Restix)
-        .args(["-r", &url, "--pack-size", "4", "backup"])
+        .args(["-r", url.as_str(), "--pack-size", "4", "backup"])
         .arg(&src)
         .run()
         .ok();
@@ -120,7 +120,7 @@ fn sftp_backup_and_restore_through_a_delay_line() {
 
     let by_restix = sb.join("by-restix");
     over_ssh(&sb, &home, Tool::Restix)
-        .args(["-r", &url, "restore", "latest", "--target"])
+        .args(["-r", url.as_str(), "restore", "latest", "--target"])
         .arg(&by_restix)
         .run()
         .ok();
@@ -154,24 +154,24 @@ fn s3_backup_and_restore_through_a_delay_line() {
     };
 
     with_env(sb.cmd(Tool::Restix))
-        .args(["-r", &far, "init"])
+        .args(["-r", far.as_str(), "init"])
         .run()
         .ok();
     with_env(sb.cmd(Tool::Restix))
-        .args(["-r", &far, "--pack-size", "4", "backup"])
+        .args(["-r", far.as_str(), "--pack-size", "4", "backup"])
         .arg(&src)
         .run()
         .ok();
     assert!(line.connections() >= 2, "one connection only");
 
     with_env(sb.cmd(Tool::Restic))
-        .args(["-r", &near, "check", "--read-data"])
+        .args(["-r", near.as_str(), "check", "--read-data"])
         .run()
         .ok()
         .stdout_has("no errors were found");
     let by_restix = sb.join("by-restix");
     with_env(sb.cmd(Tool::Restix))
-        .args(["-r", &far, "restore", "latest", "--target"])
+        .args(["-r", far.as_str(), "restore", "latest", "--target"])
         .arg(&by_restix)
         .run()
         .ok();
