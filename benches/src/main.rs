@@ -16,6 +16,8 @@
 
 mod content;
 mod datasets;
+#[cfg(all(feature = "sftp", feature = "s3"))]
+mod distance;
 mod error;
 mod measure;
 mod mount;
@@ -70,6 +72,12 @@ usage: restix-benches [options]
                        DIR/results/scale.svg)
   --mount              only the mount scenario: restic's and restix's `mount` of
                        one repository, reading the image's disk (needs FUSE)
+  --distance LIST      only the distance scenario: backup and restore of the
+                       image over SFTP and S3 through a delay line at these
+                       round trips in ms, e.g. 0,10,40,100 (needs the `sftp`
+                       and `s3` features: benches/run.sh --distance ...)
+  --connections LIST   with --distance: extra restix SFTP runs with
+                       -o sftp.connections=N for each N
 ";
 
 /// Parsed command line.
@@ -93,6 +101,12 @@ struct Options {
     scale: Vec<u64>,
     plot: Option<PathBuf>,
     mount: bool,
+    /// Round trips of the distance scenario, ms (empty: not run).
+    distance: Vec<u64>,
+    /// Extra `sftp.connections` values of the distance scenario (read only
+    /// when built with the `sftp` and `s3` features).
+    #[cfg_attr(not(all(feature = "sftp", feature = "s3")), allow(dead_code))]
+    connections: Vec<usize>,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -131,6 +145,8 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let mut timeout = Duration::from_secs(3600);
     let mut scale = Vec::new();
     let mut plot = None;
+    let mut distance = Vec::new();
+    let mut connections = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -213,6 +229,27 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
                 }
             }
             "--plot" => plot = Some(PathBuf::from(value("--plot")?)),
+            "--distance" => {
+                let v = value("--distance")?;
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    distance.push(
+                        n.trim_end_matches("ms")
+                            .parse::<u64>()
+                            .map_err(|_| usage(format!("bad round trip {n:?}")))?,
+                    );
+                }
+            }
+            "--connections" => {
+                let v = value("--connections")?;
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    connections.push(
+                        n.parse::<usize>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| usage(format!("bad connection count {n:?}")))?,
+                    );
+                }
+            }
             "--output" => output = Some(PathBuf::from(value("--output")?)),
             "--timeout" => {
                 let v = value("--timeout")?;
@@ -259,6 +296,8 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
         scale,
         plot,
         mount,
+        distance,
+        connections,
     })
 }
 
@@ -545,6 +584,9 @@ fn run(opts: Options) -> Result<(), BenchError> {
             opts.output.as_deref(),
         );
     }
+    if !opts.distance.is_empty() {
+        return run_distance(&opts);
+    }
     let tools = build_tools(&opts);
     if tools.is_empty() {
         return Err(BenchError::Usage("no tools to run".into()));
@@ -687,6 +729,50 @@ fn run(opts: Options) -> Result<(), BenchError> {
         Path::new(&work).join("logs").display()
     );
     Ok(())
+}
+
+/// `--distance`: its own report, written like the others.
+#[cfg(all(feature = "sftp", feature = "s3"))]
+fn run_distance(opts: &Options) -> Result<(), BenchError> {
+    let restix = opts.restix.clone().unwrap_or_else(default_restix);
+    let plot = opts
+        .plot
+        .clone()
+        .unwrap_or_else(|| opts.dir.join("results").join("distance.svg"));
+    let run = distance::DistanceRun {
+        dir: &opts.dir,
+        size: opts.size,
+        restic: &opts.restic,
+        restix: &restix,
+        rtts: opts.distance.clone(),
+        connections: opts.connections.clone(),
+        tools: opts.tools.clone(),
+        timeout: opts.timeout,
+        plot,
+    };
+    let mut report = String::from("## restix benchmark: distance\n\n");
+    report.push_str(&format!(
+        "- Date: {}\n- Command: `benches/run.sh {}`\n\n",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        opts.command_line
+    ));
+    report.push_str(&distance::run(&run)?);
+    println!("{report}");
+    let results = opts.dir.join("results");
+    std::fs::create_dir_all(&results).ctx(|| format!("mkdir {}", results.display()))?;
+    let latest = results.join("distance.md");
+    std::fs::write(&latest, &report).ctx(|| format!("write {}", latest.display()))?;
+    if let Some(out) = &opts.output {
+        std::fs::write(out, &report).ctx(|| format!("write {}", out.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(all(feature = "sftp", feature = "s3")))]
+fn run_distance(_opts: &Options) -> Result<(), BenchError> {
+    Err(BenchError::Usage(
+        "--distance needs the `sftp` and `s3` features (benches/run.sh --distance ...)".into(),
+    ))
 }
 
 /// The hidden argument of the warm-up child process (see [`warm_memory`]).

@@ -222,7 +222,7 @@ fn remove_all(path: &Path) {
 }
 
 /// The first regular file named `name` below `root`.
-fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let meta = fs::symlink_metadata(&p).ok()?;
@@ -238,7 +238,7 @@ fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// True when both files hold the same bytes (streamed, 1 MiB at a time).
-fn same_content(a: &Path, b: &Path) -> Result<bool, BenchError> {
+pub(crate) fn same_content(a: &Path, b: &Path) -> Result<bool, BenchError> {
     let mut fa = File::open(a).ctx(|| format!("open {}", a.display()))?;
     let mut fb = File::open(b).ctx(|| format!("open {}", b.display()))?;
     let (ma, mb) = (

@@ -20,8 +20,14 @@ const WRITES_IN_FLIGHT: usize = 64;
 /// the round trip of a fast link; bounded so large requests (see
 /// `connection::LIMITED_WRITE_CHUNK`) do not copy a whole pack at once.
 const WRITE_BYTES_IN_FLIGHT: usize = 4 << 20;
-/// Read requests in flight per download.
-const READS_IN_FLIGHT: usize = 64;
+/// Read requests in flight per download: 256 x 64 KiB = 16 MiB, so the
+/// largest range the restorer asks for (8 MiB) goes out in one round trip
+/// (the client's channel window, 64 MiB, leaves room for it).
+const READS_IN_FLIGHT: usize = 256;
+
+/// `data/xx` folders listed at once on one connection (two round trips
+/// each: open, one batch of `readdir`s).
+const SUBDIR_LISTS_IN_FLIGHT: usize = 32;
 
 /// The folders `create` makes below the repository root (spec: repository layout).
 const LAYOUT_DIRS: [&str; 5] = ["data", "index", "keys", "locks", "snapshots"];
@@ -121,8 +127,10 @@ impl SftpBackend {
         self.runtime.block_on(async {
             let lease = self.pool.get().await?;
             drop(lease);
-            Ok(())
-        })
+            Ok::<(), SftpError>(())
+        })?;
+        self.pool.fill_in_background(&self.runtime);
+        Ok(())
     }
 
     /// Full path on the server of a repository-relative path.
@@ -322,11 +330,17 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
         let _ = conn.sftp.close(handle.clone()).await;
         return Err(classify("write", tmp, e));
     }
+    // fsync and close go out together (one round trip, not two): the
+    // server answers the requests of one session in order, so the close
+    // follows the fsync; a failed fsync still fails the upload.
     if conn.fsync {
-        if let Err(e) = conn.sftp.fsync(handle.clone()).await {
-            let _ = conn.sftp.close(handle.clone()).await;
-            return Err(classify("fsync", tmp, e));
-        }
+        let (synced, closed) = futures::join!(
+            conn.sftp.fsync(handle.clone()),
+            conn.sftp.close(handle.clone())
+        );
+        synced.map_err(|e| classify("fsync", tmp, e))?;
+        closed.map_err(|e| classify("close", tmp, e))?;
+        return Ok(());
     }
     conn.sftp
         .close(handle)
@@ -372,7 +386,12 @@ async fn rename(conn: &Connection, from: &str, to: &str) -> Attempt<()> {
 }
 
 /// Read `length` bytes at `offset` with many read requests in flight.
-async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> Attempt<Vec<u8>> {
+async fn download(
+    conn: &Arc<Connection>,
+    path: &str,
+    offset: u64,
+    length: u64,
+) -> Attempt<Vec<u8>> {
     let handle = conn
         .sftp
         .open(path, OpenFlags::READ, FileAttributes::empty())
@@ -380,7 +399,46 @@ async fn download(conn: &Connection, path: &str, offset: u64, length: u64) -> At
         .map_err(|e| classify("open", path, e))?
         .handle;
     let result = download_open(conn, &handle, path, offset, length).await;
-    let _ = conn.sftp.close(handle).await;
+    close_in_background(conn, handle);
+    result
+}
+
+/// Read a whole file: open, then its size (`fstat`) and the first read
+/// request together, the rest (if any) pipelined. Two round trips for the
+/// small files (keys, config, snapshots, index) instead of four.
+async fn read_whole(conn: &Arc<Connection>, path: &str) -> Attempt<Vec<u8>> {
+    let handle = conn
+        .sftp
+        .open(path, OpenFlags::READ, FileAttributes::empty())
+        .await
+        .map_err(|e| classify("open", path, e))?
+        .handle;
+    let first_len = u32::try_from(conn.read_len).unwrap_or(32 * 1024);
+    let result = async {
+        let (attrs, first) = futures::join!(
+            conn.sftp.fstat(handle.clone()),
+            conn.sftp.read(handle.clone(), 0, first_len)
+        );
+        let size = attrs
+            .map_err(|e| classify("stat", path, e))?
+            .attrs
+            .size
+            .unwrap_or(0);
+        let mut out = match first {
+            Ok(data) => data.data,
+            Err(e) if is_status(&e, StatusCode::Eof) => Vec::new(),
+            Err(e) => return Err(classify("read", path, e)),
+        };
+        out.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let have = out.len() as u64;
+        if have < size {
+            let rest = download_open(conn, &handle, path, have, size - have).await?;
+            out.extend_from_slice(&rest);
+        }
+        Ok(out)
+    }
+    .await;
+    close_in_background(conn, handle);
     result
 }
 
@@ -455,31 +513,44 @@ async fn download_open(
     Ok(out)
 }
 
+/// `readdir` requests sent at once: a server answers them in order (up to
+/// 100 names each for OpenSSH) and a folder's end as EOF, so one round trip
+/// lists up to a few hundred names instead of one round trip per answer.
+const READDIRS_IN_FLIGHT: usize = 4;
+
 /// Entries of one folder: (name, attributes). A missing folder is empty.
-async fn read_dir(conn: &Connection, dir: &str) -> Attempt<Vec<(String, FileAttributes)>> {
+async fn read_dir(conn: &Arc<Connection>, dir: &str) -> Attempt<Vec<(String, FileAttributes)>> {
     let handle = match conn.sftp.opendir(dir).await {
         Ok(h) => h.handle,
         Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(Vec::new()),
         Err(e) => return Err(classify("opendir", dir, e)),
     };
     let mut out = Vec::new();
-    loop {
-        match conn.sftp.readdir(handle.clone()).await {
-            Ok(name) => {
-                if name.files.is_empty() {
-                    break;
-                }
-                out.extend(name.files.into_iter().map(|f| (f.filename, f.attrs)));
-            }
-            Err(e) if is_status(&e, StatusCode::Eof) => break,
-            Err(e) => {
-                let _ = conn.sftp.close(handle.clone()).await;
-                return Err(classify("readdir", dir, e));
+    let listed = 'batches: loop {
+        let batch = futures::future::join_all(
+            (0..READDIRS_IN_FLIGHT).map(|_| conn.sftp.readdir(handle.clone())),
+        )
+        .await;
+        for answer in batch {
+            match answer {
+                Ok(name) if name.files.is_empty() => break 'batches Ok(()),
+                Ok(name) => out.extend(name.files.into_iter().map(|f| (f.filename, f.attrs))),
+                Err(e) if is_status(&e, StatusCode::Eof) => break 'batches Ok(()),
+                Err(e) => break 'batches Err(classify("readdir", dir, e)),
             }
         }
-    }
-    let _ = conn.sftp.close(handle).await;
-    Ok(out)
+    };
+    close_in_background(conn, handle);
+    listed.map(|()| out)
+}
+
+/// Close a handle whose close answer changes nothing (a folder, a file
+/// read): nobody waits for it, a round trip less on a long link.
+fn close_in_background(conn: &Arc<Connection>, handle: String) {
+    let conn = Arc::clone(conn);
+    tokio::spawn(async move {
+        let _ = conn.sftp.close(handle).await;
+    });
 }
 
 fn id_files(entries: Vec<(String, FileAttributes)>) -> Vec<FileInfo> {
@@ -530,7 +601,7 @@ impl SftpBackend {
                 let conn = &conn;
                 let lists: Vec<Vec<FileInfo>> = stream::iter(subdirs)
                     .map(|sub| async move { read_dir(conn, &sub).await.map(id_files) })
-                    .buffer_unordered(16)
+                    .buffer_unordered(SUBDIR_LISTS_IN_FLIGHT)
                     .try_collect()
                     .await?;
                 Ok(lists.into_iter().flatten().collect())
@@ -641,16 +712,8 @@ impl SftpBackend {
         self.attempt("read", &path, |conn| {
             let path = path.clone();
             async move {
-                let length = match length {
-                    Some(l) => l,
-                    None => {
-                        let attrs = conn
-                            .sftp
-                            .stat(path.clone())
-                            .await
-                            .map_err(|e| classify("stat", &path, e))?;
-                        attrs.attrs.size.unwrap_or(0)
-                    }
+                let Some(length) = length else {
+                    return read_whole(&conn, &path).await;
                 };
                 if length == 0 && offset == 0 {
                     // Still report a missing file as NotFound.

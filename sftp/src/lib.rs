@@ -14,6 +14,16 @@
 //!   `limits@openssh.com`), reads are pipelined the same way. Measured on
 //!   loopback: one connection with one write in flight moves 3 MB/s, with 64
 //!   in flight 281 MB/s, two connections 421 MB/s.
+//! - Long links (issue #20, `benches/run.sh --distance`): the server's SSH
+//!   channel window (OpenSSH: 2 MiB) bounds one connection to a window per
+//!   round trip, so the engine uploads one pack per connection at once; the
+//!   pool dials every connection in the background once the first is up
+//!   (a dial costs ~10 round trips); folder listings send 4 `readdir`s at
+//!   once, whole-file reads send `fstat` with the first read, read and
+//!   folder handles are closed without waiting, and an upload's fsync and
+//!   close go out together. Measured through a 100 ms delay line: 5
+//!   connections back up 12x faster than restic's one; 8 or 16 gained
+//!   nothing, 2 lost (docs/benchmarks.md), so the default stays 5.
 //! - Writes are atomic: `<final>-tmp-<32 hex>` (mode 0600), fsync when the
 //!   server offers `fsync@openssh.com`, then `posix-rename@openssh.com`.
 //! - Each call makes one attempt. A lost connection is dropped from the pool

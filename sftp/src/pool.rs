@@ -102,6 +102,29 @@ impl Pool {
         })
     }
 
+    /// Dial every empty slot now, in the background: an SSH connection
+    /// takes several round trips to set up (key exchange, authentication,
+    /// SFTP start), which on a long link cost as much as a pack upload; the
+    /// first parallel work then finds its connections ready. A failed dial
+    /// is forgotten (the next `get` of that slot dials again and reports).
+    pub fn fill_in_background(self: &Arc<Self>, runtime: &tokio::runtime::Runtime) {
+        for index in 0..self.slots.len() {
+            let pool = Arc::clone(self);
+            runtime.spawn(async move {
+                let Some(slot) = pool.slots.get(index) else {
+                    return;
+                };
+                let mut guard = slot.conn.lock().await;
+                if guard.as_ref().is_some_and(|c| !c.is_closed()) {
+                    return;
+                }
+                if let Ok(conn) = Connection::open(&pool.target).await {
+                    *guard = Some(Arc::new(conn));
+                }
+            });
+        }
+    }
+
     /// Forget a connection that failed, so the next `get` dials again.
     pub async fn discard(&self, lease: Lease<'_>) {
         let mut guard = lease.slot.conn.lock().await;

@@ -2,6 +2,7 @@
 //! `restic` binaries, temporary repositories, fixtures, a private OpenSSH
 //! `sshd` on 127.0.0.1, and qemu-img images.
 
+pub mod delay;
 pub mod garage;
 pub mod harness;
 pub mod images;

@@ -326,6 +326,13 @@ impl Sshd {
 
     /// A fresh `$HOME` set up for this server (see [`TestHome`]).
     pub fn home(&self) -> TestHome {
+        self.home_via(self.port)
+    }
+
+    /// A fresh `$HOME` whose ssh config and known_hosts reach this server
+    /// through `port` of 127.0.0.1 instead of its own port: a forwarder
+    /// there (the [`delay`](crate::delay) line) carries the connection.
+    pub fn home_via(&self, port: u16) -> TestHome {
         let n = self.homes.fetch_add(1, Ordering::SeqCst);
         let root = self.dir.path().join(format!("home{n}"));
         let ssh = root.join(".ssh");
@@ -343,7 +350,7 @@ impl Sshd {
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(
             ssh.join("known_hosts"),
-            format!("{}\n", self.known_hosts_line()),
+            format!("[127.0.0.1]:{port} {}\n", self.host_public_key),
         )
         .unwrap();
         // Absolute paths throughout: OpenSSH expands `~` from passwd, not $HOME.
@@ -362,7 +369,6 @@ impl Sshd {
              \x20 StrictHostKeyChecking yes\n\
              \x20 BatchMode yes\n\
              \x20 LogLevel ERROR\n",
-            port = self.port,
             user = self.user,
             key = key.display(),
             kh = ssh.join("known_hosts").display(),

@@ -266,7 +266,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> anyhow::Result<()> {
     let mut options = RestoreOptions::new(target);
     options.include = include;
     options.exclude = exclude;
-    options.threads = ctx.threads.max(1) * 2;
+    // Workers decrypt and write, and wait on the backend: at least one per
+    // backend connection, so a remote repository has as many pack reads in
+    // flight as it allows (issue #20: latency must not dominate).
+    options.threads = (ctx.threads.max(1) * 2).max(opened.repo.backend().connections());
     options.verify = args.verify;
     options.sparse = args.sparse;
     options.overwrite = overwrite;

@@ -1838,7 +1838,7 @@ impl Repository {
             let pool = pool.get_or_insert_with(|| {
                 packer::UploadPool::start(
                     &self.shared,
-                    packer::upload_threads(self.shared.backend.connections(), cpu_count()),
+                    packer::upload_threads(self.shared.backend.connections()),
                 )
             });
             pool.sender()

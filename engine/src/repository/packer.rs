@@ -34,14 +34,20 @@ pub(crate) struct OpenPack {
 /// Stored packs' buffers kept for reuse.
 pub(crate) const SPARE_PACK_BUFFERS: usize = 2;
 
-/// Uploader threads for a backend with `connections` parallel operations
-/// on `cpus` CPUs: every finished pack waiting or uploading is held in
-/// memory (up to a pack size each), and two or so uploads at once already
-/// keep up with what the CPUs produce, so more than the CPU count (at
-/// least 2) only costs memory.
-pub(crate) fn upload_threads(connections: usize, cpus: usize) -> usize {
-    connections.clamp(1, cpus.max(2))
+/// Uploader threads for a backend with `connections` parallel operations:
+/// one per connection, at most [`MAX_UPLOAD_THREADS`]. An upload mostly
+/// waits on the network, not the CPU: on a long link each pack's transfer
+/// is bounded by request turns and windows (an SFTP upload moves about one
+/// SSH channel window, 2 MiB, per round trip), so only several packs in
+/// flight keep the link busy (issue #20's distance bench). Each thread holds
+/// at most one finished pack in memory; the local backend's 2 connections
+/// keep it at two.
+pub(crate) fn upload_threads(connections: usize) -> usize {
+    connections.clamp(1, MAX_UPLOAD_THREADS)
 }
+
+/// Most uploader threads (and finished packs held in memory) at once.
+pub(crate) const MAX_UPLOAD_THREADS: usize = 16;
 
 /// Finished packs waiting for a free uploader (beyond those uploading):
 /// none, a full pack is handed over directly (memory: one pack per

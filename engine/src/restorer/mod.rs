@@ -76,12 +76,14 @@ use existing::ExistingFile;
 const MAX_CACHED_HANDLES: usize = 256;
 
 /// Largest single pack range read (bounds memory: one per worker, plus one
-/// decoded blob).
-const MAX_READ_SIZE: u64 = 8 << 20;
+/// decoded blob): a default-size pack (16 MiB) in one request, as restic
+/// reads it. Each request costs a round trip or two on a remote backend, so
+/// a worker reading a pack in many small ranges is latency-bound (issue #20).
+const MAX_READ_SIZE: u64 = 16 << 20;
 
 /// Bytes of pack ranges all workers together read at once at most: with
 /// many workers each reads less (but at least [`MIN_READ_SIZE`]).
-const READ_BUDGET: u64 = 32 << 20;
+const READ_BUDGET: u64 = 64 << 20;
 
 /// Smallest range limit per worker.
 const MIN_READ_SIZE: u64 = 1 << 20;
