@@ -106,6 +106,7 @@ pub fn open_location(ctx: &Context) -> anyhow::Result<(String, Arc<dyn Backend>)
         ctx.global.limit_upload,
         ctx.global.limit_download,
         &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
+        ctx.global.tls_client_cert.as_deref(),
     )?;
     Ok((location, backend))
 }

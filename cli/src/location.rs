@@ -25,6 +25,12 @@ pub enum Location {
     Sftp(String),
     /// `s3:...`, parsed later by restix-s3 (it owns the exact rules).
     S3(String),
+    /// `rest:URL`, parsed later by restix-rest.
+    Rest(String),
+    /// `rclone:remote:path`, parsed later by restix-rclone.
+    Rclone(String),
+    /// `azure:container:/path`, parsed later by restix-azure.
+    Azure(String),
     /// A backend restic has and restix does not (yet).
     Unsupported(String),
 }
@@ -49,6 +55,9 @@ pub fn parse_location(s: &str) -> Result<Location, CliError> {
                 "local" => Location::Local(rest.to_string()),
                 "sftp" => Location::Sftp(s.to_string()),
                 "s3" => Location::S3(s.to_string()),
+                "rest" => Location::Rest(s.to_string()),
+                "rclone" => Location::Rclone(s.to_string()),
+                "azure" => Location::Azure(s.to_string()),
                 other => Location::Unsupported(other.to_string()),
             });
         }
@@ -66,8 +75,12 @@ pub fn parse_location(s: &str) -> Result<Location, CliError> {
 pub fn tls_options(cacert: &[String], insecure_tls: bool) -> TlsOptions {
     let mut files: Vec<std::path::PathBuf> = cacert.iter().map(std::path::PathBuf::from).collect();
     if files.is_empty() {
-        if let Some(env_file) = std::env::var_os("RESTIC_CACERT").filter(|v| !v.is_empty()) {
-            files.push(env_file.into());
+        // restic splits $RESTIC_CACERT at commas (cmd/restic/global.go).
+        if let Some(env_files) = std::env::var("RESTIC_CACERT")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            files.extend(env_files.split(',').map(std::path::PathBuf::from));
         }
     }
     TlsOptions {
@@ -76,14 +89,39 @@ pub fn tls_options(cacert: &[String], insecure_tls: bool) -> TlsOptions {
     }
 }
 
+/// The TLS settings of the `rest:` and `azure:` backends: `--cacert` and
+/// `--insecure-tls` as [`tls_options`] resolved them, plus
+/// `--tls-client-cert` (else `$RESTIC_TLS_CLIENT_CERT`, like restic).
+fn http_tls(tls: &TlsOptions, tls_client_cert: Option<&str>) -> restix_rest::TlsSettings {
+    let client_cert = tls_client_cert
+        .map(str::to_string)
+        .or_else(|| std::env::var("RESTIC_TLS_CLIENT_CERT").ok())
+        .filter(|f| !f.is_empty());
+    restix_rest::TlsSettings {
+        ca_cert_files: tls.ca_cert_files.clone(),
+        client_cert_file: client_cert.map(std::path::PathBuf::from),
+        insecure: tls.insecure,
+    }
+}
+
+/// Services restic reaches natively and restix through rclone only:
+/// (scheme, the service's name, rclone's remote type).
+const VIA_RCLONE: &[(&str, &str, &str)] = &[
+    ("gs", "Google Cloud Storage", "google cloud storage"),
+    ("b2", "Backblaze B2", "b2"),
+    ("swift", "OpenStack Swift", "swift"),
+];
+
 /// Open the backend for `location` with its `-o` options, rate limits and
-/// the TLS settings of `--cacert` / `--insecure-tls` (used by `s3:`).
+/// the TLS settings of `--cacert` / `--insecure-tls` / `--tls-client-cert`
+/// (used by `s3:`, `rest:` and `azure:`).
 pub fn open_backend_tls(
     location_text: &str,
     options: &ExtendedOptions,
     limit_upload_kib: Option<i64>,
     limit_download_kib: Option<i64>,
     tls: &TlsOptions,
+    tls_client_cert: Option<&str>,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     let location = parse_location(location_text)?;
     let backend: Arc<dyn Backend> = match &location {
@@ -130,11 +168,99 @@ pub fn open_backend_tls(
                 .map_err(|e| fatal(format!("unable to open repository at {location_text}: {e}")))?;
             Arc::new(backend)
         }
+        Location::Rest(text) => {
+            let mut parsed = restix_rest::RestLocation::parse(text)
+                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
+            parsed.apply_environment(&|name| std::env::var(name).ok());
+            let pairs = options_for_scheme(options, "rest", restix_rest::KNOWN_OPTIONS)?;
+            let mut rest_options = restix_rest::RestOptions::default();
+            for (key, value) in &pairs {
+                rest_options
+                    .set(key, value)
+                    .map_err(|e| CliError::plain(1, e.to_string()))?;
+            }
+            let backend =
+                restix_rest::open(&parsed, &rest_options, &http_tls(tls, tls_client_cert))
+                    .map_err(|e| {
+                        fatal(format!(
+                            "unable to open repository at {}: {e}",
+                            parsed.display
+                        ))
+                    })?;
+            Arc::new(backend)
+        }
+        Location::Rclone(text) => {
+            let parsed = restix_rclone::RcloneLocation::parse(text)
+                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
+            let pairs = options_for_scheme(options, "rclone", restix_rclone::KNOWN_OPTIONS)?;
+            let mut rclone_options = restix_rclone::RcloneOptions::default();
+            let open_failed =
+                |e: String| fatal(format!("unable to open repository at {location_text}: {e}"));
+            for (key, value) in &pairs {
+                match key.as_str() {
+                    // restic splits both with SplitShellStrings; empty = none.
+                    "program" | "args" => {
+                        let words = if value.is_empty() {
+                            Vec::new()
+                        } else {
+                            crate::options::split_shell_strings(value).map_err(open_failed)?
+                        };
+                        if key == "program" {
+                            rclone_options.program = words;
+                        } else {
+                            rclone_options.args = words;
+                        }
+                    }
+                    "connections" => rclone_options
+                        .set_connections(value)
+                        .map_err(|e| CliError::plain(1, e.to_string()))?,
+                    _ => {
+                        rclone_options.timeout = crate::engine_glue::parse_go_duration(value)
+                            .ok_or_else(|| {
+                                CliError::plain(1, format!("time: invalid duration \"{value}\""))
+                            })?;
+                    }
+                }
+            }
+            let backend = restix_rclone::open(&parsed, &rclone_options)
+                .map_err(|e| open_failed(e.to_string()))?;
+            Arc::new(backend)
+        }
+        Location::Azure(text) => {
+            let parsed = restix_azure::AzureLocation::parse(text)
+                .map_err(|e| fatal(format!("parsing repository location failed: {e}")))?;
+            let pairs = options_for_scheme(options, "azure", restix_azure::KNOWN_OPTIONS)?;
+            let mut azure_options = restix_azure::AzureOptions::default();
+            for (key, value) in &pairs {
+                azure_options.set(key, value).map_err(|e| match e {
+                    restix_azure::AzureError::InvalidOption(m) if m.starts_with("strconv.") => {
+                        CliError::plain(1, m)
+                    }
+                    other => fatal(other.to_string()),
+                })?;
+            }
+            let backend = restix_azure::open_with_env(
+                &parsed,
+                &azure_options,
+                &http_tls(tls, tls_client_cert),
+                &|name| std::env::var(name).ok(),
+            )
+            .map_err(|e| fatal(format!("unable to open repository at {location_text}: {e}")))?;
+            Arc::new(backend)
+        }
         Location::Unsupported(scheme) => {
+            let (service, remote_type) = VIA_RCLONE
+                .iter()
+                .find(|(s, _, _)| s == scheme)
+                .map(|(_, service, remote_type)| (*service, *remote_type))
+                .unwrap_or((scheme.as_str(), scheme.as_str()));
             return Err(fatal(format!(
-                "the {scheme} backend is not supported yet by restix (repository {location_text})"
+                "parsing repository location failed: restix has no {scheme} backend; \
+                 reach {service} through rclone: configure an rclone remote of type \
+                 \"{remote_type}\" and use -r rclone:<remote>:<bucket>/<path> \
+                 (repository {location_text})"
             ))
-            .into())
+            .into());
         }
     };
     Ok(crate::engine_glue::wrap_limits(
@@ -177,6 +303,18 @@ mod tests {
         assert_eq!(
             parse_location("gs:bucket:/p").unwrap(),
             Location::Unsupported("gs".into())
+        );
+        assert_eq!(
+            parse_location("rest:http://h:8000/r/").unwrap(),
+            Location::Rest("rest:http://h:8000/r/".into())
+        );
+        assert_eq!(
+            parse_location("rclone:remote:b/p").unwrap(),
+            Location::Rclone("rclone:remote:b/p".into())
+        );
+        assert_eq!(
+            parse_location("azure:c:/p").unwrap(),
+            Location::Azure("azure:c:/p".into())
         );
         assert_eq!(
             parse_location("foo:bar").unwrap_err().message,

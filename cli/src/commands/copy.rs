@@ -79,6 +79,7 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> anyhow::Result<()> {
         ctx.global.limit_upload,
         ctx.global.limit_download,
         &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
+        ctx.global.tls_client_cert.as_deref(),
     )?;
     let hint = args
         .from_key_hint
