@@ -49,18 +49,19 @@ impl RestLocation {
         if !with_slash.ends_with('/') {
             with_slash.push('/');
         }
+        // Messages leave the URL out: it may hold a password.
         let mut url = url::Url::parse(&with_slash)
-            .map_err(|e| RestError::InvalidLocation(format!("parse {with_slash:?}: {e}")))?;
+            .map_err(|e| RestError::InvalidLocation(format!("invalid REST URL: {e}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(RestError::InvalidLocation(format!(
-                "unsupported protocol scheme {:?} in {with_slash:?}",
+                "unsupported protocol scheme {:?} (want http or https)",
                 url.scheme()
             )));
         }
         if url.host_str().unwrap_or_default().is_empty() {
-            return Err(RestError::InvalidLocation(format!(
-                "no host in {with_slash:?}"
-            )));
+            return Err(RestError::InvalidLocation(
+                "invalid REST URL: no host".to_string(),
+            ));
         }
         let username = decode(url.username());
         let password = url.password().map(decode);
@@ -159,5 +160,7 @@ mod tests {
         for bad in ["rest:", "rest:ftp://h/", "rest:nourl", "s3:http://h/"] {
             assert!(RestLocation::parse(bad).is_err(), "{bad}");
         }
+        let e = RestLocation::parse("rest:http://u:secret@[::1/").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }
