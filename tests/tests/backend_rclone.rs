@@ -19,7 +19,7 @@ use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_rclone::{RcloneLocation, RcloneOptions};
 use restix_tests::contract;
 use restix_tests::garage::{GarageCluster, KEY_ID, REGION, SECRET};
-use restix_tests::harness::{Sandbox, Tool};
+use restix_tests::harness::{is_restix, Sandbox, Tool};
 use restix_tests::rclone::{rclone_env, require_rclone};
 use restix_tests::remote_repo::{self, Access, ServerFault};
 use restix_tests::{require_garage, require_restic};
@@ -191,10 +191,13 @@ fn rclone_options_and_a_remote_rclone_cannot_open() {
         recorded.lines().last().unwrap(),
         format!("serve restic --stdio --verbose {}", repo.display())
     );
-    with(&["rclone.timeout=soon"])
+    // (restix's own message; with RESTIX_BIN=restic only the failure counts.)
+    let bad_timeout = with(&["rclone.timeout=soon"])
         .run(&sb, Tool::Restix, &["snapshots"])
-        .fails()
-        .stderr_has("invalid duration");
+        .fails();
+    if is_restix() {
+        bad_timeout.stderr_has("invalid duration");
+    }
     with(&["rclone.bogus=1"])
         .run(&sb, Tool::Restix, &["snapshots"])
         .fails()
@@ -206,12 +209,16 @@ fn rclone_options_and_a_remote_rclone_cannot_open() {
 
     // rclone exits at once for a remote it does not know: its own message
     // is passed on, then restix says why it cannot go on (exit 1).
-    Access::url("rclone:nosuchremote:some/path")
+    let unknown = Access::url("rclone:nosuchremote:some/path")
         .with_env(env)
         .run(&sb, Tool::Restix, &["snapshots"])
         .code_is(1)
         .stderr_has("rclone: ")
-        .stderr_has("error talking HTTP to rclone: exit status");
+        .stderr_has("error talking HTTP to rclone: ");
+    if is_restix() {
+        // restic 0.18's text; 0.14 says "context canceled".
+        unknown.stderr_has("error talking HTTP to rclone: exit status 1");
+    }
 }
 
 #[test]
@@ -259,6 +266,9 @@ fn rclone_killed_mid_backup_fails_naming_the_file() {
 
 #[test]
 fn gs_b2_and_swift_point_to_rclone() {
+    if !is_restix() {
+        return; // restic has these backends
+    }
     let sb = Sandbox::new();
     for (location, service) in [
         ("gs:bucket:/repo", "Google Cloud Storage"),
