@@ -14,6 +14,9 @@ for arg in "$@"; do
     case "$arg" in
         --s3|*s3*) features="$features,s3" ;;
     esac
+    case "$arg" in
+        --rest|*rest*) features="$features,rest" ;;
+    esac
 done
 [ -n "$features" ] && features="--features ${features#,}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
