@@ -11,19 +11,18 @@
 //! | write | `PUT <blob>` (Put Blob), or Put Block ×n + Put Block List from `block_threshold` on |
 //! | remove | `DELETE <blob>` |
 //!
-//! Errors follow restic's classification: 404 is
-//! [`BackendError::NotFound`], 416 a short read, 401/403 and other 4xx are
-//! permanent ([`BackendError::Other`]); 408, 429, 5xx and transport errors
-//! are transient ([`BackendError::Io`]) for the retry layer. Nothing is
-//! retried here.
-
-use std::time::Duration;
+//! Errors follow restic's classification, the one of
+//! `restix_backend::http`: 404 is [`BackendError::NotFound`], 416 a short
+//! read, 507 no space, 401/403 and other 4xx are permanent
+//! ([`BackendError::Other`]); 408, 429, 5xx and lost connections are
+//! [`BackendError::Transient`] for the one retry wrapper of
+//! `restix_backend::wrap`. Nothing is retried here.
 
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use restix_engine::backend::{
-    is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
-};
+use restix_backend::http::{status_error, transport_error};
+use restix_backend::registry::TlsOptions;
+use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 
 use crate::auth::{shared_key_authorization, AccountSettings, Auth, Signable};
 use crate::location::AzureLocation;
@@ -239,24 +238,12 @@ impl AzureBackend {
     /// naming the blob.
     fn call(&self, call: Call<'_>) -> BackendResult<Answer> {
         let shown = self.display_path(call.blob.unwrap_or(""));
-        let answer = self.send(&call).map_err(|e| BackendError::Io {
-            op: call.op,
-            path: shown.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let answer = self
+            .send(&call)
+            .map_err(|e| transport_error(call.op, shown.clone(), &e))?;
         match answer.status {
             200..=299 => Ok(answer),
-            404 => Err(BackendError::NotFound { path: shown }),
-            408 | 429 | 500..=599 => Err(BackendError::Io {
-                op: call.op,
-                path: shown,
-                source: std::io::Error::other(answer.error_text()),
-            }),
-            _ => Err(BackendError::Other(format!(
-                "{} {shown}: {}",
-                call.op,
-                answer.error_text()
-            ))),
+            status => Err(status_error(call.op, shown, status, answer.error_text())),
         }
     }
 
@@ -272,10 +259,10 @@ impl AzureBackend {
         answer
             .header("content-length")
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| BackendError::Io {
+            .ok_or_else(|| BackendError::Transient {
                 op: "stat",
                 path: self.display_path(blob),
-                source: std::io::Error::other("answer without Content-Length"),
+                reason: "answer without Content-Length".to_string(),
             })
     }
 
@@ -380,10 +367,10 @@ impl AzureBackend {
                 body: &[],
             })?;
             let text = String::from_utf8_lossy(&answer.body);
-            let page = parse_list(&text).map_err(|e| BackendError::Io {
+            let page = parse_list(&text).map_err(|e| BackendError::Transient {
                 op: "list",
                 path: self.display_path(dir),
-                source: std::io::Error::other(format!("bad List Blobs answer: {e}")),
+                reason: format!("bad List Blobs answer: {e}"),
             })?;
             out.extend(page.blobs);
             match page.next_marker {
@@ -494,13 +481,10 @@ impl Backend for AzureBackend {
             .and_then(|v| v.trim().parse::<usize>().ok())
         {
             if expected != answer.body.len() {
-                return Err(BackendError::Io {
+                return Err(BackendError::Transient {
                     op: "load",
                     path: self.display_path(&blob),
-                    source: std::io::Error::other(format!(
-                        "got {} of {expected} bytes",
-                        answer.body.len()
-                    )),
+                    reason: format!("got {} of {expected} bytes", answer.body.len()),
                 });
             }
         }
@@ -595,29 +579,14 @@ impl Backend for AzureBackend {
     }
 }
 
-/// The pooled agent: statuses are answers, no redirects, TLS from the
-/// global flags.
+/// The pooled agent of `restix_backend::http`: statuses are answers, no
+/// redirects, TLS and `User-Agent` from the global flags.
 pub(crate) fn build_agent(
     options: &AzureOptions,
-    tls: &restix_rest::TlsSettings,
+    tls: &TlsOptions,
 ) -> Result<ureq::Agent, AzureError> {
-    let pool = options.connections.max(1);
-    let tls = tls
-        .tls_config()
-        .map_err(|e| AzureError::Tls(e.to_string()))?;
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .max_idle_connections(pool.saturating_mul(2))
-        .max_idle_connections_per_host(pool)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .timeout_per_write(Some(Duration::from_secs(120)))
-        .user_agent(format!("restix/{}", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
-        .build();
-    Ok(config.into())
+    restix_backend::http::agent(tls, options.connections)
+        .map_err(|e| AzureError::Tls(e.to_string()))
 }
 
 /// `https://host:port/acct` → (`https://host:port`, `/acct`).

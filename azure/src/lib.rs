@@ -27,8 +27,10 @@
 //! signature ([`auth`]) are a few hundred lines on the ureq + rustls stack
 //! the S3 and REST backends already use.
 //!
+//! [`AzureFactory`] plugs the scheme into `restix_backend::registry`.
+//!
 //! ```no_run
-//! use restix_engine::backend::{Backend, FileType};
+//! use restix_backend::{Backend, FileType};
 //! use restix_azure::{open, AzureLocation, AzureOptions};
 //!
 //! let location = AzureLocation::parse("azure:backups:/host1")?;
@@ -44,12 +46,14 @@ mod location;
 
 pub use backend::{AzureBackend, API_VERSION};
 pub use location::AzureLocation;
+pub use restix_backend::registry::TlsOptions;
 
-#[cfg(doc)]
-use restix_engine::backend::Backend;
+use restix_backend::options::{go_uint_syntax_error, parse_go_uint};
+use restix_backend::registry::{BackendFactory, Location, OpenContext, OpenError, SchemeOptions};
+use restix_backend::Backend;
 
-/// Errors while opening an Azure repository (operations return the
-/// engine's `BackendError`).
+/// Errors while opening an Azure repository (operations return
+/// `restix_backend::BackendError`).
 #[derive(Debug, thiserror::Error)]
 pub enum AzureError {
     /// The `azure:` location cannot be parsed.
@@ -105,11 +109,8 @@ impl AzureOptions {
         let value = value.trim();
         match key.trim().to_ascii_lowercase().as_str() {
             "connections" => {
-                let n = restix_engine::backend::options::parse_go_uint(value).ok_or_else(|| {
-                    AzureError::InvalidOption(
-                        restix_engine::backend::options::go_uint_syntax_error(value),
-                    )
-                })?;
+                let n = parse_go_uint(value)
+                    .ok_or_else(|| AzureError::InvalidOption(go_uint_syntax_error(value)))?;
                 self.connections = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 1024);
             }
             "access-tier" => {
@@ -145,7 +146,7 @@ impl AzureOptions {
 pub fn open(
     location: &AzureLocation,
     options: &AzureOptions,
-    tls: &restix_rest::TlsSettings,
+    tls: &TlsOptions,
 ) -> Result<AzureBackend, AzureError> {
     open_with_env(location, options, tls, &|name| std::env::var(name).ok())
 }
@@ -154,12 +155,57 @@ pub fn open(
 pub fn open_with_env(
     location: &AzureLocation,
     options: &AzureOptions,
-    tls: &restix_rest::TlsSettings,
+    tls: &TlsOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<AzureBackend, AzureError> {
     let settings = auth::AccountSettings::from_env(env)?;
     let agent = backend::build_agent(options, tls)?;
     AzureBackend::new(location, options, settings, agent)
+}
+
+/// The `azure:` scheme for `restix_backend::registry` (options:
+/// [`KNOWN_OPTIONS`]; credentials from the context's environment, TLS from
+/// its [`TlsOptions`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AzureFactory;
+
+impl BackendFactory for AzureFactory {
+    fn scheme(&self) -> &'static str {
+        "azure"
+    }
+
+    fn option_names(&self) -> &'static [&'static str] {
+        KNOWN_OPTIONS
+    }
+
+    fn check_location(&self, location: &Location) -> Result<(), OpenError> {
+        AzureLocation::parse(&location.text)
+            .map(|_| ())
+            .map_err(|e| OpenError::Location(e.to_string()))
+    }
+
+    fn open(
+        &self,
+        location: &Location,
+        options: &SchemeOptions,
+        ctx: &OpenContext<'_>,
+    ) -> Result<Box<dyn Backend>, OpenError> {
+        let parsed =
+            AzureLocation::parse(&location.text).map_err(|e| OpenError::Location(e.to_string()))?;
+        let mut azure_options = AzureOptions::default();
+        for (key, value) in options {
+            azure_options.set(key, value).map_err(|e| match e {
+                // Bad numbers print without `Fatal:` (spec: cli §5.4).
+                AzureError::InvalidOption(m) if m.starts_with("strconv.") => {
+                    OpenError::OptionSyntax(m)
+                }
+                other => OpenError::Option(other.to_string()),
+            })?;
+        }
+        let backend = open_with_env(&parsed, &azure_options, ctx.tls, &|name| ctx.var(name))
+            .map_err(OpenError::open)?;
+        Ok(Box::new(backend))
+    }
 }
 
 #[cfg(test)]

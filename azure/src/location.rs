@@ -28,7 +28,7 @@ impl AzureLocation {
                 "azure: invalid format: bucket name or path not found".to_string(),
             ));
         };
-        let cleaned = restix_engine::go_path::clean(prefix);
+        let cleaned = restix_backend::go_path::clean(prefix);
         let prefix = match cleaned.trim_start_matches('/') {
             "." => String::new(),
             other => other.to_string(),

@@ -18,9 +18,14 @@
 //!   killed.
 //! - A dead child is a permanent error: there is no second connection to
 //!   dial (restic: "rclone stdio connection already closed").
+//! - Errors are classified by restix-rest and retried only by the one retry
+//!   wrapper of `restix_backend::wrap`; the backend says it has flaky
+//!   errors (restic's `HasFlakyErrors`), so "not found" from a remote that
+//!   is eventually consistent is tried again a few times.
+//! - [`RcloneFactory`] plugs the scheme into `restix_backend::registry`.
 //!
 //! ```no_run
-//! use restix_engine::backend::{Backend, FileType};
+//! use restix_backend::{Backend, FileType};
 //! use restix_rclone::{open, RcloneLocation, RcloneOptions};
 //!
 //! let location = RcloneLocation::parse("rclone:b2prod:bucket/restic")?;
@@ -37,8 +42,15 @@ use std::time::Duration;
 pub use restix_rest::RestBackend;
 pub use stdio::StdioTransport;
 
-/// Errors while starting rclone (operations return the engine's
-/// `BackendError`).
+use restix_backend::options::{
+    go_duration_syntax_error, go_uint_syntax_error, parse_go_duration, parse_go_uint,
+    split_shell_strings,
+};
+use restix_backend::registry::{BackendFactory, Location, OpenContext, OpenError, SchemeOptions};
+use restix_backend::Backend;
+
+/// Errors while starting rclone (operations return
+/// `restix_backend::BackendError`).
 #[derive(Debug, thiserror::Error)]
 pub enum RcloneError {
     /// The `rclone:` location cannot be parsed.
@@ -118,12 +130,41 @@ impl Default for RcloneOptions {
 impl RcloneOptions {
     /// Set `rclone.connections` from its text (Go `ParseUint` syntax).
     pub fn set_connections(&mut self, value: &str) -> Result<(), RcloneError> {
-        let n = restix_engine::backend::options::parse_go_uint(value.trim()).ok_or_else(|| {
-            RcloneError::InvalidOption(restix_engine::backend::options::go_uint_syntax_error(
-                value.trim(),
-            ))
-        })?;
+        let n = parse_go_uint(value.trim())
+            .ok_or_else(|| RcloneError::InvalidOption(go_uint_syntax_error(value.trim())))?;
         self.connections = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 1024);
+        Ok(())
+    }
+
+    /// Set one option by its name without the `rclone.` namespace:
+    /// `program` and `args` are split like restic's `SplitShellStrings`
+    /// (empty: no words), `timeout` is a Go duration.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), RcloneError> {
+        match key {
+            "program" | "args" => {
+                let words = if value.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    split_shell_strings(value).map_err(RcloneError::InvalidOption)?
+                };
+                if key == "program" {
+                    self.program = words;
+                } else {
+                    self.args = words;
+                }
+            }
+            "connections" => self.set_connections(value)?,
+            "timeout" => {
+                self.timeout = parse_go_duration(value.trim()).ok_or_else(|| {
+                    RcloneError::InvalidOption(go_duration_syntax_error(value.trim()))
+                })?;
+            }
+            other => {
+                return Err(RcloneError::InvalidOption(format!(
+                    "option rclone.{other} is not known"
+                )))
+            }
+        }
         Ok(())
     }
 
@@ -147,11 +188,56 @@ pub fn open(
 ) -> Result<RcloneBackend, RcloneError> {
     let argv = options.command_line(location);
     let transport = StdioTransport::start(&argv, options.timeout)?;
-    Ok(RestBackend::new(
-        transport,
-        location.display(),
-        options.connections,
-    ))
+    Ok(
+        RestBackend::new(transport, location.display(), options.connections)
+            .with_flaky_errors(true),
+    )
+}
+
+/// The `rclone:` scheme for `restix_backend::registry` (options:
+/// [`KNOWN_OPTIONS`]). Opening starts rclone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RcloneFactory;
+
+impl BackendFactory for RcloneFactory {
+    fn scheme(&self) -> &'static str {
+        "rclone"
+    }
+
+    fn option_names(&self) -> &'static [&'static str] {
+        KNOWN_OPTIONS
+    }
+
+    fn check_location(&self, location: &Location) -> Result<(), OpenError> {
+        RcloneLocation::parse(&location.text)
+            .map(|_| ())
+            .map_err(|e| OpenError::Location(e.to_string()))
+    }
+
+    fn open(
+        &self,
+        location: &Location,
+        options: &SchemeOptions,
+        _ctx: &OpenContext<'_>,
+    ) -> Result<Box<dyn Backend>, OpenError> {
+        let parsed = RcloneLocation::parse(&location.text)
+            .map_err(|e| OpenError::Location(e.to_string()))?;
+        let mut rclone_options = RcloneOptions::default();
+        for (key, value) in options {
+            rclone_options.set(key, value).map_err(|e| match e {
+                // Go's parse errors print without `Fatal:` (spec: cli §5.4).
+                RcloneError::InvalidOption(m)
+                    if m.starts_with("strconv.") || m.starts_with("time:") =>
+                {
+                    OpenError::OptionSyntax(m)
+                }
+                RcloneError::InvalidOption(m) => OpenError::Option(m),
+                other => OpenError::open(other),
+            })?;
+        }
+        let backend = open(&parsed, &rclone_options).map_err(OpenError::open)?;
+        Ok(Box::new(backend))
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +266,25 @@ mod tests {
         o.set_connections("0b11").unwrap();
         assert_eq!(o.connections, 3);
         assert!(o.set_connections("-1").is_err());
+        o.set("args", "serve restic --stdio -v").unwrap();
+        o.set("program", "'/opt/my rclone'").unwrap();
+        o.set("timeout", "1m30s").unwrap();
+        assert_eq!(o.timeout, Duration::from_secs(90));
+        assert_eq!(
+            o.command_line(&l),
+            [
+                "/opt/my rclone",
+                "serve",
+                "restic",
+                "--stdio",
+                "-v",
+                "b2prod:bucket/path"
+            ]
+        );
+        assert_eq!(
+            o.set("timeout", "soon").unwrap_err().to_string(),
+            "time: invalid duration \"soon\""
+        );
+        assert!(o.set("bogus", "1").is_err());
     }
 }

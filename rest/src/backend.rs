@@ -17,16 +17,16 @@
 //! The REST layout is flat: packs live at `/data/<id>`, not
 //! `/data/<2 hex>/<id>` (the server maps them).
 //!
-//! Errors keep restic's classification (`IsNotExist`, `IsPermanentError`):
-//! 404 is [`BackendError::NotFound`], 416 a short read, 507
-//! [`BackendError::NoSpace`]; 408, 429, 5xx and transport trouble are
-//! transient ([`BackendError::Io`], which the retry layer retries); any
-//! other status (401, 403, ...) and a transport that is gone for good are
-//! [`BackendError::Other`] (permanent). No request is retried here.
+//! Errors keep restic's classification (`IsNotExist`, `IsPermanentError`),
+//! the one of `restix_backend::http`: 404 is [`BackendError::NotFound`],
+//! 416 a short read, 507 [`BackendError::NoSpace`]; 408, 429, 5xx and
+//! transport trouble are [`BackendError::Transient`], which the one retry
+//! wrapper of `restix_backend::wrap` retries; any other status (401, 403,
+//! ...) and a transport that is gone for good are [`BackendError::Other`]
+//! (permanent). No request is retried here.
 
-use restix_engine::backend::{
-    is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType,
-};
+use restix_backend::http::{status_error, unexpected_response};
+use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 
 use crate::transport::{Method, Reply, Request, Transport, TransportError};
 
@@ -40,6 +40,7 @@ pub struct RestBackend<T: Transport> {
     transport: T,
     display: String,
     connections: usize,
+    flaky_errors: bool,
 }
 
 impl<T: Transport> std::fmt::Debug for RestBackend<T> {
@@ -66,7 +67,16 @@ impl<T: Transport> RestBackend<T> {
             transport,
             display: display.into(),
             connections: connections.max(1),
+            flaky_errors: false,
         }
+    }
+
+    /// Mark the server's "not found" and other permanent answers as
+    /// possibly flaky, so the retry wrapper tries them a few times too
+    /// (restic's `HasFlakyErrors`, set for `rclone:`).
+    pub fn with_flaky_errors(mut self, flaky: bool) -> RestBackend<T> {
+        self.flaky_errors = flaky;
+        self
     }
 
     /// The transport.
@@ -111,10 +121,10 @@ impl<T: Transport> RestBackend<T> {
 
     fn transport_error(&self, op: &'static str, path: &str, e: TransportError) -> BackendError {
         if e.transient {
-            BackendError::Io {
+            BackendError::Transient {
                 op,
                 path: self.shown(path),
-                source: std::io::Error::other(e.message),
+                reason: e.message,
             }
         } else {
             BackendError::Other(format!("{op} {}: {}", self.shown(path), e.message))
@@ -124,20 +134,12 @@ impl<T: Transport> RestBackend<T> {
     /// The error for a non-success status (restic's `restError` and
     /// `IsPermanentError`).
     fn status_error(&self, op: &'static str, path: &str, reply: &Reply) -> BackendError {
-        let shown = self.shown(path);
-        match classify_status(reply.status) {
-            StatusClass::NotFound => BackendError::NotFound { path: shown },
-            StatusClass::NoSpace => BackendError::NoSpace { path: shown },
-            StatusClass::Transient => BackendError::Io {
-                op,
-                path: shown,
-                source: std::io::Error::other(unexpected_response(reply.status)),
-            },
-            StatusClass::Permanent => BackendError::Other(format!(
-                "{op} {shown}: {}",
-                unexpected_response(reply.status)
-            )),
-        }
+        status_error(
+            op,
+            self.shown(path),
+            reply.status,
+            unexpected_response(reply.status),
+        )
     }
 
     fn expect_ok(&self, op: &'static str, path: &str, reply: Reply) -> BackendResult<Reply> {
@@ -151,55 +153,22 @@ impl<T: Transport> RestBackend<T> {
     fn stat_path(&self, path: &str) -> BackendResult<u64> {
         let reply = self.exchange("stat", Method::Head, path, Vec::new(), &[])?;
         let reply = self.expect_ok("stat", path, reply)?;
-        reply.content_length().ok_or_else(|| BackendError::Io {
-            op: "stat",
-            path: self.shown(path),
-            source: std::io::Error::other("answer without Content-Length"),
-        })
+        reply
+            .content_length()
+            .ok_or_else(|| BackendError::Transient {
+                op: "stat",
+                path: self.shown(path),
+                reason: "answer without Content-Length".to_string(),
+            })
     }
 
     fn bad_listing(&self, path: &str, e: serde_json::Error) -> BackendError {
-        BackendError::Io {
+        BackendError::Transient {
             op: "list",
             path: self.shown(path),
-            source: std::io::Error::other(format!("Decode: {e}")),
+            reason: format!("Decode: {e}"),
         }
     }
-}
-
-/// How a non-success status is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
-    /// 404.
-    NotFound,
-    /// 507 Insufficient Storage.
-    NoSpace,
-    /// 408, 429, 5xx: another attempt may succeed.
-    Transient,
-    /// Everything else (401, 403, 400, ...): no retry changes it.
-    Permanent,
-}
-
-/// Classify an HTTP error status (restic's `IsNotExist` / `IsPermanentError`
-/// with 408 and 429 counted as transient).
-pub fn classify_status(status: u16) -> StatusClass {
-    match status {
-        404 => StatusClass::NotFound,
-        507 => StatusClass::NoSpace,
-        408 | 429 | 500..=599 => StatusClass::Transient,
-        _ => StatusClass::Permanent,
-    }
-}
-
-/// restic's text: `unexpected HTTP response (403): 403 Forbidden`.
-pub fn unexpected_response(status: u16) -> String {
-    let reason = ureq::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    format!("unexpected HTTP response ({status}): {status} {reason}")
-        .trim_end()
-        .to_string()
 }
 
 impl<T: Transport> Backend for RestBackend<T> {
@@ -248,10 +217,10 @@ impl<T: Transport> Backend for RestBackend<T> {
             if !from_rclone {
                 return Ok(Vec::new());
             }
-            return Err(BackendError::Io {
+            return Err(BackendError::Transient {
                 op: "list",
                 path: self.shown(&path),
-                source: std::io::Error::other(unexpected_response(404)),
+                reason: unexpected_response(404),
             });
         }
         let reply = self.expect_ok("list", &path, reply)?;
@@ -292,13 +261,10 @@ impl<T: Transport> Backend for RestBackend<T> {
         let reply = self.expect_ok("load", &path, reply)?;
         if let Some(expected) = reply.content_length() {
             if expected != reply.body.len() as u64 {
-                return Err(BackendError::Io {
+                return Err(BackendError::Transient {
                     op: "load",
                     path: self.shown(&path),
-                    source: std::io::Error::other(format!(
-                        "got {} of {expected} bytes",
-                        reply.body.len()
-                    )),
+                    reason: format!("got {} of {expected} bytes", reply.body.len()),
                 });
             }
         }
@@ -381,6 +347,10 @@ impl<T: Transport> Backend for RestBackend<T> {
     fn connections(&self) -> usize {
         self.connections
     }
+
+    fn has_flaky_errors(&self) -> bool {
+        self.flaky_errors
+    }
 }
 
 #[cfg(test)]
@@ -395,19 +365,5 @@ mod tests {
         assert_eq!(B::file_path(FileType::Pack, &id), format!("/data/{id}"));
         assert_eq!(B::file_path(FileType::Key, &id), format!("/keys/{id}"));
         assert_eq!(B::file_path(FileType::Lock, &id), format!("/locks/{id}"));
-    }
-
-    #[test]
-    fn statuses() {
-        assert_eq!(classify_status(404), StatusClass::NotFound);
-        assert_eq!(classify_status(503), StatusClass::Transient);
-        assert_eq!(classify_status(429), StatusClass::Transient);
-        assert_eq!(classify_status(403), StatusClass::Permanent);
-        assert_eq!(classify_status(401), StatusClass::Permanent);
-        assert_eq!(classify_status(507), StatusClass::NoSpace);
-        assert_eq!(
-            unexpected_response(403),
-            "unexpected HTTP response (403): 403 Forbidden"
-        );
     }
 }

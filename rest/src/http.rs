@@ -1,101 +1,14 @@
-//! [`HttpTransport`]: the REST protocol over pooled HTTP/1.1 connections
-//! (ureq on rustls), with restic's TLS settings ([`TlsSettings`]: the global
-//! `--cacert`, `--tls-client-cert` and `--insecure-tls` flags).
+//! [`HttpTransport`]: the REST protocol over pooled HTTP/1.1 connections:
+//! the agent of `restix_backend::http` (ureq on rustls), built from the
+//! global transport flags ([`TlsOptions`]: `--cacert`,
+//! `--tls-client-cert`, `--insecure-tls`, `--http-user-agent`).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use restix_backend::http::transport_error_is_transient;
+use restix_backend::registry::TlsOptions;
 
 use crate::location::RestLocation;
 use crate::transport::{Method, Reply, Request, Transport, TransportError};
 use crate::RestError;
-
-/// TLS settings from the global flags (restic `backend.TransportOptions`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// `--cacert FILE` (repeatable; `$RESTIC_CACERT` is a comma list): PEM
-    /// files whose certificates replace the system's roots.
-    pub ca_cert_files: Vec<PathBuf>,
-    /// `--tls-client-cert FILE` (`$RESTIC_TLS_CLIENT_CERT`): one PEM file
-    /// holding the client certificate (chain) and its private key.
-    pub client_cert_file: Option<PathBuf>,
-    /// `--insecure-tls`: do not verify the server's certificate.
-    pub insecure: bool,
-}
-
-impl TlsSettings {
-    /// The ureq TLS configuration, with restic's error messages for files
-    /// that cannot be used.
-    pub fn tls_config(&self) -> Result<ureq::tls::TlsConfig, RestError> {
-        let mut builder = ureq::tls::TlsConfig::builder();
-        if !self.ca_cert_files.is_empty() {
-            let mut roots = Vec::new();
-            for file in &self.ca_cert_files {
-                if file.as_os_str().is_empty() {
-                    return Err(RestError::Tls(
-                        "empty filename for root certificate supplied".to_string(),
-                    ));
-                }
-                let pem = std::fs::read(file)
-                    .map_err(|e| RestError::Tls(format!("unable to read root certificate: {e}")))?;
-                let before = roots.len();
-                for item in ureq::tls::parse_pem(&pem) {
-                    if let Ok(ureq::tls::PemItem::Certificate(cert)) = item {
-                        roots.push(cert);
-                    }
-                }
-                if roots.len() == before {
-                    return Err(RestError::Tls(format!(
-                        "cannot parse root certificate from {:?}",
-                        file.display().to_string()
-                    )));
-                }
-            }
-            builder = builder.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
-        }
-        if let Some(file) = &self.client_cert_file {
-            builder = builder.client_cert(Some(read_client_cert(file)?));
-        }
-        if self.insecure {
-            builder = builder.disable_verification(true);
-        }
-        Ok(builder.build())
-    }
-}
-
-/// restic's `readPEMCertKey`: certificates and exactly one private key in
-/// one PEM file.
-fn read_client_cert(file: &std::path::Path) -> Result<ureq::tls::ClientCert, RestError> {
-    let pem = std::fs::read(file)
-        .map_err(|e| RestError::Tls(format!("ReadFile: {}: {e}", file.display())))?;
-    let failed = |why: String| {
-        RestError::Tls(format!(
-            "error loading TLS cert and key from {}: {why}",
-            file.display()
-        ))
-    };
-    let mut chain = Vec::new();
-    let mut key = None;
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(cert)) => chain.push(cert),
-            Ok(ureq::tls::PemItem::PrivateKey(k)) => {
-                if key.is_some() {
-                    return Err(failed("more than one private key found".to_string()));
-                }
-                key = Some(k);
-            }
-            Ok(_) => return Err(failed("unknown block type found".to_string())),
-            Err(e) => return Err(failed(e.to_string())),
-        }
-    }
-    match (chain.is_empty(), key) {
-        (false, Some(key)) => Ok(ureq::tls::ClientCert::new_with_certs(&chain, key)),
-        _ => Err(RestError::Tls(format!(
-            "parse TLS client cert or key: {}: needs a certificate and a private key",
-            file.display()
-        ))),
-    }
-}
 
 /// The REST protocol's transport over HTTP/1.1: a pooled ureq agent keeping
 /// up to `connections` connections to the server open.
@@ -119,23 +32,12 @@ impl HttpTransport {
     pub fn new(
         location: &RestLocation,
         connections: usize,
-        tls: &TlsSettings,
+        tls: &TlsOptions,
     ) -> Result<HttpTransport, RestError> {
-        let pool = connections.max(1);
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .max_idle_connections(pool.saturating_mul(2))
-            .max_idle_connections_per_host(pool)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(120)))
-            .timeout_per_write(Some(Duration::from_secs(120)))
-            .user_agent(format!("restix/{}", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.tls_config()?)
-            .build();
+        let agent = restix_backend::http::agent(tls, connections)
+            .map_err(|e| RestError::Tls(e.to_string()))?;
         Ok(HttpTransport {
-            agent: config.into(),
+            agent,
             base_url: location.base_url.clone(),
             authorization: location.basic_authorization(),
         })
@@ -145,7 +47,12 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn send(&self, request: &Request<'_>) -> Result<Reply, TransportError> {
         let uri = format!("{}{}", self.base_url, request.path);
-        let failed = |e: ureq::Error| TransportError::transient(e.to_string());
+        // Connection trouble may pass; a refused TLS handshake does not
+        // (restix_backend::http).
+        let failed = |e: ureq::Error| TransportError {
+            transient: transport_error_is_transient(&e),
+            message: e.to_string(),
+        };
         let headers = request
             .headers
             .iter()
