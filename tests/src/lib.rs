@@ -3,7 +3,6 @@
 //! `sshd` on 127.0.0.1, and qemu-img images.
 
 pub mod azurite;
-pub mod contract;
 pub mod garage;
 pub mod harness;
 pub mod images;

@@ -1,22 +1,24 @@
 //! The `azure:` backend against Azurite, Microsoft's Blob Storage emulator
 //! (tests/src/azurite.rs), with its development account.
 //!
-//! 1. The backend contract (tests/src/contract.rs) with Shared Key
-//!    signatures, block uploads (Put Block + Put Block List) for a large
-//!    file, and with a SAS token; the error kinds while Azurite is down.
+//! 1. The backend conformance suite (`restix_backend::testing`) with Shared
+//!    Key signatures, block uploads (Put Block + Put Block List) for large
+//!    files and Azurite stopped and started again (outage), and with a SAS
+//!    token.
 //! 2. restix writes through `azure:`; the real restic 0.14 checks
 //!    (`--read-data`) and restores it through its `rclone:` backend with an
 //!    rclone `azureblob` remote; and restix reads what restic wrote there.
 //! 3. Azurite killed in the middle of a backup.
 //! 4. Missing credentials are a clear error.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use restix_azure::{AzureLocation, AzureOptions};
+use restix_azure::{AzureLocation, AzureOptions, TlsOptions};
+use restix_backend::testing::conformance::{Outage, Suite};
 use restix_engine::backend::{Backend, FileType};
-use restix_rest::TlsSettings;
 use restix_tests::azurite::Azurite;
-use restix_tests::contract;
 use restix_tests::harness::{is_restix, Sandbox, Tool};
 use restix_tests::rclone::{rclone_env, require_rclone};
 use restix_tests::remote_repo::{self, Access, ServerFault};
@@ -35,7 +37,7 @@ fn open(
     restix_azure::open_with_env(
         &AzureLocation::parse(location).unwrap(),
         &options,
-        &TlsSettings::default(),
+        &TlsOptions::default(),
         &|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
     )
     .unwrap()
@@ -48,45 +50,58 @@ fn restix_access(azurite: &Azurite, location: &str) -> Access {
         .with_args(["-o".to_string(), azurite.endpoint_option()])
 }
 
+/// Azurite stopped and started again on the same ports and storage.
+struct StopAzurite<'a>(&'a Mutex<Azurite>);
+
+impl Outage for StopAzurite<'_> {
+    fn begin(&self) {
+        self.0.lock().unwrap().stop();
+    }
+    fn end(&self) {
+        self.0.lock().unwrap().start_again();
+    }
+}
+
 #[test]
-fn azure_contract_with_shared_key_and_blocks() {
-    let Some(mut azurite) = Azurite::start_if_available() else {
+fn azure_conformance_with_shared_key_blocks_and_outage() {
+    let Some(azurite) = Azurite::start_if_available() else {
         return;
     };
-    // Small blocks so that the large file goes up as 5 blocks.
+    let azurite = Mutex::new(azurite);
+    let next = AtomicUsize::new(0);
+    // Small blocks so that the large files go up as 5 blocks.
     let options = AzureOptions {
         block_threshold: 1 << 20,
         block_size: 1 << 20,
         ..AzureOptions::default()
     };
-    let backend = open(
-        &azurite,
-        "azure:contract:/repo/one",
-        azurite.key_env(),
-        options,
-    );
-    assert_eq!(backend.location(), "azure:contract:/repo/one");
-    contract::check_all(&backend, (4 << 20) + 12345);
-    // A second repository at the root of the same container stays apart.
+    let outage = StopAzurite(&azurite);
+    Suite::new(|| {
+        let azurite = azurite.lock().unwrap();
+        let location = format!(
+            "azure:conformance:/repo/{}",
+            next.fetch_add(1, Ordering::SeqCst)
+        );
+        open(&azurite, &location, azurite.key_env(), options.clone())
+    })
+    .large_file_size((4 << 20) + 12345)
+    .outage(&outage)
+    .run();
+    // A repository at the root of the same container stays apart.
+    let azurite = azurite.lock().unwrap();
     let root = open(
         &azurite,
-        "azure:contract:/",
+        "azure:conformance:/",
         azurite.key_env(),
         AzureOptions::default(),
     );
+    assert_eq!(root.location(), "azure:conformance:/");
     root.create().unwrap();
     assert!(root.list(FileType::Pack).unwrap().is_empty());
-
-    let azurite_cell = std::cell::RefCell::new(&mut azurite);
-    contract::check_transient_while_down(
-        &backend,
-        &mut || azurite_cell.borrow_mut().stop(),
-        &mut || azurite_cell.borrow_mut().start_again(),
-    );
 }
 
 #[test]
-fn azure_contract_with_a_sas_token() {
+fn azure_conformance_with_a_sas_token() {
     let Some(azurite) = Azurite::start_if_available() else {
         return;
     };
@@ -100,8 +115,13 @@ fn azure_contract_with_a_sas_token() {
             format!("?{}", azurite.account_sas()),
         ),
     ];
-    let backend = open(&azurite, "azure:sas:/repo", env, AzureOptions::default());
-    contract::check_all(&backend, 3 << 20);
+    let next = AtomicUsize::new(0);
+    Suite::new(|| {
+        let location = format!("azure:sas:/repo{}", next.fetch_add(1, Ordering::SeqCst));
+        open(&azurite, &location, env.clone(), AzureOptions::default())
+    })
+    .large_file_size(3 << 20)
+    .run();
 
     // A wrong key is refused with a permanent error, not "not found".
     let wrong = vec![
@@ -115,6 +135,7 @@ fn azure_contract_with_a_sas_token() {
         .stat(FileType::Config, "config")
         .unwrap_err();
     assert!(!err.is_not_found(), "{err}");
+    assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("403"), "{err}");
 }
 

@@ -1,8 +1,9 @@
 //! The `rclone:` backend as restic has it: restix starts `rclone serve
 //! restic --stdio` (Debian's rclone) and speaks HTTP/2 on its pipes.
 //!
-//! 1. The backend contract (tests/src/contract.rs) on a local-folder remote;
-//!    a killed child is a permanent error naming the file.
+//! 1. The backend conformance suite (`restix_backend::testing`) on a
+//!    local-folder remote; a killed child is a permanent error naming the
+//!    file.
 //! 2. restix and the real restic 0.14 (its own `rclone:` backend) write and
 //!    read each other's repositories, on a local folder and on the Garage
 //!    cluster through rclone's s3 remote.
@@ -13,11 +14,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use restix_backend::testing::conformance::Suite;
+use restix_backend::testing::id;
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_rclone::{RcloneLocation, RcloneOptions};
-use restix_tests::contract;
 use restix_tests::garage::{GarageCluster, KEY_ID, REGION, SECRET};
 use restix_tests::harness::{is_restix, Sandbox, Tool};
 use restix_tests::rclone::{rclone_env, require_rclone};
@@ -73,12 +76,44 @@ fn kill_pid(pid: i32) {
 }
 
 #[test]
-fn rclone_contract_on_a_local_remote() {
+fn rclone_conformance_on_a_local_remote() {
     let Some(rclone) = require_rclone() else {
         return;
     };
     let sb = Sandbox::new();
-    let repo = sb.join("contract-repo");
+    // rclone without the user's configuration (rclone_env's empty file).
+    let config = rclone_env(sb.path()).remove(0).1;
+    let next = AtomicUsize::new(0);
+    let repo_of = |n: usize| sb.join(format!("conformance-{n}"));
+    Suite::new(|| {
+        let repo = repo_of(next.fetch_add(1, Ordering::SeqCst));
+        let location = RcloneLocation::parse(&format!("rclone:{}", repo.display())).unwrap();
+        let mut options = RcloneOptions {
+            program: vec![rclone.display().to_string()],
+            ..RcloneOptions::default()
+        };
+        options
+            .args
+            .extend(["--config".to_string(), config.clone()]);
+        restix_rclone::open(&location, &options).unwrap()
+    })
+    .server_writes_in_place(
+        "rclone serve restic (1.60) stores uploads under their final name while they arrive",
+    )
+    .run();
+    let packs: usize = (0..next.load(Ordering::SeqCst))
+        .map(|n| stored_packs(&repo_of(n)))
+        .sum();
+    assert!(packs > 0, "restic's layout on disk");
+}
+
+#[test]
+fn a_killed_rclone_is_a_permanent_error_naming_the_file() {
+    let Some(rclone) = require_rclone() else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let repo = sb.join("killed-repo");
     let location = RcloneLocation::parse(&format!("rclone:{}", repo.display())).unwrap();
     let options = RcloneOptions {
         program: vec![recording_wrapper(sb.path(), rclone).display().to_string()],
@@ -87,13 +122,13 @@ fn rclone_contract_on_a_local_remote() {
     let backend = restix_rclone::open(&location, &options).unwrap();
     assert_eq!(backend.location(), format!("rclone:{}", repo.display()));
     assert_eq!(backend.connections(), 5);
-    contract::check_all(&backend, 24 << 20);
-    assert!(stored_packs(&repo) > 0, "restic's layout on disk");
+    assert!(backend.has_flaky_errors(), "restic's HasFlakyErrors");
+    backend.create().unwrap();
 
     // The child gone: a permanent error that names the file and rclone.
     kill_pid(recorded_pid(sb.path()).expect("wrapper recorded its pid"));
     std::thread::sleep(Duration::from_millis(200));
-    let name = contract::id(0xabc);
+    let name = id(0xabc);
     match backend.write(FileType::Snapshot, &name, b"after the kill") {
         Err(BackendError::Other(message)) => {
             assert!(message.contains(&name), "{message}");
