@@ -16,6 +16,7 @@ for arg in "$@"; do
     esac
     case "$arg" in
         --distance) features="$features,sftp,s3" ;;
+        --rest|*rest*) features="$features,rest" ;;
     esac
 done
 [ -n "$features" ] && features="--features ${features#,}"

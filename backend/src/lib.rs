@@ -15,9 +15,13 @@
 //!   policy for every backend). [`wrap()`] composes them, in one place, for
 //!   every location.
 //! - [`registry`]: URL scheme to backend factory with its `-o` options.
-//! - [`options`] (Go's number syntax for `-o` values), [`go_path`] (Go's
-//!   `path.Clean`) and [`shell_split`] (restic's `SplitShellStrings`),
-//!   shared by the backends (and the CLI's `--password-command`).
+//! - [`options`] (Go's syntax for `-o` values: numbers, durations),
+//!   [`go_path`] (Go's `path.Clean`) and [`shell_split`] (restic's
+//!   `SplitShellStrings`), shared by the backends (and the CLI's
+//!   `--password-command`).
+//! - With the `http` feature: `http`, the pooled HTTPS agent of the global
+//!   transport flags and restic's classification of HTTP failures, shared
+//!   by the HTTP backends (`rest:`, `azure:`).
 //! - With the `testing` feature: `fault` (fault injection) and `testing`
 //!   (the conformance suite every backend must pass).
 //!
@@ -26,6 +30,8 @@
 //! docs/backends.md describes the layer and how a new backend plugs in.
 
 pub mod go_path;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod limited;
 pub mod local;
 pub mod options;

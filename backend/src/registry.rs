@@ -43,7 +43,9 @@ pub const KNOWN_SCHEMES: &[&str] = &[
 /// sftp.connections=8` is `connections` -> `8` for the `sftp` factory.
 pub type SchemeOptions = BTreeMap<String, String>;
 
-/// The TLS settings of the global flags, for the backends that speak HTTPS.
+/// The transport settings of the global flags, for the backends that speak
+/// HTTP(S) (restic's `backend.TransportOptions`); the CLI resolves the
+/// flags and their environment variables once and fills this.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// `--cacert FILE` (repeatable; else `$RESTIC_CACERT`): PEM files whose
@@ -51,9 +53,12 @@ pub struct TlsOptions {
     pub ca_cert_files: Vec<PathBuf>,
     /// `--insecure-tls`: skip server certificate verification.
     pub insecure: bool,
-    /// `--tls-client-cert FILE`: a PEM file with the client certificate and
-    /// its key, for servers that ask for one (`rest:`).
+    /// `--tls-client-cert FILE` (else `$RESTIC_TLS_CLIENT_CERT`): a PEM file
+    /// with the client certificate and its key, for servers that ask for one.
     pub client_cert: Option<PathBuf>,
+    /// `--http-user-agent` (else `$RESTIC_HTTP_USER_AGENT`): the
+    /// `User-Agent` of every HTTP request; `None`: `restix/<version>`.
+    pub http_user_agent: Option<String>,
 }
 
 /// What every factory may need besides the location and its options.

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! benches/run.sh --quick                       # ~200 MB data, all tools
-//! benches/run.sh --size 2G --prune --sftp --s3 # everything
+//! benches/run.sh --size 2G --prune --sftp --s3 --rest # everything
 //! cargo run --release -p restix-benches -- --quick --tools restic --only image,small
 //! benches/run.sh --scale 1M,4M,10M             # how cost grows with the index
 //! ```
@@ -46,14 +46,17 @@ usage: restix-benches [options]
   --quick              small data sets (~200 MiB image) instead of ~2 GiB
   --size SIZE          image content size, e.g. 500M, 2G, 10G (default 2G)
   --only LIST          scenarios: image,imagemode,changed,incremental,
-                       incremental-bitmap,restore,dump,small,prune,sftp,s3,sparse
-                       (default: all but prune, sftp and s3, which come with
-                       --prune, --sftp and --s3; imagemode, incremental*: restix only)
+                       incremental-bitmap,restore,dump,small,prune,sftp,s3,sparse,rest
+                       (default: all but prune, sftp, s3 and rest, which come with
+                       --prune, --sftp, --s3 and --rest; imagemode, incremental*:
+                       restix only)
   --prepare            only build the data sets (for the selected scenarios)
   --prune              add the prune scenario (heavy)
   --sftp               add the SFTP scenario (needs the `sftp` feature)
   --s3                 add the S3 scenario: a 3-node Garage cluster on 127.0.0.1
                        (needs the `s3` feature and `garage`)
+  --rest               add the REST scenario: `rclone serve restic` on 127.0.0.1
+                       (needs the `rest` feature and `rclone`)
   --tools LIST         restic,rustic,restix (default: those available)
   --threads LIST       restix GOMAXPROCS variants, `all` = no limit (default all,1)
   --repeat N           best of N runs by wall time (default 1)
@@ -130,6 +133,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
     let mut size = 2 << 30;
     let mut only: Option<Vec<Scenario>> = None;
     let (mut prune, mut sftp, mut s3, mut prepare_only) = (false, false, false, false);
+    let mut rest = false;
     let mut warm_memory = true;
     let mut mount = false;
     let mut tools = None;
@@ -161,6 +165,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
             "--prepare" => prepare_only = true,
             "--sftp" => sftp = true,
             "--s3" => s3 = true,
+            "--rest" => rest = true,
             "--no-warm-memory" => warm_memory = false,
             "--mount" => mount = true,
             "--size" => {
@@ -274,6 +279,7 @@ fn parse_args(args: &[String]) -> Result<Options, BenchError> {
                 Scenario::Prune => prune,
                 Scenario::Sftp => sftp,
                 Scenario::S3 => s3,
+                Scenario::Rest => rest,
                 _ => true,
             })
             .collect(),
@@ -488,7 +494,8 @@ fn input_bytes(inputs: &Inputs, s: Scenario) -> u64 {
         | Scenario::Restore
         | Scenario::Dump
         | Scenario::Sftp
-        | Scenario::S3 => image,
+        | Scenario::S3
+        | Scenario::Rest => image,
         // The data restic reads for the same result (the changed image).
         Scenario::Changed | Scenario::Incremental | Scenario::IncrementalBitmap => {
             inputs.changed.as_ref().map(|c| c.file_bytes).unwrap_or(0)
@@ -514,6 +521,7 @@ fn build_inputs(opts: &Options) -> Result<Inputs, BenchError> {
         Scenario::Dump,
         Scenario::Sftp,
         Scenario::S3,
+        Scenario::Rest,
     ];
     let incrementals = [Scenario::Incremental, Scenario::IncrementalBitmap];
     if image_users.iter().any(|s| wants(*s)) {
@@ -631,6 +639,14 @@ fn run(opts: Options) -> Result<(), BenchError> {
         #[cfg(feature = "s3")]
         garage: if opts.scenarios.contains(&Scenario::S3) {
             restix_tests::garage::GarageCluster::start_if_available()
+        } else {
+            None
+        },
+        #[cfg(feature = "rest")]
+        rest_server: if opts.scenarios.contains(&Scenario::Rest) {
+            restix_tests::rclone::RcloneServe::start_if_available(
+                restix_tests::rclone::ServeOptions::default(),
+            )
         } else {
             None
         },
@@ -824,6 +840,7 @@ mod tests {
         assert!(!o.scenarios.contains(&Scenario::Prune));
         assert!(!o.scenarios.contains(&Scenario::Sftp));
         assert!(!o.scenarios.contains(&Scenario::S3));
+        assert!(!o.scenarios.contains(&Scenario::Rest));
         let o = parse_args(&args(&[
             "--prune",
             "--only",

@@ -55,11 +55,14 @@ pub enum Scenario {
     /// at 2 GiB) into a fresh repo: restic backs up the qcow2 file, restix
     /// its guest view (`--image`), reading only allocated data.
     Sparse,
+    /// The first image backup to `rest:`: `rclone serve restic` on
+    /// 127.0.0.1 (both tools through their REST backends).
+    Rest,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Image,
         Scenario::ImageMode,
         Scenario::Changed,
@@ -72,6 +75,7 @@ impl Scenario {
         Scenario::Sftp,
         Scenario::S3,
         Scenario::Sparse,
+        Scenario::Rest,
     ];
 
     /// The `--only` name.
@@ -89,6 +93,7 @@ impl Scenario {
             Scenario::Sftp => "sftp",
             Scenario::S3 => "s3",
             Scenario::Sparse => "sparse",
+            Scenario::Rest => "rest",
         }
     }
 
@@ -111,6 +116,7 @@ impl Scenario {
             Scenario::Sftp => "backup qcow2 image over SFTP (loopback sshd)",
             Scenario::S3 => "backup qcow2 image to S3 (3-node Garage, loopback)",
             Scenario::Sparse => "backup sparse qcow2 (3x virtual, first, fresh repo)",
+            Scenario::Rest => "backup qcow2 image to rest: (rclone serve restic, loopback)",
         }
     }
 
@@ -185,6 +191,9 @@ pub struct Runner {
     #[cfg(feature = "s3")]
     /// The Garage cluster of the S3 scenario.
     pub garage: Option<restix_tests::garage::GarageCluster>,
+    #[cfg(feature = "rest")]
+    /// The `rclone serve restic` of the REST scenario.
+    pub rest_server: Option<restix_tests::rclone::RcloneServe>,
 }
 
 /// `du`-style size: allocated bytes of everything below `path`.
@@ -337,6 +346,11 @@ impl Runner {
 
     /// `restic check` of `repo`: a note for the table ("" without oracle).
     fn oracle_check(&self, repo: &Path) -> String {
+        self.oracle_check_url(&repo.to_string_lossy())
+    }
+
+    /// `restic check` of the repository at `location` (a path or a URL).
+    fn oracle_check_url(&self, location: &str) -> String {
         let Some(restic) = &self.oracle else {
             return String::new();
         };
@@ -345,7 +359,7 @@ impl Runner {
             .env_remove("RESTIC_PASSWORD_FILE")
             .env_remove("RESTIC_PASSWORD_COMMAND")
             .arg("-r")
-            .arg(repo)
+            .arg(location)
             .args(["--no-cache", "check"])
             .stdin(Stdio::null())
             .output();
@@ -449,6 +463,9 @@ impl Runner {
         }
         if self.wants(Scenario::S3) {
             self.s3_chain(tool, inputs, record);
+        }
+        if self.wants(Scenario::Rest) {
+            self.rest_chain(tool, inputs, record);
         }
         remove_all(&dir);
     }
@@ -966,6 +983,62 @@ impl Runner {
         record(
             Scenario::S3,
             Outcome::Failed("built without the `s3` feature (use benches/run.sh --s3)".into()),
+        );
+    }
+
+    /// First image backup into a fresh repository on the loopback
+    /// `rclone serve restic`; the repository size is `du` of its folder on
+    /// the server's disk.
+    #[cfg(feature = "rest")]
+    fn rest_chain(&self, tool: &Tool, inputs: &Inputs, record: &mut Record<'_>) {
+        let Some(server) = &self.rest_server else {
+            return record(
+                Scenario::Rest,
+                Outcome::Failed("rclone not found (apt-get install rclone)".into()),
+            );
+        };
+        let Some(image) = &inputs.image else {
+            return record(
+                Scenario::Rest,
+                Outcome::Failed("image data set missing".into()),
+            );
+        };
+        let name = format!("bench-{}", tool.slug());
+        let repo = server.root().join(&name);
+        let cache = self.work.join(format!("{}-rest-cache", tool.slug()));
+        remove_all(&repo);
+        remove_all(&cache);
+        let setup = Setup {
+            tool,
+            repo: server.url(&name),
+            cache: cache.clone(),
+            home: None,
+            env: Vec::new(),
+        };
+        let outcome = match setup.run("init", &tool.init_args()) {
+            Err(e) => Outcome::Failed(e),
+            Ok(_) => {
+                warm_page_cache(&image.qcow2);
+                match self.measure(&setup, "rest", &tool.backup_args(&[&image.qcow2]), false) {
+                    Ok(m) => Outcome::Ran {
+                        measurement: m,
+                        repo_bytes: Some(disk_usage(&repo)),
+                        note: self.oracle_check_url(&setup.repo),
+                    },
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+        };
+        remove_all(&repo);
+        remove_all(&cache);
+        record(Scenario::Rest, outcome);
+    }
+
+    #[cfg(not(feature = "rest"))]
+    fn rest_chain(&self, _tool: &Tool, _inputs: &Inputs, record: &mut Record<'_>) {
+        record(
+            Scenario::Rest,
+            Outcome::Failed("built without the `rest` feature (use benches/run.sh --rest)".into()),
         );
     }
 }

@@ -118,7 +118,7 @@ pub fn open_location(ctx: &Context) -> anyhow::Result<(String, Arc<dyn Backend>)
         &ctx.extended,
         ctx.global.limit_upload,
         ctx.global.limit_download,
-        &tls_options(&ctx.global.cacert, ctx.global.insecure_tls),
+        &tls_options(&ctx.global),
     )?;
     Ok((location, backend))
 }

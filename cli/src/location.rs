@@ -13,6 +13,7 @@ use restix_engine::backend::retry::{RetryEvent, RetryPolicy, RetryReport};
 use restix_engine::backend::{wrap, Backend, WrapOptions};
 use restix_engine::repository::lock::go_duration_string;
 
+use crate::args::GlobalOptions;
 use crate::errors::{fatal, CliError};
 use crate::options::ExtendedOptions;
 
@@ -23,8 +24,19 @@ pub fn registry() -> Registry {
     registry.register(Box::new(LocalFactory));
     registry.register(Box::new(restix_sftp::SftpFactory));
     registry.register(Box::new(restix_s3::S3Factory));
+    registry.register(Box::new(restix_rest::RestFactory));
+    registry.register(Box::new(restix_rclone::RcloneFactory));
+    registry.register(Box::new(restix_azure::AzureFactory));
     registry
 }
+
+/// Services restic reaches natively and restix through rclone only
+/// (issue #18): (scheme, the service, rclone's remote type).
+const VIA_RCLONE: &[(&str, &str, &str)] = &[
+    ("gs", "Google Cloud Storage", "google cloud storage"),
+    ("b2", "Backblaze B2", "b2"),
+    ("swift", "OpenStack Swift", "swift"),
+];
 
 /// Parse a location string (spec: cli §5.1).
 pub fn parse_location(s: &str) -> Result<Location, CliError> {
@@ -33,19 +45,28 @@ pub fn parse_location(s: &str) -> Result<Location, CliError> {
         .map_err(|e| fatal(format!("parsing repository location failed: {e}")))
 }
 
-/// The global `--cacert` / `--insecure-tls` flags as the HTTP backends take
-/// them; without `--cacert`, `$RESTIC_CACERT` names the file (like restic).
-pub fn tls_options(cacert: &[String], insecure_tls: bool) -> TlsOptions {
-    let mut files: Vec<std::path::PathBuf> = cacert.iter().map(std::path::PathBuf::from).collect();
+/// The global transport flags as the HTTP backends take them (`--cacert`,
+/// `--insecure-tls`, `--tls-client-cert`, `--http-user-agent`), as
+/// `options::resolve_transport` resolved them from the flags and
+/// `$RESTIC_CACERT` (a comma list), `$RESTIC_TLS_CLIENT_CERT`,
+/// `$RESTIC_HTTP_USER_AGENT`.
+pub fn tls_options(global: &GlobalOptions) -> TlsOptions {
+    let mut files: Vec<std::path::PathBuf> =
+        global.cacert.iter().map(std::path::PathBuf::from).collect();
     if files.is_empty() {
-        if let Some(env_file) = std::env::var_os("RESTIC_CACERT").filter(|v| !v.is_empty()) {
-            files.push(env_file.into());
+        if let Some(list) = std::env::var("RESTIC_CACERT")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            files.extend(list.split(',').map(std::path::PathBuf::from));
         }
     }
+    let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
     TlsOptions {
         ca_cert_files: files,
-        insecure: insecure_tls,
-        client_cert: None,
+        insecure: global.insecure_tls,
+        client_cert: non_empty(&global.tls_client_cert).map(std::path::PathBuf::from),
+        http_user_agent: non_empty(&global.http_user_agent),
     }
 }
 
@@ -55,9 +76,18 @@ fn open_error(error: OpenError, location: &str) -> CliError {
         OpenError::Location(m) => fatal(format!("parsing repository location failed: {m}")),
         OpenError::Option(m) => fatal(m),
         OpenError::OptionSyntax(m) => CliError::plain(1, m),
-        OpenError::Unsupported { scheme } => fatal(format!(
-            "the {scheme} backend is not supported yet by restix (repository {location})"
-        )),
+        OpenError::Unsupported { scheme } => match VIA_RCLONE.iter().find(|(s, _, _)| *s == scheme)
+        {
+            Some((_, service, remote_type)) => fatal(format!(
+                "parsing repository location failed: restix has no {scheme} backend; \
+                 reach {service} through rclone: configure an rclone remote of type \
+                 \"{remote_type}\" and use -r rclone:<remote>:<bucket>/<path> \
+                 (repository {location})"
+            )),
+            None => fatal(format!(
+                "the {scheme} backend is not supported yet by restix (repository {location})"
+            )),
+        },
         OpenError::Open(e) => fatal(format!("unable to open repository at {location}: {e}")),
     }
 }
@@ -140,9 +170,24 @@ mod tests {
 
     #[test]
     fn restics_messages() {
+        let gs = open_message("gs:bucket:/p", &[]);
+        assert!(
+            gs.starts_with("Fatal: parsing repository location failed: restix has no gs backend")
+                && gs.contains("Google Cloud Storage through rclone")
+                && gs.ends_with("(repository gs:bucket:/p)"),
+            "{gs}"
+        );
         assert_eq!(
-            open_message("gs:bucket:/p", &[]),
-            "Fatal: the gs backend is not supported yet by restix (repository gs:bucket:/p)"
+            open_message("rclone:r:p", &[("rclone.timeout", "soon")]),
+            "time: invalid duration \"soon\""
+        );
+        assert_eq!(
+            open_message("rest:http://h:1/r", &[("rest.bogus", "1")]),
+            "Fatal: option rest.bogus is not known"
+        );
+        assert_eq!(
+            open_message("azure:nocolon", &[]),
+            "Fatal: parsing repository location failed: azure: invalid format: bucket name or path not found"
         );
         assert_eq!(
             open_message("/nonexistent/repo", &[("local.bogus", "1")]),

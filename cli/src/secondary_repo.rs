@@ -191,7 +191,7 @@ pub fn open_secondary(
         extended,
         primary.limit_upload,
         primary.limit_download,
-        &tls_options(&primary.cacert, primary.insecure_tls),
+        &tls_options(primary),
     )?;
     let repo = Repository::open(backend, password.as_bytes(), flags.key_hint.as_deref())
         .map_err(|e| map_open_error(e, &location))?;
