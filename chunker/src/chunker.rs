@@ -1,10 +1,9 @@
 //! The exact sequential chunker (spec: restic-format §15.6-15.8).
 
+use crate::error::ChunkerError;
 use crate::polynomial::Polynomial;
 use crate::search::first_candidate;
-use crate::stream::StreamChunker;
 use crate::tables::{ChunkerTables, WINDOW_SIZE};
-use crate::ChunkerError;
 
 /// restic's minimum chunk size, 512 KiB (spec: restic-format §15.1).
 pub const MIN_SIZE: usize = 512 * 1024;
@@ -184,11 +183,6 @@ impl Chunker {
             ChunkStep::Chunk(chunk) => Some(chunk),
             ChunkStep::NeedMoreData | ChunkStep::Finished => None,
         }
-    }
-
-    /// Streams chunks of a reader with bounded memory (see [`StreamChunker`]).
-    pub fn chunk_reader<R: std::io::Read>(&self, reader: R) -> StreamChunker<R> {
-        StreamChunker::new(self.clone(), reader)
     }
 
     /// Finds the chunk starting at `start` (a true chunk start of the file

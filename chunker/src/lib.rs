@@ -46,9 +46,11 @@
 //! ```
 
 mod chunker;
+mod error;
 mod parallel;
 mod polynomial;
 mod search;
+mod speculative;
 mod stream;
 mod tables;
 
@@ -58,33 +60,13 @@ mod go_rng_cooked;
 mod vector_tests;
 
 pub use crate::chunker::{ChunkBoundary, Chunker, ChunkerConfig, MAX_SIZE, MIN_SIZE, SPLIT_MASK};
+pub use crate::error::ChunkerError;
 pub use crate::parallel::{
     OwnedWindow, ParallelChunkStream, ParallelChunker, WindowStream, DEFAULT_PARALLEL_WINDOW,
 };
 pub use crate::polynomial::{Polynomial, PolynomialError, RANDOM_POLYNOMIAL_MAX_TRIES};
 pub use crate::stream::{Chunk, ChunkBatch, OwnedChunk, StreamChunker};
 pub use crate::tables::{ChunkerTables, WINDOW_SIZE};
-
-/// Errors constructing a chunker.
-#[derive(Debug, thiserror::Error)]
-pub enum ChunkerError {
-    /// The table scheme needs a polynomial degree in 9..=56 (restic: 53).
-    #[error("unsupported chunker polynomial {polynomial}: degree {degree} is outside 9..=56")]
-    UnsupportedPolynomialDegree {
-        /// The polynomial given.
-        polynomial: Polynomial,
-        /// Its degree.
-        degree: i32,
-    },
-    /// `min_size` must be at least 64 and at most `max_size`.
-    #[error("invalid chunk size bounds: min {min_size}, max {max_size}")]
-    InvalidSizes {
-        /// The minimum chunk size given.
-        min_size: usize,
-        /// The maximum chunk size given.
-        max_size: usize,
-    },
-}
 
 /// SHA-256 of 512 KiB (`MIN_SIZE`) of zero bytes, i.e. the blob ID of every
 /// chunk cut inside a long zero run (spec: restic-format §15.8).

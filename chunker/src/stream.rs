@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 
 use crate::chunker::{ChunkBoundary, Chunker};
-use crate::parallel::chunk_prefix_threads;
+use crate::speculative::chunk_prefix_threads;
 
 /// Smallest read buffer allocation; grown on demand up to the window size so
 /// that small files do not cost a full window.
@@ -172,6 +172,15 @@ pub struct StreamChunker<R> {
     buffer: WindowBuffer<R>,
     pending: Vec<ChunkBoundary>,
     next_pending: usize,
+}
+
+// `chunk_reader` lives here, beside the type it returns, so that the core
+// chunker does not import the stream built on it.
+impl Chunker {
+    /// Streams chunks of a reader with bounded memory (see [`StreamChunker`]).
+    pub fn chunk_reader<R: std::io::Read>(&self, reader: R) -> StreamChunker<R> {
+        StreamChunker::new(self.clone(), reader)
+    }
 }
 
 impl<R: Read> StreamChunker<R> {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::error::ChunkerError;
 use crate::polynomial::Polynomial;
-use crate::ChunkerError;
 
 /// Window size of the rolling hash in bytes (spec: restic-format §15.1).
 pub const WINDOW_SIZE: usize = 64;

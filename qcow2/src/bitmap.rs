@@ -5,7 +5,8 @@ use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::header::{HeaderBytes, AUTOCLEAR_BITMAPS};
-use crate::layer::{read_full_at, Qcow2Layer, OFFSET_MASK};
+use crate::io::{read_full_at, OFFSET_MASK};
+use crate::layer::Qcow2Layer;
 
 /// QEMU's limits (QCOW2_MAX_BITMAPS, QCOW2_MAX_BITMAP_DIRECTORY_SIZE).
 const MAX_BITMAPS: u32 = 65535;

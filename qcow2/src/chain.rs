@@ -10,24 +10,16 @@ use std::path::{Path, PathBuf};
 
 use crate::bitmap::{self, BitmapInfo};
 use crate::error::{Error, Result};
+use crate::extent::{check_range, DiskImage, Extent, ExtentKind, ExtentList};
+use crate::format::ImageFormat;
 use crate::header::{Qcow2Header, QCOW2_MAGIC};
 use crate::identity::LayerIdentity;
 use crate::layer::{Mapping, Piece, Qcow2Layer};
 use crate::raw::RawImage;
-use crate::{check_range, DiskImage, Extent, ExtentKind, ExtentList};
 
 /// More layers than this means a loop in the stored backing names (or an absurd
 /// chain); QEMU has no fixed limit, OpenNebula chains are far shorter.
 const MAX_CHAIN_DEPTH: usize = 256;
-
-/// Format of one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// A qcow2 file.
-    Qcow2,
-    /// A raw file or block device (only as the base of a chain).
-    Raw,
-}
 
 enum Layer {
     Qcow2(Box<Qcow2Layer>),

@@ -15,8 +15,8 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::chain::ImageFormat;
 use crate::error::{Error, Result};
+use crate::format::ImageFormat;
 use crate::header::{Qcow2Header, INCOMPAT_DIRTY};
 
 /// Identity of one layer file (see the module notes).

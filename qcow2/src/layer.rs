@@ -5,16 +5,16 @@
 //! such and the chain ([`crate::Qcow2Image`]) decides where they read from.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::compression::decompress_cluster;
 use crate::error::{Error, Result};
+use crate::format::ImageFormat;
 use crate::header::Qcow2Header;
+use crate::io::{block_device_size, read_full_at, read_zero_padded, OFFSET_MASK};
 
-/// Offset bits 9-55 of L1, L2 and bitmap-table entries.
-pub(crate) const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const L1_RESERVED_MASK: u64 = 0x7f00_0000_0000_01ff;
 const L2_RESERVED_MASK: u64 = 0x3f00_0000_0000_01fe;
 /// With extended L2 entries bit 0 is reserved too (spec: qcow2 §1.5).
@@ -134,7 +134,7 @@ impl Qcow2Layer {
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         // qcow2 on a block device (e.g. an LVM volume): its length is the device size.
         let file_len = if meta.file_type().is_block_device() {
-            crate::raw::block_device_size(&file).map_err(|e| Error::io(path, e))?
+            block_device_size(&file).map_err(|e| Error::io(path, e))?
         } else {
             meta.len()
         };
@@ -203,7 +203,7 @@ impl Qcow2Layer {
         crate::identity::of_file(
             &self.path,
             &self.file,
-            crate::chain::ImageFormat::Qcow2,
+            ImageFormat::Qcow2,
             self.file_len,
             Some(crate::identity::qcow2_layout(&self.header, &self.l1)),
         )
@@ -496,35 +496,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `pread` until `buf` is full; a short file is an error.
-pub(crate) fn read_full_at(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
-    file.read_exact_at(buf, offset)
-        .map_err(|e| Error::io(path, e))
-}
-
-/// `pread` until `buf` is full; bytes past the end of the file read as zeros.
-pub(crate) fn read_zero_padded(
-    file: &File,
-    path: &Path,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<()> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        let Some(rest) = buf.get_mut(done..) else {
-            break;
-        };
-        match file.read_at(rest, offset + done as u64) {
-            Ok(0) => {
-                rest.fill(0);
-                break;
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    Ok(())
 }

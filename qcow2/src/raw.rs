@@ -6,8 +6,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layer::read_zero_padded;
-use crate::{check_range, DiskImage, Extent, ExtentKind, ExtentList};
+use crate::extent::{check_range, DiskImage, Extent, ExtentKind, ExtentList};
+use crate::format::ImageFormat;
+use crate::io::{block_device_size, read_zero_padded};
 
 /// A raw disk image: a regular file or a block device.
 ///
@@ -49,14 +50,8 @@ impl RawImage {
 
     /// The file's identity: length and modification time (see
     /// [`LayerIdentity`](crate::LayerIdentity)).
-    pub fn identity(&self) -> Result<crate::LayerIdentity> {
-        crate::identity::of_file(
-            &self.path,
-            &self.file,
-            crate::ImageFormat::Raw,
-            self.size,
-            None,
-        )
+    pub fn identity(&self) -> Result<crate::identity::LayerIdentity> {
+        crate::identity::of_file(&self.path, &self.file, ImageFormat::Raw, self.size, None)
     }
 
     /// Next data or hole boundary at or after `offset`, via `lseek`.
@@ -82,23 +77,6 @@ enum SeekResult {
     At(u64),
     NoMore,
 }
-
-/// Size of a block device: the BLKGETSIZE64 ioctl, else seeking to the end.
-pub(crate) fn block_device_size(file: &File) -> std::io::Result<u64> {
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points to a
-    // live, properly aligned u64; the fd is owned by `file` and open.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if rc == 0 {
-        return Ok(size);
-    }
-    use std::io::Seek;
-    let mut handle = file;
-    handle.seek(std::io::SeekFrom::End(0))
-}
-
-/// `_IOR(0x12, 114, size_t)` on Linux.
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 
 impl DiskImage for RawImage {
     fn virtual_size(&self) -> u64 {

@@ -125,7 +125,7 @@ impl Qcow2Writer {
                 position: self.position,
             });
         }
-        let end = crate::check_range(offset, data.len() as u64, self.virtual_size)?;
+        let end = crate::extent::check_range(offset, data.len() as u64, self.virtual_size)?;
         let cs = self.cluster_size();
         let mut pos = offset;
         let mut rest = data;

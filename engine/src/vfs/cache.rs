@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use restix_repo_format::{BlobType, Id, Node, NodeType};
+use restix_repo_format::{BlobType, Id};
 
-use super::reader::FileReader;
 use super::VfsError;
 use crate::repository::Repository;
 
@@ -125,7 +124,7 @@ impl Shared {
 }
 
 /// The blob cache and loader threads of one repository, shared by every
-/// [`FileReader`] opened from it. Dropping the last handle stops the
+/// [`FileReader`](super::FileReader) opened from it. Dropping the last handle stops the
 /// loaders once their current load is done.
 pub struct BlobSource {
     shared: Arc<Shared>,
@@ -245,20 +244,6 @@ impl BlobSource {
     /// Whether `id` is cached now (tests and benchmarks).
     pub fn is_cached(&self, id: &Id) -> bool {
         self.shared.lock().blobs.contains_key(id)
-    }
-
-    /// Random access to a regular file node.
-    pub fn open_node(self: &Arc<Self>, node: &Node) -> Result<FileReader, VfsError> {
-        if node.node_type != NodeType::File {
-            return Err(VfsError::NotAFile(node.name_lossy()));
-        }
-        let content = node.content.clone().unwrap_or_default();
-        FileReader::open(Arc::clone(self), content)
-    }
-
-    /// Random access to the concatenation of `content`'s data blobs.
-    pub fn open_content(self: &Arc<Self>, content: Vec<Id>) -> Result<FileReader, VfsError> {
-        FileReader::open(Arc::clone(self), content)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use restix_chunker::{MIN_SIZE, ZERO_CHUNK_ID};
-use restix_repo_format::{BlobType, Id};
+use restix_repo_format::{BlobType, Id, Node, NodeType};
 
 use super::cache::BlobSource;
 use super::VfsError;
@@ -63,6 +63,24 @@ pub struct FileReader {
     /// IDs of the zero blobs this file may hold, computed on first need.
     zero_ids: OnceLock<Vec<Id>>,
     ahead: Mutex<Readahead>,
+}
+
+// Opening a file lives here rather than in `cache.rs`, beside the type it
+// makes, so that the cache does not import the reader that reads through it.
+impl BlobSource {
+    /// Random access to a regular file node.
+    pub fn open_node(self: &Arc<Self>, node: &Node) -> Result<FileReader, VfsError> {
+        if node.node_type != NodeType::File {
+            return Err(VfsError::NotAFile(node.name_lossy()));
+        }
+        let content = node.content.clone().unwrap_or_default();
+        FileReader::open(Arc::clone(self), content)
+    }
+
+    /// Random access to the concatenation of `content`'s data blobs.
+    pub fn open_content(self: &Arc<Self>, content: Vec<Id>) -> Result<FileReader, VfsError> {
+        FileReader::open(Arc::clone(self), content)
+    }
 }
 
 impl FileReader {
