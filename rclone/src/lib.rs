@@ -45,8 +45,8 @@ pub use stdio::StdioTransport;
 use restix_backend::options::{
     go_duration_syntax_error, go_uint_syntax_error, parse_go_duration, parse_go_uint,
 };
-use restix_backend::shell_split::split_shell_strings;
 use restix_backend::registry::{BackendFactory, Location, OpenContext, OpenError, SchemeOptions};
+use restix_backend::shell_split::split_shell_strings;
 use restix_backend::Backend;
 
 /// Errors while starting rclone (operations return
@@ -145,7 +145,8 @@ impl RcloneOptions {
                 let words = if value.trim().is_empty() {
                     Vec::new()
                 } else {
-                    split_shell_strings(value).map_err(|e| RcloneError::InvalidOption(e.to_string()))?
+                    split_shell_strings(value)
+                        .map_err(|e| RcloneError::InvalidOption(e.to_string()))?
                 };
                 if key == "program" {
                     self.program = words;

@@ -962,16 +962,12 @@ impl Restorer {
                 && file.node.size > 0
                 && file.node.links <= 1
                 && std::fs::symlink_metadata(&file.write_path).is_ok_and(|m| m.blocks() == 0);
-            if nothing_written {
-                if std::fs::remove_file(&file.write_path).is_ok() {
-                    run.report(
-                        &file.path,
-                        &format!(
-                            "{first}; nothing of it could be restored, the file was not created"
-                        ),
-                    );
-                    return;
-                }
+            if nothing_written && std::fs::remove_file(&file.write_path).is_ok() {
+                run.report(
+                    &file.path,
+                    &format!("{first}; nothing of it could be restored, the file was not created"),
+                );
+                return;
             }
             format!(
                 "{first}; kept {} of {} bytes, missing {}",
