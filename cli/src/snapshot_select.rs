@@ -107,9 +107,11 @@ impl GroupBy {
             key.paths = Some(paths);
         }
         if self.tags {
+            // restic copies the snapshot's tag slice, which is nil for an
+            // untagged snapshot: its group key says `"tags": null`, not `[]`.
             let mut tags = snapshot.tags.clone();
             tags.sort();
-            key.tags = Some(tags);
+            key.tags = (!tags.is_empty()).then_some(tags);
         }
         key
     }

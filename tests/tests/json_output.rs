@@ -199,3 +199,40 @@ fn ls_json_and_cat_config() {
         "{config}"
     );
 }
+
+#[test]
+fn group_keys_match_restics() {
+    require_restic!();
+    let sb = Sandbox::new();
+    let src = sb.join("data");
+    small_tree(&src);
+    let repo = sb.join("repo");
+    sb.init(Tool::Restic, &repo, 2);
+    sb.restic(["-r", s(&repo), "backup", s(&src)]).ok();
+    sb.restic(["-r", s(&repo), "backup", "--tag", "t1", s(&src)])
+        .ok();
+    for group in ["host", "tags", "paths", "host,tags"] {
+        // restic prints groups in Go map order: compare them as a set.
+        let keys = |run: restix_tests::harness::Run| {
+            let mut keys: Vec<String> = run
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["group_key"].to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        let want = keys(
+            sb.restic(["-r", s(&repo), "snapshots", "--json", "--group-by", group])
+                .ok(),
+        );
+        let got = keys(
+            sb.restix(["-r", s(&repo), "snapshots", "--json", "--group-by", group])
+                .ok(),
+        );
+        // An untagged snapshot's key says "tags": null, as restic's nil slice.
+        assert_eq!(got, want, "--group-by {group}");
+    }
+}
