@@ -195,10 +195,7 @@ impl BackendFactory for AzureFactory {
         let mut azure_options = AzureOptions::default();
         for (key, value) in options {
             azure_options.set(key, value).map_err(|e| match e {
-                // Bad numbers print without `Fatal:` (spec: cli §5.4).
-                AzureError::InvalidOption(m) if m.starts_with("strconv.") => {
-                    OpenError::OptionSyntax(m)
-                }
+                AzureError::InvalidOption(m) => OpenError::rejected_option(m),
                 other => OpenError::Option(other.to_string()),
             })?;
         }

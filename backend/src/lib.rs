@@ -369,89 +369,58 @@ pub fn is_id_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
-    fn location(&self) -> String {
-        (**self).location()
-    }
-    fn create(&self) -> BackendResult<()> {
-        (**self).create()
-    }
-    fn list(&self, t: FileType) -> BackendResult<Vec<FileInfo>> {
-        (**self).list(t)
-    }
-    fn read(&self, t: FileType, name: &str) -> BackendResult<Vec<u8>> {
-        (**self).read(t, name)
-    }
-    fn read_range(
-        &self,
-        t: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>> {
-        (**self).read_range(t, name, offset, length)
-    }
-    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
-        (**self).write(t, name, data)
-    }
-    fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
-        (**self).remove(t, name)
-    }
-    fn stat(&self, t: FileType, name: &str) -> BackendResult<FileInfo> {
-        (**self).stat(t, name)
-    }
-    fn connections(&self) -> usize {
-        (**self).connections()
-    }
-    fn list_after_write_consistent(&self) -> bool {
-        (**self).list_after_write_consistent()
-    }
-    fn has_flaky_errors(&self) -> bool {
-        (**self).has_flaky_errors()
-    }
+/// A shared or boxed backend is the backend it points to (the wrappers
+/// hold `Box<dyn Backend>`, the engine shares `Arc`s): one delegation for
+/// both.
+macro_rules! delegate_backend {
+    ($pointer:ident) => {
+        impl<B: Backend + ?Sized> Backend for $pointer<B> {
+            fn location(&self) -> String {
+                (**self).location()
+            }
+            fn create(&self) -> BackendResult<()> {
+                (**self).create()
+            }
+            fn list(&self, t: FileType) -> BackendResult<Vec<FileInfo>> {
+                (**self).list(t)
+            }
+            fn read(&self, t: FileType, name: &str) -> BackendResult<Vec<u8>> {
+                (**self).read(t, name)
+            }
+            fn read_range(
+                &self,
+                t: FileType,
+                name: &str,
+                offset: u64,
+                length: u64,
+            ) -> BackendResult<Vec<u8>> {
+                (**self).read_range(t, name, offset, length)
+            }
+            fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
+                (**self).write(t, name, data)
+            }
+            fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
+                (**self).remove(t, name)
+            }
+            fn stat(&self, t: FileType, name: &str) -> BackendResult<FileInfo> {
+                (**self).stat(t, name)
+            }
+            fn connections(&self) -> usize {
+                (**self).connections()
+            }
+            fn list_after_write_consistent(&self) -> bool {
+                (**self).list_after_write_consistent()
+            }
+            fn has_flaky_errors(&self) -> bool {
+                (**self).has_flaky_errors()
+            }
+        }
+    };
 }
 
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn location(&self) -> String {
-        (**self).location()
-    }
-    fn create(&self) -> BackendResult<()> {
-        (**self).create()
-    }
-    fn list(&self, t: FileType) -> BackendResult<Vec<FileInfo>> {
-        (**self).list(t)
-    }
-    fn read(&self, t: FileType, name: &str) -> BackendResult<Vec<u8>> {
-        (**self).read(t, name)
-    }
-    fn read_range(
-        &self,
-        t: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>> {
-        (**self).read_range(t, name, offset, length)
-    }
-    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
-        (**self).write(t, name, data)
-    }
-    fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
-        (**self).remove(t, name)
-    }
-    fn stat(&self, t: FileType, name: &str) -> BackendResult<FileInfo> {
-        (**self).stat(t, name)
-    }
-    fn connections(&self) -> usize {
-        (**self).connections()
-    }
-    fn list_after_write_consistent(&self) -> bool {
-        (**self).list_after_write_consistent()
-    }
-    fn has_flaky_errors(&self) -> bool {
-        (**self).has_flaky_errors()
-    }
-}
+use std::sync::Arc;
+delegate_backend!(Arc);
+delegate_backend!(Box);
 
 impl<B: Backend + ?Sized> Backend for &B {
     fn location(&self) -> String {

@@ -127,6 +127,18 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// A `-o` value a backend rejected, by its message: Go's number and
+    /// duration syntax errors (`strconv.…`, `time: …`) print without
+    /// `Fatal:` as restic's do (spec: cli §5.4), any other as a fatal option
+    /// error. The one place every backend's option errors are sorted.
+    pub fn rejected_option(message: String) -> OpenError {
+        if message.starts_with("strconv.") || message.starts_with("time:") {
+            OpenError::OptionSyntax(message)
+        } else {
+            OpenError::Option(message)
+        }
+    }
+
     /// [`OpenError::Open`] from any error.
     pub fn open(error: impl std::error::Error + Send + Sync + 'static) -> OpenError {
         OpenError::Open(Box::new(error))

@@ -226,13 +226,7 @@ impl BackendFactory for RcloneFactory {
         let mut rclone_options = RcloneOptions::default();
         for (key, value) in options {
             rclone_options.set(key, value).map_err(|e| match e {
-                // Go's parse errors print without `Fatal:` (spec: cli §5.4).
-                RcloneError::InvalidOption(m)
-                    if m.starts_with("strconv.") || m.starts_with("time:") =>
-                {
-                    OpenError::OptionSyntax(m)
-                }
-                RcloneError::InvalidOption(m) => OpenError::Option(m),
+                RcloneError::InvalidOption(m) => OpenError::rejected_option(m),
                 other => OpenError::open(other),
             })?;
         }

@@ -122,7 +122,7 @@ pub fn open(
 /// without `Fatal:` (spec: cli §5.4).
 fn option_error(error: RestError) -> OpenError {
     match error {
-        RestError::InvalidOption(m) if m.starts_with("strconv.") => OpenError::OptionSyntax(m),
+        RestError::InvalidOption(m) => OpenError::rejected_option(m),
         other => OpenError::Option(other.to_string()),
     }
 }

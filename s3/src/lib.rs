@@ -130,10 +130,7 @@ impl BackendFactory for S3Factory {
         let mut s3_options = S3Options::default();
         for (key, value) in options {
             s3_options.set(key, value).map_err(|e| match e {
-                // Bad numbers print without `Fatal:` (spec: cli §5.4).
-                S3Error::InvalidOption(m) if m.starts_with("strconv.") => {
-                    OpenError::OptionSyntax(m)
-                }
+                S3Error::InvalidOption(m) => OpenError::rejected_option(m),
                 other => OpenError::Option(other.to_string()),
             })?;
         }

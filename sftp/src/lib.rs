@@ -190,9 +190,7 @@ impl BackendFactory for SftpFactory {
         let mut sftp_options = SftpOptions::default();
         for (key, value) in options {
             sftp_options.set(key, value).map_err(|e| match e {
-                SftpError::InvalidOption(m) if m.starts_with("strconv.") => {
-                    OpenError::OptionSyntax(m)
-                }
+                SftpError::InvalidOption(m) => OpenError::rejected_option(m),
                 other => OpenError::Option(other.to_string()),
             })?;
         }
