@@ -18,6 +18,8 @@ mod content;
 mod datasets;
 #[cfg(all(feature = "sftp", feature = "s3"))]
 mod distance;
+#[cfg(all(feature = "sftp", feature = "s3"))]
+mod distance_cells;
 mod error;
 mod measure;
 mod mount;

@@ -113,9 +113,9 @@ pub fn scale_svg(path: &Path, tools: &[Tool], cells: &[ScaleCell]) -> Result<(),
 pub fn distance_svg(
     path: &Path,
     labels: &[String],
-    cells: &[crate::distance::DistanceCell],
+    cells: &[crate::distance_cells::DistanceCell],
 ) -> Result<(), String> {
-    use crate::distance::{Step as DStep, Transport};
+    use crate::distance_cells::{Step as DStep, Transport};
     let root = SVGBackend::new(path, (1400, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (title, body) = root.split_vertically(36);
