@@ -39,6 +39,7 @@ pub mod registry;
 pub mod retry;
 pub mod sema;
 pub mod shell_split;
+pub mod trace;
 mod wrap;
 
 #[cfg(feature = "testing")]

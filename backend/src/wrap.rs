@@ -17,6 +17,9 @@ pub struct WrapOptions {
     pub retry: RetryPolicy,
     /// Where retries are reported (nowhere by default).
     pub report: Option<RetryReport>,
+    /// One stderr line per call of the backend ([`crate::trace`]; the CLI
+    /// sets it from `RESTIX_TRACE_BACKEND`).
+    pub trace: bool,
 }
 
 impl std::fmt::Debug for WrapOptions {
@@ -25,12 +28,14 @@ impl std::fmt::Debug for WrapOptions {
             .field("limits", &self.limits)
             .field("retry", &self.retry)
             .field("report", &self.report.is_some())
+            .field("trace", &self.trace)
             .finish()
     }
 }
 
 /// Compose the wrappers around `inner`, innermost first:
 ///
+/// 0. [`crate::trace::Traced`] (only with `trace`): sees each attempt;
 /// 1. [`Limited`] (only when a limit is set): pays for the bytes of each
 ///    transfer, so the limit holds for the data actually moved;
 /// 2. [`ConnectionLimited`]: at most `connections()` operations at once
@@ -55,6 +60,11 @@ impl std::fmt::Debug for WrapOptions {
 /// assert_eq!(backend.connections(), 2);
 /// ```
 pub fn wrap(inner: Box<dyn Backend>, options: &WrapOptions) -> Arc<dyn Backend> {
+    let inner: Box<dyn Backend> = if options.trace {
+        Box::new(crate::trace::Traced::new(inner))
+    } else {
+        inner
+    };
     let limited: Box<dyn Backend> = if options.limits.is_unlimited() {
         inner
     } else {

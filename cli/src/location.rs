@@ -130,6 +130,9 @@ pub fn open_backend_tls(
         ),
         retry: RetryPolicy::default(),
         report: Some(print_retries()),
+        // A diagnostic of restix's own (not restic's): which backend calls
+        // wait for each other on a long link (docs/benchmarks.md, distance).
+        trace: std::env::var_os("RESTIX_TRACE_BACKEND").is_some_and(|v| !v.is_empty()),
     };
     Ok(wrap(inner, &wrap_options))
 }

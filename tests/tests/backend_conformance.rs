@@ -105,6 +105,7 @@ fn whole_wrapper_stack_around_local() {
         limits: generous_limits(),
         retry: RetryPolicy::fast(),
         report: None,
+        trace: false,
     };
     Suite::new(|| wrap(Box::new(LocalBackend::new(locations.next())), &options)).run();
 }
