@@ -35,6 +35,7 @@ pub mod http;
 pub mod limited;
 pub mod local;
 pub mod options;
+pub mod prefetch;
 pub mod registry;
 pub mod retry;
 pub mod sema;

@@ -7,6 +7,7 @@ use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 use std::time::Duration;
 
+use restix_engine::backend::prefetch::{repository_open_plan, Prefetching};
 use restix_engine::backend::{Backend, BackendError, FileType};
 use restix_engine::repository::{LockGuard, Repository};
 use restix_repo_format::{Id, Snapshot};
@@ -176,6 +177,18 @@ pub fn open_repository_impl(
     } else {
         backend
     };
+    // The config, keys, locks, snapshots and index are asked for one after
+    // another below; start them all now (issue #20: each is a round trip or
+    // two on a long link). backend/src/prefetch.rs says why this is safe.
+    let takes_lock = match lock_mode {
+        LockMode::None => false,
+        LockMode::Shared | LockMode::Exclusive => !ctx.global.no_lock,
+        LockMode::SharedAlways => true,
+    };
+    let backend: Arc<dyn Backend> = Arc::new(Prefetching::start(
+        backend,
+        repository_open_plan(takes_lock),
+    ));
     check_config_exists(backend.as_ref(), &location)?;
     let password = match password_source {
         PasswordSource::Given(p) => p,
