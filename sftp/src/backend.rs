@@ -6,9 +6,10 @@ use std::sync::Arc;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 use russh_sftp::client::error::Error as SftpProtoError;
+use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Lane};
 use crate::pool::Pool;
 use crate::SftpError;
 
@@ -24,6 +25,10 @@ const WRITE_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// largest range the restorer asks for (8 MiB) goes out in one round trip
 /// (the client's channel window, 64 MiB, leaves room for it).
 const READS_IN_FLIGHT: usize = 256;
+
+/// Uploads at least this large are spread over the connection's lanes
+/// (`write_spread`); smaller ones fit one channel window anyway.
+const SPREAD_MIN_BYTES: usize = 4 << 20;
 
 /// `data/xx` folders listed at once on one connection (two round trips
 /// each: open, one batch of `readdir`s).
@@ -299,53 +304,201 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
         permissions: Some(0o600),
         ..FileAttributes::empty()
     };
-    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
-    let handle = match conn.sftp.open(tmp, flags, attrs.clone()).await {
-        Ok(h) => h.handle,
-        // The data/xx folder may be missing (restic creates it lazily too).
-        Err(e) if is_status(&e, StatusCode::NoSuchFile) => {
-            if let Some(parent) = parent_of(tmp) {
-                mkdir_all(conn, parent).await?;
+    let lanes: Vec<&Lane> = if data.len() >= SPREAD_MIN_BYTES {
+        conn.lanes.iter().filter(|l| l.usable()).collect()
+    } else {
+        Vec::new()
+    };
+    // A spread upload opens the file on every session at once (one round
+    // trip, not two), so none of them may insist on creating it: the
+    // temporary name's 128 random bits keep it new instead of O_EXCL.
+    let flags = if lanes.is_empty() {
+        OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE
+    } else {
+        OpenFlags::WRITE | OpenFlags::CREATE
+    };
+    let open_main = async {
+        match conn.sftp.open(tmp, flags, attrs.clone()).await {
+            Ok(h) => Ok(h.handle),
+            // The data/xx folder may be missing (restic creates it lazily too).
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => {
+                if let Some(parent) = parent_of(tmp) {
+                    mkdir_all(conn, parent).await?;
+                }
+                conn.sftp
+                    .open(tmp, flags, attrs.clone())
+                    .await
+                    .map(|h| h.handle)
+                    .map_err(|e| classify("create", tmp, e))
             }
-            conn.sftp
-                .open(tmp, flags, attrs)
-                .await
-                .map_err(|e| classify("create", tmp, e))?
-                .handle
+            Err(e) => Err(classify("create", tmp, e)),
         }
-        Err(e) => return Err(classify("create", tmp, e)),
+    };
+    let open_lanes = futures::future::join_all(lanes.iter().map(|lane| async {
+        match lane
+            .sftp
+            .open(tmp, OpenFlags::WRITE | OpenFlags::CREATE, attrs.clone())
+            .await
+        {
+            Ok(h) => Some(h.handle),
+            Err(e) => {
+                // The server answered (a missing folder, say): the main
+                // session writes this slice. Anything else: retire the lane.
+                if !matches!(e, SftpProtoError::Status(_)) {
+                    lane.mark_broken();
+                }
+                None
+            }
+        }
+    }));
+    let (handle, lane_handles) = futures::join!(open_main, open_lanes);
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            for (lane, h) in lanes.iter().zip(lane_handles) {
+                if let Some(h) = h {
+                    let _ = lane.sftp.close(h).await;
+                }
+            }
+            return Err(e);
+        }
     };
     let chunk = usize::try_from(conn.write_len).unwrap_or(32 * 1024).max(1);
-    let sftp = &conn.sftp;
-    let handle_ref = &handle;
-    let written = stream::iter(data.chunks(chunk).enumerate())
+    let finished = if lanes.is_empty() {
+        write_and_close(&conn.sftp, handle, 0, data, chunk, conn.fsync).await
+    } else {
+        let lanes: Vec<(&Lane, Option<String>)> = lanes.into_iter().zip(lane_handles).collect();
+        write_spread(conn, handle, data, chunk, lanes).await
+    };
+    finished.map_err(|(op, e)| classify(op, tmp, e))
+}
+
+/// What failed in [`write_and_close`]: the request's name and its error.
+type Finish = Result<(), (&'static str, SftpProtoError)>;
+
+/// Write `data` at `offset` of the open `handle` of `sftp`, many requests
+/// in flight.
+async fn write_slice(
+    sftp: &RawSftpSession,
+    handle: &str,
+    offset: u64,
+    data: &[u8],
+    chunk: usize,
+) -> Result<(), SftpProtoError> {
+    stream::iter(data.chunks(chunk).enumerate())
         .map(|(i, piece)| async move {
-            let offset = (i as u64) * (chunk as u64);
-            sftp.write(handle_ref.clone(), offset, piece.to_vec()).await
+            let at = offset + (i as u64) * (chunk as u64);
+            sftp.write(handle.to_string(), at, piece.to_vec()).await
         })
-        .buffer_unordered((WRITE_BYTES_IN_FLIGHT / chunk).clamp(8, WRITES_IN_FLIGHT))
+        .buffer_unordered(writes_in_flight(chunk))
         .try_for_each(|_| futures::future::ready(Ok(())))
-        .await;
-    if let Err(e) = written {
-        let _ = conn.sftp.close(handle.clone()).await;
-        return Err(classify("write", tmp, e));
-    }
-    // fsync and close go out together (one round trip, not two): the
-    // server answers the requests of one session in order, so the close
-    // follows the fsync; a failed fsync still fails the upload.
-    if conn.fsync {
-        let (synced, closed) = futures::join!(
-            conn.sftp.fsync(handle.clone()),
-            conn.sftp.close(handle.clone())
-        );
-        synced.map_err(|e| classify("fsync", tmp, e))?;
-        closed.map_err(|e| classify("close", tmp, e))?;
-        return Ok(());
-    }
-    conn.sftp
-        .close(handle)
         .await
-        .map_err(|e| classify("close", tmp, e))?;
+}
+
+fn writes_in_flight(chunk: usize) -> usize {
+    (WRITE_BYTES_IN_FLIGHT / chunk.max(1)).clamp(8, WRITES_IN_FLIGHT)
+}
+
+/// Write `data` at `offset` of `handle`, then fsync (if `fsync`) and close
+/// it. The last window of writes, the fsync and the close go out together:
+/// the server answers the requests of one session in order, so the fsync
+/// follows every write and the close the fsync, and the whole costs one
+/// round trip after the data instead of three. Any failed request fails
+/// the whole (the handle is closed in every case).
+async fn write_and_close(
+    sftp: &RawSftpSession,
+    handle: String,
+    offset: u64,
+    data: &[u8],
+    chunk: usize,
+    fsync: bool,
+) -> Finish {
+    let window = writes_in_flight(chunk) * chunk;
+    let head_len = data.len().saturating_sub(window) / chunk * chunk;
+    let (head, tail) = data.split_at(head_len.min(data.len()));
+    if let Err(e) = write_slice(sftp, &handle, offset, head, chunk).await {
+        let _ = sftp.close(handle).await;
+        return Err(("write", e));
+    }
+    let tail_writes =
+        futures::future::join_all(tail.chunks(chunk).enumerate().map(|(i, piece)| {
+            let at = offset + head_len as u64 + (i as u64) * (chunk as u64);
+            sftp.write(handle.clone(), at, piece.to_vec())
+        }));
+    let synced = async {
+        if fsync {
+            sftp.fsync(handle.clone()).await.map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
+    let (written, synced, closed) = futures::join!(tail_writes, synced, sftp.close(handle.clone()));
+    for w in written {
+        w.map_err(|e| ("write", e))?;
+    }
+    synced.map_err(|e| ("fsync", e))?;
+    closed.map_err(|e| ("close", e))?;
+    Ok(())
+}
+
+/// Write a large upload over the connection's own session and its lanes at
+/// once (see `connection::LANES_PER_CONNECTION`: each session has its own
+/// channel window). Every session had the temporary file opened (see
+/// `upload`); each writes its slice, fsyncs and closes its handle, so when
+/// all have answered, all the data is on the server's disk and the rename
+/// may follow. A slice whose lane could not open the file is written by the
+/// main session first; a lane whose request failed is retired (the error
+/// fails this attempt, and the retry runs without it).
+async fn write_spread(
+    conn: &Connection,
+    handle: String,
+    data: &[u8],
+    chunk: usize,
+    lanes: Vec<(&Lane, Option<String>)>,
+) -> Finish {
+    let parts = lanes.len() + 1;
+    // Slices on chunk boundaries, the main session's first.
+    let per = data.len().div_ceil(parts).div_ceil(chunk) * chunk;
+    let slice = |i: usize| {
+        let start = (i * per).min(data.len());
+        let end = ((i + 1) * per).min(data.len());
+        (start as u64, data.get(start..end).unwrap_or(&[]))
+    };
+    let orphans: Vec<usize> = lanes
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, h))| h.is_none())
+        .map(|(i, _)| i + 1)
+        .collect();
+    let main = async {
+        for i in orphans {
+            let (offset, part) = slice(i);
+            if let Err(e) = write_slice(&conn.sftp, &handle, offset, part, chunk).await {
+                let _ = conn.sftp.close(handle.clone()).await;
+                return Err(("write", e));
+            }
+        }
+        let (offset, part) = slice(0);
+        write_and_close(&conn.sftp, handle.clone(), offset, part, chunk, conn.fsync).await
+    };
+    let lane_jobs = lanes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (lane, h))| h.map(|h| (i, lane, h)))
+        .map(|(i, lane, lane_handle)| {
+            let (offset, part) = slice(i + 1);
+            async move {
+                let finished =
+                    write_and_close(&lane.sftp, lane_handle, offset, part, chunk, conn.fsync).await;
+                if finished.is_err() {
+                    lane.mark_broken();
+                }
+                finished
+            }
+        });
+    let (main, lanes) = futures::join!(main, futures::future::join_all(lane_jobs));
+    main?;
+    lanes.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(())
 }
 

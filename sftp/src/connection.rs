@@ -36,6 +36,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// SSH channel window of the client: large, so downloads are not throttled
 /// by window adjustments on fast links (measured: 64 MiB, see crate docs).
 const WINDOW_SIZE: u32 = 64 * 1024 * 1024;
+/// SFTP sessions per SSH connection: its own and `LANES_PER_CONNECTION - 1`
+/// lanes. The server decides how much of an upload may be in flight on one
+/// channel (OpenSSH: a 2 MiB window), so an upload on one session moves at
+/// most 2 MiB per round trip: 17 MiB take eight or nine round trips (1.3 s
+/// at 100 ms). Spread over four sessions, a pack needs two or three (issue
+/// #20). Each session is an `sftp-server` process on the server; OpenSSH
+/// allows ten sessions per connection (`MaxSessions`), and a server that
+/// refuses more leaves fewer lanes, never a failed connection.
+const LANES_PER_CONNECTION: usize = 4;
 
 /// How to reach the server; resolved once when the backend is opened.
 #[derive(Debug, Clone)]
@@ -203,7 +212,30 @@ pub(crate) struct Connection {
     pub posix_rename: bool,
     /// Server supports `fsync@openssh.com`.
     pub fsync: bool,
+    /// More SFTP sessions on the same SSH connection, each on a channel of
+    /// its own ([`LANES_PER_CONNECTION`]), for spreading one large upload
+    /// over several channel windows. Empty for a subprocess.
+    pub lanes: Vec<Lane>,
     transport: Transport,
+}
+
+/// One extra SFTP session of a [`Connection`] (see [`Connection::lanes`]).
+pub(crate) struct Lane {
+    pub sftp: RawSftpSession,
+    /// Set when a request on this lane failed: its channel may be gone, so
+    /// uploads stop using it (the connection's own session carries on).
+    pub broken: std::sync::atomic::AtomicBool,
+}
+
+impl Lane {
+    pub fn usable(&self) -> bool {
+        !self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn mark_broken(&self) {
+        self.broken
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Connection {
@@ -348,7 +380,13 @@ async fn open_ssh(target: &SshTarget) -> Result<Connection, SftpError> {
         }
     };
     authenticate(&mut handle, target).await?;
-    let channel = handle.channel_open_session().await.map_err(|e| {
+    // The lanes' channels open together with the main one: no extra round
+    // trip on a long link.
+    let (channel, lane_channels) = futures::join!(
+        handle.channel_open_session(),
+        futures::future::join_all((1..LANES_PER_CONNECTION).map(|_| open_lane_channel(&handle)))
+    );
+    let channel = channel.map_err(|e| {
         SftpError::Ssh(format!(
             "{}: opening a session channel: {e}",
             describe(target)
@@ -361,7 +399,39 @@ async fn open_ssh(target: &SshTarget) -> Result<Connection, SftpError> {
         ))
     })?;
     let stream = channel.into_stream();
-    start_sftp(stream, Transport::Ssh(handle), &describe(target)).await
+    let name = describe(target);
+    let (connection, lanes) = futures::join!(
+        start_sftp(stream, Transport::Ssh(handle), &name),
+        futures::future::join_all(lane_channels.into_iter().flatten().map(start_lane))
+    );
+    let mut connection = connection?;
+    connection.lanes = lanes.into_iter().flatten().collect();
+    Ok(connection)
+}
+
+/// A session channel with the sftp subsystem requested, for a lane; `None`
+/// when the server refuses (then the connection has fewer lanes).
+async fn open_lane_channel(
+    handle: &client::Handle<HostKeyChecker>,
+) -> Option<russh::Channel<client::Msg>> {
+    let channel = handle.channel_open_session().await.ok()?;
+    channel.request_subsystem(true, "sftp").await.ok()?;
+    Some(channel)
+}
+
+/// Start SFTP on a lane's channel; `None` if the server does not answer
+/// the init as it should.
+async fn start_lane(channel: russh::Channel<client::Msg>) -> Option<Lane> {
+    let sftp = RawSftpSession::new(channel.into_stream());
+    sftp.set_timeout(REQUEST_TIMEOUT_SECS);
+    let started = tokio::time::timeout(CONNECT_TIMEOUT, sftp.init()).await;
+    match started {
+        Ok(Ok(_)) => Some(Lane {
+            sftp,
+            broken: std::sync::atomic::AtomicBool::new(false),
+        }),
+        _ => None,
+    }
 }
 
 fn describe(t: &SshTarget) -> String {
@@ -667,6 +737,7 @@ where
         read_len: read_len.max(512),
         posix_rename,
         fsync,
+        lanes: Vec::new(),
         transport,
     })
 }
