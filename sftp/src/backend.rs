@@ -121,16 +121,11 @@ impl SftpBackend {
         }
     }
 
-    /// Dial the first connection now, so `open` reports unreachable hosts,
-    /// host key and authentication problems at once.
+    /// Dial every connection now (see [`Pool::connect`]): the first in the
+    /// foreground, so `open` reports unreachable hosts, host key and
+    /// authentication problems at once.
     pub(crate) fn connect_first(&self) -> Result<(), SftpError> {
-        self.runtime.block_on(async {
-            let lease = self.pool.get().await?;
-            drop(lease);
-            Ok::<(), SftpError>(())
-        })?;
-        self.pool.fill_in_background(&self.runtime);
-        Ok(())
+        self.runtime.block_on(self.pool.connect())
     }
 
     /// Full path on the server of a repository-relative path.
@@ -179,7 +174,7 @@ impl SftpBackend {
             Ok(v) => Ok(v),
             Err(AttemptError::Final(e)) => Err(e),
             Err(AttemptError::Transport(reason)) => {
-                self.pool.discard(lease).await;
+                self.pool.discard(lease);
                 Err(BackendError::Transient {
                     op,
                     path: path.to_string(),
@@ -804,7 +799,7 @@ impl Drop for SftpBackend {
         // drop ends the sessions.)
         if tokio::runtime::Handle::try_current().is_err() {
             let pool = self.pool.clone();
-            self.runtime.block_on(async move { pool.close().await });
+            self.runtime.block_on(async move { pool.close() });
         }
     }
 }
