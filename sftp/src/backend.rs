@@ -310,7 +310,9 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
         }
         Err(e) => return Err(classify("create", tmp, e)),
     };
-    let chunk = usize::try_from(conn.write_len).unwrap_or(32 * 1024).max(1);
+    let chunk = usize::try_from(conn.sizes().await.write_len)
+        .unwrap_or(32 * 1024)
+        .max(1);
     let sftp = &conn.sftp;
     let handle_ref = &handle;
     let written = stream::iter(data.chunks(chunk).enumerate())
@@ -408,7 +410,7 @@ async fn read_whole(conn: &Arc<Connection>, path: &str) -> Attempt<Vec<u8>> {
         .await
         .map_err(|e| classify("open", path, e))?
         .handle;
-    let first_len = u32::try_from(conn.read_len).unwrap_or(32 * 1024);
+    let first_len = u32::try_from(conn.sizes().await.read_len).unwrap_or(32 * 1024);
     let result = async {
         let (attrs, first) = futures::join!(
             conn.sftp.fstat(handle.clone()),
@@ -444,7 +446,7 @@ async fn download_open(
     offset: u64,
     length: u64,
 ) -> Attempt<Vec<u8>> {
-    let chunk = conn.read_len.max(1);
+    let chunk = conn.sizes().await.read_len.max(1);
     let capacity = usize::try_from(length).unwrap_or(0).min(1 << 30);
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
     let pieces = (0..length.div_ceil(chunk)).map(|i| {
