@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::future::{Either, Ready};
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 use russh_sftp::client::error::Error as SftpProtoError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
@@ -288,7 +290,24 @@ async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
     }
 }
 
+/// Send the request of `request` now and return what awaits its answer:
+/// russh-sftp sends a request when its future is first polled, and the
+/// order in which requests go out is the order the server handles them.
+async fn send_now<F: Future + Unpin>(mut request: F) -> Either<Ready<F::Output>, F> {
+    match futures::poll!(&mut request) {
+        Poll::Ready(answer) => Either::Left(futures::future::ready(answer)),
+        Poll::Pending => Either::Right(request),
+    }
+}
+
 /// Upload `data` to `tmp` with many write requests in flight, fsync, close.
+///
+/// Three round trips for a small file: open; the writes, fsync and close
+/// together (the server handles the requests of one session in order, so
+/// fsync and close follow the last write); the caller's rename. Big files
+/// keep `WRITE_BYTES_IN_FLIGHT` of writes in flight; only the last window
+/// overlaps with fsync and close. Every answer is awaited: a failed write
+/// or fsync fails the upload, and the caller renames only after success.
 async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let attrs = FileAttributes {
         permissions: Some(0o600),
@@ -313,36 +332,47 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let chunk = usize::try_from(conn.sizes().await.write_len)
         .unwrap_or(32 * 1024)
         .max(1);
+    let window = (WRITE_BYTES_IN_FLIGHT / chunk).clamp(8, WRITES_IN_FLIGHT);
     let sftp = &conn.sftp;
-    let handle_ref = &handle;
-    let written = stream::iter(data.chunks(chunk).enumerate())
-        .map(|(i, piece)| async move {
-            let offset = (i as u64) * (chunk as u64);
-            sftp.write(handle_ref.clone(), offset, piece.to_vec()).await
-        })
-        .buffer_unordered((WRITE_BYTES_IN_FLIGHT / chunk).clamp(8, WRITES_IN_FLIGHT))
-        .try_for_each(|_| futures::future::ready(Ok(())))
-        .await;
-    if let Err(e) = written {
-        let _ = conn.sftp.close(handle.clone()).await;
+    let mut in_flight = FuturesUnordered::new();
+    let mut failed = None;
+    for (i, piece) in data.chunks(chunk).enumerate() {
+        while in_flight.len() >= window && failed.is_none() {
+            if let Some(Err(e)) = in_flight.next().await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        let offset = (i as u64) * (chunk as u64);
+        let write = Box::pin(sftp.write(handle.clone(), offset, piece.to_vec()));
+        in_flight.push(send_now(write).await);
+    }
+    // Every write has gone out (or one failed): fsync and close now.
+    let synced = if conn.fsync && failed.is_none() {
+        Some(send_now(Box::pin(sftp.fsync(handle.clone()))).await)
+    } else {
+        None
+    };
+    let closed = send_now(Box::pin(sftp.close(handle))).await;
+    while let Some(answer) = in_flight.next().await {
+        if let (Err(e), None) = (answer, &failed) {
+            failed = Some(e);
+        }
+    }
+    let synced = match synced {
+        Some(synced) => Some(synced.await),
+        None => None,
+    };
+    let closed = closed.await;
+    if let Some(e) = failed {
         return Err(classify("write", tmp, e));
     }
-    // fsync and close go out together (one round trip, not two): the
-    // server answers the requests of one session in order, so the close
-    // follows the fsync; a failed fsync still fails the upload.
-    if conn.fsync {
-        let (synced, closed) = futures::join!(
-            conn.sftp.fsync(handle.clone()),
-            conn.sftp.close(handle.clone())
-        );
+    if let Some(synced) = synced {
         synced.map_err(|e| classify("fsync", tmp, e))?;
-        closed.map_err(|e| classify("close", tmp, e))?;
-        return Ok(());
     }
-    conn.sftp
-        .close(handle)
-        .await
-        .map_err(|e| classify("close", tmp, e))?;
+    closed.map_err(|e| classify("close", tmp, e))?;
     Ok(())
 }
 
@@ -824,6 +854,67 @@ mod tests {
         assert_eq!(s.len(), 32);
         assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(s, random_suffix());
+    }
+
+    /// OpenSSH's SFTP server, run directly as `sftp.command` (the upload
+    /// path is the same as over SSH) with a file size limit of 32 KiB, so a
+    /// write beyond it fails (EFBIG; SIGXFSZ ignored, so the server lives on).
+    const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+    fn open_size_limited(repo: &std::path::Path) -> SftpBackend {
+        let command = format!("sh -c \"trap '' XFSZ; ulimit -f 64; exec {SFTP_SERVER}\"");
+        let opts = crate::SftpOptions::from_pairs([("sftp.command", command.as_str())])
+            .expect("valid options");
+        let location = crate::SftpLocation::parse(&format!("sftp:ignored:{}", repo.display()))
+            .expect("valid location");
+        crate::open(&location, &opts).expect("sftp-server starts")
+    }
+
+    /// Names in a folder of the repository (none when it is missing).
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A failed write fails the upload also when its answer comes after
+    /// fsync and close went out (the last window of writes): no rename, and
+    /// the temporary file is removed.
+    #[test]
+    fn failed_write_fails_the_upload_and_leaves_no_file() {
+        if !std::path::Path::new(SFTP_SERVER).exists() {
+            restix_testkit::skip("sftp-server", "apt-get install openssh-server");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let repo = dir.path().join("repo");
+        let b = open_size_limited(&repo);
+        b.create().expect("create");
+        let small = vec![7u8; 1000];
+        let ok = "11".repeat(32);
+        b.write(FileType::Snapshot, &ok, &small)
+            .expect("small write");
+        assert_eq!(b.read(FileType::Snapshot, &ok).expect("read"), small);
+
+        // One window of writes (tail overlaps fsync/close), then several.
+        for (file_type, len) in [(FileType::Snapshot, 100 << 10), (FileType::Pack, 8 << 20)] {
+            let name = "22".repeat(32);
+            let err = b
+                .write(file_type, &name, &vec![1u8; len])
+                .expect_err("writes beyond the file size limit fail");
+            assert!(err.to_string().starts_with("write "), "{err}");
+            let missing = b.stat(file_type, &name).expect_err("not renamed");
+            assert!(missing.is_not_found(), "{missing}");
+        }
+        assert_eq!(names_in(&repo.join("snapshots")), vec![ok]);
+        assert_eq!(
+            names_in(&repo.join("data").join("22")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
