@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::future::{Either, Ready};
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use restix_backend::{is_id_name, Backend, BackendError, BackendResult, FileInfo, FileType};
 use russh_sftp::client::error::Error as SftpProtoError;
 use russh_sftp::client::RawSftpSession;
@@ -126,16 +128,11 @@ impl SftpBackend {
         }
     }
 
-    /// Dial the first connection now, so `open` reports unreachable hosts,
-    /// host key and authentication problems at once.
+    /// Dial every connection now (see [`Pool::connect`]): the first in the
+    /// foreground, so `open` reports unreachable hosts, host key and
+    /// authentication problems at once.
     pub(crate) fn connect_first(&self) -> Result<(), SftpError> {
-        self.runtime.block_on(async {
-            let lease = self.pool.get().await?;
-            drop(lease);
-            Ok::<(), SftpError>(())
-        })?;
-        self.pool.fill_in_background(&self.runtime);
-        Ok(())
+        self.runtime.block_on(self.pool.connect())
     }
 
     /// Full path on the server of a repository-relative path.
@@ -184,7 +181,7 @@ impl SftpBackend {
             Ok(v) => Ok(v),
             Err(AttemptError::Final(e)) => Err(e),
             Err(AttemptError::Transport(reason)) => {
-                self.pool.discard(lease).await;
+                self.pool.discard(lease);
                 Err(BackendError::Transient {
                     op,
                     path: path.to_string(),
@@ -298,7 +295,24 @@ async fn mkdir_one(conn: &Connection, path: String) -> Attempt<()> {
     }
 }
 
+/// Send the request of `request` now and return what awaits its answer:
+/// russh-sftp sends a request when its future is first polled, and the
+/// order in which requests go out is the order the server handles them.
+async fn send_now<F: Future + Unpin>(mut request: F) -> Either<Ready<F::Output>, F> {
+    match futures::poll!(&mut request) {
+        Poll::Ready(answer) => Either::Left(futures::future::ready(answer)),
+        Poll::Pending => Either::Right(request),
+    }
+}
+
 /// Upload `data` to `tmp` with many write requests in flight, fsync, close.
+///
+/// Three round trips for a small file: open; the writes, fsync and close
+/// together (the server handles the requests of one session in order, so
+/// fsync and close follow the last write); the caller's rename. Big files
+/// keep `WRITE_BYTES_IN_FLIGHT` of writes in flight; only the last window
+/// overlaps with fsync and close. Every answer is awaited: a failed write
+/// or fsync fails the upload, and the caller renames only after success.
 async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
     let attrs = FileAttributes {
         permissions: Some(0o600),
@@ -363,7 +377,9 @@ async fn upload(conn: &Connection, tmp: &str, data: &[u8]) -> Attempt<()> {
             return Err(e);
         }
     };
-    let chunk = usize::try_from(conn.write_len).unwrap_or(32 * 1024).max(1);
+    let chunk = usize::try_from(conn.sizes().await.write_len)
+        .unwrap_or(32 * 1024)
+        .max(1);
     let finished = if lanes.is_empty() {
         write_and_close(&conn.sftp, handle, 0, data, chunk, conn.fsync).await
     } else {
@@ -400,11 +416,12 @@ fn writes_in_flight(chunk: usize) -> usize {
 }
 
 /// Write `data` at `offset` of `handle`, then fsync (if `fsync`) and close
-/// it. The last window of writes, the fsync and the close go out together:
-/// the server answers the requests of one session in order, so the fsync
-/// follows every write and the close the fsync, and the whole costs one
-/// round trip after the data instead of three. Any failed request fails
-/// the whole (the handle is closed in every case).
+/// it. fsync and close go out as soon as the last write has gone out (not
+/// when it is answered): the server handles the requests of one session in
+/// order, so the fsync follows every write and the close the fsync, and the
+/// whole costs one round trip after the data instead of three. Every answer
+/// is awaited; any failed request fails the whole (the handle is closed in
+/// every case).
 async fn write_and_close(
     sftp: &RawSftpSession,
     handle: String,
@@ -413,30 +430,45 @@ async fn write_and_close(
     chunk: usize,
     fsync: bool,
 ) -> Finish {
-    let window = writes_in_flight(chunk) * chunk;
-    let head_len = data.len().saturating_sub(window) / chunk * chunk;
-    let (head, tail) = data.split_at(head_len.min(data.len()));
-    if let Err(e) = write_slice(sftp, &handle, offset, head, chunk).await {
-        let _ = sftp.close(handle).await;
+    let window = writes_in_flight(chunk);
+    let mut in_flight = FuturesUnordered::new();
+    let mut failed = None;
+    for (i, piece) in data.chunks(chunk).enumerate() {
+        while in_flight.len() >= window && failed.is_none() {
+            if let Some(Err(e)) = in_flight.next().await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        let at = offset + (i as u64) * (chunk as u64);
+        let write = Box::pin(sftp.write(handle.clone(), at, piece.to_vec()));
+        in_flight.push(send_now(write).await);
+    }
+    // Every write has gone out (or one failed): fsync and close now.
+    let synced = if fsync && failed.is_none() {
+        Some(send_now(Box::pin(sftp.fsync(handle.clone()))).await)
+    } else {
+        None
+    };
+    let closed = send_now(Box::pin(sftp.close(handle))).await;
+    while let Some(answer) = in_flight.next().await {
+        if let (Err(e), None) = (answer, &failed) {
+            failed = Some(e);
+        }
+    }
+    let synced = match synced {
+        Some(synced) => Some(synced.await),
+        None => None,
+    };
+    let closed = closed.await;
+    if let Some(e) = failed {
         return Err(("write", e));
     }
-    let tail_writes =
-        futures::future::join_all(tail.chunks(chunk).enumerate().map(|(i, piece)| {
-            let at = offset + head_len as u64 + (i as u64) * (chunk as u64);
-            sftp.write(handle.clone(), at, piece.to_vec())
-        }));
-    let synced = async {
-        if fsync {
-            sftp.fsync(handle.clone()).await.map(|_| ())
-        } else {
-            Ok(())
-        }
-    };
-    let (written, synced, closed) = futures::join!(tail_writes, synced, sftp.close(handle.clone()));
-    for w in written {
-        w.map_err(|e| ("write", e))?;
+    if let Some(synced) = synced {
+        synced.map_err(|e| ("fsync", e))?;
     }
-    synced.map_err(|e| ("fsync", e))?;
     closed.map_err(|e| ("close", e))?;
     Ok(())
 }
@@ -566,7 +598,7 @@ async fn read_whole(conn: &Arc<Connection>, path: &str) -> Attempt<Vec<u8>> {
         .await
         .map_err(|e| classify("open", path, e))?
         .handle;
-    let first_len = u32::try_from(conn.read_len).unwrap_or(32 * 1024);
+    let first_len = u32::try_from(conn.sizes().await.read_len).unwrap_or(32 * 1024);
     let result = async {
         let (attrs, first) = futures::join!(
             conn.sftp.fstat(handle.clone()),
@@ -602,7 +634,7 @@ async fn download_open(
     offset: u64,
     length: u64,
 ) -> Attempt<Vec<u8>> {
-    let chunk = conn.read_len.max(1);
+    let chunk = conn.sizes().await.read_len.max(1);
     let capacity = usize::try_from(length).unwrap_or(0).min(1 << 30);
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
     let pieces = (0..length.div_ceil(chunk)).map(|i| {
@@ -957,7 +989,7 @@ impl Drop for SftpBackend {
         // drop ends the sessions.)
         if tokio::runtime::Handle::try_current().is_err() {
             let pool = self.pool.clone();
-            self.runtime.block_on(async move { pool.close().await });
+            self.runtime.block_on(async move { pool.close() });
         }
     }
 }
@@ -980,6 +1012,67 @@ mod tests {
         assert_eq!(s.len(), 32);
         assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(s, random_suffix());
+    }
+
+    /// OpenSSH's SFTP server, run directly as `sftp.command` (the upload
+    /// path is the same as over SSH) with a file size limit of 32 KiB, so a
+    /// write beyond it fails (EFBIG; SIGXFSZ ignored, so the server lives on).
+    const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+    fn open_size_limited(repo: &std::path::Path) -> SftpBackend {
+        let command = format!("sh -c \"trap '' XFSZ; ulimit -f 64; exec {SFTP_SERVER}\"");
+        let opts = crate::SftpOptions::from_pairs([("sftp.command", command.as_str())])
+            .expect("valid options");
+        let location = crate::SftpLocation::parse(&format!("sftp:ignored:{}", repo.display()))
+            .expect("valid location");
+        crate::open(&location, &opts).expect("sftp-server starts")
+    }
+
+    /// Names in a folder of the repository (none when it is missing).
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A failed write fails the upload also when its answer comes after
+    /// fsync and close went out (the last window of writes): no rename, and
+    /// the temporary file is removed.
+    #[test]
+    fn failed_write_fails_the_upload_and_leaves_no_file() {
+        if !std::path::Path::new(SFTP_SERVER).exists() {
+            restix_testkit::skip("sftp-server", "apt-get install openssh-server");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let repo = dir.path().join("repo");
+        let b = open_size_limited(&repo);
+        b.create().expect("create");
+        let small = vec![7u8; 1000];
+        let ok = "11".repeat(32);
+        b.write(FileType::Snapshot, &ok, &small)
+            .expect("small write");
+        assert_eq!(b.read(FileType::Snapshot, &ok).expect("read"), small);
+
+        // One window of writes (tail overlaps fsync/close), then several.
+        for (file_type, len) in [(FileType::Snapshot, 100 << 10), (FileType::Pack, 8 << 20)] {
+            let name = "22".repeat(32);
+            let err = b
+                .write(file_type, &name, &vec![1u8; len])
+                .expect_err("writes beyond the file size limit fail");
+            assert!(err.to_string().starts_with("write "), "{err}");
+            let missing = b.stat(file_type, &name).expect_err("not renamed");
+            assert!(missing.is_not_found(), "{missing}");
+        }
+        assert_eq!(names_in(&repo.join("snapshots")), vec![ok]);
+        assert_eq!(
+            names_in(&repo.join("data").join("22")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

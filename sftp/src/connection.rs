@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use restix_backend::shell_split::split_shell_strings;
 use russh::client::{self, AuthResult};
 use russh::keys::agent::client::AgentClient;
@@ -203,11 +204,7 @@ enum Transport {
 
 /// A live SFTP session and what the server supports.
 pub(crate) struct Connection {
-    pub sftp: RawSftpSession,
-    /// Bytes per write request (within the server's limits).
-    pub write_len: u64,
-    /// Bytes per read request (within the server's limits).
-    pub read_len: u64,
+    pub sftp: Arc<RawSftpSession>,
     /// Server supports `posix-rename@openssh.com`.
     pub posix_rename: bool,
     /// Server supports `fsync@openssh.com`.
@@ -216,6 +213,9 @@ pub(crate) struct Connection {
     /// its own ([`LANES_PER_CONNECTION`]), for spreading one large upload
     /// over several channel windows. Empty for a subprocess.
     pub lanes: Vec<Lane>,
+    /// Request sizes, once the server's `limits@openssh.com` answer is in
+    /// (see [`start_sftp`]).
+    sizes: Shared<BoxFuture<'static, RequestSizes>>,
     transport: Transport,
 }
 
@@ -238,7 +238,45 @@ impl Lane {
     }
 }
 
+/// Bytes per read and write request, within the server's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestSizes {
+    pub write_len: u64,
+    pub read_len: u64,
+}
+
+impl RequestSizes {
+    /// For a server that announces no limits (or whose answer failed).
+    const DEFAULT: RequestSizes = RequestSizes {
+        write_len: WRITE_CHUNK,
+        read_len: READ_CHUNK,
+    };
+
+    /// Within the limits a server announced.
+    fn within(limits: Limits) -> RequestSizes {
+        let mut sizes = RequestSizes::DEFAULT;
+        if let Some(w) = limits.write_len {
+            sizes.write_len = LIMITED_WRITE_CHUNK.min(w);
+        }
+        if let Some(r) = limits.read_len {
+            sizes.read_len = sizes.read_len.min(r);
+        }
+        sizes.write_len = sizes.write_len.max(512);
+        sizes.read_len = sizes.read_len.max(512);
+        sizes
+    }
+}
+
 impl Connection {
+    /// Bytes per read and write request. Waits for the server's
+    /// `limits@openssh.com` answer if it has not come yet: that request
+    /// went out first on this session, and the server answers in order, so
+    /// once an operation's first request (open) is answered, this is ready
+    /// and costs no round trip of its own.
+    pub async fn sizes(&self) -> RequestSizes {
+        self.sizes.clone().await
+    }
+
     /// True when the transport is known to be gone.
     pub fn is_closed(&self) -> bool {
         match &self.transport {
@@ -690,7 +728,7 @@ async fn start_sftp<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut sftp = RawSftpSession::new(stream);
+    let sftp = RawSftpSession::new(stream);
     sftp.set_timeout(REQUEST_TIMEOUT_SECS);
     let failed = |reason: String| {
         SftpError::Sftp(format!(
@@ -717,27 +755,73 @@ where
     let has = |name: &str| version.extensions.contains_key(name);
     let posix_rename = has("posix-rename@openssh.com");
     let fsync = has("fsync@openssh.com");
-    let mut write_len = WRITE_CHUNK;
-    let mut read_len = READ_CHUNK;
-    if has("limits@openssh.com") {
-        if let Ok(limits) = sftp.limits().await {
-            let limits = Limits::from(limits);
-            if let Some(w) = limits.write_len {
-                write_len = LIMITED_WRITE_CHUNK.min(w);
+    let sftp = Arc::new(sftp);
+    // The limits are needed by the first read or write, not by the start:
+    // the request goes out now (after VERSION, as servers require) and its
+    // answer is awaited by whoever needs the sizes first, so the start
+    // costs one round trip (init) instead of two. The session's own limit
+    // checks (`set_limits`) stay unset: our requests stay within the sizes
+    // chosen here, and an operation opens one handle at a time.
+    let sizes = if has("limits@openssh.com") {
+        let session = Arc::clone(&sftp);
+        async move {
+            match session.limits().await {
+                Ok(limits) => RequestSizes::within(Limits::from(limits)),
+                Err(_) => RequestSizes::DEFAULT,
             }
-            if let Some(r) = limits.read_len {
-                read_len = read_len.min(r);
-            }
-            sftp.set_limits(limits);
         }
+        .boxed()
+    } else {
+        futures::future::ready(RequestSizes::DEFAULT).boxed()
     }
+    .shared();
+    // russh-sftp sends a request when its future is first polled.
+    let _ = futures::poll!(sizes.clone());
     Ok(Connection {
         sftp,
-        write_len: write_len.max(512),
-        read_len: read_len.max(512),
         posix_rename,
         fsync,
         lanes: Vec::new(),
+        sizes,
         transport,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_stay_within_the_servers_limits() {
+        let openssh = Limits {
+            packet_len: Some(256 * 1024),
+            read_len: Some(261_120),
+            write_len: Some(261_120),
+            open_handles: None,
+        };
+        assert_eq!(
+            RequestSizes::within(openssh),
+            RequestSizes {
+                write_len: LIMITED_WRITE_CHUNK,
+                read_len: READ_CHUNK
+            }
+        );
+        let small = Limits {
+            read_len: Some(16 * 1024),
+            write_len: Some(8 * 1024),
+            ..Limits::default()
+        };
+        assert_eq!(
+            RequestSizes::within(small),
+            RequestSizes {
+                write_len: 8 * 1024,
+                read_len: 16 * 1024
+            }
+        );
+        // No write limit announced: the size every server accepts.
+        assert_eq!(
+            RequestSizes::within(Limits::default()),
+            RequestSizes::DEFAULT
+        );
+    }
 }
