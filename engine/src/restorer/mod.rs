@@ -76,14 +76,22 @@ use existing::ExistingFile;
 const MAX_CACHED_HANDLES: usize = 256;
 
 /// Largest single pack range read (bounds memory: one per worker, plus one
-/// decoded blob): a default-size pack (16 MiB) in one request, as restic
-/// reads it. Each request costs a round trip or two on a remote backend, so
-/// a worker reading a pack in many small ranges is latency-bound (issue #20).
-const MAX_READ_SIZE: u64 = 16 << 20;
+/// decoded blob): a default-size pack in one request, as restic reads it
+/// (16 MiB, and a pack closes only after the blob that crosses the mark, so
+/// packs of 17-20 MiB are common). Each request costs a round trip or two
+/// on a remote backend, so a worker reading a pack in several ranges is
+/// latency-bound (issue #20).
+const MAX_READ_SIZE: u64 = 24 << 20;
 
 /// Bytes of pack ranges all workers together read at once at most: with
 /// many workers each reads less (but at least [`MIN_READ_SIZE`]).
 const READ_BUDGET: u64 = 64 << 20;
+
+/// A backend with `n` connections may have `n` whole packs in flight (see
+/// [`MAX_READ_SIZE`]) even when that exceeds [`READ_BUDGET`]: on a remote
+/// backend each worker then reads a pack in one request (at 100 ms round
+/// trip, two rounds of reads instead of four for a 140 MiB image).
+const PACK_READ_PER_CONNECTION: u64 = MAX_READ_SIZE;
 
 /// Smallest range limit per worker.
 const MIN_READ_SIZE: u64 = 1 << 20;
@@ -771,8 +779,10 @@ impl Restorer {
                 .iter()
                 .any(|(f, _)| files.get(*f).is_some_and(FileJob::live))
         };
+        let connections = self.repo.backend().connections() as u64;
+        let budget = READ_BUDGET.max(connections.saturating_mul(PACK_READ_PER_CONNECTION));
         let max_read =
-            (READ_BUDGET / self.options.threads.max(1) as u64).clamp(MIN_READ_SIZE, MAX_READ_SIZE);
+            (budget / self.options.threads.max(1) as u64).clamp(MIN_READ_SIZE, MAX_READ_SIZE);
         let mut skipped: Vec<&BlobJob> = Vec::new();
         let mut start = 0;
         while start < jobs.len() {
