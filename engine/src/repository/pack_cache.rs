@@ -516,3 +516,6 @@ impl TreePackCache {
         lock(&self.memory).packs.len()
     }
 }
+
+#[cfg(test)]
+mod tests;
