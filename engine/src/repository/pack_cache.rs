@@ -273,12 +273,12 @@ impl DiskPacks {
 /// Whole packs in memory, least recently used dropped first.
 #[derive(Debug, Default)]
 struct MemoryPacks {
-    packs: VecDeque<(Id, Arc<[u8]>)>,
+    packs: VecDeque<(Id, Arc<Vec<u8>>)>,
     bytes: u64,
 }
 
 impl MemoryPacks {
-    fn get(&mut self, pack: &Id) -> Option<Arc<[u8]>> {
+    fn get(&mut self, pack: &Id) -> Option<Arc<Vec<u8>>> {
         let at = self.packs.iter().position(|(id, _)| id == pack)?;
         let entry = self.packs.remove(at)?;
         let bytes = Arc::clone(&entry.1);
@@ -286,7 +286,7 @@ impl MemoryPacks {
         Some(bytes)
     }
 
-    fn insert(&mut self, pack: Id, bytes: Arc<[u8]>, budget: u64) {
+    fn insert(&mut self, pack: Id, bytes: Arc<Vec<u8>>, budget: u64) {
         self.remove(&pack);
         let len = bytes.len() as u64;
         if len > budget {
@@ -448,7 +448,7 @@ impl TreePackCache {
             .to_vec();
         let stored = disk.is_some_and(|d| d.store(&loc.pack, &bytes).is_ok());
         if !stored {
-            lock(&self.memory).insert(loc.pack, bytes.into(), self.memory_budget);
+            lock(&self.memory).insert(loc.pack, Arc::new(bytes), self.memory_budget);
         }
         Some(blob)
     }
