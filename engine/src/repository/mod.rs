@@ -254,7 +254,7 @@ pub(crate) struct Shared {
     /// The index cache and what the mapped index holds.
     index_cache: Mutex<IndexCacheState>,
     /// Whole tree packs, on disk or in memory (see `pack_cache`).
-    pub(crate) tree_packs: TreePackCache,
+    pub(crate) tree_packs: Arc<TreePackCache>,
 }
 
 /// What [`Repository::use_index_cache`] keeps track of.
@@ -879,7 +879,7 @@ impl Repository {
                 packs_bytes_stored: AtomicU64::new(0),
                 pack_buffers: Mutex::new(Vec::new()),
                 index_cache: Mutex::new(IndexCacheState::default()),
-                tree_packs: TreePackCache::default(),
+                tree_packs: Arc::new(TreePackCache::default()),
             }),
             config,
             key_id,
@@ -1527,13 +1527,28 @@ impl Repository {
         Ok(())
     }
 
-    /// Load and decode a tree blob.
+    /// Load and decode a tree blob. With a tree pack cache folder, the
+    /// packs of its subtrees not cached yet start downloading in the
+    /// background (see `pack_cache`): a walk loads them next.
     pub fn load_tree(&self, id: &Id) -> RepoResult<Tree> {
         let data = self.load_blob(BlobType::Tree, id)?;
-        Tree::decode(&data).map_err(|e| RepoError::InvalidTree {
+        let tree = Tree::decode(&data).map_err(|e| RepoError::InvalidTree {
             id: *id,
             reason: e.to_string(),
-        })
+        })?;
+        if self.shared.tree_packs.disk().is_some() {
+            let subtrees = tree
+                .nodes
+                .iter()
+                .filter_map(|n| n.subtree)
+                .filter_map(|sub| self.lookup(BlobType::Tree, &sub));
+            self.shared.tree_packs.fetch_ahead(
+                &self.shared.backend,
+                subtrees,
+                self.shared.backend.connections(),
+            );
+        }
+        Ok(tree)
     }
 
     /// Read and decrypt a pack's header: the last 651 bytes first, then the

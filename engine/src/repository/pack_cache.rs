@@ -260,14 +260,30 @@ impl DiskPacks {
             };
             for file in files.flatten() {
                 let is_file = file.file_type().is_ok_and(|t| t.is_file());
-                let id = file.file_name().to_str().and_then(|n| Id::from_hex(n).ok());
-                if let (true, Some(id)) = (is_file, id) {
+                let name = file.file_name();
+                let name = name.to_str().unwrap_or_default();
+                if let (true, Ok(id)) = (is_file, Id::from_hex(name)) {
                     found.push(id);
+                } else if is_file && name.starts_with("tmp-") && is_stale(&file.path()) {
+                    // Left by a process that ended while writing (a pack
+                    // fetched ahead when the command finished).
+                    let _ = std::fs::remove_file(file.path());
                 }
             }
         }
         found
     }
+}
+
+/// A temporary file older than this is left over, not being written.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn is_stale(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_TEMPORARY)
 }
 
 /// Whole packs in memory, least recently used dropped first.
@@ -335,6 +351,16 @@ pub(crate) struct TreePackCache {
     /// Packs not fetched whole again in this process: too large, content
     /// not matching the ID, or forgotten twice.
     refused: Mutex<HashSet<Id>>,
+    /// Packs to fetch ahead of their trees, and the threads fetching them.
+    ahead: Mutex<Ahead>,
+}
+
+/// The queue of [`TreePackCache::fetch_ahead`].
+#[derive(Debug, Default)]
+struct Ahead {
+    queue: VecDeque<BlobLocation>,
+    queued: HashSet<Id>,
+    workers: usize,
 }
 
 impl Default for TreePackCache {
@@ -355,6 +381,93 @@ impl TreePackCache {
             fetching: Mutex::new(HashMap::new()),
             forgotten: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
+            ahead: Mutex::new(Ahead::default()),
+        }
+    }
+
+    /// True if the pack is cached (or in memory) now.
+    fn has(&self, pack: &Id) -> bool {
+        match self.disk() {
+            Some(disk) => disk.path(pack).is_file(),
+            None => lock(&self.memory).packs.iter().any(|(id, _)| id == pack),
+        }
+    }
+
+    /// Fetches the packs of trees about to be loaded (a loaded tree's
+    /// subtrees) on up to `workers` background threads, so that the packs
+    /// of one tree level download at once instead of one after another.
+    /// Only with a cache folder: what is fetched is kept for later runs
+    /// too, and memory does not grow. A loader that needs a pack being
+    /// fetched waits for it (the same per-pack gate).
+    pub(crate) fn fetch_ahead(
+        self: &Arc<Self>,
+        backend: &Arc<dyn Backend>,
+        locations: impl IntoIterator<Item = BlobLocation>,
+        workers: usize,
+    ) {
+        if self.disk().is_none() {
+            return;
+        }
+        let mut start = 0;
+        {
+            let refused = lock(&self.refused).clone();
+            let mut ahead = lock(&self.ahead);
+            for loc in locations {
+                if refused.contains(&loc.pack)
+                    || ahead.queued.contains(&loc.pack)
+                    || self.has(&loc.pack)
+                {
+                    continue;
+                }
+                ahead.queued.insert(loc.pack);
+                ahead.queue.push_back(loc);
+            }
+            while ahead.workers < workers && ahead.workers < ahead.queue.len() {
+                ahead.workers += 1;
+                start += 1;
+            }
+        }
+        for _ in 0..start {
+            let cache = Arc::clone(self);
+            let backend = Arc::clone(backend);
+            let spawned = std::thread::Builder::new()
+                .name("tree-pack-ahead".into())
+                .spawn(move || cache.fetch_ahead_worker(backend.as_ref()));
+            if spawned.is_err() {
+                lock(&self.ahead).workers -= 1;
+            }
+        }
+    }
+
+    fn fetch_ahead_worker(&self, backend: &dyn Backend) {
+        loop {
+            let next = {
+                let mut ahead = lock(&self.ahead);
+                match ahead.queue.pop_front() {
+                    Some(loc) => loc,
+                    None => {
+                        ahead.workers -= 1;
+                        return;
+                    }
+                }
+            };
+            let gate = Arc::clone(lock(&self.fetching).entry(next.pack).or_default());
+            {
+                let _fetching = lock(&gate);
+                if !lock(&self.refused).contains(&next.pack) && !self.has(&next.pack) {
+                    let _ = self.fetch(backend, &next);
+                }
+            }
+            lock(&self.fetching).remove(&next.pack);
+            lock(&self.ahead).queued.remove(&next.pack);
+        }
+    }
+
+    /// Waits until no pack is being fetched ahead (tests).
+    #[cfg(test)]
+    pub(crate) fn wait_for_fetch_ahead(&self) {
+        while lock(&self.ahead).workers > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

@@ -317,11 +317,21 @@ fn packs_the_index_does_not_list_are_removed() {
         .unwrap();
     let other_name = disk.path(&gone).with_file_name("tmp-123");
     std::fs::write(&other_name, b"x").unwrap();
+    let left_over = disk.path(&gone).with_file_name("tmp-456");
+    std::fs::write(&left_over, b"x").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&left_over)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     assert_eq!(disk.list().len(), 2);
     // In-memory index.
     repo.load_index().unwrap();
     assert_eq!(disk.list(), vec![pack]);
-    assert!(other_name.exists(), "files not named by an ID stay");
+    assert!(other_name.exists(), "a temporary file being written stays");
+    assert!(!left_over.exists(), "a temporary file left over goes");
     // Mapped index (the fixture's load was in memory: store after it).
     let (mapped, _) = f.open(true);
     disk.store(&gone, b"0123456789012345678901234567890123456789")
@@ -371,3 +381,65 @@ fn a_newer_cache_version_is_refused() {
     ));
     assert!(repo.shared.tree_packs.disk().is_none());
 }
+
+#[test]
+fn subtrees_packs_are_fetched_ahead_at_once() {
+    use restix_repo_format::{Node, NodeType, Tree};
+    let f = Fixture::new("packcache-ahead", 1);
+    // Four subtrees, each in its own tree pack, and a root naming them.
+    let writer = Repository::open(
+        Arc::new(LocalBackend::new(f.dir.0.join("repo"))),
+        b"pw",
+        None,
+    )
+    .unwrap();
+    writer.load_index().unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..4u32 {
+        let mut leaf = Node::new(format!("f{i}").into_bytes(), NodeType::File);
+        leaf.content = Some(Vec::new());
+        let sub = Tree { nodes: vec![leaf] };
+        let (sub_id, _, _) = writer
+            .save_blob(BlobType::Tree, sub.encode().unwrap(), None)
+            .unwrap();
+        writer.finish_open_pack(BlobType::Tree).unwrap();
+        let mut dir = Node::new(format!("d{i}").into_bytes(), NodeType::Dir);
+        dir.subtree = Some(sub_id);
+        nodes.push(dir);
+    }
+    let (root, _, _) = writer
+        .save_blob(BlobType::Tree, Tree { nodes }.encode().unwrap(), None)
+        .unwrap();
+    writer.flush().unwrap();
+
+    let (repo, backend) = f.open(true);
+    let tree = repo.load_tree(&root).unwrap();
+    repo.shared.tree_packs.wait_for_fetch_ahead();
+    let packs: BTreeSetOfIds = tree
+        .nodes
+        .iter()
+        .map(|n| {
+            repo.lookup(BlobType::Tree, &n.subtree.unwrap())
+                .unwrap()
+                .pack
+        })
+        .collect();
+    assert_eq!(packs.len(), 4);
+    for pack in &packs {
+        let path = repo.tree_pack_cache_path(pack).unwrap();
+        assert_eq!(sha(&path), *pack, "fetched ahead");
+    }
+    assert_eq!(backend.reads(), 5, "the root's pack and its subtrees' four");
+    for node in &tree.nodes {
+        repo.load_tree(&node.subtree.unwrap()).unwrap();
+    }
+    assert_eq!(backend.reads(), 5, "the subtrees from the cache");
+
+    // Without a cache folder nothing is fetched ahead.
+    let (memory, backend) = f.open(false);
+    memory.load_tree(&root).unwrap();
+    memory.shared.tree_packs.wait_for_fetch_ahead();
+    assert_eq!(backend.reads(), 1);
+}
+
+type BTreeSetOfIds = std::collections::BTreeSet<Id>;
