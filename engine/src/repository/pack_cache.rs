@@ -410,7 +410,8 @@ impl TreePackCache {
         }
         let mut start = 0;
         {
-            let refused = lock(&self.refused).clone();
+            // The only place holding two of these locks (in this order).
+            let refused = lock(&self.refused);
             let mut ahead = lock(&self.ahead);
             for loc in locations {
                 if refused.contains(&loc.pack)
