@@ -235,6 +235,13 @@ pub fn open_repository_impl(
         ctx.global.cleanup_cache,
         &ctx.printer,
     );
+    // Tree packs in restic's cache folder (issue #20); a dry run keeps
+    // them in memory (restic's dry-run backend bypasses its cache too).
+    if let Some(base) = cache_dir(ctx).filter(|_| !dry_run) {
+        if let Err(e) = repo.use_tree_pack_cache(&base) {
+            ctx.printer.error(&format!("unable to open cache: {e}"));
+        }
+    }
     let repo = Arc::new(repo);
     let lock = match lock_mode {
         LockMode::None => None,

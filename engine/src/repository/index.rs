@@ -374,6 +374,11 @@ impl MemoryIndex {
         &self.packs
     }
 
+    /// True if a blob of the index is in `pack`.
+    pub fn has_pack(&self, pack: &Id) -> bool {
+        self.pack_numbers.contains_key(pack)
+    }
+
     /// Every blob copy: `(type, blob id, location)`. Sorted by blob ID per type
     /// after [`MemoryIndex::finish_bulk_load`].
     pub fn for_each(&self, mut f: impl FnMut(BlobType, Id, BlobLocation)) {

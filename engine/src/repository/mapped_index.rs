@@ -29,7 +29,7 @@
 //!   merge), so a command pays in proportion to what changed and the number
 //!   of segments stays logarithmic.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -410,15 +410,11 @@ impl Segment {
         })
     }
 
-    /// The content of page `page`, read and checked (or kept from before).
-    fn payload(&self, page: u64) -> Result<Arc<[u8]>, Damaged> {
+    /// The content of page `page`, read and checked, not kept.
+    fn read_page(&self, page: u64) -> Result<Vec<u8>, Damaged> {
         let damaged = Damaged { page };
         if page >= self.layout.pages() {
             return Err(damaged);
-        }
-        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = lock().pages.get(&page) {
-            return Ok(Arc::clone(p));
         }
         let mut bytes = vec![0u8; PAGE];
         // A read error or a file cut short is damage like a wrong tag.
@@ -430,7 +426,16 @@ impl Segment {
             return Err(damaged);
         }
         bytes.truncate(PAYLOAD);
-        let checked: Arc<[u8]> = bytes.into();
+        Ok(bytes)
+    }
+
+    /// The content of page `page`, read and checked (or kept from before).
+    fn payload(&self, page: u64) -> Result<Arc<[u8]>, Damaged> {
+        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = lock().pages.get(&page) {
+            return Ok(Arc::clone(p));
+        }
+        let checked: Arc<[u8]> = self.read_page(page)?.into();
         let mut cache = lock();
         if cache.pages.insert(page, Arc::clone(&checked)).is_none() {
             cache.order.push_back(page);
@@ -471,8 +476,13 @@ impl Segment {
             });
         }
         let page = self.layout.pack_start() + n / PACKS_PER_PAGE;
-        let at = ((n % PACKS_PER_PAGE) as usize) * 32;
         let payload = self.payload(page)?;
+        self.decrypt_pack_id(n, &payload, page)
+    }
+
+    /// Pack number `n` from its page of the pack table.
+    fn decrypt_pack_id(&self, n: u64, payload: &[u8], page: u64) -> Result<Id, Damaged> {
+        let at = ((n % PACKS_PER_PAGE) as usize) * 32;
         let b = payload.get(at..at + 32).ok_or(Damaged { page })?;
         let mut id = [0u8; 32];
         id.copy_from_slice(b);
@@ -484,6 +494,23 @@ impl Segment {
             }
         }
         Ok(Id(id))
+    }
+
+    /// Removes from `packs` every pack of this segment's pack table, until
+    /// `packs` is empty. The table's pages are read and checked one at a
+    /// time and not kept (they would push the lookups' pages out).
+    fn drop_listed_packs(&self, packs: &mut HashSet<Id>) -> Result<(), Damaged> {
+        let mut n = 0;
+        while n < self.layout.packs && !packs.is_empty() {
+            let page = self.layout.pack_start() + n / PACKS_PER_PAGE;
+            let payload = self.read_page(page)?;
+            let last = (n - n % PACKS_PER_PAGE + PACKS_PER_PAGE).min(self.layout.packs);
+            while n < last {
+                packs.remove(&self.decrypt_pack_id(n, &payload, page)?);
+                n += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `f` with every copy of the blob whose search key is `key`
@@ -559,6 +586,18 @@ impl MappedIndex {
         Ok(())
     }
 
+    /// Removes from `packs` every pack the segments list (reading their
+    /// pack tables, 32 bytes a pack; nothing is kept in memory).
+    pub(crate) fn drop_listed_packs(&self, packs: &mut HashSet<Id>) -> Result<(), Damaged> {
+        for s in &self.segments {
+            if packs.is_empty() {
+                break;
+            }
+            s.drop_listed_packs(packs)?;
+        }
+        Ok(())
+    }
+
     /// Entries over all segments.
     #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
@@ -609,6 +648,15 @@ impl IndexView {
             })?;
         }
         Ok(found)
+    }
+
+    /// Removes from `packs` every pack the index lists.
+    pub(crate) fn drop_listed_packs(&self, packs: &mut HashSet<Id>) -> Result<(), Damaged> {
+        packs.retain(|p| !self.memory.has_pack(p));
+        match &self.mapped {
+            Some(m) => m.drop_listed_packs(packs),
+            None => Ok(()),
+        }
     }
 
     /// Every copy (exact duplicates once).

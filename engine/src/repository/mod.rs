@@ -40,6 +40,7 @@ pub(crate) mod mapped_index;
 pub(crate) mod os_identity;
 /// The host name (`os.Hostname()`), for the CLI's defaults too.
 pub use os_identity::hostname;
+mod pack_cache;
 mod packer;
 
 #[cfg(test)]
@@ -63,6 +64,8 @@ use crate::backend::{Backend, BackendError, FileType};
 pub use index::{BlobLocation, MemoryIndex};
 pub use lock::{remove_held_locks, LockError, LockGuard};
 use mapped_index::{CacheDir, Damaged, IndexView, Manifest};
+pub use pack_cache::PackCacheError;
+use pack_cache::{DiskPacks, Source, TreePackCache};
 
 /// Default target pack size (spec: restic-format §7.4).
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
@@ -250,6 +253,8 @@ pub(crate) struct Shared {
     pack_buffers: Mutex<Vec<Vec<u8>>>,
     /// The index cache and what the mapped index holds.
     index_cache: Mutex<IndexCacheState>,
+    /// Whole tree packs, on disk or in memory (see `pack_cache`).
+    pub(crate) tree_packs: Arc<TreePackCache>,
 }
 
 /// What [`Repository::use_index_cache`] keeps track of.
@@ -411,6 +416,27 @@ impl Shared {
         }
         unpacked::decode_unpacked(&self.key, &data)
             .map_err(|e| RepoError::invalid_file(file_type, &name, e))
+    }
+
+    /// A tree blob from its pack kept whole (see `pack_cache`); `None`
+    /// when the pack is not kept and cannot be fetched whole, or the blob
+    /// does not check out: the caller then reads the range.
+    fn tree_from_pack_cache(&self, id: &Id, loc: &BlobLocation) -> Option<Vec<u8>> {
+        // Twice at most: a damaged cached copy is forgotten, then the pack
+        // is fetched anew (hash-checked).
+        for _ in 0..2 {
+            let (ciphertext, source) = self.tree_packs.ciphertext(self.backend.as_ref(), loc)?;
+            match decode_blob(&self.key, id, &ciphertext, loc.uncompressed_length) {
+                Ok(plain) => return Some(plain),
+                Err(_) => {
+                    self.tree_packs.forget(&loc.pack);
+                    if source == Source::Fetched {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
     }
 
     pub(crate) fn has_upload_error(&self) -> bool {
@@ -853,6 +879,7 @@ impl Repository {
                 packs_bytes_stored: AtomicU64::new(0),
                 pack_buffers: Mutex::new(Vec::new()),
                 index_cache: Mutex::new(IndexCacheState::default()),
+                tree_packs: Arc::new(TreePackCache::default()),
             }),
             config,
             key_id,
@@ -1047,8 +1074,11 @@ impl Repository {
         self.shared.save_unpacked(file_type, json)
     }
 
-    /// Remove one file.
+    /// Remove one file (a pack's cached copy too, as restic's cache does).
     pub fn remove_file(&self, file_type: FileType, id: &Id) -> RepoResult<()> {
+        if file_type == FileType::Pack {
+            self.shared.tree_packs.removed(id);
+        }
         Ok(self.shared.backend.remove(file_type, &id.to_hex())?)
     }
 
@@ -1184,6 +1214,11 @@ impl Repository {
         }
         view.memory.finish_bulk_load();
         *self.shared.index_write() = view;
+        // restic's prepareCache: cached packs the index no longer lists go.
+        let view = self.shared.index_read();
+        self.shared
+            .tree_packs
+            .clear(|packs| view.drop_listed_packs(packs));
         Ok(())
     }
 
@@ -1280,6 +1315,22 @@ impl Repository {
         lock_mutex(&self.shared.index_cache).path = Some(path);
     }
 
+    /// Keep tree packs whole in restic's local cache under `base` (the
+    /// folder `--cache-dir` names), in the folder of this repository's ID,
+    /// shared with restic (see `pack_cache`). Without it, the last few
+    /// tree packs are kept in memory. On an error nothing changes.
+    pub fn use_tree_pack_cache(&self, base: &std::path::Path) -> Result<(), PackCacheError> {
+        let disk = DiskPacks::open(base, &self.config.id)?;
+        self.shared.tree_packs.use_disk(disk);
+        Ok(())
+    }
+
+    /// Where a tree pack is (or would be) cached: `None` without a cache
+    /// folder.
+    pub fn tree_pack_cache_path(&self, pack: &Id) -> Option<std::path::PathBuf> {
+        self.shared.tree_packs.disk().map(|d| d.path(pack))
+    }
+
     /// After a backup has flushed: add the blobs of the index files this
     /// process wrote to the cache (a new small segment, merged by the
     /// cache's policy), so that the next load parses nothing. Does nothing
@@ -1363,6 +1414,11 @@ impl Repository {
         let copies = self.lookup_all(blob_type, id);
         let mut last = None;
         for loc in copies {
+            if blob_type == BlobType::Tree {
+                if let Some(plain) = self.shared.tree_from_pack_cache(id, &loc) {
+                    return Ok(plain);
+                }
+            }
             let reason = match self.shared.backend.read_range(
                 FileType::Pack,
                 &loc.pack.to_hex(),
@@ -1471,13 +1527,28 @@ impl Repository {
         Ok(())
     }
 
-    /// Load and decode a tree blob.
+    /// Load and decode a tree blob. With a tree pack cache folder, the
+    /// packs of its subtrees not cached yet start downloading in the
+    /// background (see `pack_cache`): a walk loads them next.
     pub fn load_tree(&self, id: &Id) -> RepoResult<Tree> {
         let data = self.load_blob(BlobType::Tree, id)?;
-        Tree::decode(&data).map_err(|e| RepoError::InvalidTree {
+        let tree = Tree::decode(&data).map_err(|e| RepoError::InvalidTree {
             id: *id,
             reason: e.to_string(),
-        })
+        })?;
+        if self.shared.tree_packs.disk().is_some() {
+            let subtrees = tree
+                .nodes
+                .iter()
+                .filter_map(|n| n.subtree)
+                .filter_map(|sub| self.lookup(BlobType::Tree, &sub));
+            self.shared.tree_packs.fetch_ahead(
+                &self.shared.backend,
+                subtrees,
+                self.shared.backend.connections(),
+            );
+        }
+        Ok(tree)
     }
 
     /// Read and decrypt a pack's header: the last 651 bytes first, then the

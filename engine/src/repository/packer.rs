@@ -253,6 +253,10 @@ pub(crate) fn store_pack(shared: &Shared, open: OpenPack) -> Result<(), RepoErro
         .backend
         .write(FileType::Pack, &id.to_hex(), &bytes)
         .map_err(|source| RepoError::Backend { source })?;
+    if blobs.iter().all(|b| b.blob_type == BlobType::Tree) {
+        // restic caches the packs of metadata blobs as it saves them.
+        shared.tree_packs.written(&id, &bytes);
+    }
     let size = bytes.len() as u64;
     shared.give_back_pack_buffer(bytes);
     shared.pack_stored(id, size, blobs)

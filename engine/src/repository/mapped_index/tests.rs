@@ -380,3 +380,24 @@ fn leftover_files_are_removed() {
     old.create().unwrap();
     assert!(file.is_dir());
 }
+
+#[test]
+fn pack_tables_tell_which_packs_are_listed() {
+    let t = TempDir::new("mapped-packs");
+    let key = Key::random();
+    let c = cache_in(&t.0, &key, "repo-a");
+    // 400 packs over two segments: pack tables of several pages.
+    let first = c.write_batch(fill(&c, 0..20_000, 0)).unwrap().unwrap();
+    let second = c.write_batch(fill(&c, 20_000..40_000, 1)).unwrap().unwrap();
+    assert!(first.packs > PACKS_PER_PAGE);
+    let m = open_all(&c, &[first, second]);
+    let listed = [0u32, 126, 127, 128, 199, 200, 254, 399].map(|p| id(1_000_000 + p));
+    let unlisted = [400u32, 401, 5_000_000].map(|p| id(1_000_000 + p));
+    let mut packs: HashSet<Id> = listed.iter().chain(&unlisted).copied().collect();
+    packs.insert(id(7));
+    m.drop_listed_packs(&mut packs).unwrap();
+    assert_eq!(packs, unlisted.into_iter().collect());
+    // Nothing asked, nothing read.
+    let mut none = HashSet::new();
+    m.drop_listed_packs(&mut none).unwrap();
+}
