@@ -12,8 +12,8 @@ use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use crate::connection::{Connection, Lane};
+use crate::error::SftpError;
 use crate::pool::Pool;
-use crate::SftpError;
 
 /// Most write requests in flight per upload (64 x 32 KiB = 2 MiB filled a
 /// loopback link: 281 MB/s on one connection).

@@ -16,10 +16,10 @@ use russh_sftp::client::rawsession::Limits;
 use russh_sftp::client::RawSftpSession;
 use tokio::io::AsyncBufReadExt;
 
+use crate::error::SftpError;
 use crate::known_hosts::{check_host_key, known_hosts_files, HostKeyVerdict};
 use crate::location::{SftpLocation, SftpOptions};
 use crate::ssh_config::HostConfig;
-use crate::SftpError;
 
 /// Bytes per SFTP write request when the server does not announce its
 /// limits: OpenSSH's sftp client uses 32 KiB too, and every server accepts it.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use restix_backend::options::parse_go_uint;
 
-use crate::SftpError;
+use crate::error::SftpError;
 
 /// A parsed `sftp:` repository location.
 ///

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{Connection, Target};
-use crate::SftpError;
+use crate::error::SftpError;
 
 /// One connection of the pool and what is going on with it.
 #[derive(Default)]
