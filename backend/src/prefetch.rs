@@ -32,6 +32,9 @@
 //!   through this backend; anything that prune finished before then is
 //!   already gone from them, and a prune that overlaps our lock is caught by
 //!   the lock check itself.
+//!   Removing a lock file voids them again: a lock given up after a
+//!   conflict (`--retry-lock` then waits and locks anew) must not leave its
+//!   listings to the next lock.
 //! - **Errors are not served.** A prefetch that failed leaves the call to
 //!   ask the backend itself, so the error it reports is its own.
 //!
@@ -383,6 +386,13 @@ impl Backend for Prefetching {
 
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
         self.shared.void(file_type);
+        if file_type == FileType::Lock {
+            // Our lock goes (a conflict found by the re-check, `--retry-lock`
+            // waiting for another locker, or the end): what was listed under
+            // it may be older than the next lock we take.
+            self.shared.void(FileType::Snapshot);
+            self.shared.void(FileType::Index);
+        }
         self.inner().remove(file_type, name)
     }
 
@@ -601,6 +611,22 @@ mod tests {
             .read(FileType::Snapshot, "s1")
             .unwrap_err()
             .is_not_found());
+    }
+
+    #[test]
+    fn a_lock_given_up_voids_what_was_listed_under_it() {
+        let inner = repo();
+        let backend = Prefetching::start(inner.clone(), repository_open_plan(true));
+        backend.write(FileType::Lock, "l1", b"lock").unwrap();
+        // Wait for the after-lock listing without taking it.
+        drop(backend.shared.settled(&Key::List(FileType::Snapshot)));
+        drop(backend.shared.settled(&Key::List(FileType::Index)));
+        backend.remove(FileType::Lock, "l1").unwrap();
+        backend.write(FileType::Lock, "l2", b"lock").unwrap();
+        backend.list(FileType::Snapshot).unwrap();
+        backend.list(FileType::Index).unwrap();
+        assert_eq!(inner.count("list snapshot"), 2);
+        assert_eq!(inner.count("list index"), 2);
     }
 
     #[test]
