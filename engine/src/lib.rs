@@ -24,6 +24,7 @@ pub mod image;
 pub mod keys;
 pub mod migrate;
 pub mod path_pattern;
+mod poison;
 pub mod prune;
 pub mod recover;
 pub mod repair;

@@ -485,9 +485,7 @@ impl NewPack {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::poison::lock;
 
 /// Pack buffers of data packs in existence at once (the one being filled
 /// and the one being stored): the bound on repack memory.

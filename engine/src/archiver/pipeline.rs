@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use restix_chunker::{Chunker, OwnedWindow, ParallelChunker, WindowStream};
@@ -40,9 +40,7 @@ pub(super) fn chunking_threads(threads: usize) -> usize {
     (threads / 4).max(1)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::poison::lock;
 
 /// A byte budget for windows, with a few free buffers kept for reuse.
 struct WindowBudget {

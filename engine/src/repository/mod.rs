@@ -48,7 +48,7 @@ pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use restix_repo_format::compression::{self, CompressionMode, Compressor};
 use restix_repo_format::config::Config;
@@ -294,11 +294,7 @@ impl From<mapped_index::CacheError> for CachedLoadError {
     }
 }
 
-fn lock_mutex<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding it;
-    // the data (sets/lists) stays consistent enough to report errors.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::poison::lock as lock_mutex;
 
 impl Shared {
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, IndexView> {

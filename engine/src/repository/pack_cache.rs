@@ -37,7 +37,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use restix_repo_format::crypto::CRYPTO_OVERHEAD;
 use restix_repo_format::Id;
@@ -59,9 +59,7 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n";
 /// Folders restic creates in a repository's cache folder.
 const LAYOUT: [&str; 3] = ["data", "index", "snapshots"];
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::poison::lock;
 
 /// Why the cache folder could not be opened.
 #[derive(Debug, thiserror::Error)]
