@@ -31,16 +31,22 @@ fn listed(sb: &Sandbox, tool: harness::Tool, repo: &Path, snapshot: &str) -> BTr
         .collect()
 }
 
+/// The snapshot IDs restic lists, sorted: restic orders snapshots by time,
+/// and those with the same time (a rewritten snapshot keeps its original's)
+/// in whatever order they loaded.
 fn snapshot_ids(sb: &Sandbox, repo: &Path) -> Vec<String> {
     let run = sb.restic(["-r", s(repo), "snapshots", "--json"]).ok();
-    run.json()
+    let mut ids: Vec<String> = run
+        .json()
         .as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|v| v["id"].as_str().map(str::to_string))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    ids.sort();
+    ids
 }
 
 fn small_tree(root: &Path) {
