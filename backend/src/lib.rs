@@ -371,12 +371,12 @@ pub fn is_id_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A shared or boxed backend is the backend it points to (the wrappers
-/// hold `Box<dyn Backend>`, the engine shares `Arc`s): one delegation for
-/// both.
+/// A shared, boxed or borrowed backend is the backend it points to (the
+/// wrappers hold `Box<dyn Backend>`, the engine shares `Arc`s, tests lend
+/// `&B`): one delegation for all three.
 macro_rules! delegate_backend {
-    ($pointer:ident) => {
-        impl<B: Backend + ?Sized> Backend for $pointer<B> {
+    ($pointer:ty) => {
+        impl<B: Backend + ?Sized> Backend for $pointer {
             fn location(&self) -> String {
                 (**self).location()
             }
@@ -421,50 +421,9 @@ macro_rules! delegate_backend {
 }
 
 use std::sync::Arc;
-delegate_backend!(Arc);
-delegate_backend!(Box);
-
-impl<B: Backend + ?Sized> Backend for &B {
-    fn location(&self) -> String {
-        (**self).location()
-    }
-    fn create(&self) -> BackendResult<()> {
-        (**self).create()
-    }
-    fn list(&self, t: FileType) -> BackendResult<Vec<FileInfo>> {
-        (**self).list(t)
-    }
-    fn read(&self, t: FileType, name: &str) -> BackendResult<Vec<u8>> {
-        (**self).read(t, name)
-    }
-    fn read_range(
-        &self,
-        t: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Vec<u8>> {
-        (**self).read_range(t, name, offset, length)
-    }
-    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
-        (**self).write(t, name, data)
-    }
-    fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
-        (**self).remove(t, name)
-    }
-    fn stat(&self, t: FileType, name: &str) -> BackendResult<FileInfo> {
-        (**self).stat(t, name)
-    }
-    fn connections(&self) -> usize {
-        (**self).connections()
-    }
-    fn list_after_write_consistent(&self) -> bool {
-        (**self).list_after_write_consistent()
-    }
-    fn has_flaky_errors(&self) -> bool {
-        (**self).has_flaky_errors()
-    }
-}
+delegate_backend!(Arc<B>);
+delegate_backend!(Box<B>);
+delegate_backend!(&B);
 
 #[cfg(test)]
 mod tests {
