@@ -95,6 +95,22 @@ pub fn repository_open_plan(takes_lock: bool) -> PrefetchPlan {
     plan
 }
 
+impl PrefetchPlan {
+    /// Also read the key file `name` at once, beside the key listing: the
+    /// key that opened the repository last time (the CLI remembers it), so
+    /// the common open needs the listing's round trips only, not the
+    /// listing's and then the read's. A hint and no more: the listing still
+    /// decides which key files exist, and a file of another name is not
+    /// read ahead.
+    pub fn with_key_read(mut self, name: &str) -> PrefetchPlan {
+        if crate::is_id_name(name) {
+            self.at_open
+                .push(Prefetch::Read(FileType::Key, name.to_string()));
+        }
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     List(FileType),
@@ -208,25 +224,29 @@ impl Shared {
                     .take(MAX_READ_AHEAD)
                     .map(|f| f.name.clone())
                     .collect();
+                // A file already asked for on its own (the key file named
+                // in the plan) is not read a second time.
+                let mut fresh = Vec::with_capacity(names.len());
                 {
                     let mut state = self.lock();
                     let listed_still_wanted =
                         matches!(state.entries.get(&key), Some(Entry::Pending));
-                    if listed_still_wanted {
-                        state.entries.insert(key.clone(), Entry::Listed(files));
-                        for name in &names {
-                            state
-                                .entries
-                                .entry(Key::Read(t, name.clone()))
-                                .or_insert(Entry::Pending);
-                        }
-                    }
                     if !listed_still_wanted {
                         return;
                     }
+                    state.entries.insert(key.clone(), Entry::Listed(files));
+                    for name in names {
+                        let read = Key::Read(t, name.clone());
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            state.entries.entry(read)
+                        {
+                            slot.insert(Entry::Pending);
+                            fresh.push(name);
+                        }
+                    }
                 }
                 self.answered.notify_all();
-                self.read_all(t, names);
+                self.read_all(t, fresh);
             }
         }
     }
@@ -558,6 +578,38 @@ mod tests {
         assert_eq!(inner.count("list key"), 1);
         assert_eq!(inner.count("read key k2"), 1);
         assert_eq!(inner.count("list lock"), 1);
+    }
+
+    #[test]
+    fn a_named_key_is_read_at_once_and_only_once() {
+        let k1 = "1".repeat(64);
+        let k2 = "2".repeat(64);
+        let gone = "3".repeat(64);
+        let inner = Counting::with(&[
+            (FileType::Config, "config", b"cfg"),
+            (FileType::Key, &k1, b"key one"),
+            (FileType::Key, &k2, b"key two"),
+        ]);
+        let plan = repository_open_plan(true).with_key_read(&k2);
+        let backend = Prefetching::start(inner.clone(), plan);
+        assert_eq!(backend.list(FileType::Key).unwrap().len(), 2);
+        assert_eq!(backend.read(FileType::Key, &k2).unwrap(), b"key two");
+        assert_eq!(backend.read(FileType::Key, &k1).unwrap(), b"key one");
+        assert_eq!(
+            inner.count(&format!("read key {k2}")),
+            1,
+            "not read again after the listing"
+        );
+        assert_eq!(inner.count(&format!("read key {k1}")), 1);
+        // A name that is no ID is not read ahead; a key that is gone fails
+        // as it would without the plan (its failed read is not served).
+        let plan = repository_open_plan(true)
+            .with_key_read("k9")
+            .with_key_read(&gone);
+        let backend = Prefetching::start(inner.clone(), plan);
+        assert!(backend.read(FileType::Key, &gone).is_err());
+        assert_eq!(inner.count("read key k9"), 0);
+        assert_eq!(inner.count(&format!("read key {gone}")), 2);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - restic's entries: folders named by a 64-hex repository ID, or
 //!   `restic-check-cache-<n>` (`check --with-cache` leftovers);
 //! - restix's entries, per repository ID: the index cache
-//!   `restix-index/<id>.index` and the block-hash cache `restix-image/<id>/`.
+//!   `restix-index/<id>.index` and the block-hash cache `restix-image/<id>/`;
+//!   and per location, `restix-keys/<hash of the location>`: the repository
+//!   ID and the key file that opened it last ([`recall_key`]).
 //!
 //! A repository's entries are one row of `cache` (its newest modification
 //! time, its total size); old means last modified more than `max_age` ago,
@@ -23,6 +25,8 @@ use std::time::{Duration, SystemTime};
 pub const INDEX_CACHE_DIR: &str = "restix-index";
 /// restix's image block-hash cache folder name inside the cache base.
 pub const IMAGE_CACHE_DIR: &str = "restix-image";
+/// restix's folder of remembered key files ([`recall_key`]).
+pub const KEY_MEMORY_DIR: &str = "restix-keys";
 
 /// One removable cache entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +95,75 @@ pub fn entries(base: &Path) -> std::io::Result<Vec<Entry>> {
             }
         }
     }
+    if let Ok(read) = std::fs::read_dir(base.join(KEY_MEMORY_DIR)) {
+        for item in read.flatten() {
+            let path = item.path();
+            let Some((repo, _)) = read_key_memory(&path) else {
+                continue;
+            };
+            if let Some(time) = modified(&path) {
+                found.push(Entry {
+                    repo,
+                    path,
+                    modified: time,
+                });
+            }
+        }
+    }
     Ok(found)
+}
+
+/// Where the key that opened the repository at `location` is remembered:
+/// named by the SHA-256 of the location as written (a location may carry a
+/// user name or a host the file name should not show).
+fn key_memory_path(base: &Path, location: &str) -> PathBuf {
+    base.join(KEY_MEMORY_DIR)
+        .join(restix_repo_format::Id::hash(location.as_bytes()).to_hex())
+}
+
+/// A key memory file: `<repository ID> <key file ID>`, both 64 hex digits.
+fn read_key_memory(path: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    let (repo, key) = (words.next()?, words.next()?);
+    let is_id =
+        |w: &str| w.len() == 64 && w.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (is_id(repo) && is_id(key) && words.next().is_none())
+        .then(|| (repo.to_string(), key.to_string()))
+}
+
+/// The key file that opened the repository at `location` last time, if
+/// remembered: the open reads it at once, beside the key listing, and tries
+/// it first (issue #20: the listing and then the read were four round trips
+/// on a remote backend, now two). Only a hint, like `--key-hint`: the
+/// listing decides which key files exist, and the password still has to
+/// open the key; a wrong or stale memory costs nothing but the read.
+pub fn recall_key(base: &Path, location: &str) -> Option<String> {
+    read_key_memory(&key_memory_path(base, location)).map(|(_, key)| key)
+}
+
+/// Remember that `key_id` opened repository `repo_id` at `location` (see
+/// [`recall_key`]). Best effort: a cache folder that cannot be written only
+/// costs the next open its round trips. The file is replaced atomically, so
+/// a concurrent open reads the old memory or the new one.
+pub fn remember_key(base: &Path, location: &str, repo_id: &str, key_id: &str) {
+    let path = key_memory_path(base, location);
+    let line = format!("{repo_id} {key_id}\n");
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == line) {
+        let _ = set_modified(&path, SystemTime::now());
+        return;
+    }
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, line).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
 }
 
 /// restic's `IsOld`: modified before `now - max_age`.
@@ -210,6 +282,33 @@ pub fn after_open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_keys_per_location() {
+        let base = std::env::temp_dir().join(format!("restix-key-memory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (repo, k1, k2) = ("a".repeat(64), "1".repeat(64), "2".repeat(64));
+        assert_eq!(recall_key(&base, "sftp:host:/r"), None);
+        remember_key(&base, "sftp:host:/r", &repo, &k1);
+        remember_key(&base, "/srv/other", &repo, &k2);
+        assert_eq!(recall_key(&base, "sftp:host:/r"), Some(k1.clone()));
+        assert_eq!(recall_key(&base, "/srv/other"), Some(k2.clone()));
+        remember_key(&base, "sftp:host:/r", &repo, &k2);
+        assert_eq!(recall_key(&base, "sftp:host:/r"), Some(k2.clone()));
+        // The file names do not show the location; damaged files are no memory.
+        let dir = base.join(KEY_MEMORY_DIR);
+        for item in std::fs::read_dir(&dir).unwrap() {
+            let name = item.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("host"), "{name}");
+        }
+        std::fs::write(key_memory_path(&base, "/srv/other"), "garbage").unwrap();
+        assert_eq!(recall_key(&base, "/srv/other"), None);
+        // A memory is a cache entry of its repository (`cache --cleanup`).
+        let all = entries(&base).unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].repo, repo);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn restic_and_restix_entries_and_ages() {

@@ -185,10 +185,26 @@ pub fn open_repository_impl(
         LockMode::Shared | LockMode::Exclusive => !ctx.global.no_lock,
         LockMode::SharedAlways => true,
     };
-    let backend: Arc<dyn Backend> = Arc::new(Prefetching::start(
-        backend,
-        repository_open_plan(takes_lock),
-    ));
+    // The key to try first is read at once too: `--key-hint` when it names
+    // a whole key ID, else the key that opened this repository last time
+    // (cache_dirs::recall_key); a dry run leaves the cache folder alone.
+    let cache_base = cache_dir(ctx).filter(|_| !dry_run);
+    let key_hint = ctx
+        .global
+        .key_hint
+        .clone()
+        .or_else(|| std::env::var("RESTIC_KEY_HINT").ok())
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            cache_base
+                .as_deref()
+                .and_then(|base| crate::cache_dirs::recall_key(base, &location))
+        });
+    let mut plan = repository_open_plan(takes_lock);
+    if let Some(key) = &key_hint {
+        plan = plan.with_key_read(key);
+    }
+    let backend: Arc<dyn Backend> = Arc::new(Prefetching::start(backend, plan));
     check_config_exists(backend.as_ref(), &location)?;
     let password = match password_source {
         PasswordSource::Given(p) => p,
@@ -207,14 +223,16 @@ pub fn open_repository_impl(
             p
         }
     };
-    let key_hint = ctx
-        .global
-        .key_hint
-        .clone()
-        .or_else(|| std::env::var("RESTIC_KEY_HINT").ok())
-        .filter(|h| !h.is_empty());
     let repo = Repository::open(backend, password.as_bytes(), key_hint.as_deref())
         .map_err(|e| map_open_error(e, &location))?;
+    if let Some(base) = &cache_base {
+        crate::cache_dirs::remember_key(
+            base,
+            &location,
+            &repo.config().id,
+            &repo.key_id().to_hex(),
+        );
+    }
     let compression = ctx.apply_write_settings(&repo)?;
     let id = repo.config().id.get(..8).unwrap_or_default().to_string();
     if repo.version() >= 2 {

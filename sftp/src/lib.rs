@@ -16,11 +16,11 @@
 //!   in flight 281 MB/s, two connections 421 MB/s.
 //! - Long links (issue #20, `benches/run.sh --distance`): the server's SSH
 //!   channel window (OpenSSH: 2 MiB) bounds one connection to a window per
-//!   round trip. Each SSH connection therefore carries four SFTP sessions,
-//!   each on its own channel (the connection's own and three *lanes*, opened
+//!   round trip. Each SSH connection therefore carries eight SFTP sessions,
+//!   each on its own channel (the connection's own and seven *lanes*, opened
 //!   together with it); an upload of 4 MiB or more is split over them, every
 //!   session writing its slice, fsyncing and closing its handle before the
-//!   rename, so a 17 MB pack takes ~0.7 s at 100 ms instead of 1.3 s. A
+//!   rename, so a 17 MB pack takes ~0.5 s at 100 ms instead of 1.3 s. A
 //!   server that refuses extra sessions leaves fewer lanes; a lane whose
 //!   request fails is retired. The engine uploads one pack per connection
 //!   at once. The pool dials every connection at once when the backend opens (the first

@@ -104,6 +104,10 @@ pub fn run(ctx: &Context, args: &InitArgs) -> anyhow::Result<()> {
         other => fatal(format!("create repository at {location} failed: {other}")),
     })?;
     let id = repo.config().id.clone();
+    // The first open reads the new key at once (cache_dirs::recall_key).
+    if let Some(base) = crate::engine_glue::cache_dir(ctx) {
+        crate::cache_dirs::remember_key(&base, &location, &id, &repo.key_id().to_hex());
+    }
     if ctx.printer.json {
         ctx.printer.json_line(&InitializedJson {
             message_type: "initialized",
