@@ -23,7 +23,7 @@
 //!   prefetched read is the same bytes a later read returns, as long as the
 //!   file was not removed (which voids it, above). Callers still check the
 //!   hash as before.
-//! - **Snapshots and index only after our lock.** What a backup decides
+//! - **Snapshots and index listed only after our lock.** What a backup decides
 //!   from the index (which blobs exist) must not come from a listing taken
 //!   before the lock protects it: a `prune` that finishes between such a
 //!   listing and our lock could have deleted packs that the listing's index
@@ -32,6 +32,10 @@
 //!   through this backend; anything that prune finished before then is
 //!   already gone from them, and a prune that overlaps our lock is caught by
 //!   the lock check itself.
+//!   Snapshot files are *read* while the lock is being taken
+//!   ([`Prefetch::ReadAhead`]), but what was read is served only for the
+//!   files that the listing under the lock names: content never changes,
+//!   existence may (a `forget` in between).
 //!   Removing a lock file voids them again: a lock given up after a
 //!   conflict (`--retry-lock` then waits and locks anew) must not leave its
 //!   listings to the next lock.
@@ -58,6 +62,12 @@ pub enum Prefetch {
     List(FileType),
     /// List the files of a type, then read each of them (keys, snapshots).
     ListAndRead(FileType),
+    /// Read every file of a listing taken now, but serve neither the listing
+    /// nor any content until a later listing of the type (one planned
+    /// [`PrefetchPlan::after_lock`]) names the file: content is immutable,
+    /// so a file read before the lock is the same bytes after it, and the
+    /// listing taken under the lock still decides which files exist.
+    ReadAhead(FileType),
 }
 
 /// What to fetch ahead, and when.
@@ -88,6 +98,9 @@ pub fn repository_open_plan(takes_lock: bool) -> PrefetchPlan {
     ];
     if takes_lock {
         plan.at_open.push(Prefetch::List(FileType::Lock));
+        // The snapshot files are read while the lock is taken; the listing
+        // under the lock says which of them count (Prefetch::ReadAhead).
+        plan.at_open.push(Prefetch::ReadAhead(FileType::Snapshot));
         plan.after_lock = later;
     } else {
         plan.at_open.extend(later);
@@ -115,12 +128,55 @@ impl PrefetchPlan {
 enum Key {
     List(FileType),
     Read(FileType, String),
+    /// The listing of a [`Prefetch::ReadAhead`]; never served.
+    ReadAhead(FileType),
 }
 
 impl Key {
     fn file_type(&self) -> FileType {
         match self {
-            Key::List(t) | Key::Read(t, _) => *t,
+            Key::List(t) | Key::Read(t, _) | Key::ReadAhead(t) => *t,
+        }
+    }
+}
+
+impl State {
+    /// Mark the reads of `names` pending unless they are pending or done
+    /// already; the names to read. A voided read is read again.
+    fn claim_reads(&mut self, t: FileType, names: Vec<String>) -> Vec<String> {
+        let mut fresh = Vec::with_capacity(names.len());
+        for name in names {
+            let read = Key::Read(t, name.clone());
+            let wanted = match self.entries.get(&read) {
+                None | Some(Entry::Void) => true,
+                Some(_) => false,
+            };
+            if wanted {
+                self.entries.insert(read, Entry::Pending);
+                fresh.push(name);
+            }
+        }
+        fresh
+    }
+
+    /// A listing of type `t` taken under the lock arrived: read-ahead
+    /// contents of files it names may be served from now on, the others
+    /// (removed since they were read) never.
+    fn confirm(&mut self, t: FileType, files: &[FileInfo]) {
+        let named: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.name.as_str()).collect();
+        let mut gone = Vec::new();
+        self.unconfirmed.retain(|key| match key {
+            Key::Read(kt, name) if *kt == t => {
+                if !named.contains(name.as_str()) {
+                    gone.push(key.clone());
+                }
+                false
+            }
+            _ => true,
+        });
+        for key in gone {
+            self.entries.insert(key, Entry::Void);
         }
     }
 }
@@ -138,6 +194,9 @@ enum Entry {
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, Entry>,
+    /// Reads started by [`Prefetch::ReadAhead`] that no listing taken
+    /// since has named: not served (waiting or void).
+    unconfirmed: std::collections::HashSet<Key>,
     /// The after-lock plan, until a lock file is written.
     after_lock: Vec<Prefetch>,
 }
@@ -184,6 +243,7 @@ impl Shared {
             let key = match &item {
                 Prefetch::Read(t, name) => Key::Read(*t, name.clone()),
                 Prefetch::List(t) | Prefetch::ListAndRead(t) => Key::List(*t),
+                Prefetch::ReadAhead(t) => Key::ReadAhead(*t),
             };
             if state.entries.contains_key(&key) {
                 continue;
@@ -206,10 +266,34 @@ impl Shared {
             Prefetch::Read(t, name) => self.read_one(t, &name, &key),
             Prefetch::List(t) => {
                 let entry = match self.inner.list(t) {
-                    Ok(files) => Entry::Listed(files),
+                    Ok(files) => {
+                        self.lock().confirm(t, &files);
+                        Entry::Listed(files)
+                    }
                     Err(_) => Entry::Void,
                 };
                 self.answer(&key, entry);
+            }
+            Prefetch::ReadAhead(t) => {
+                let Ok(files) = self.inner.list(t) else {
+                    self.answer(&key, Entry::Void);
+                    return;
+                };
+                let names: Vec<String> = files
+                    .into_iter()
+                    .take(MAX_READ_AHEAD)
+                    .map(|f| f.name)
+                    .collect();
+                let fresh = {
+                    let mut state = self.lock();
+                    let fresh = state.claim_reads(t, names);
+                    for name in &fresh {
+                        state.unconfirmed.insert(Key::Read(t, name.clone()));
+                    }
+                    fresh
+                };
+                self.answer(&key, Entry::Void);
+                self.read_all(t, fresh);
             }
             Prefetch::ListAndRead(t) => {
                 let Ok(files) = self.inner.list(t) else {
@@ -225,26 +309,18 @@ impl Shared {
                     .map(|f| f.name.clone())
                     .collect();
                 // A file already asked for on its own (the key file named
-                // in the plan) is not read a second time.
-                let mut fresh = Vec::with_capacity(names.len());
-                {
+                // in the plan, a read ahead) is not read a second time.
+                let fresh = {
                     let mut state = self.lock();
                     let listed_still_wanted =
                         matches!(state.entries.get(&key), Some(Entry::Pending));
                     if !listed_still_wanted {
                         return;
                     }
+                    state.confirm(t, &files);
                     state.entries.insert(key.clone(), Entry::Listed(files));
-                    for name in names {
-                        let read = Key::Read(t, name.clone());
-                        if let std::collections::hash_map::Entry::Vacant(slot) =
-                            state.entries.entry(read)
-                        {
-                            slot.insert(Entry::Pending);
-                            fresh.push(name);
-                        }
-                    }
-                }
+                    state.claim_reads(t, names)
+                };
                 self.answered.notify_all();
                 self.read_all(t, fresh);
             }
@@ -261,6 +337,7 @@ impl Shared {
 
     /// Read `names` with as many threads as the backend has connections.
     fn read_all(self: &Arc<Self>, t: FileType, names: Vec<String>) {
+        let mine: Vec<Key> = names.iter().map(|n| Key::Read(t, n.clone())).collect();
         let queue = Arc::new(Mutex::new(names.into_iter()));
         let workers = self.inner.connections().max(1);
         let handles: Vec<_> = (0..workers)
@@ -278,28 +355,17 @@ impl Shared {
                     .ok()
             })
             .collect();
-        if handles.is_empty() {
-            // No thread could start: void what is pending so nobody waits.
-            let mut state = self.lock();
-            for (key, entry) in state.entries.iter_mut() {
-                if key.file_type() == t && matches!(entry, Entry::Pending) {
-                    *entry = Entry::Void;
-                }
-            }
-            drop(state);
-            self.answered.notify_all();
-        }
         for handle in handles {
             let _ = handle.join();
         }
-        // Anything a worker did not reach (a panic) must not stay pending.
+        // Anything no worker reached (no thread could start, a panic) must
+        // not stay pending; other reads of the type are not ours to touch.
         let mut state = self.lock();
-        for (key, entry) in state.entries.iter_mut() {
-            if key.file_type() == t
-                && matches!(key, Key::Read(..))
-                && matches!(entry, Entry::Pending)
-            {
-                *entry = Entry::Void;
+        for key in &mine {
+            if let Some(entry) = state.entries.get_mut(key) {
+                if matches!(entry, Entry::Pending) {
+                    *entry = Entry::Void;
+                }
             }
         }
         drop(state);
@@ -314,6 +380,7 @@ impl Shared {
                 *entry = Entry::Void;
             }
         }
+        state.unconfirmed.retain(|key| key.file_type() != t);
         drop(state);
         self.answered.notify_all();
     }
@@ -331,6 +398,7 @@ impl Prefetching {
             inner,
             state: Mutex::new(State {
                 entries: HashMap::new(),
+                unconfirmed: Default::default(),
                 after_lock: plan.after_lock,
             }),
             answered: Condvar::new(),
@@ -347,6 +415,9 @@ impl Prefetching {
     fn prefetched(&self, t: FileType, name: &str) -> Option<Arc<Vec<u8>>> {
         let key = Key::Read(t, name.to_string());
         let state = self.shared.settled(&key);
+        if state.unconfirmed.contains(&key) {
+            return None;
+        }
         match state.entries.get(&key) {
             Some(Entry::Read(data)) => Some(Arc::clone(data)),
             _ => None,
@@ -617,15 +688,67 @@ mod tests {
         let inner = repo();
         let backend = Prefetching::start(inner.clone(), repository_open_plan(true));
         backend.read(FileType::Config, "config").unwrap();
-        assert_eq!(inner.count("list snapshot"), 0);
         assert_eq!(inner.count("list index"), 0);
         backend.write(FileType::Lock, "l1", b"lock").unwrap();
         assert_eq!(backend.list(FileType::Snapshot).unwrap().len(), 1);
         assert_eq!(backend.read(FileType::Snapshot, "s1").unwrap(), b"snap");
         assert_eq!(backend.list(FileType::Index).unwrap().len(), 1);
-        assert_eq!(inner.count("list snapshot"), 1);
-        assert_eq!(inner.count("read snapshot s1"), 1);
+        assert_eq!(
+            inner.count("read snapshot s1"),
+            1,
+            "read ahead or after the lock, once"
+        );
         assert_eq!(inner.count("list index"), 1);
+    }
+
+    #[test]
+    fn snapshots_read_before_the_lock_count_only_when_listed_under_it() {
+        let inner = Counting::with(&[
+            (FileType::Config, "config", b"cfg"),
+            (FileType::Snapshot, "kept", b"kept"),
+            (FileType::Snapshot, "forgotten", b"forgotten"),
+        ]);
+        let backend = Prefetching::start(inner.clone(), repository_open_plan(true));
+        // The read-ahead finishes before the lock; until a listing under
+        // the lock names them, nothing it read is served.
+        drop(backend.shared.settled(&Key::ReadAhead(FileType::Snapshot)));
+        drop(
+            backend
+                .shared
+                .settled(&Key::Read(FileType::Snapshot, "kept".into())),
+        );
+        drop(
+            backend
+                .shared
+                .settled(&Key::Read(FileType::Snapshot, "forgotten".into())),
+        );
+        assert_eq!(inner.count("read snapshot forgotten"), 1);
+        assert!(backend.prefetched(FileType::Snapshot, "kept").is_none());
+        // A `forget` elsewhere removes one, a backup adds another.
+        inner.remove(FileType::Snapshot, "forgotten").unwrap();
+        inner.write(FileType::Snapshot, "new", b"new").unwrap();
+        backend.write(FileType::Lock, "l1", b"lock").unwrap();
+        let mut names: Vec<String> = backend
+            .list(FileType::Snapshot)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["kept", "new"]);
+        assert_eq!(backend.read(FileType::Snapshot, "kept").unwrap(), b"kept");
+        assert_eq!(backend.read(FileType::Snapshot, "new").unwrap(), b"new");
+        assert!(backend
+            .read(FileType::Snapshot, "forgotten")
+            .unwrap_err()
+            .is_not_found());
+        assert!(backend.stat(FileType::Snapshot, "forgotten").is_err());
+        assert_eq!(
+            inner.count("read snapshot kept"),
+            1,
+            "read once, before the lock"
+        );
+        assert_eq!(inner.count("read snapshot new"), 1);
     }
 
     #[test]
@@ -669,6 +792,7 @@ mod tests {
     fn a_lock_given_up_voids_what_was_listed_under_it() {
         let inner = repo();
         let backend = Prefetching::start(inner.clone(), repository_open_plan(true));
+        drop(backend.shared.settled(&Key::ReadAhead(FileType::Snapshot)));
         backend.write(FileType::Lock, "l1", b"lock").unwrap();
         // Wait for the after-lock listing without taking it.
         drop(backend.shared.settled(&Key::List(FileType::Snapshot)));
@@ -677,7 +801,8 @@ mod tests {
         backend.write(FileType::Lock, "l2", b"lock").unwrap();
         backend.list(FileType::Snapshot).unwrap();
         backend.list(FileType::Index).unwrap();
-        assert_eq!(inner.count("list snapshot"), 2);
+        // The read-ahead's listing, the one under l1, the one under l2.
+        assert_eq!(inner.count("list snapshot"), 3);
         assert_eq!(inner.count("list index"), 2);
     }
 
