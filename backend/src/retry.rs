@@ -334,6 +334,22 @@ impl<B: Backend> Backend for Retrying<B> {
         )
     }
 
+    /// The whole call again on a retry: files it stored already are
+    /// stored again with the same content under the same name, which
+    /// changes nothing, and the order still holds for the rest.
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        self.run(
+            || {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|(file_type, name, _)| handle_text(*file_type, name))
+                    .collect();
+                format!("Save({})", names.join(", "))
+            },
+            |b| b.write_in_order(files),
+        )
+    }
+
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
         self.run(
             || format!("Remove({})", handle_text(file_type, name)),
@@ -482,6 +498,30 @@ mod tests {
                 "recovered Save(<data/ababababab>) after 2",
             ]
         );
+    }
+
+    #[test]
+    fn ordered_writes_are_retried_as_a_whole_and_refusals_are_not() {
+        let (report, seen) = recorder();
+        let r = Retrying::new(Flaky::new(1, reset), RetryPolicy::fast()).with_report(report);
+        let (index, snapshot) = ("ab".repeat(32), "cd".repeat(32));
+        let files: [(FileType, &str, &[u8]); 2] = [
+            (FileType::Index, &index, b"i"),
+            (FileType::Snapshot, &snapshot, b"s"),
+        ];
+        r.write_in_order(&files).unwrap();
+        // The failed first write, then both again.
+        assert_eq!(r.inner().calls(), 3);
+        assert_eq!(
+            *lock(&seen),
+            [
+                "retry Save(<index/ababababab>, <snapshot/cdcdcdcdcd>)",
+                "recovered Save(<index/ababababab>, <snapshot/cdcdcdcdcd>) after 1",
+            ]
+        );
+        let r = Retrying::new(Flaky::new(1, denied), RetryPolicy::fast());
+        assert!(r.write_in_order(&files).is_err());
+        assert_eq!(r.inner().calls(), 1);
     }
 
     #[test]
