@@ -337,7 +337,8 @@ pub trait Backend: Send + Sync {
     /// Each file is stored as by [`Backend::write`]. On an error, the files
     /// before the failed one may be visible, the failed one and those after
     /// it are not. Storing the same content under the same name again is
-    /// harmless, so a caller (or [`retry`]) may repeat the whole call.
+    /// harmless, so after an error a caller may repeat the call, or write
+    /// the files one by one in order ([`retry`] does).
     ///
     /// The default writes one file after another. A backend with long
     /// round trips overrides it to send the uploads together and only
