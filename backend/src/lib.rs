@@ -331,6 +331,26 @@ pub trait Backend: Send + Sync {
     /// Store a file atomically (temporary name, flush, rename).
     fn write(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()>;
 
+    /// Store several files so that each becomes visible only after every
+    /// one before it (a backup's index files, then its snapshot: spec
+    /// §16, the snapshot must never name blobs that no index lists yet).
+    /// Each file is stored as by [`Backend::write`]. On an error, the files
+    /// before the failed one may be visible, the failed one and those after
+    /// it are not. Storing the same content under the same name again is
+    /// harmless, so after an error a caller may repeat the call, or write
+    /// the files one by one in order ([`retry`] does).
+    ///
+    /// The default writes one file after another. A backend with long
+    /// round trips overrides it to send the uploads together and only
+    /// publish them in order (SFTP: every temporary file written, then the
+    /// renames one by one).
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        for (file_type, name, data) in files {
+            self.write(*file_type, name, data)?;
+        }
+        Ok(())
+    }
+
     /// Remove a file. Removing a missing file is [`BackendError::NotFound`].
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()>;
 
@@ -400,6 +420,9 @@ macro_rules! delegate_backend {
             }
             fn write(&self, t: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
                 (**self).write(t, name, data)
+            }
+            fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+                (**self).write_in_order(files)
             }
             fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
                 (**self).remove(t, name)

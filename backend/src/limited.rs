@@ -198,6 +198,13 @@ impl<B: Backend> Backend for Limited<B> {
         self.inner.write(file_type, name, data)
     }
 
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        if let Some(bucket) = &self.limits.upload {
+            bucket.take(files.iter().map(|(_, _, data)| data.len() as u64).sum());
+        }
+        self.inner.write_in_order(files)
+    }
+
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
         self.inner.remove(file_type, name)
     }

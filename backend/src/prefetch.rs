@@ -411,6 +411,14 @@ impl Prefetching {
         self.shared.inner.as_ref()
     }
 
+    /// Our lock is written: start what waited for it.
+    fn after_lock_written(&self) {
+        let later = std::mem::take(&mut self.shared.lock().after_lock);
+        if !later.is_empty() {
+            self.shared.start(later);
+        }
+    }
+
     /// The prefetched content of a file, if it came (waits while pending).
     fn prefetched(&self, t: FileType, name: &str) -> Option<Arc<Vec<u8>>> {
         let key = Key::Read(t, name.to_string());
@@ -467,10 +475,18 @@ impl Backend for Prefetching {
         self.shared.void(file_type);
         let written = self.inner().write(file_type, name, data);
         if written.is_ok() && file_type == FileType::Lock {
-            let later = std::mem::take(&mut self.shared.lock().after_lock);
-            if !later.is_empty() {
-                self.shared.start(later);
-            }
+            self.after_lock_written();
+        }
+        written
+    }
+
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        for (file_type, _, _) in files {
+            self.shared.void(*file_type);
+        }
+        let written = self.inner().write_in_order(files);
+        if written.is_ok() && files.iter().any(|(t, _, _)| *t == FileType::Lock) {
+            self.after_lock_written();
         }
         written
     }
@@ -804,6 +820,38 @@ mod tests {
         // The read-ahead's listing, the one under l1, the one under l2.
         assert_eq!(inner.count("list snapshot"), 3);
         assert_eq!(inner.count("list index"), 2);
+    }
+
+    #[test]
+    fn ordered_writes_void_what_they_write_and_a_lock_starts_the_rest() {
+        let inner = repo();
+        let backend = Prefetching::start(inner.clone(), repository_open_plan(true));
+        // Wait for the prefetched lock listing without taking it.
+        drop(backend.shared.settled(&Key::List(FileType::Lock)));
+        backend
+            .write_in_order(&[(FileType::Lock, "mine", b"lock")])
+            .unwrap();
+        assert_eq!(backend.list(FileType::Lock).unwrap().len(), 1);
+        assert_eq!(inner.count("list lock"), 2, "listed afresh");
+        // The lock started the after-lock listings; an ordered write of an
+        // index and a snapshot voids both.
+        drop(backend.shared.settled(&Key::List(FileType::Snapshot)));
+        drop(backend.shared.settled(&Key::List(FileType::Index)));
+        assert_eq!(inner.count("list snapshot"), 1);
+        backend
+            .write_in_order(&[
+                (FileType::Index, "i2", b"index two"),
+                (FileType::Snapshot, "s2", b"snap two"),
+            ])
+            .unwrap();
+        assert_eq!(backend.list(FileType::Index).unwrap().len(), 2);
+        assert_eq!(backend.list(FileType::Snapshot).unwrap().len(), 2);
+        assert_eq!(inner.count("list index"), 2);
+        assert_eq!(inner.count("list snapshot"), 2);
+        assert_eq!(backend.read(FileType::Snapshot, "s2").unwrap(), b"snap two");
+        // Keys were not written: their prefetched listing is still served.
+        assert_eq!(backend.list(FileType::Key).unwrap().len(), 2);
+        assert_eq!(inner.count("list key"), 1);
     }
 
     #[test]

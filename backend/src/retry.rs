@@ -334,6 +334,48 @@ impl<B: Backend> Backend for Retrying<B> {
         )
     }
 
+    /// One attempt of the whole ordered write; after a failure that may
+    /// go away, the files are written one after another, each retried on
+    /// its own (a whole-call retry of many files could fail every time on
+    /// a link that drops one request in a few). Files the first attempt
+    /// stored are stored again: the same content under the same name,
+    /// which changes nothing, and the order still holds.
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        let error = match self.inner.write_in_order(files) {
+            Ok(()) => return Ok(()),
+            Err(e) if !e.is_transient() && !self.inner.has_flaky_errors() => return Err(e),
+            Err(e) => e,
+        };
+        let operation = {
+            let names: Vec<String> = files
+                .iter()
+                .map(|(file_type, name, _)| handle_text(*file_type, name))
+                .collect();
+            format!("Save({})", names.join(", "))
+        };
+        let wait = self.policy.randomized_backoff(1);
+        self.emit(RetryEvent::Retrying {
+            operation: &operation,
+            error: &error,
+            wait,
+        });
+        std::thread::sleep(wait);
+        let one_by_one = files
+            .iter()
+            .try_for_each(|(file_type, name, data)| self.write(*file_type, name, data));
+        match &one_by_one {
+            Ok(()) => self.emit(RetryEvent::Recovered {
+                operation: &operation,
+                retries: 1,
+            }),
+            Err(error) => self.emit(RetryEvent::GaveUp {
+                operation: &operation,
+                error,
+            }),
+        }
+        one_by_one
+    }
+
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
         self.run(
             || format!("Remove({})", handle_text(file_type, name)),
@@ -482,6 +524,30 @@ mod tests {
                 "recovered Save(<data/ababababab>) after 2",
             ]
         );
+    }
+
+    #[test]
+    fn ordered_writes_are_retried_as_a_whole_and_refusals_are_not() {
+        let (report, seen) = recorder();
+        let r = Retrying::new(Flaky::new(1, reset), RetryPolicy::fast()).with_report(report);
+        let (index, snapshot) = ("ab".repeat(32), "cd".repeat(32));
+        let files: [(FileType, &str, &[u8]); 2] = [
+            (FileType::Index, &index, b"i"),
+            (FileType::Snapshot, &snapshot, b"s"),
+        ];
+        r.write_in_order(&files).unwrap();
+        // The failed first write, then one after another.
+        assert_eq!(r.inner().calls(), 3);
+        assert_eq!(
+            *lock(&seen),
+            [
+                "retry Save(<index/ababababab>, <snapshot/cdcdcdcdcd>)",
+                "recovered Save(<index/ababababab>, <snapshot/cdcdcdcdcd>) after 1",
+            ]
+        );
+        let r = Retrying::new(Flaky::new(1, denied), RetryPolicy::fast());
+        assert!(r.write_in_order(&files).is_err());
+        assert_eq!(r.inner().calls(), 1);
     }
 
     #[test]

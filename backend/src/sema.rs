@@ -23,31 +23,40 @@ use crate::{Backend, BackendResult, FileInfo, FileType};
 /// A counting semaphore on std primitives (the trait is synchronous).
 #[derive(Debug)]
 struct Permits {
+    total: usize,
     free: Mutex<usize>,
     returned: Condvar,
 }
 
-/// One permit, given back on drop.
-struct Permit<'a>(Option<&'a Permits>);
+/// Permits (none, one, or several held together), given back on drop.
+struct Permit<'a>(Option<&'a Permits>, usize);
 
 impl Permits {
     fn new(count: usize) -> Permits {
         Permits {
+            total: count.max(1),
             free: Mutex::new(count.max(1)),
             returned: Condvar::new(),
         }
     }
 
     fn acquire(&self) -> Permit<'_> {
+        self.acquire_many(1)
+    }
+
+    /// `count` permits at once (at most all of them): taken together, so
+    /// two callers that each want several never hold part and wait.
+    fn acquire_many(&self, count: usize) -> Permit<'_> {
+        let count = count.clamp(1, self.total);
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
+        while *free < count {
             free = self
                 .returned
                 .wait(free)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        *free -= 1;
-        Permit(Some(self))
+        *free -= count;
+        Permit(Some(self), count)
     }
 }
 
@@ -55,8 +64,9 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if let Some(permits) = self.0.take() {
             let mut free = permits.free.lock().unwrap_or_else(PoisonError::into_inner);
-            *free += 1;
-            permits.returned.notify_one();
+            *free += self.1;
+            // Waiters may want different counts: let each look.
+            permits.returned.notify_all();
         }
     }
 }
@@ -82,7 +92,7 @@ impl<B: Backend> ConnectionLimited<B> {
     /// A permit, except for lock files (they must never wait behind uploads).
     fn permit(&self, file_type: FileType) -> Permit<'_> {
         if file_type == FileType::Lock {
-            Permit(None)
+            Permit(None, 0)
         } else {
             self.permits.acquire()
         }
@@ -123,6 +133,17 @@ impl<B: Backend> Backend for ConnectionLimited<B> {
     fn write(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
         let _permit = self.permit(file_type);
         self.inner.write(file_type, name, data)
+    }
+
+    /// One permit per file that the inner backend may upload at once (as
+    /// many as a `write` of each would take), none when all are lock files.
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        let others = files.iter().filter(|(t, _, _)| *t != FileType::Lock);
+        let _permit = match others.count() {
+            0 => Permit(None, 0),
+            n => self.permits.acquire_many(n),
+        };
+        self.inner.write_in_order(files)
     }
 
     fn remove(&self, file_type: FileType, name: &str) -> BackendResult<()> {
@@ -244,5 +265,52 @@ mod tests {
         locker.join().unwrap().unwrap();
         // 3 permits + the lock operation, never more.
         assert_eq!(backend.inner().most.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn an_ordered_write_holds_a_permit_per_file_and_locks_pass() {
+        let backend = Arc::new(ConnectionLimited::new(Probe {
+            connections: 3,
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            gate: Mutex::new(false),
+            opened: Condvar::new(),
+        }));
+        let free = |b: &ConnectionLimited<Probe>| *b.permits.free.lock().unwrap();
+        let ordered = {
+            let b = Arc::clone(&backend);
+            std::thread::spawn(move || {
+                b.write_in_order(&[
+                    (FileType::Index, "i", b"i"),
+                    (FileType::Snapshot, "s", b"s"),
+                ])
+            })
+        };
+        while backend.inner().in_flight.load(Ordering::SeqCst) < 1 {
+            std::thread::yield_now();
+        }
+        assert_eq!(free(&backend), 1, "two of three permits held");
+        // Lock files take none, also in an ordered write.
+        let locker = {
+            let b = Arc::clone(&backend);
+            std::thread::spawn(move || b.write_in_order(&[(FileType::Lock, "l", b"l")]))
+        };
+        while backend.inner().in_flight.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        assert_eq!(free(&backend), 1);
+        *backend.inner().gate.lock().unwrap() = true;
+        backend.inner().opened.notify_all();
+        ordered.join().unwrap().unwrap();
+        locker.join().unwrap().unwrap();
+        assert_eq!(free(&backend), 3, "all given back");
+        // More files than permits take all of them, and do not wait forever.
+        let many: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let files: Vec<(FileType, &str, &[u8])> = many
+            .iter()
+            .map(|n| (FileType::Pack, n.as_str(), &b"p"[..]))
+            .collect();
+        backend.write_in_order(&files).unwrap();
+        assert_eq!(free(&backend), 3);
     }
 }

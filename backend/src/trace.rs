@@ -72,6 +72,15 @@ impl<B: Backend> Backend for Traced<B> {
             self.inner.write(t, name, data)
         })
     }
+    fn write_in_order(&self, files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        let what: Vec<String> = files
+            .iter()
+            .map(|(t, name, data)| format!("{t} {} {}", short(name), data.len()))
+            .collect();
+        self.run(format!("write_in_order {}", what.join(", ")), || {
+            self.inner.write_in_order(files)
+        })
+    }
     fn remove(&self, t: FileType, name: &str) -> BackendResult<()> {
         self.run(format!("remove {t} {}", short(name)), || {
             self.inner.remove(t, name)

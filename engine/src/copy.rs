@@ -119,11 +119,11 @@ pub fn copy_snapshot(
             }
         }
     }
-    dst.flush()?;
     let mut copy = snapshot.clone();
     copy.parent = None;
     if copy.original.is_none() {
         copy.original = Some(*src_id);
     }
-    Ok(dst.save_snapshot(&copy)?)
+    // The index files, then the snapshot (spec §16), in one ordered write.
+    Ok(dst.flush_and_save_snapshot(&copy)?)
 }

@@ -44,6 +44,9 @@ impl Backend for DryRunBackend {
     fn write(&self, _file_type: FileType, _name: &str, _data: &[u8]) -> BackendResult<()> {
         Ok(())
     }
+    fn write_in_order(&self, _files: &[(FileType, &str, &[u8])]) -> BackendResult<()> {
+        Ok(())
+    }
     fn remove(&self, _file_type: FileType, _name: &str) -> BackendResult<()> {
         Ok(())
     }
@@ -80,6 +83,14 @@ mod tests {
             .map(|f| f.name)
             .collect();
         assert_eq!(names, vec!["a".repeat(64)]);
+        let (index, snapshot) = ("c".repeat(64), "d".repeat(64));
+        dry.write_in_order(&[
+            (FileType::Index, &index, b"index"),
+            (FileType::Snapshot, &snapshot, b"snapshot"),
+        ])
+        .unwrap();
+        assert!(local.list(FileType::Index).unwrap().is_empty());
+        assert_eq!(local.list(FileType::Snapshot).unwrap().len(), 1);
         assert_eq!(
             dry.read(FileType::Snapshot, &"a".repeat(64)).unwrap(),
             b"kept"

@@ -111,7 +111,6 @@ pub fn save_recovery_snapshot(repo: &Repository, roots: &[Id]) -> Result<Id, Rep
         reason: e.to_string(),
     })?;
     repo.save_blob(BlobType::Tree, bytes, Some(id))?;
-    repo.flush()?;
     let (uid, gid) = os_identity::uid_gid();
     let snapshot = Snapshot {
         time: now,
@@ -124,7 +123,8 @@ pub fn save_recovery_snapshot(repo: &Repository, roots: &[Id]) -> Result<Id, Rep
         tags: vec!["recovered".to_string()],
         ..Snapshot::default()
     };
-    repo.save_snapshot(&snapshot)
+    // The index files, then the snapshot (spec §16), in one ordered write.
+    repo.flush_and_save_snapshot(&snapshot)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@
 //! | [`large_file`] | a large file round-trips; ranges near its end |
 //! | [`atomic_write_observed`] | while a large write runs, its name shows nothing or the whole file |
 //! | [`concurrent_writers`] | many threads write and read at once; all files listed and intact |
+//! | [`ordered_writes`] | `write_in_order` stores every file (index, pack in its `data/xx`, snapshot) with its content |
 //! | [`list_after_write`] | a written file is in the next `stat` and (eventually, or at once where promised) `list` |
 //! | [`error_kinds`] | not found, short read, already exists: their kinds, never transient |
 //! | [`outage`] | with [`Suite::outage`]: while the server is down errors are transient; after it returns, retrying recovers |
@@ -120,7 +121,7 @@ impl<'a> Suite<'a> {
 
     /// Run every check, each on a fresh location.
     pub fn run(&self) {
-        let checks: [(&str, &Check<'_>); 11] = [
+        let checks: [(&str, &Check<'_>); 12] = [
             ("list_by_type", &list_by_type),
             ("list_ignores_foreign_names", &list_ignores_foreign_names),
             ("stat_sizes", &stat_sizes),
@@ -132,6 +133,7 @@ impl<'a> Suite<'a> {
                 atomic_write_observed(b, self.large_file)
             }),
             ("concurrent_writers", &concurrent_writers),
+            ("ordered_writes", &ordered_writes),
             ("list_after_write", &list_after_write),
             ("error_kinds", &error_kinds),
         ];
@@ -316,6 +318,30 @@ pub fn stat_sizes(backend: &dyn Backend) {
         );
     }
     assert_eq!(read(backend, FileType::Index, &id(0)), b"");
+}
+
+/// [`Backend::write_in_order`] stores each file with its content: index
+/// files, a pack in its `data/xx` folder and a snapshot (what a backup
+/// stores last), small and larger ones.
+pub fn ordered_writes(backend: &dyn Backend) {
+    let contents: Vec<(FileType, String, Vec<u8>)> = vec![
+        (FileType::Index, id(40), data(40, 3000)),
+        (FileType::Index, id(41), data(41, 300_001)),
+        (FileType::Pack, id(42), data(42, 70_000)),
+        (FileType::Snapshot, id(43), data(43, 500)),
+    ];
+    let files: Vec<(FileType, &str, &[u8])> = contents
+        .iter()
+        .map(|(t, name, bytes)| (*t, name.as_str(), bytes.as_slice()))
+        .collect();
+    must("write_in_order", backend.write_in_order(&files));
+    for (file_type, name, bytes) in &files {
+        assert!(
+            read(backend, *file_type, name) == *bytes,
+            "{} differs after write_in_order",
+            file_type.relative_path(name)
+        );
+    }
 }
 
 /// Whole reads and ranges: at the start, across 64 KiB boundaries, at the

@@ -643,7 +643,9 @@ impl Archiver {
             return Err(ArchiveError::EmptySnapshot);
         }
         let root_id = run.save_tree(&root)?;
-        self.repo.flush()?;
+        // Every pack stored before the end time and counters are taken; the
+        // index files and the snapshot are then stored together below.
+        self.repo.finish_packs()?;
 
         let c = &run.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -690,10 +692,13 @@ impl Archiver {
             (true, Some(parent)) => self.repo.load_snapshot(&parent)?.tree == Some(root_id),
             _ => false,
         };
+        // Index files first, then the snapshot (spec §16), in one ordered
+        // write: the snapshot's upload overlaps the index's.
         let snapshot_id = if unchanged {
+            self.repo.flush()?;
             Id::NULL
         } else {
-            self.repo.save_snapshot(&snapshot)?
+            self.repo.flush_and_save_snapshot(&snapshot)?
         };
         Ok(BackupSummary {
             files_new: summary.files_new,

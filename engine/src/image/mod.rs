@@ -636,7 +636,9 @@ pub fn backup_image(
         add(&counters.data_added, tree_bytes.len() as u64);
         add(&counters.data_added_packed, tree_stored);
     }
-    repo.flush()?;
+    // Every pack stored before the end time is taken; the index files and
+    // the snapshot are then stored together below.
+    repo.finish_packs()?;
 
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let (files_new, files_changed, files_unmodified) = match (parent, unmodified) {
@@ -687,7 +689,8 @@ pub fn backup_image(
         program_version: options.program_version.clone(),
         summary: Some(snapshot_summary.clone()),
     };
-    let snapshot_id = repo.save_snapshot(&snapshot)?;
+    // Index files first, then the snapshot (spec §16), in one ordered write.
+    let snapshot_id = repo.flush_and_save_snapshot(&snapshot)?;
 
     if let (ChangedBlocks::BlockHashCache(path), Some(mut hashes)) = (&options.changes, new_hashes)
     {

@@ -17,7 +17,10 @@
 //! deduplicated against the index and against blobs waiting in open packs),
 //! then [`Repository::flush`] (finishes packs, waits for uploads, writes the
 //! index files) and finally [`Repository::save_snapshot`] — the order of
-//! spec: restic-format §16.
+//! spec: restic-format §16. [`Repository::flush_and_save_snapshot`] does
+//! both with one ordered backend write (`Backend::write_in_order`): the
+//! snapshot is uploaded together with the index files and renamed into
+//! place after them, which saves round trips on a long link.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -517,29 +520,7 @@ impl Shared {
     /// Write index files for stored packs, cut at 50000 blobs each.
     fn write_index_files(&self, packs: Vec<(Id, Vec<PackBlob>)>) -> RepoResult<Vec<Id>> {
         let mut written = Vec::new();
-        let mut file = IndexFile::default();
-        let mut count = 0usize;
-        for (pack, blobs) in packs {
-            count += blobs.len();
-            file.packs.push(IndexPack {
-                id: pack,
-                blobs: blobs
-                    .iter()
-                    .map(|b| IndexBlob {
-                        id: b.id,
-                        blob_type: b.blob_type,
-                        offset: b.offset,
-                        length: b.length,
-                        uncompressed_length: b.uncompressed_length,
-                    })
-                    .collect(),
-            });
-            if count >= INDEX_BLOBS_PER_FILE {
-                written.push(self.save_index_file(&std::mem::take(&mut file))?);
-                count = 0;
-            }
-        }
-        if !file.packs.is_empty() {
+        for file in index_files(packs) {
             written.push(self.save_index_file(&file)?);
         }
         Ok(written)
@@ -551,12 +532,56 @@ impl Shared {
         Ok(id)
     }
 
-    fn save_unpacked(&self, file_type: FileType, json: &[u8]) -> RepoResult<Id> {
+    /// The file to store for a JSON document (encrypted, in v2 compressed)
+    /// and its ID (spec: the SHA-256 of the stored bytes).
+    fn encode_unpacked(&self, json: &[u8]) -> (Id, Vec<u8>) {
         let data = unpacked::encode_unpacked(&self.key, self.version, json);
-        let id = Id(Sha256::digest(&data).into());
+        (Id(Sha256::digest(&data).into()), data)
+    }
+
+    fn save_unpacked(&self, file_type: FileType, json: &[u8]) -> RepoResult<Id> {
+        let (id, data) = self.encode_unpacked(json);
         self.backend.write(file_type, &id.to_hex(), &data)?;
         Ok(id)
     }
+}
+
+/// The index files for stored packs, cut at 50000 blobs each.
+fn index_files(packs: Vec<(Id, Vec<PackBlob>)>) -> Vec<IndexFile> {
+    let mut files = Vec::new();
+    let mut file = IndexFile::default();
+    let mut count = 0usize;
+    for (pack, blobs) in packs {
+        count += blobs.len();
+        file.packs.push(IndexPack {
+            id: pack,
+            blobs: blobs
+                .iter()
+                .map(|b| IndexBlob {
+                    id: b.id,
+                    blob_type: b.blob_type,
+                    offset: b.offset,
+                    length: b.length,
+                    uncompressed_length: b.uncompressed_length,
+                })
+                .collect(),
+        });
+        if count >= INDEX_BLOBS_PER_FILE {
+            files.push(std::mem::take(&mut file));
+            count = 0;
+        }
+    }
+    if !file.packs.is_empty() {
+        files.push(file);
+    }
+    files
+}
+
+/// A snapshot's JSON document.
+fn snapshot_json(snapshot: &Snapshot) -> RepoResult<Vec<u8>> {
+    snapshot
+        .to_json()
+        .map_err(|e| RepoError::InvalidArgument(format!("encoding snapshot: {e}")))
 }
 
 /// Settings that can change after opening.
@@ -1148,10 +1173,7 @@ impl Repository {
         if pending {
             return Err(RepoError::NotFlushed);
         }
-        let json = snapshot
-            .to_json()
-            .map_err(|e| RepoError::InvalidArgument(format!("encoding snapshot: {e}")))?;
-        self.save_unpacked(FileType::Snapshot, &json)
+        self.save_unpacked(FileType::Snapshot, &snapshot_json(snapshot)?)
     }
 
     // ---------------------------------------------------------------- index
@@ -1920,7 +1942,81 @@ impl Repository {
     /// for every stored pack (spec §16). Returns the IDs of the index files
     /// written.
     pub fn flush(&self) -> RepoResult<Vec<Id>> {
+        self.flush_in_order(None).map(|(index, _)| index)
+    }
+
+    /// Finish the open packs and wait until every pack is stored (or an
+    /// upload failed: its error). What [`Repository::flush`] does before
+    /// it writes the index files; a backup calls it before it takes the
+    /// snapshot's end time and counters, then
+    /// [`Repository::flush_and_save_snapshot`].
+    pub fn finish_packs(&self) -> RepoResult<()> {
         let _serial = lock_mutex(&self.flush_lock);
+        self.finish_uploads()
+    }
+
+    /// [`Repository::flush`], then [`Repository::save_snapshot`], with the
+    /// index files and the snapshot stored by one
+    /// [`Backend::write_in_order`], index files first: the snapshot still
+    /// becomes visible only after every index file naming its blobs (spec
+    /// §16), but a backend with long round trips uploads them together
+    /// (SFTP: two round trips fewer at a backup's end). Returns the
+    /// snapshot's ID.
+    pub fn flush_and_save_snapshot(&self, snapshot: &Snapshot) -> RepoResult<Id> {
+        let (_, saved) = self.flush_in_order(Some(snapshot))?;
+        saved.ok_or_else(|| RepoError::InvalidArgument("the snapshot was not stored".into()))
+    }
+
+    /// Finish the packs, wait for the uploads, then store the index files
+    /// for every stored pack and `snapshot` (when given) by one ordered
+    /// write. The IDs of the index files and of the snapshot.
+    fn flush_in_order(&self, snapshot: Option<&Snapshot>) -> RepoResult<(Vec<Id>, Option<Id>)> {
+        let _serial = lock_mutex(&self.flush_lock);
+        self.finish_uploads()?;
+        let snapshot = match snapshot {
+            Some(snapshot) => {
+                // Blobs added since the packs were finished (another thread).
+                let unflushed = !lock_mutex(&self.shared.pending_blobs).is_empty()
+                    || self.packers.iter().any(|p| lock_mutex(p).is_some());
+                if unflushed {
+                    return Err(RepoError::NotFlushed);
+                }
+                Some(self.shared.encode_unpacked(&snapshot_json(snapshot)?))
+            }
+            None => None,
+        };
+        let packs = std::mem::take(&mut *lock_mutex(&self.shared.pending_index));
+        let index: Vec<(Id, Vec<u8>)> = index_files(packs)
+            .iter()
+            .map(|file| self.shared.encode_unpacked(&file.to_json()))
+            .collect();
+        let names: Vec<(FileType, String, &[u8])> = index
+            .iter()
+            .map(|(id, data)| (FileType::Index, id, data))
+            .chain(
+                snapshot
+                    .iter()
+                    .map(|(id, data)| (FileType::Snapshot, id, data)),
+            )
+            .map(|(file_type, id, data)| (file_type, id.to_hex(), data.as_slice()))
+            .collect();
+        let files: Vec<(FileType, &str, &[u8])> = names
+            .iter()
+            .map(|(file_type, name, data)| (*file_type, name.as_str(), *data))
+            .collect();
+        if !files.is_empty() {
+            self.shared.backend.write_in_order(&files)?;
+        }
+        let index_ids: Vec<Id> = index.iter().map(|(id, _)| *id).collect();
+        lock_mutex(&self.shared.index_cache)
+            .written
+            .extend_from_slice(&index_ids);
+        Ok((index_ids, snapshot.map(|(id, _)| id)))
+    }
+
+    /// Hand the open packs to the uploaders, wait for every upload, and
+    /// report the first upload error. The caller holds `flush_lock`.
+    fn finish_uploads(&self) -> RepoResult<()> {
         for slot in &self.packers {
             let open = lock_mutex(slot).take();
             if let Some(open) = open {
@@ -1936,11 +2032,7 @@ impl Repository {
             self.shared.has_upload_error.store(false, Ordering::Release);
             return Err(e);
         }
-        let packs = std::mem::take(&mut *lock_mutex(&self.shared.pending_index));
-        if packs.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.shared.write_index_files(packs)
+        Ok(())
     }
 
     /// Take a lock on the repository (spec §14); see [`lock`].

@@ -672,3 +672,103 @@ fn repo_packs(r: &Repository) -> usize {
     }
     packs.len()
 }
+
+/// A local backend that records the writes reaching it: `write <type>`
+/// or `ordered <type>,<type>,...`.
+struct RecordingWrites {
+    inner: LocalBackend,
+    writes: Mutex<Vec<String>>,
+}
+
+impl Backend for RecordingWrites {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> crate::backend::BackendResult<()> {
+        self.inner.create()
+    }
+    fn list(&self, t: FileType) -> crate::backend::BackendResult<Vec<crate::backend::FileInfo>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> crate::backend::BackendResult<Vec<u8>> {
+        self.inner.read(t, name)
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> crate::backend::BackendResult<Vec<u8>> {
+        self.inner.read_range(t, name, offset, length)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> crate::backend::BackendResult<()> {
+        lock_mutex(&self.writes).push(format!("write {t}"));
+        self.inner.write(t, name, data)
+    }
+    fn write_in_order(
+        &self,
+        files: &[(FileType, &str, &[u8])],
+    ) -> crate::backend::BackendResult<()> {
+        let types: Vec<String> = files.iter().map(|(t, _, _)| t.to_string()).collect();
+        lock_mutex(&self.writes).push(format!("ordered {}", types.join(",")));
+        for (t, name, data) in files {
+            self.inner.write(*t, name, data)?;
+        }
+        Ok(())
+    }
+    fn remove(&self, t: FileType, name: &str) -> crate::backend::BackendResult<()> {
+        self.inner.remove(t, name)
+    }
+    fn stat(
+        &self,
+        t: FileType,
+        name: &str,
+    ) -> crate::backend::BackendResult<crate::backend::FileInfo> {
+        self.inner.stat(t, name)
+    }
+}
+
+/// `flush_and_save_snapshot` stores the index files and the snapshot with
+/// one ordered write, index first; the snapshot and its blobs read back
+/// from a reopened repository; the index files count as written by this
+/// process (for the index cache). Without pending packs, only the
+/// snapshot is written; `flush` alone writes the index files in order too.
+#[test]
+fn flush_and_save_snapshot_writes_index_then_snapshot_at_once() {
+    let t = TempDir::new("ordered");
+    new_repo(&t.0, 2);
+    let recording = Arc::new(RecordingWrites {
+        inner: LocalBackend::new(t.0.join("repo")),
+        writes: Mutex::new(Vec::new()),
+    });
+    let be: Arc<dyn Backend> = recording.clone();
+    let repo = Repository::open(be, b"pw", None).unwrap();
+    repo.load_index().unwrap();
+    let data = pseudo_random(7, 10_000);
+    let (blob, _, _) = repo.save_blob(BlobType::Data, &data, None).unwrap();
+    repo.finish_packs().unwrap();
+    lock_mutex(&recording.writes).clear();
+    let snapshot = Snapshot {
+        time: GoTime::from_unix_utc(1_700_000_000, 0),
+        tree: Some(blob),
+        paths: vec!["/data".into()],
+        ..Snapshot::default()
+    };
+    let id = repo.flush_and_save_snapshot(&snapshot).unwrap();
+    assert_eq!(*lock_mutex(&recording.writes), ["ordered index,snapshot"]);
+    assert_eq!(lock_mutex(&repo.shared.index_cache).written.len(), 1);
+    assert_eq!(repo.list_files(FileType::Snapshot).unwrap(), vec![id]);
+
+    let reopened =
+        Repository::open(Arc::new(LocalBackend::new(t.0.join("repo"))), b"pw", None).unwrap();
+    reopened.load_index().unwrap();
+    assert_eq!(reopened.load_snapshot(&id).unwrap().tree, Some(blob));
+    assert_eq!(reopened.load_blob(BlobType::Data, &blob).unwrap(), data);
+
+    // Nothing pending: the snapshot alone; flush writes nothing at all.
+    lock_mutex(&recording.writes).clear();
+    repo.flush_and_save_snapshot(&snapshot).unwrap();
+    assert!(repo.flush().unwrap().is_empty());
+    assert_eq!(*lock_mutex(&recording.writes), ["ordered snapshot"]);
+}
