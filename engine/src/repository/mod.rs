@@ -375,6 +375,60 @@ impl Shared {
         Ok(())
     }
 
+    /// Like [`Shared::read_index_files`], but `prepare` runs on the worker
+    /// threads too (right after a file is parsed) and `consume` on this
+    /// thread as files complete, in whatever order they do: parsing goes
+    /// on while `consume` works, with no pause between groups of files.
+    /// At most a few prepared files wait, so memory stays small. Stops at
+    /// the first error.
+    fn stream_index_files<T: Send, E: From<RepoError> + Send>(
+        &self,
+        ids: &[Id],
+        prepare: impl Fn(&Id, IndexFile) -> Result<T, E> + Sync,
+        mut consume: impl FnMut(&Id, T) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let workers = (self.backend.connections() + cpu_count()).clamp(1, ids.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(&Id, Result<T, E>)>(2);
+            for _ in 0..workers {
+                let (tx, next, stop, prepare) = (tx.clone(), &next, &stop, &prepare);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let prepared = self
+                            .load_file(FileType::Index, id)
+                            .and_then(|json| {
+                                IndexFile::parse(&json).map_err(|e| {
+                                    RepoError::invalid_file(FileType::Index, &id.to_hex(), e)
+                                })
+                            })
+                            .map_err(E::from)
+                            .and_then(|file| prepare(id, file));
+                        if tx.send((id, prepared)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut result = Ok(());
+            for (id, prepared) in rx.iter() {
+                if let Err(e) = prepared.and_then(|t| consume(id, t)) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            // Workers stop at their next file or send.
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            result
+        })
+    }
+
     /// Adds an index file's blobs to `memory` (bulk: found after
     /// `finish_bulk_load`).
     fn add_to_memory(&self, memory: &mut MemoryIndex, file: &IndexFile) -> RepoResult<()> {
@@ -1251,41 +1305,28 @@ impl Repository {
             .filter(|id| !covered.contains(id))
             .copied()
             .collect();
-        let mut changed = !replaced.is_empty();
-        let mut batch = cache.batch();
-        self.shared
-            .read_index_files(&rest, |id, file| -> Result<(), CachedLoadError> {
-                for p in &file.packs {
-                    for b in &p.blobs {
-                        if self.config.version < 2 && b.uncompressed_length.is_some() {
-                            return Err(RepoError::IndexNeedsV2.into());
-                        }
-                        batch
-                            .add(
-                                b.blob_type,
-                                b.id,
-                                p.id,
-                                b.offset,
-                                u64::from(b.length),
-                                b.uncompressed_length.map(u64::from),
-                            )
-                            .map_err(|e| {
-                                RepoError::invalid_file(FileType::Index, &id.to_hex(), e)
-                            })?;
-                    }
+        let changed = !replaced.is_empty() || !rest.is_empty();
+        // All of them become one segment (see `mapped_index::build`): a
+        // cold build merges nothing afterwards.
+        let mut build = cache.bulk_build();
+        self.shared.stream_index_files(
+            &rest,
+            |id, file| -> Result<mapped_index::KeyedFile, CachedLoadError> {
+                if self.config.version < 2
+                    && file
+                        .packs
+                        .iter()
+                        .any(|p| p.blobs.iter().any(|b| b.uncompressed_length.is_some()))
+                {
+                    return Err(RepoError::IndexNeedsV2.into());
                 }
-                batch.files.push(*id);
-                if batch.len() >= mapped_index::BUILD_BATCH {
-                    manifest
-                        .segments
-                        .extend(cache.write_batch(std::mem::replace(&mut batch, cache.batch()))?);
-                }
-                Ok(())
-            })?;
-        if !batch.files.is_empty() {
-            changed = true;
-            manifest.segments.extend(cache.write_batch(batch)?);
-        }
+                cache
+                    .keyed_file(&file)
+                    .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e).into())
+            },
+            |id, keyed| Ok(build.add_file(*id, keyed)?),
+        )?;
+        manifest.segments.extend(build.finish(cpu_count())?);
         // Index files without blobs: covered by no segment, parsed each
         // time (they are tiny).
         replaced.extend(cache.compact(&mut manifest)?);
