@@ -47,7 +47,7 @@ mod packer;
 pub(crate) mod tests;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use restix_repo_format::compression::{self, CompressionMode, Compressor};
@@ -255,6 +255,8 @@ pub(crate) struct Shared {
     index_cache: Mutex<IndexCacheState>,
     /// Whole tree packs, on disk or in memory (see `pack_cache`).
     pub(crate) tree_packs: Arc<TreePackCache>,
+    /// CPU threads for loading the index (0: every core).
+    cpu_threads: AtomicUsize,
 }
 
 /// What [`Repository::use_index_cache`] keeps track of.
@@ -297,6 +299,15 @@ impl From<mapped_index::CacheError> for CachedLoadError {
 use crate::poison::lock as lock_mutex;
 
 impl Shared {
+    /// CPU threads for index work: [`Repository::set_cpu_threads`], else
+    /// every core.
+    fn cpus(&self) -> usize {
+        match self.cpu_threads.load(Ordering::Relaxed) {
+            0 => cpu_count(),
+            n => n,
+        }
+    }
+
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, IndexView> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -359,7 +370,7 @@ impl Shared {
         ids: &[Id],
         mut each: impl FnMut(&Id, IndexFile) -> Result<(), E>,
     ) -> Result<(), E> {
-        let workers = self.backend.connections() + cpu_count();
+        let workers = self.backend.connections() + self.cpus();
         // One file per worker at a time: a cold load of a huge repository
         // holds a few parsed files, not all of them.
         for chunk in ids.chunks(workers) {
@@ -387,8 +398,8 @@ impl Shared {
         prepare: impl Fn(&Id, IndexFile) -> Result<T, E> + Sync,
         mut consume: impl FnMut(&Id, T) -> Result<(), E>,
     ) -> Result<(), E> {
-        let workers = (self.backend.connections() + cpu_count()).clamp(1, ids.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = (self.backend.connections() + self.cpus()).clamp(1, ids.len().max(1));
+        let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(&Id, Result<T, E>)>(2);
@@ -930,6 +941,7 @@ impl Repository {
                 pack_buffers: Mutex::new(Vec::new()),
                 index_cache: Mutex::new(IndexCacheState::default()),
                 tree_packs: Arc::new(TreePackCache::default()),
+                cpu_threads: AtomicUsize::new(0),
             }),
             config,
             key_id,
@@ -1040,6 +1052,13 @@ impl Repository {
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
+    }
+
+    /// At most `threads` CPU threads parse the index and build its cache
+    /// (`--threads`, `GOMAXPROCS`; 0: every core). Reads from the backend
+    /// still keep its connections busy.
+    pub fn set_cpu_threads(&self, threads: usize) {
+        self.shared.cpu_threads.store(threads, Ordering::Relaxed);
     }
 
     /// Compression for data blobs (v2 only; trees are always compressed).
@@ -1326,7 +1345,7 @@ impl Repository {
             },
             |id, keyed| Ok(build.add_file(*id, keyed)?),
         )?;
-        manifest.segments.extend(build.finish(cpu_count())?);
+        manifest.segments.extend(build.finish(self.shared.cpus())?);
         // Index files without blobs: covered by no segment, parsed each
         // time (they are tiny).
         replaced.extend(cache.compact(&mut manifest)?);
