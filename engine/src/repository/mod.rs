@@ -390,8 +390,10 @@ impl Shared {
     /// threads too (right after a file is parsed) and `consume` on this
     /// thread as files complete, in whatever order they do: parsing goes
     /// on while `consume` works, with no pause between groups of files.
-    /// At most a few prepared files wait, so memory stays small. Stops at
-    /// the first error.
+    /// Memory stays small: as many files are decoded at once as there are
+    /// CPU threads (a decoded file is about four times its stored size;
+    /// the other workers hold what they read), and at most two prepared
+    /// files wait. Stops at the first error.
     fn stream_index_files<T: Send, E: From<RepoError> + Send>(
         &self,
         ids: &[Id],
@@ -401,24 +403,38 @@ impl Shared {
         let workers = (self.backend.connections() + self.cpus()).clamp(1, ids.len().max(1));
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
+        let decoding = crate::semaphore::Semaphore::new(self.cpus());
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(&Id, Result<T, E>)>(2);
             for _ in 0..workers {
-                let (tx, next, stop, prepare) = (tx.clone(), &next, &stop, &prepare);
+                let (tx, next, stop, prepare, decoding) =
+                    (tx.clone(), &next, &stop, &prepare, &decoding);
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
-                        let prepared = self
-                            .load_file(FileType::Index, id)
-                            .and_then(|json| {
-                                IndexFile::parse(&json).map_err(|e| {
-                                    RepoError::invalid_file(FileType::Index, &id.to_hex(), e)
-                                })
-                            })
-                            .map_err(E::from)
-                            .and_then(|file| prepare(id, file));
+                        let prepared = match self.backend.read(FileType::Index, &id.to_hex()) {
+                            Err(e) => Err(RepoError::from(e).into()),
+                            Ok(data) => {
+                                // Decoded, parsed and prepared under one
+                                // permit: that is when a file is large.
+                                let _permit = decoding.acquire();
+                                self.decode_file(FileType::Index, id, &data)
+                                    .and_then(|json| {
+                                        drop(data);
+                                        IndexFile::parse(&json).map_err(|e| {
+                                            RepoError::invalid_file(
+                                                FileType::Index,
+                                                &id.to_hex(),
+                                                e,
+                                            )
+                                        })
+                                    })
+                                    .map_err(E::from)
+                                    .and_then(|file| prepare(id, file))
+                            }
+                        };
                         if tx.send((id, prepared)).is_err() {
                             break;
                         }
@@ -466,16 +482,21 @@ impl Shared {
     /// Load an index, snapshot or lock file: verify sha256(content) == name,
     /// decrypt, decompress. Returns the JSON bytes.
     fn load_file(&self, file_type: FileType, id: &Id) -> RepoResult<Vec<u8>> {
+        let data = self.backend.read(file_type, &id.to_hex())?;
+        self.decode_file(file_type, id, &data)
+    }
+
+    /// [`Shared::load_file`] of the bytes read: check, decrypt, decompress.
+    fn decode_file(&self, file_type: FileType, id: &Id, data: &[u8]) -> RepoResult<Vec<u8>> {
         let name = id.to_hex();
-        let data = self.backend.read(file_type, &name)?;
-        if Id(Sha256::digest(&data).into()) != *id {
+        if Id(Sha256::digest(data).into()) != *id {
             return Err(RepoError::invalid_file(
                 file_type,
                 &name,
                 "invalid data: content does not match ID",
             ));
         }
-        unpacked::decode_unpacked(&self.key, &data)
+        unpacked::decode_unpacked(&self.key, data)
             .map_err(|e| RepoError::invalid_file(file_type, &name, e))
     }
 

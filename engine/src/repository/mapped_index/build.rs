@@ -7,12 +7,12 @@
 //! bits ([`BulkBuild::add_file`]). A bucket that fills its
 //! [`CHUNK_ENTRIES`] is spilled to a temporary file, encrypted with a
 //! keystream of a fresh random nonce and tagged (the tags stay in memory),
-//! so the build holds about 16 MiB of entries whatever the repository's
-//! size. [`BulkBuild::finish`] then reads the buckets back in key order,
-//! checks, sorts and deduplicates each on one thread while another writes
-//! the sorted entries into the segment: the entries are written twice, like
-//! sorted runs merged afterwards would be, but no run is merged, and the
-//! sort is many small cache-friendly ones.
+//! so the build holds about 8 MiB of entries whatever the repository's
+//! size. [`BulkBuild::finish`] then reads the buckets back, checks, sorts
+//! and deduplicates them on every CPU thread while this one writes them, in
+//! key order, into the segment: the entries are written twice, like sorted
+//! runs merged afterwards would be, but no run is merged, and the sort is
+//! many small cache-friendly ones.
 //!
 //! Because the search keys are keyed hashes, the buckets are even: at 10M
 //! blobs each holds about 10 000 entries (470 KiB).
@@ -35,8 +35,8 @@ type Entry = ([u8; 32], Value);
 const BUCKET_BITS: u32 = 10;
 /// Buckets of a build.
 const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Entries a bucket holds in memory before they are spilled (16 KiB).
-const CHUNK_ENTRIES: usize = 341;
+/// Entries a bucket holds in memory before they are spilled (8 KiB).
+const CHUNK_ENTRIES: usize = 170;
 /// Buckets sorted ahead of the one being written, at most.
 const SORT_WINDOW: usize = 4;
 /// Bytes of the spill file written at once.
