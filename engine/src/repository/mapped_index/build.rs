@@ -298,6 +298,10 @@ impl BulkBuild {
     /// Writes the segment (`threads` threads read and sort the buckets,
     /// this one writes them in order); `None` when no blob was added.
     pub(crate) fn finish(mut self, threads: usize) -> Result<Option<SegmentMeta>, CacheError> {
+        if self.entries == 0 {
+            // Nothing spilled either; a warm load ends here.
+            return Ok(None);
+        }
         let spill = match self.spill.take() {
             Some(w) => {
                 let path = self.spill_path.clone().unwrap_or_default();
