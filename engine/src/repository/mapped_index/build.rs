@@ -421,11 +421,25 @@ pub(super) fn in_order<T: Send, E: Send>(
         ready: HashMap<usize, T>,
         consumed: usize,
         stop: bool,
+        /// A maker panicked: `consume` stops waiting, and the scope passes
+        /// the panic on.
+        panicked: bool,
+    }
+    /// Marks the state when a maker unwinds.
+    struct OnPanic<'a, T>(&'a Mutex<State<T>>, &'a Condvar);
+    impl<T> Drop for OnPanic<'_, T> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                crate::poison::lock(self.0).panicked = true;
+                self.1.notify_all();
+            }
+        }
     }
     let state = Mutex::new(State {
         ready: HashMap::new(),
         consumed: 0,
         stop: false,
+        panicked: false,
     });
     let changed = Condvar::new();
     let wait = |guard| changed.wait(guard).unwrap_or_else(|e| e.into_inner());
@@ -433,6 +447,7 @@ pub(super) fn in_order<T: Send, E: Send>(
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
+                let _on_panic = OnPanic(&state, &changed);
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return;
@@ -459,11 +474,15 @@ pub(super) fn in_order<T: Send, E: Send>(
                 let mut st = crate::poison::lock(&state);
                 loop {
                     if let Some(made) = st.ready.remove(&i) {
-                        break made;
+                        break Some(made);
+                    }
+                    if st.panicked {
+                        break None;
                     }
                     st = wait(st);
                 }
             };
+            let Some(made) = made else { break };
             if let Err(e) = made.and_then(&mut consume) {
                 result = Err(e);
                 break;

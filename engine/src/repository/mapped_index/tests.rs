@@ -621,3 +621,20 @@ fn in_order_hands_results_over_in_order_and_stops_at_an_error() {
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn in_order_passes_a_makers_panic_on_instead_of_waiting() {
+    let r = std::panic::catch_unwind(|| {
+        build::in_order(
+            50,
+            2,
+            3,
+            |i| {
+                assert_ne!(i, 7, "maker fails");
+                Ok::<usize, ()>(i)
+            },
+            |_| Ok(()),
+        )
+    });
+    assert!(r.is_err());
+}
