@@ -24,7 +24,8 @@
 //!   of another repository or key is detected and never trusted.
 //! - A directory by the search key's leading bits (about 32 entries a slot)
 //!   narrows a lookup to one or two pages.
-//! - New index files become new small segments; a segment is merged with the
+//! - The index files a load finds uncovered become one new segment (a cold
+//!   cache: all of them; see `build`); a segment is merged with the
 //!   ones before it once they are smaller than 8x its size (a log-structured
 //!   merge), so a command pays in proportion to what changed and the number
 //!   of segments stays logarithmic.
@@ -1038,8 +1039,8 @@ impl SegmentScan {
     }
 }
 
-/// Blobs parsed from index files (or saved by this process), gathered for
-/// one new segment.
+/// Blobs saved by this process, gathered in memory for one new segment
+/// (index files are built into segments by [`build::BulkBuild`]).
 #[derive(Debug)]
 pub(crate) struct Batch {
     keys: CacheKeys,
