@@ -234,6 +234,7 @@ pub fn open_repository_impl(
         );
     }
     let compression = ctx.apply_write_settings(&repo)?;
+    repo.set_cpu_threads(ctx.threads);
     let id = repo.config().id.get(..8).unwrap_or_default().to_string();
     if repo.version() >= 2 {
         ctx.printer.print_terminal(&format!(

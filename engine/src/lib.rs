@@ -32,6 +32,7 @@ pub mod repository;
 pub mod restorer;
 pub mod rewrite;
 pub mod selection;
+mod semaphore;
 pub mod size;
 pub mod stats;
 pub mod vfs;

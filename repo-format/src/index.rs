@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::id::{BlobType, Id};
 use crate::serde_util::null_default;
 
+mod fast;
+
 /// Blobs per index file at which restic starts a new one.
 pub const INDEX_MAX_BLOBS: usize = 50_000;
 
@@ -81,7 +83,12 @@ impl IndexFile {
                 packs,
             });
         }
-        let mut f: IndexFile = serde_json::from_slice(json)?;
+        // restic's own shape is read without serde (see `fast`); anything
+        // else, valid or not, goes through serde_json as before.
+        let mut f: IndexFile = match fast::parse(json) {
+            Some(f) => f,
+            None => serde_json::from_slice(json)?,
+        };
         // uncompressed_length 0 means "not compressed" (spec §7.2).
         for p in &mut f.packs {
             for b in &mut p.blobs {

@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -43,6 +43,7 @@ use restix_repo_format::{BlobType, GoTime, Id, Node, NodeType, Snapshot, Snapsho
 use sha2::{Digest, Sha256};
 
 use crate::repository::{os_identity, RepoError, Repository};
+use crate::semaphore::Semaphore;
 
 pub use exclude::ExcludeMatcher;
 
@@ -305,40 +306,6 @@ struct Counters {
 
 fn inc(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// Counting semaphore for `read_concurrency`.
-struct Semaphore {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Semaphore {
-    fn new(n: usize) -> Self {
-        Semaphore {
-            free: Mutex::new(n.max(1)),
-            cv: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> SemaphoreGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        SemaphoreGuard(self)
-    }
-}
-
-struct SemaphoreGuard<'a>(&'a Semaphore);
-
-impl Drop for SemaphoreGuard<'_> {
-    fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
-        *free += 1;
-        self.0.cv.notify_one();
-    }
 }
 
 /// The archiver for one repository.

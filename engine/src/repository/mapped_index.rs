@@ -24,7 +24,8 @@
 //!   of another repository or key is detected and never trusted.
 //! - A directory by the search key's leading bits (about 32 entries a slot)
 //!   narrows a lookup to one or two pages.
-//! - New index files become new small segments; a segment is merged with the
+//! - The index files a load finds uncovered become one new segment (a cold
+//!   cache: all of them; see `build`); a segment is merged with the
 //!   ones before it once they are smaller than 8x its size (a log-structured
 //!   merge), so a command pays in proportion to what changed and the number
 //!   of segments stays logarithmic.
@@ -61,9 +62,6 @@ const MAX_DIRECTORY_BITS: u32 = 26;
 /// A group of newest segments is merged into one once the segment before
 /// it holds less than this many times its entries.
 const MERGE_FACTOR: u64 = 8;
-/// Entries of freshly parsed index files per segment while building (the
-/// memory a cold build holds at once: ~50-100 bytes each).
-pub(crate) const BUILD_BATCH: usize = 1 << 19;
 /// Checked pages a segment keeps in memory (4 MiB): directory and pack
 /// table pages stay, entry pages come and go.
 const CACHED_PAGES: usize = 1024;
@@ -191,6 +189,20 @@ fn keystream(cipher: &Aes256, domain: u64, index: u64) -> [u8; 16] {
     let mut block = GenericArray::from(block);
     cipher.encrypt_block(&mut block);
     block.into()
+}
+
+/// The keystream of blocks `first..first + n` in `domain` into `out`, as
+/// [`keystream`] gives them one by one, but encrypted many blocks at a
+/// time (AES-NI pipelines eight: a cold build encrypts tens of millions).
+fn fill_keystream(cipher: &Aes256, domain: u64, first: u64, n: usize, out: &mut Vec<aes::Block>) {
+    out.clear();
+    out.extend((first..first + n as u64).map(|index| {
+        let mut block = [0u8; 16];
+        block[..8].copy_from_slice(&domain.to_be_bytes());
+        block[8..].copy_from_slice(&index.to_be_bytes());
+        aes::Block::from(block)
+    }));
+    cipher.encrypt_blocks(out);
 }
 
 fn xor16(a: &mut [u8; 16], b: &[u8; 16]) {
@@ -695,6 +707,10 @@ struct SegmentWriter {
     page_no: u64,
     packs: Vec<Id>,
     pack_numbers: HashMap<Id, u32>,
+    /// True when the caller numbers the packs (the table is given up front).
+    numbered: bool,
+    /// Keystream of the entry page being sealed.
+    stream: Vec<aes::Block>,
 }
 
 impl SegmentWriter {
@@ -728,7 +744,36 @@ impl SegmentWriter {
             page_no: 1,
             packs: Vec::new(),
             pack_numbers: HashMap::new(),
+            numbered: false,
+            stream: Vec::with_capacity(ENTRIES_PER_PAGE as usize),
         })
+    }
+
+    /// A writer whose entries name their pack by its number in `packs`,
+    /// which becomes the segment's pack table as it is.
+    fn create_numbered(
+        dir: &Path,
+        keys: &CacheKeys,
+        max_entries: u64,
+        packs: Vec<Id>,
+    ) -> Result<Self, CacheError> {
+        let mut w = SegmentWriter::create(dir, keys, max_entries)?;
+        w.packs = packs;
+        w.numbered = true;
+        Ok(w)
+    }
+
+    /// Encrypts the values of the entry page being written, then writes it.
+    fn write_entry_page(&mut self) -> Result<(), CacheError> {
+        let n = self.page.len() / ENTRY;
+        let first = self.entries - n as u64;
+        fill_keystream(&self.cipher, VALUES, first, n, &mut self.stream);
+        for (entry, ks) in self.page.chunks_exact_mut(ENTRY).zip(&self.stream) {
+            for (x, k) in entry[32..].iter_mut().zip(ks) {
+                *x ^= k;
+            }
+        }
+        self.write_page()
     }
 
     fn write_page(&mut self) -> Result<(), CacheError> {
@@ -748,25 +793,36 @@ impl SegmentWriter {
 
     /// Appends one entry; keys must come in ascending order.
     fn push(&mut self, key: &[u8; 32], pack: Id, value: Value) -> Result<(), CacheError> {
-        if self.entries >= u64::from(u32::MAX) - 1 {
-            return Err(invalid(&self.tmp, "more than 2^32 entries"));
+        if self.numbered {
+            return Err(invalid(&self.tmp, "pack named by ID in a numbered segment"));
         }
         let next = self.packs.len() as u32;
         let pack = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             next
         });
+        self.push_numbered(key, Value { pack, ..value })
+    }
+
+    /// Appends one entry whose `pack` is already its number in the table;
+    /// keys must come in ascending order.
+    fn push_numbered(&mut self, key: &[u8; 32], value: Value) -> Result<(), CacheError> {
+        if self.entries >= u64::from(u32::MAX) - 1 {
+            return Err(invalid(&self.tmp, "more than 2^32 entries"));
+        }
+        if value.pack as usize >= self.packs.len() {
+            return Err(invalid(&self.tmp, "pack number out of range"));
+        }
         let s = slot(key, self.bits);
         while self.dir.len() as u64 <= s {
             self.dir.push(self.entries as u32);
         }
-        let mut bytes = Value { pack, ..value }.to_bytes();
-        xor16(&mut bytes, &keystream(&self.cipher, VALUES, self.entries));
         self.page.extend_from_slice(key);
-        self.page.extend_from_slice(&bytes);
+        // Encrypted a page at a time (`write_entry_page`).
+        self.page.extend_from_slice(&value.to_bytes());
         self.entries += 1;
         if self.page.len() == ENTRIES_PER_PAGE as usize * ENTRY {
-            self.write_page()?;
+            self.write_entry_page()?;
         }
         Ok(())
     }
@@ -779,7 +835,7 @@ impl SegmentWriter {
             return Ok(None);
         }
         if !self.page.is_empty() {
-            self.write_page()?;
+            self.write_entry_page()?;
         }
         let layout = Layout {
             entries: self.entries,
@@ -797,15 +853,20 @@ impl SegmentWriter {
             self.write_page()?;
         }
         let packs = std::mem::take(&mut self.packs);
+        let mut stream = Vec::with_capacity(2 * PACKS_PER_PAGE as usize);
         for (chunk_no, chunk) in packs.chunks(PACKS_PER_PAGE as usize).enumerate() {
-            for (i, id) in chunk.iter().enumerate() {
-                let n = (chunk_no * PACKS_PER_PAGE as usize + i) as u64;
-                let mut lo: [u8; 16] = id.0[..16].try_into().unwrap_or_default();
-                let mut hi: [u8; 16] = id.0[16..].try_into().unwrap_or_default();
-                xor16(&mut lo, &keystream(&self.cipher, PACK_IDS, 2 * n));
-                xor16(&mut hi, &keystream(&self.cipher, PACK_IDS, 2 * n + 1));
-                self.page.extend_from_slice(&lo);
-                self.page.extend_from_slice(&hi);
+            let first = (chunk_no * PACKS_PER_PAGE as usize) as u64;
+            fill_keystream(
+                &self.cipher,
+                PACK_IDS,
+                2 * first,
+                2 * chunk.len(),
+                &mut stream,
+            );
+            for (id, ks) in chunk.iter().zip(stream.chunks_exact(2)) {
+                for (half, k) in id.0.chunks_exact(16).zip(ks) {
+                    self.page.extend(half.iter().zip(k).map(|(x, k)| x ^ k));
+                }
             }
             self.write_page()?;
         }
@@ -978,8 +1039,8 @@ impl SegmentScan {
     }
 }
 
-/// Blobs parsed from index files (or saved by this process), gathered for
-/// one new segment.
+/// Blobs saved by this process, gathered in memory for one new segment
+/// (index files are built into segments by [`build::BulkBuild`]).
 #[derive(Debug)]
 pub(crate) struct Batch {
     keys: CacheKeys,
@@ -1033,11 +1094,6 @@ impl Batch {
         self.entries
             .push((self.keys.search_key(blob_type, &blob), value));
         Ok(())
-    }
-
-    /// Blob copies gathered.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 
@@ -1377,6 +1433,9 @@ pub(crate) fn batch_from_memory(
     });
     result
 }
+
+mod build;
+pub(crate) use build::KeyedFile;
 
 #[cfg(test)]
 mod tests;

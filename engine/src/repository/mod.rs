@@ -50,7 +50,7 @@ mod packer;
 pub(crate) mod tests;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use restix_repo_format::compression::{self, CompressionMode, Compressor};
@@ -258,6 +258,8 @@ pub(crate) struct Shared {
     index_cache: Mutex<IndexCacheState>,
     /// Whole tree packs, on disk or in memory (see `pack_cache`).
     pub(crate) tree_packs: Arc<TreePackCache>,
+    /// CPU threads for loading the index (0: every core).
+    cpu_threads: AtomicUsize,
 }
 
 /// What [`Repository::use_index_cache`] keeps track of.
@@ -300,6 +302,15 @@ impl From<mapped_index::CacheError> for CachedLoadError {
 use crate::poison::lock as lock_mutex;
 
 impl Shared {
+    /// CPU threads for index work: [`Repository::set_cpu_threads`], else
+    /// every core.
+    fn cpus(&self) -> usize {
+        match self.cpu_threads.load(Ordering::Relaxed) {
+            0 => cpu_count(),
+            n => n,
+        }
+    }
+
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, IndexView> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -362,7 +373,7 @@ impl Shared {
         ids: &[Id],
         mut each: impl FnMut(&Id, IndexFile) -> Result<(), E>,
     ) -> Result<(), E> {
-        let workers = self.backend.connections() + cpu_count();
+        let workers = self.backend.connections() + self.cpus();
         // One file per worker at a time: a cold load of a huge repository
         // holds a few parsed files, not all of them.
         for chunk in ids.chunks(workers) {
@@ -376,6 +387,76 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Like [`Shared::read_index_files`], but `prepare` runs on the worker
+    /// threads too (right after a file is parsed) and `consume` on this
+    /// thread as files complete, in whatever order they do: parsing goes
+    /// on while `consume` works, with no pause between groups of files.
+    /// Memory stays small: as many files are decoded at once as there are
+    /// CPU threads (a decoded file is about four times its stored size;
+    /// the other workers hold what they read), and at most two prepared
+    /// files wait. Stops at the first error.
+    fn stream_index_files<T: Send, E: From<RepoError> + Send>(
+        &self,
+        ids: &[Id],
+        prepare: impl Fn(&Id, IndexFile) -> Result<T, E> + Sync,
+        mut consume: impl FnMut(&Id, T) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let workers = (self.backend.connections() + self.cpus()).clamp(1, ids.len().max(1));
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let decoding = crate::semaphore::Semaphore::new(self.cpus());
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(&Id, Result<T, E>)>(2);
+            for _ in 0..workers {
+                let (tx, next, stop, prepare, decoding) =
+                    (tx.clone(), &next, &stop, &prepare, &decoding);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let prepared = match self.backend.read(FileType::Index, &id.to_hex()) {
+                            Err(e) => Err(RepoError::from(e).into()),
+                            Ok(data) => {
+                                // Decoded, parsed and prepared under one
+                                // permit: that is when a file is large.
+                                let _permit = decoding.acquire();
+                                self.decode_file(FileType::Index, id, &data)
+                                    .and_then(|json| {
+                                        drop(data);
+                                        IndexFile::parse(&json).map_err(|e| {
+                                            RepoError::invalid_file(
+                                                FileType::Index,
+                                                &id.to_hex(),
+                                                e,
+                                            )
+                                        })
+                                    })
+                                    .map_err(E::from)
+                                    .and_then(|file| prepare(id, file))
+                            }
+                        };
+                        if tx.send((id, prepared)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut result = Ok(());
+            for (id, prepared) in rx.iter() {
+                if let Err(e) = prepared.and_then(|t| consume(id, t)) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            // Workers stop at their next file or send.
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            result
+        })
     }
 
     /// Adds an index file's blobs to `memory` (bulk: found after
@@ -404,16 +485,21 @@ impl Shared {
     /// Load an index, snapshot or lock file: verify sha256(content) == name,
     /// decrypt, decompress. Returns the JSON bytes.
     fn load_file(&self, file_type: FileType, id: &Id) -> RepoResult<Vec<u8>> {
+        let data = self.backend.read(file_type, &id.to_hex())?;
+        self.decode_file(file_type, id, &data)
+    }
+
+    /// [`Shared::load_file`] of the bytes read: check, decrypt, decompress.
+    fn decode_file(&self, file_type: FileType, id: &Id, data: &[u8]) -> RepoResult<Vec<u8>> {
         let name = id.to_hex();
-        let data = self.backend.read(file_type, &name)?;
-        if Id(Sha256::digest(&data).into()) != *id {
+        if Id(Sha256::digest(data).into()) != *id {
             return Err(RepoError::invalid_file(
                 file_type,
                 &name,
                 "invalid data: content does not match ID",
             ));
         }
-        unpacked::decode_unpacked(&self.key, &data)
+        unpacked::decode_unpacked(&self.key, data)
             .map_err(|e| RepoError::invalid_file(file_type, &name, e))
     }
 
@@ -901,6 +987,7 @@ impl Repository {
                 pack_buffers: Mutex::new(Vec::new()),
                 index_cache: Mutex::new(IndexCacheState::default()),
                 tree_packs: Arc::new(TreePackCache::default()),
+                cpu_threads: AtomicUsize::new(0),
             }),
             config,
             key_id,
@@ -1011,6 +1098,13 @@ impl Repository {
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
+    }
+
+    /// At most `threads` CPU threads parse the index and build its cache
+    /// (`--threads`, `GOMAXPROCS`; 0: every core). Reads from the backend
+    /// still keep its connections busy.
+    pub fn set_cpu_threads(&self, threads: usize) {
+        self.shared.cpu_threads.store(threads, Ordering::Relaxed);
     }
 
     /// Compression for data blobs (v2 only; trees are always compressed).
@@ -1273,41 +1367,28 @@ impl Repository {
             .filter(|id| !covered.contains(id))
             .copied()
             .collect();
-        let mut changed = !replaced.is_empty();
-        let mut batch = cache.batch();
-        self.shared
-            .read_index_files(&rest, |id, file| -> Result<(), CachedLoadError> {
-                for p in &file.packs {
-                    for b in &p.blobs {
-                        if self.config.version < 2 && b.uncompressed_length.is_some() {
-                            return Err(RepoError::IndexNeedsV2.into());
-                        }
-                        batch
-                            .add(
-                                b.blob_type,
-                                b.id,
-                                p.id,
-                                b.offset,
-                                u64::from(b.length),
-                                b.uncompressed_length.map(u64::from),
-                            )
-                            .map_err(|e| {
-                                RepoError::invalid_file(FileType::Index, &id.to_hex(), e)
-                            })?;
-                    }
+        let changed = !replaced.is_empty() || !rest.is_empty();
+        // All of them become one segment (see `mapped_index::build`): a
+        // cold build merges nothing afterwards.
+        let mut build = cache.bulk_build();
+        self.shared.stream_index_files(
+            &rest,
+            |id, file| -> Result<mapped_index::KeyedFile, CachedLoadError> {
+                if self.config.version < 2
+                    && file
+                        .packs
+                        .iter()
+                        .any(|p| p.blobs.iter().any(|b| b.uncompressed_length.is_some()))
+                {
+                    return Err(RepoError::IndexNeedsV2.into());
                 }
-                batch.files.push(*id);
-                if batch.len() >= mapped_index::BUILD_BATCH {
-                    manifest
-                        .segments
-                        .extend(cache.write_batch(std::mem::replace(&mut batch, cache.batch()))?);
-                }
-                Ok(())
-            })?;
-        if !batch.files.is_empty() {
-            changed = true;
-            manifest.segments.extend(cache.write_batch(batch)?);
-        }
+                cache
+                    .keyed_file(&file)
+                    .map_err(|e| RepoError::invalid_file(FileType::Index, &id.to_hex(), e).into())
+            },
+            |id, keyed| Ok(build.add_file(*id, keyed)?),
+        )?;
+        manifest.segments.extend(build.finish(self.shared.cpus())?);
         // Index files without blobs: covered by no segment, parsed each
         // time (they are tiny).
         replaced.extend(cache.compact(&mut manifest)?);

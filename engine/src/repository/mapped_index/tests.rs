@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::repository::tests::TempDir;
+use restix_repo_format::{IndexBlob, IndexFile, IndexPack};
 
 fn id(n: u32) -> Id {
     Id::hash(&n.to_le_bytes())
@@ -400,4 +401,240 @@ fn pack_tables_tell_which_packs_are_listed() {
     // Nothing asked, nothing read.
     let mut none = HashSet::new();
     m.drop_listed_packs(&mut none).unwrap();
+}
+
+/// The index file `fill` gathers: the same blobs, packs and places.
+fn index_file(range: std::ops::Range<u32>) -> IndexFile {
+    let mut packs: Vec<IndexPack> = Vec::new();
+    for i in range {
+        let pack = id(1_000_000 + i / 100);
+        if packs.last().map(|p| p.id) != Some(pack) {
+            packs.push(IndexPack {
+                id: pack,
+                blobs: Vec::new(),
+            });
+        }
+        let Some(p) = packs.last_mut() else { continue };
+        p.blobs.push(IndexBlob {
+            id: id(i),
+            blob_type: BlobType::Data,
+            offset: u64::from(i) * 7,
+            length: 100 + i % 50,
+            uncompressed_length: i.is_multiple_of(3).then_some(i + 1),
+        });
+        if i.is_multiple_of(10) {
+            packs.push(IndexPack {
+                id: id(7),
+                blobs: vec![IndexBlob {
+                    id: id(i),
+                    blob_type: BlobType::Tree,
+                    offset: u64::from(i),
+                    length: 33,
+                    uncompressed_length: None,
+                }],
+            });
+        }
+    }
+    IndexFile {
+        supersedes: None,
+        packs,
+    }
+}
+
+/// Every entry of a segment, in file order (pack IDs resolved).
+fn scan_all(c: &CacheDir, meta: &SegmentMeta) -> Vec<([u8; 32], Id, Value)> {
+    let mut scan = SegmentScan::open(&c.dir, &c.keys, meta).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = scan.next_entry().unwrap() {
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn keystream_in_bulk_is_the_one_by_one_keystream() {
+    let cipher = CacheKeys::derive(&Key::random(), "r").segment_cipher(&[3; 16]);
+    let mut stream = Vec::new();
+    for (domain, first, n) in [(VALUES, 0, 1), (VALUES, 85, 85), (PACK_IDS, 254, 254)] {
+        fill_keystream(&cipher, domain, first, n, &mut stream);
+        assert_eq!(stream.len(), n);
+        for (i, block) in stream.iter().enumerate() {
+            assert_eq!(
+                block.as_slice(),
+                &keystream(&cipher, domain, first + i as u64)[..]
+            );
+        }
+    }
+}
+
+#[test]
+fn bulk_build_writes_what_a_batch_writes() {
+    let t = TempDir::new("mapped-bulk");
+    let c = cache_in(&t.0, &Key::random(), "r");
+    // Files overlapping by 100 blobs (exact duplicates), one empty file,
+    // and one more copy of blob 5 in another pack.
+    let files = [0..2000, 1900..3000, 0..0, 3000..5000];
+    let mut copy = IndexFile::default();
+    copy.packs.push(IndexPack {
+        id: id(77),
+        blobs: vec![IndexBlob {
+            id: id(5),
+            blob_type: BlobType::Data,
+            offset: 9,
+            length: 10,
+            uncompressed_length: None,
+        }],
+    });
+    for spill_every in [1, 3, 341, 100_000] {
+        let mut build = c.bulk_build();
+        build.spill_every(spill_every);
+        for (n, range) in files.iter().enumerate() {
+            let keyed = c.keyed_file(&index_file(range.clone())).unwrap();
+            build.add_file(id(5_000_000 + n as u32), keyed).unwrap();
+        }
+        build
+            .add_file(id(6_000_000), c.keyed_file(&copy).unwrap())
+            .unwrap();
+        // 5500 blobs over 1024 buckets: only small chunks spill.
+        assert_eq!(build.spilled() > 0, spill_every <= 3, "{spill_every}");
+        let spill = build.spill_path().map(Path::to_path_buf);
+        let built = build.finish(3).unwrap().unwrap();
+        // The spill file is gone.
+        assert!(spill.is_none_or(|p| !p.exists()));
+        // The same blobs through the batch path.
+        let mut batch = c.batch();
+        for (n, range) in files.iter().enumerate() {
+            let b = fill(&c, range.clone(), n as u32);
+            batch_append(&mut batch, b);
+        }
+        batch
+            .add(BlobType::Data, id(5), id(77), 9, 10, None)
+            .unwrap();
+        batch.files.push(id(6_000_000));
+        let written = c.write_batch(batch).unwrap().unwrap();
+        assert_eq!(built.entries, written.entries);
+        assert_eq!(built.packs, written.packs);
+        assert_eq!(built.files, written.files);
+        assert_eq!(scan_all(&c, &built), scan_all(&c, &written));
+        let m = open_all(&c, std::slice::from_ref(&built));
+        for i in 0..5000 {
+            let want = if i == 5 { 2 } else { 1 };
+            assert_eq!(all(&m, BlobType::Data, &id(i)).len(), want, "{i}");
+        }
+        assert_eq!(all(&m, BlobType::Data, &id(6))[0], expected(6));
+    }
+}
+
+/// Moves a batch's blobs into another (renumbering their packs).
+fn batch_append(into: &mut Batch, from: Batch) {
+    for (key, v) in from.entries {
+        let pack = from.packs[v.pack as usize];
+        let next = into.packs.len() as u32;
+        let n = *into.pack_numbers.entry(pack).or_insert_with(|| {
+            into.packs.push(pack);
+            next
+        });
+        into.entries.push((key, Value { pack: n, ..v }));
+    }
+    into.files.extend(from.files);
+}
+
+#[test]
+fn bulk_build_of_nothing_writes_nothing() {
+    let t = TempDir::new("mapped-bulk-empty");
+    let c = cache_in(&t.0, &Key::random(), "r");
+    let mut build = c.bulk_build();
+    build
+        .add_file(id(1), c.keyed_file(&IndexFile::default()).unwrap())
+        .unwrap();
+    assert_eq!(build.finish(2).unwrap(), None);
+    assert_eq!(std::fs::read_dir(&c.dir).unwrap().count(), 0);
+}
+
+#[test]
+fn bulk_build_refuses_a_changed_spill() {
+    let t = TempDir::new("mapped-bulk-spill");
+    let c = cache_in(&t.0, &Key::random(), "r");
+    for at in [0u64, 47, 48 * 5 + 40] {
+        let mut build = c.bulk_build();
+        build.spill_every(2);
+        build
+            .add_file(id(1), c.keyed_file(&index_file(0..3000)).unwrap())
+            .unwrap();
+        let spill = build.spill_path().unwrap().to_path_buf();
+        // Written out by `finish`: change it through its own buffer's file.
+        build.flush_spill_for_test();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&spill)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap_or(());
+        f.write_all_at(&[b[0] ^ 1], at).unwrap();
+        let err = build.finish(2).unwrap_err();
+        assert!(err.to_string().contains("fail their check"), "{err}");
+        assert!(!spill.exists());
+        // No segment left behind.
+        let left: Vec<_> = std::fs::read_dir(&c.dir).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+#[test]
+fn keyed_file_refuses_offsets_past_4_gib() {
+    let t = TempDir::new("mapped-keyed");
+    let c = cache_in(&t.0, &Key::random(), "r");
+    let mut f = index_file(0..3);
+    // Pack 0 holds blob 0, pack 1 its tree copy, pack 2 blob 1.
+    f.packs[2].blobs[0].offset = 1 << 32;
+    let e = c.keyed_file(&f).unwrap_err();
+    assert_eq!(e.blob, id(1));
+    assert_eq!(e.offset, 1 << 32);
+}
+
+#[test]
+fn in_order_hands_results_over_in_order_and_stops_at_an_error() {
+    for threads in [1, 2, 5] {
+        let mut seen = Vec::new();
+        build::in_order(100, threads, 3, Ok::<usize, usize>, |i| {
+            seen.push(i);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        let mut seen = Vec::new();
+        let r = build::in_order(
+            100,
+            threads,
+            3,
+            |i| if i == 40 { Err(i) } else { Ok(i) },
+            |i| {
+                seen.push(i);
+                if i == 70 {
+                    Err(0)
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(r, Err(40));
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn in_order_passes_a_makers_panic_on_instead_of_waiting() {
+    let r = std::panic::catch_unwind(|| {
+        build::in_order(
+            50,
+            2,
+            3,
+            |i| {
+                assert_ne!(i, 7, "maker fails");
+                Ok::<usize, ()>(i)
+            },
+            |_| Ok(()),
+        )
+    });
+    assert!(r.is_err());
 }
