@@ -116,7 +116,16 @@ pub fn pack_header(data: &[u8]) {
 
 /// Index files (decrypted JSON): parse and re-encode.
 pub fn index(data: &[u8]) {
-    if let Ok(idx) = IndexFile::parse(data) {
+    // The fast path for restic's own shape and serde_json accept the same
+    // files and read the same packs from them.
+    let parsed = IndexFile::parse(data);
+    let general = IndexFile::parse_with_serde_only(data);
+    assert_eq!(
+        parsed.as_ref().ok().map(|i| &i.packs),
+        general.as_ref().ok().map(|i| &i.packs),
+        "fast path and serde_json disagree"
+    );
+    if let Ok(idx) = parsed {
         let _ = idx.blob_count();
         // `to_json` writes no `supersedes` (restix never supersedes index
         // files), so only the packs must survive the round trip.

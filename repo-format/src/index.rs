@@ -75,6 +75,17 @@ impl From<crate::pack::PackBlob> for IndexBlob {
 impl IndexFile {
     /// Parses an index file; also accepts the legacy top-level array of packs.
     pub fn parse(json: &[u8]) -> Result<IndexFile, serde_json::Error> {
+        Self::parse_with(json, true)
+    }
+
+    /// [`IndexFile::parse`] without the fast path: serde_json alone. For the
+    /// `index` fuzz target, which checks that both agree.
+    #[doc(hidden)]
+    pub fn parse_with_serde_only(json: &[u8]) -> Result<IndexFile, serde_json::Error> {
+        Self::parse_with(json, false)
+    }
+
+    fn parse_with(json: &[u8], fast_path: bool) -> Result<IndexFile, serde_json::Error> {
         let first = json.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
             let packs: Vec<IndexPack> = serde_json::from_slice(json)?;
@@ -85,7 +96,7 @@ impl IndexFile {
         }
         // restic's own shape is read without serde (see `fast`); anything
         // else, valid or not, goes through serde_json as before.
-        let mut f: IndexFile = match fast::parse(json) {
+        let mut f: IndexFile = match fast::parse(json).filter(|_| fast_path) {
             Some(f) => f,
             None => serde_json::from_slice(json)?,
         };
