@@ -852,66 +852,64 @@ impl SftpBackend {
 
     async fn write_async(&self, file_type: FileType, name: &str, data: &[u8]) -> BackendResult<()> {
         let path = self.file_path(file_type, name);
-        self.attempt("write", &path, |conn| {
-            let path = path.clone();
-            async move {
-                for tmp in self.take_stale_temps() {
-                    let _ = conn.sftp.remove(tmp).await;
-                }
-                let tmp = format!("{path}-tmp-{}", random_suffix());
-                // Armed until the attempt ends with an answer from the
-                // server: a lost connection or a cancelled attempt (the
-                // connection closed at any await point) leaves the name for
-                // the next write to remove.
-                let mut guard = StaleTemp {
-                    list: &self.stale_temps,
-                    tmp: Some(tmp.clone()),
-                };
-                let outcome = async {
-                    upload(&conn, &tmp, data).await?;
-                    rename(&conn, &tmp, &path).await
-                }
-                .await;
-                match &outcome {
-                    Ok(()) => guard.disarm(),
-                    Err(AttemptError::Final(_)) => {
-                        guard.disarm();
-                        let _ = conn.sftp.remove(tmp).await;
-                    }
-                    Err(AttemptError::Transport(_)) => {}
-                }
-                outcome
-            }
+        let path = path.as_str();
+        self.attempt("write", path, |conn| async move {
+            self.store_once(&conn, path, data, true).await.map(|_| ())
         })
         .await
     }
 
     /// Upload `data` to a fresh temporary name beside `path` (one attempt,
-    /// as `write_async` without its rename); the temporary name on success.
-    /// A failed upload leaves no temporary file (or, when the connection was
-    /// lost, its name in the stale list for the next write).
+    /// as `write_async` without its rename); the temporary name on success,
+    /// for [`SftpBackend::write_in_order_async`] to rename later.
     async fn upload_temp(&self, path: &str, data: &[u8]) -> BackendResult<String> {
         self.attempt("write", path, |conn| async move {
-            for tmp in self.take_stale_temps() {
-                let _ = conn.sftp.remove(tmp).await;
-            }
-            let tmp = format!("{path}-tmp-{}", random_suffix());
-            let mut guard = StaleTemp {
-                list: &self.stale_temps,
-                tmp: Some(tmp.clone()),
-            };
-            let outcome = upload(&conn, &tmp, data).await;
-            match &outcome {
-                Ok(()) => guard.disarm(),
-                Err(AttemptError::Final(_)) => {
-                    guard.disarm();
-                    let _ = conn.sftp.remove(tmp.clone()).await;
-                }
-                Err(AttemptError::Transport(_)) => {}
-            }
-            outcome.map(|()| tmp)
+            self.store_once(&conn, path, data, false).await
         })
         .await
+    }
+
+    /// One attempt of a write on `conn`: remove the stale temporary files
+    /// of earlier attempts, upload `data` to a fresh temporary name beside
+    /// `path` and, with `publish`, rename it into place. The temporary name
+    /// (gone when published). A failed attempt leaves no temporary file, or,
+    /// when the connection was lost, its name in the stale list for the
+    /// next write to remove.
+    async fn store_once(
+        &self,
+        conn: &Connection,
+        path: &str,
+        data: &[u8],
+        publish: bool,
+    ) -> Attempt<String> {
+        for tmp in self.take_stale_temps() {
+            let _ = conn.sftp.remove(tmp).await;
+        }
+        let tmp = format!("{path}-tmp-{}", random_suffix());
+        // Armed until the attempt ends with an answer from the server: a
+        // lost connection or a cancelled attempt (the connection closed at
+        // any await point) leaves the name for the next write to remove.
+        let mut guard = StaleTemp {
+            list: &self.stale_temps,
+            tmp: Some(tmp.clone()),
+        };
+        let outcome = async {
+            upload(conn, &tmp, data).await?;
+            if publish {
+                rename(conn, &tmp, path).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match &outcome {
+            Ok(()) => guard.disarm(),
+            Err(AttemptError::Final(_)) => {
+                guard.disarm();
+                let _ = conn.sftp.remove(tmp.clone()).await;
+            }
+            Err(AttemptError::Transport(_)) => {}
+        }
+        outcome.map(|()| tmp)
     }
 
     /// Remove temporary files of `write_in_order_async` that will not be
@@ -1130,6 +1128,19 @@ mod tests {
     /// write beyond it fails (EFBIG; SIGXFSZ ignored, so the server lives on).
     const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
+    /// A created repository in a temporary folder (`<dir>/repo`) behind a
+    /// size-limited sftp-server; `None` (reported as skipped) without one.
+    fn size_limited_repository() -> Option<(tempfile::TempDir, SftpBackend)> {
+        if !std::path::Path::new(SFTP_SERVER).exists() {
+            restix_testkit::skip("sftp-server", "apt-get install openssh-server");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let b = open_size_limited(&dir.path().join("repo"));
+        b.create().expect("create");
+        Some((dir, b))
+    }
+
     fn open_size_limited(repo: &std::path::Path) -> SftpBackend {
         let command = format!("sh -c \"trap '' XFSZ; ulimit -f 64; exec {SFTP_SERVER}\"");
         let opts = crate::SftpOptions::from_pairs([("sftp.command", command.as_str())])
@@ -1155,14 +1166,10 @@ mod tests {
     /// the temporary file is removed.
     #[test]
     fn failed_write_fails_the_upload_and_leaves_no_file() {
-        if !std::path::Path::new(SFTP_SERVER).exists() {
-            restix_testkit::skip("sftp-server", "apt-get install openssh-server");
+        let Some((dir, b)) = size_limited_repository() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("temporary folder");
+        };
         let repo = dir.path().join("repo");
-        let b = open_size_limited(&repo);
-        b.create().expect("create");
         let small = vec![7u8; 1000];
         let ok = "11".repeat(32);
         b.write(FileType::Snapshot, &ok, &small)
@@ -1192,14 +1199,10 @@ mod tests {
     /// files before it visible and none after it; no temporary file stays.
     #[test]
     fn ordered_writes_publish_in_order_or_not_at_all() {
-        if !std::path::Path::new(SFTP_SERVER).exists() {
-            restix_testkit::skip("sftp-server", "apt-get install openssh-server");
+        let Some((dir, b)) = size_limited_repository() else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("temporary folder");
+        };
         let repo = dir.path().join("repo");
-        let b = open_size_limited(&repo);
-        b.create().expect("create");
         let name = |n: u8| format!("{n:02x}").repeat(32);
         let sorted = |mut v: Vec<String>| {
             v.sort();
