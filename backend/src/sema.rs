@@ -184,6 +184,17 @@ mod tests {
     }
 
     impl Probe {
+        /// A backend of `connections` whose operations wait for the gate.
+        fn new(connections: usize) -> Probe {
+            Probe {
+                connections,
+                in_flight: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                gate: Mutex::new(false),
+                opened: Condvar::new(),
+            }
+        }
+
         fn op(&self) -> BackendResult<()> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
@@ -232,13 +243,7 @@ mod tests {
 
     #[test]
     fn never_more_than_connections_in_flight_and_locks_pass() {
-        let backend = Arc::new(ConnectionLimited::new(Probe {
-            connections: 3,
-            in_flight: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-            gate: Mutex::new(false),
-            opened: Condvar::new(),
-        }));
+        let backend = Arc::new(ConnectionLimited::new(Probe::new(3)));
         let workers: Vec<_> = (0..10)
             .map(|i| {
                 let b = Arc::clone(&backend);
@@ -269,13 +274,7 @@ mod tests {
 
     #[test]
     fn an_ordered_write_holds_a_permit_per_file_and_locks_pass() {
-        let backend = Arc::new(ConnectionLimited::new(Probe {
-            connections: 3,
-            in_flight: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-            gate: Mutex::new(false),
-            opened: Condvar::new(),
-        }));
+        let backend = Arc::new(ConnectionLimited::new(Probe::new(3)));
         let free = |b: &ConnectionLimited<Probe>| *b.permits.free.lock().unwrap();
         let ordered = {
             let b = Arc::clone(&backend);
